@@ -1,0 +1,167 @@
+"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo`` and ``student``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _notebooks_dir() -> Path:
+    here = Path.cwd() / "notebooks"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _widgets_extension() -> tuple[bool, str]:
+    """Whether JupyterLab will find the prebuilt ipywidgets extension."""
+    try:
+        from jupyter_core.paths import jupyter_path
+    except ImportError:
+        return False, "jupyter_core is not installed (install JupyterLab)"
+    for base in jupyter_path("labextensions"):
+        pkg = Path(base) / "@jupyter-widgets" / "jupyterlab-manager" / "package.json"
+        if pkg.exists():
+            disabled = _labextension_disabled("@jupyter-widgets/jupyterlab-manager")
+            if disabled:
+                return False, f"installed at {pkg.parent} but disabled in JupyterLab's settings"
+            return True, f"enabled ({pkg.parent})"
+    return False, "not found: pip install jupyterlab_widgets (comes with ipywidgets 8)"
+
+
+def _labextension_disabled(name: str) -> bool:
+    import json
+
+    try:
+        from jupyter_core.paths import jupyter_config_path
+    except ImportError:
+        return False
+    for base in jupyter_config_path():
+        cfg = Path(base) / "labconfig" / "page_config.json"
+        if cfg.exists():
+            try:
+                if json.loads(cfg.read_text()).get("disabledExtensions", {}).get(name):
+                    return True
+            except (OSError, ValueError):
+                continue
+    return False
+
+
+def _cache_writable() -> tuple[bool, str]:
+    from metaadv_edu.cache import cache_dir
+
+    path = cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return False, f"{path} is not writable ({exc}); set METAADV_CACHE to a writable folder"
+    return True, f"{path} (writable)"
+
+
+def doctor(_args) -> int:
+    import torch
+
+    from metaadv_edu import pick_device
+
+    ok = True
+    rows = [("python", f"{platform.python_version()} ({sys.executable})", True)]
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
+    rows.append(("torch", f"{torch.__version__} — {build}", True))
+    try:
+        device = pick_device()
+        detail = str(device)
+        if device.type == "cuda":
+            detail += f" ({torch.cuda.get_device_name(device)})"
+        env = os.environ.get("METAADV_DEVICE")
+        detail += f" — from METAADV_DEVICE={env}" if env else " — automatic choice"
+        rows.append(("device", detail, True))
+    except ValueError as exc:
+        rows.append(("device", str(exc), False))
+    widgets_ok, widgets_detail = _widgets_extension()
+    rows.append(("widgets extension", widgets_detail, widgets_ok))
+    cache_ok, cache_detail = _cache_writable()
+    rows.append(("model cache", cache_detail, cache_ok))
+    nb_dir = _notebooks_dir()
+    from metaadv_edu.notebooks import find_notebooks
+
+    count = len(find_notebooks(nb_dir)) if nb_dir.is_dir() else 0
+    rows.append(("notebooks", f"{count} in {nb_dir}" if count else "course notebooks not found", count > 0))
+    width = max(len(r[0]) for r in rows)
+    for name, detail, good in rows:
+        ok &= good
+        print(f"{'✓' if good else '✗'} {name:<{width}}  {detail}")
+    print("All good: open the course with `jupyter lab notebooks/`." if ok else
+          "Some checks failed: see the lines marked ✗.")
+    return 0 if ok else 1
+
+
+def execute(args) -> int:
+    from metaadv_edu.notebooks import execute_notebook, find_notebooks, stale_reason
+
+    paths = [p for target in (args.notebooks or [str(_notebooks_dir())]) for p in find_notebooks(target)]
+    if not paths:
+        print("no notebooks found", file=sys.stderr)
+        return 2
+    if args.check:
+        stale = [(p, r) for p in paths if (r := stale_reason(p))]
+        for p, reason in stale:
+            print(f"stale: {p.name}: {reason}")
+        print(f"{len(paths) - len(stale)} of {len(paths)} notebooks have current outputs")
+        return 1 if stale else 0
+    for path in paths:
+        print(f"executing {path.name} …", flush=True)
+        seconds = execute_notebook(path, timeout=args.timeout)
+        print(f"  done in {seconds:.1f} s", flush=True)
+    return 0
+
+
+def demo(args) -> int:
+    import shutil
+    import subprocess
+
+    nb_dir = _notebooks_dir()
+    name = args.notebook if args.notebook.endswith(".ipynb") else args.notebook + ".ipynb"
+    matches = [p for p in nb_dir.glob("*.ipynb") if p.name == name or p.name.startswith(args.notebook)]
+    if not matches:
+        print(f"no notebook named {args.notebook!r} in {nb_dir}", file=sys.stderr)
+        return 2
+    voila = shutil.which("voila")
+    if voila is None:
+        print("voila is not installed: pip install voila", file=sys.stderr)
+        return 2
+    cmd = [voila, str(matches[0].name), f"--port={args.port}", f"--Voila.root_dir={nb_dir}",
+           "--strip_sources=True"]
+    if args.no_browser:
+        cmd.append("--no-browser")
+    return subprocess.call(cmd, cwd=nb_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metaadv-edu", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("doctor", help="check this machine for the course")
+    p.set_defaults(func=doctor)
+    p = sub.add_parser("execute", help="re-execute the notebooks in place to refresh their outputs")
+    p.add_argument("notebooks", nargs="*", help="notebooks or folders (default: notebooks/)")
+    p.add_argument("--check", action="store_true", help="only report notebooks with stale outputs")
+    p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    p.set_defaults(func=execute)
+    p = sub.add_parser("demo", help="serve a notebook as a Voilà app")
+    p.add_argument("notebook", help="e.g. 01_fgsm")
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--no-browser", action="store_true")
+    p.set_defaults(func=demo)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Choosing the compute device and seeding every random number generator.
+
+Notebook ``00_start_here`` shows both in use.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+__all__ = ["available_devices", "pick_device", "seed_everything"]
+
+ENV_VAR = "METAADV_DEVICE"
+_NAME = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def available_devices() -> list[str]:
+    """Names of the devices this machine can use right now, best first."""
+    names = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if _mps_available():
+        names.append("mps")
+    names.append("cpu")
+    return names
+
+
+def _parse(name: str, source: str) -> torch.device:
+    text = name.strip().lower()
+    match = _NAME.match(text)
+    if match is None:
+        raise ValueError(
+            f"{source}={name!r} is not a device name; use one of 'cpu', 'cuda', 'cuda:N' or 'mps' "
+            f"(available here: {', '.join(available_devices())})"
+        )
+    kind, index = match.group(1), match.group(2)
+    if kind == "cpu":
+        if index not in (None, "0"):
+            raise ValueError(f"{source}={name!r}: the CPU has no index; use 'cpu'")
+        return torch.device("cpu")
+    if kind == "mps":
+        if not _mps_available():
+            raise ValueError(
+                f"{source}={name!r}: Apple's MPS backend is not available on this machine "
+                f"(available here: {', '.join(available_devices())})"
+            )
+        return torch.device("mps")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    i = int(index) if index is not None else 0
+    if i >= count:
+        have = f"{count} CUDA device(s)" if count else "no CUDA device"
+        raise ValueError(
+            f"{source}={name!r}: this machine has {have} "
+            f"(available here: {', '.join(available_devices())})"
+        )
+    return torch.device("cuda", i)
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """Return the device the course computes on.
+
+    Order of precedence: ``prefer``, then the environment variable ``METAADV_DEVICE``, then the
+    first available of CUDA, MPS and the CPU.
+
+    Parameters
+    ----------
+    prefer : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+
+    Raises
+    ------
+    ValueError
+        If the name is not a device name, or names a device this machine does not have.
+    """
+    if prefer is not None:
+        if not isinstance(prefer, str):
+            raise TypeError(f"prefer must be a str such as 'cpu' or 'cuda', got {type(prefer).__name__}")
+        return _parse(prefer, "prefer")
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return _parse(env, ENV_VAR)
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's global generators; return a fresh seeded CPU generator.
+
+    Pass the returned generator explicitly to the functions that draw random numbers: the same
+    seed then gives the same numbers, whatever else ran before.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,147 @@
+"""Live controls for the notebooks: the :class:`Explorer` and the sliders it is built from.
+
+Wiring only. An explorer calls a ``draw(fig, **values)`` function, written next to the computation
+it shows, whenever a slider is released; that function must only do cheap work (evaluate or adapt
+cached models, never train them). The explorer owns exactly one matplotlib ``Figure`` (made without
+pyplot, so nothing is left open) and shows it as a PNG. Without a live kernel — on GitHub, in a
+stored notebook, under nbval — the same PNG is part of the cell's output, so the first figure is
+still there to read.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+import time
+from collections.abc import Callable
+
+import ipywidgets as w
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["Explorer", "epsilon_slider", "float_slider", "inner_lr_slider", "int_slider"]
+
+LABEL_STYLE = {"description_width": "15em"}
+SLIDER_LAYOUT = {"width": "34em"}
+
+
+def float_slider(description: str, value: float, min: float, max: float, step: float, *,
+                 readout_format: str = ".2f") -> w.FloatSlider:
+    return w.FloatSlider(value=value, min=min, max=max, step=step, description=description,
+                         readout_format=readout_format, continuous_update=False,
+                         style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT))
+
+
+def int_slider(description: str, value: int, min: int, max: int, step: int = 1) -> w.IntSlider:
+    return w.IntSlider(value=value, min=min, max=max, step=step, description=description,
+                       continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT))
+
+
+def epsilon_slider(value: float = 0.1, max: float = 0.5, step: float = 0.01,
+                   description: str = "ε — perturbation budget") -> w.FloatSlider:
+    """The perturbation budget ε (L∞ radius, in pixel units of [0, 1])."""
+    return float_slider(description, value, 0.0, max, step)
+
+
+def inner_lr_slider(value: float = 0.01, min_exp: float = -4, max_exp: float = 0,
+                    description: str = "α — inner learning rate") -> w.FloatLogSlider:
+    """The inner learning rate α on a log scale: 10^min_exp … 10^max_exp."""
+    return w.FloatLogSlider(value=value, base=10, min=min_exp, max=max_exp, step=0.1,
+                            description=description, readout_format=".1e",
+                            continuous_update=False, style=LABEL_STYLE,
+                            layout=w.Layout(**SLIDER_LAYOUT))
+
+
+def _png(figure: Figure) -> bytes:
+    buf = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buf)
+    return buf.getvalue()
+
+
+class Explorer(w.VBox):
+    """Sliders, one figure redrawn in place, and a line of text.
+
+    Parameters
+    ----------
+    draw : callable
+        ``draw(fig, **values) -> str | None``: clear-and-draw into ``fig`` for the slider values
+        (keyword arguments named like the sliders); may return a short caption (HTML allowed).
+    sliders : dict
+        Name → widget. Conventional names: ``"epsilon"`` (ε) and ``"inner_lr"`` (α).
+    title : str, optional
+        A heading shown above the sliders.
+    figsize, dpi :
+        Size of the figure.
+
+    Attributes
+    ----------
+    sliders : dict[str, ipywidgets.Widget]
+    figure : matplotlib.figure.Figure — the only figure this explorer ever draws into.
+    caption : ipywidgets.HTML — the text returned by ``draw``.
+    last_update_s : float — wall time of the last :meth:`update`, in seconds.
+    """
+
+    def __init__(self, draw: Callable[..., str | None], sliders: dict[str, w.Widget], *,
+                 title: str | None = None, figsize: tuple[float, float] = (9.0, 3.2),
+                 dpi: int = 80):
+        if not callable(draw):
+            raise TypeError("draw must be callable as draw(fig, **values)")
+        if not sliders:
+            raise ValueError("sliders must name at least one slider")
+        for name, slider in sliders.items():
+            if not isinstance(slider, w.ValueWidget):
+                raise TypeError(f"sliders[{name!r}] must be an ipywidgets value widget")
+        self.sliders: dict[str, w.Widget] = dict(sliders)
+        self.figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        self._draw = draw
+        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.caption = w.HTML()
+        self.last_update_s = float("nan")
+        header = [w.HTML(f"<b>{html.escape(title)}</b>")] if title else []
+        super().__init__(header + [*self.sliders.values(), self.image, self.caption])
+        for slider in self.sliders.values():
+            slider.observe(self._on_change, names="value")
+        self.update()
+
+    @property
+    def values(self) -> dict:
+        return {name: slider.value for name, slider in self.sliders.items()}
+
+    def _on_change(self, _change) -> None:
+        self.update()
+
+    def update(self) -> None:
+        """Recompute and redraw for the current slider values."""
+        start = time.perf_counter()
+        self.figure.clear()
+        text = self._draw(self.figure, **self.values)
+        self.image.value = _png(self.figure)
+        self.caption.value = text or ""
+        self.last_update_s = time.perf_counter() - start
+
+    def set(self, **values) -> None:
+        """Move several sliders at once and redraw once (handy in tests and scripted demos)."""
+        unknown = set(values) - set(self.sliders)
+        if unknown:
+            raise ValueError(f"unknown slider(s) {sorted(unknown)}; this explorer has {sorted(self.sliders)}")
+        with self.hold_trait_notifications():
+            for slider in self.sliders.values():
+                slider.unobserve(self._on_change, names="value")
+            try:
+                for name, value in values.items():
+                    self.sliders[name].value = value
+            finally:
+                for slider in self.sliders.values():
+                    slider.observe(self._on_change, names="value")
+        self.update()
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        settings = ", ".join(f"{s.description} = {s.value:g}" for s in self.sliders.values())
+        caption = re.sub(r"<[^>]+>", "", self.caption.value)
+        bundle["text/plain"] = f"Explorer: {settings}" + (f"\n{html.unescape(caption)}" if caption else "")
+        # A static copy of the current figure: shown where no widget frontend is running.
+        bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        return bundle

@@ -1,0 +1,75 @@
+"""The trained models the notebooks share, each trained once and then loaded from the cache.
+
+Every function here is a recipe: a fixed architecture, data and training configuration, passed
+to :func:`metaadv_edu.cache.load_or_train`. The configuration is part of the cache key, so editing
+a recipe trains a new model instead of loading an old one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metaadv_edu import covers, data, models, training
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+
+__all__ = ["digits_cnn", "digits_logreg", "library_cnn"]
+
+
+def _fit(model, x, y, eval_data, *, epochs, lr, batch_size=64, seed=0, desc="training", **kwargs):
+    torch.manual_seed(seed)
+    history = training.train_classifier(
+        model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, eval_data=eval_data,
+        generator=torch.Generator().manual_seed(seed), desc=desc, **kwargs)
+    return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
+
+
+def digits_logreg(device=None):
+    """Multinomial logistic regression on the 8×8 digits (notebook 01). Returns (model, record)."""
+    device = as_device(device)
+    config = {"epochs": 60, "lr": 0.05, "batch_size": 64, "seed": 0}
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return models.LogisticRegression(64, 10)
+
+    def train(model):
+        return _fit(model, *data.load_digits("train", device=device),
+                    data.load_digits("test", device=device), epochs=config["epochs"],
+                    lr=config["lr"], desc="logistic regression")
+
+    return load_or_train("digits-logreg", config, build, train, device=device)
+
+
+def digits_cnn(device=None):
+    """The small CNN on the 8×8 digits (notebooks 00–04). Returns (model, record)."""
+    device = as_device(device)
+    config = {"width": 16, "epochs": 30, "lr": 3e-3, "batch_size": 64, "seed": 0}
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return models.TinyCNN(1, 10, width=config["width"], image_size=8)
+
+    def train(model):
+        return _fit(model, *data.load_digits("train", device=device),
+                    data.load_digits("test", device=device), epochs=config["epochs"],
+                    lr=config["lr"], desc="digits CNN")
+
+    return load_or_train("digits-cnn", config, build, train, device=device)
+
+
+def library_cnn(device=None):
+    """The library's cover classifier: the small CNN on the ten named genres (32×32 covers)."""
+    device = as_device(device)
+    config = {"width": 16, "epochs": 6, "lr": 3e-3, "batch_size": 64, "seed": 0, "size": 32}
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32)
+
+    def train(model):
+        return _fit(model, *covers.library_dataset("train", device=device),
+                    covers.library_dataset("test", device=device), epochs=config["epochs"],
+                    lr=config["lr"], desc="cover classifier")
+
+    return load_or_train("library-cnn", config, build, train, device=device)

@@ -1,0 +1,42 @@
+"""Shared fixtures: every computing test runs on each available device (CPU always, CUDA where
+present), and unit tests write models into a private cache folder."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAADV_CACHE", str(tmp_path / "model-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_device_override(monkeypatch, request):
+    # A developer's METAADV_DEVICE must not change which device a test asked for; tests that
+    # exercise the variable set it themselves.
+    if "keep_device_env" not in request.keywords:
+        monkeypatch.delenv("METAADV_DEVICE", raising=False)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
+
+
+def pytest_report_header(config):
+    return f"metaadv-edu devices under test: {', '.join(DEVICES)}; torch {torch.__version__}; " \
+           f"METAADV_DEVICE={os.environ.get('METAADV_DEVICE', '(unset)')}"

@@ -1,0 +1,118 @@
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from metaadv_edu import cli, notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_doctor_reports_every_line(capsys):
+    code = cli.main(["doctor"])
+    out = capsys.readouterr().out
+    for word in ("python", "torch", "device", "widgets extension", "model cache", "notebooks"):
+        assert word in out
+    assert "cpu" in out or "cuda" in out
+    assert code in (0, 1)
+    assert ("✗" in out) == (code == 1)
+
+
+def test_doctor_flags_an_unwritable_cache(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("METAADV_CACHE", str(blocker / "cache"))
+    assert cli.main(["doctor"]) == 1
+    assert "✗ model cache" in capsys.readouterr().out
+
+
+@pytest.mark.keep_device_env
+def test_doctor_flags_a_bad_device_variable(monkeypatch, capsys):
+    monkeypatch.setenv("METAADV_DEVICE", "tpu")
+    assert cli.main(["doctor"]) == 1
+    assert "✗ device" in capsys.readouterr().out
+
+
+def _tiny_notebook(path: Path, source: str = "print(1 + 1)") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"), nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_execute_then_check(tmp_path, capsys):
+    path = _tiny_notebook(tmp_path / "00_tiny.ipynb")
+    assert cli.main(["execute", "--check", str(tmp_path)]) == 1
+    assert "never executed" in capsys.readouterr().out
+    assert cli.main(["execute", str(tmp_path)]) == 0
+    nb = nbformat.read(str(path), as_version=4)
+    assert nb.cells[1].outputs[0]["text"] == "2\n"
+    assert cli.main(["execute", "--check", str(tmp_path)]) == 0
+    # editing the code makes the stored outputs stale
+    nb.cells[1].source = "print(2 + 2)"
+    nbformat.write(nb, str(path))
+    assert cli.main(["execute", "--check", str(tmp_path)]) == 1
+    assert "code changed" in capsys.readouterr().out
+
+
+def test_execute_reports_a_failing_notebook(tmp_path):
+    _tiny_notebook(tmp_path / "01_bad.ipynb", "raise RuntimeError('boom')")
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError, match="boom"):
+        cli.main(["execute", str(tmp_path)])
+
+
+def test_find_notebooks_orders_the_course(tmp_path):
+    for name in ("02_b.ipynb", "00_a.ipynb", "notes.ipynb"):
+        _tiny_notebook(tmp_path / name)
+    assert [p.name for p in notebooks.find_notebooks(tmp_path)] == ["00_a.ipynb", "02_b.ipynb"]
+    with pytest.raises(ValueError, match="does not exist"):
+        notebooks.find_notebooks(tmp_path / "missing")
+
+
+def test_stored_course_notebooks_are_current():
+    stale = [(p.name, r) for p in notebooks.find_notebooks(ROOT / "notebooks")
+             if (r := notebooks.stale_reason(p))]
+    assert not stale, f"run `metaadv-edu execute` to refresh: {stale}"
+
+
+def test_demo_rejects_an_unknown_notebook(capsys):
+    assert cli.main(["demo", "99_nothing", "--no-browser"]) == 2
+    assert "no notebook" in capsys.readouterr().err
+
+
+def test_binder_environment_is_pinned_and_consistent():
+    from packaging.requirements import Requirement
+
+    lines = [ln.strip() for ln in (ROOT / "binder" / "requirements.txt").read_text().splitlines()]
+    reqs = [ln for ln in lines if ln and not ln.startswith(("#", "-"))]
+    pins = {}
+    for line in reqs:
+        req = Requirement(line)
+        spec = list(req.specifier)
+        assert len(spec) == 1 and spec[0].operator == "==", f"not exactly pinned: {line}"
+        pins[req.name.lower().replace("_", "-")] = spec[0].version
+    assert pins["torch"].endswith("+cpu"), "the learner environment must use a CPU build of torch"
+    assert "-e ." in lines, "the environment installs this package itself"
+    assert any("download.pytorch.org/whl/cpu" in ln for ln in lines)
+    for name in ("jupyterlab", "ipywidgets", "voila", "pytest", "nbval"):
+        assert name in pins
+    assert not any(name.startswith("nvidia-") for name in pins)
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["test"]
+    for line in declared:
+        req = Requirement(line)
+        key = req.name.lower().replace("_", "-")
+        assert key in pins, f"{req.name} is declared in pyproject.toml but not pinned in binder/"
+        assert req.specifier.contains(pins[key], prereleases=True), f"{key}=={pins[key]} violates {req}"
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip().startswith("python-3.")
+
+
+def test_readme_quickstart_has_exactly_three_commands():
+    text = (ROOT / "README.md").read_text()
+    quick = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("\n", 1)[1].strip() for b in quick.split("```")[1::2]]
+    assert blocks == ["pip install -r binder/requirements.txt", "jupyter lab notebooks/", "pytest"]

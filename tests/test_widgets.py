@@ -1,0 +1,101 @@
+import base64
+
+import ipywidgets as w
+import matplotlib.pyplot as plt
+import pytest
+
+from metaadv_edu import widgets
+
+
+def draw_line(fig, *, epsilon, inner_lr):
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, epsilon])
+    ax.set_title(f"α = {inner_lr:.3g}")
+    return f"ε = {epsilon:.2f}"
+
+
+def make():
+    return widgets.Explorer(draw_line, {"epsilon": widgets.epsilon_slider(0.1),
+                                        "inner_lr": widgets.inner_lr_slider(0.01)}, title="demo")
+
+
+def test_contract_attributes():
+    ex = make()
+    assert isinstance(ex, w.VBox)
+    assert set(ex.sliders) == {"epsilon", "inner_lr"}
+    assert isinstance(ex.sliders["epsilon"], w.FloatSlider)
+    assert isinstance(ex.sliders["inner_lr"], w.FloatLogSlider)
+    assert ex.figure.axes, "the first figure is drawn at construction"
+    assert ex.caption.value == "ε = 0.10"
+
+
+def test_sliders_do_not_update_while_dragging():
+    ex = make()
+    assert all(s.continuous_update is False for s in ex.sliders.values())
+
+
+def test_slider_labels_carry_symbol_and_meaning():
+    ex = make()
+    assert ex.sliders["epsilon"].description.startswith("ε —")
+    assert ex.sliders["inner_lr"].description.startswith("α —")
+
+
+def test_moving_a_slider_redraws_the_same_figure():
+    ex = make()
+    figure, before = ex.figure, ex.image.value
+    open_before = plt.get_fignums()
+    ex.sliders["epsilon"].value = 0.3
+    assert ex.image.value != before
+    assert ex.caption.value == "ε = 0.30"
+    assert ex.figure is figure and len(figure.axes) == 1
+    ex.sliders["inner_lr"].value = 0.1
+    assert figure.axes[0].get_title() == "α = 0.1"
+    assert plt.get_fignums() == open_before, "an explorer must not leave pyplot figures open"
+
+
+def test_set_moves_several_sliders_and_redraws_once():
+    calls = []
+
+    def draw(fig, *, epsilon, inner_lr):
+        calls.append((epsilon, inner_lr))
+        fig.add_subplot().plot([epsilon, inner_lr])
+
+    ex = widgets.Explorer(draw, {"epsilon": widgets.epsilon_slider(), "inner_lr": widgets.inner_lr_slider()})
+    calls.clear()
+    ex.set(epsilon=0.2, inner_lr=0.1)
+    assert len(calls) == 1 and calls[0][0] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="unknown slider"):
+        ex.set(beta=1)
+
+
+def test_many_updates_do_not_leak_figures():
+    ex = make()
+    start = plt.get_fignums()
+    for i in range(20):
+        ex.sliders["epsilon"].value = (i % 10) / 20
+    assert plt.get_fignums() == start
+    assert len(ex.figure.axes) == 1
+
+
+def test_static_png_in_the_display_bundle():
+    ex = make()
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    png = base64.b64decode(bundle["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ε — perturbation budget = 0.1" in bundle["text/plain"]
+
+
+def test_update_time_is_recorded():
+    ex = make()
+    ex.update()
+    assert ex.last_update_s > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="draw"):
+        widgets.Explorer(None, {"epsilon": widgets.epsilon_slider()})
+    with pytest.raises(ValueError, match="sliders"):
+        widgets.Explorer(draw_line, {})
+    with pytest.raises(TypeError, match="value widget"):
+        widgets.Explorer(draw_line, {"epsilon": w.Button()})
