@@ -56,7 +56,7 @@ def inner_lr_slider(value: float = 0.01, min_exp: float = -4, max_exp: float = 0
 
 def _png(figure: Figure) -> bytes:
     buf = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buf)
+    FigureCanvasAgg(figure).print_png(buf, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 
@@ -72,6 +72,11 @@ class Explorer(w.VBox):
         Name → widget. Conventional names: ``"epsilon"`` (ε) and ``"inner_lr"`` (α).
     title : str, optional
         A heading shown above the sliders.
+    setup : callable, optional
+        ``setup(fig)`` builds the axes and artists once. With it, the figure is not cleared before
+        ``draw``, which then only updates the artists' data (``set_data``, ``set_height``,
+        ``set_text``), and the layout is frozen after the first render: several times faster than
+        rebuilding a figure of many axes on every slider move.
     figsize, dpi :
         Size of the figure.
 
@@ -85,7 +90,7 @@ class Explorer(w.VBox):
 
     def __init__(self, draw: Callable[..., str | None], sliders: dict[str, w.Widget], *,
                  title: str | None = None, figsize: tuple[float, float] = (9.0, 3.2),
-                 dpi: int = 80):
+                 dpi: int = 80, setup: Callable | None = None):
         if not callable(draw):
             raise TypeError("draw must be callable as draw(fig, **values)")
         if not sliders:
@@ -96,6 +101,7 @@ class Explorer(w.VBox):
         self.sliders: dict[str, w.Widget] = dict(sliders)
         self.figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
         self._draw = draw
+        self._setup = setup
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.caption = w.HTML()
         self.last_update_s = float("nan")
@@ -103,7 +109,11 @@ class Explorer(w.VBox):
         super().__init__(header + [*self.sliders.values(), self.image, self.caption])
         for slider in self.sliders.values():
             slider.observe(self._on_change, names="value")
+        if setup is not None:
+            setup(self.figure)
         self.update()
+        if setup is not None:
+            self.figure.set_layout_engine("none")
 
     @property
     def values(self) -> dict:
@@ -115,7 +125,8 @@ class Explorer(w.VBox):
     def update(self) -> None:
         """Recompute and redraw for the current slider values."""
         start = time.perf_counter()
-        self.figure.clear()
+        if self._setup is None:
+            self.figure.clear()
         text = self._draw(self.figure, **self.values)
         self.image.value = _png(self.figure)
         self.caption.value = text or ""

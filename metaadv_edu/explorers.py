@@ -1,0 +1,171 @@
+"""The notebooks' explorers: what each figure shows for given slider values.
+
+Each builder takes models that are already trained and returns a
+:class:`metaadv_edu.widgets.Explorer`; a slider move only attacks, evaluates or adapts those models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from metaadv_edu import attacks
+from metaadv_edu.plotting import perturbation_image, show_image
+from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
+
+__all__ = ["attack_explorer", "robustness_explorer"]
+
+
+def _run_attack(model, x, y, epsilon, steps, step_size):
+    """FGSM for one step (its step is ε), PGD from the clean point otherwise (deterministic)."""
+    if steps == 1:
+        return attacks.fgsm(model, x, y, epsilon)
+    return attacks.pgd(model, x, y, epsilon, step_size=step_size, steps=steps, random_start=False)
+
+
+def _probs(model, x):
+    with torch.no_grad():
+        return torch.softmax(model(x), dim=-1)
+
+
+class _AttackPanels:
+    """Rows of: clean image, perturbation, attacked image, class probabilities (clean vs attacked).
+
+    Built once on a figure; :meth:`show` only updates the artists.
+    """
+
+    def __init__(self, fig, x, labels):
+        self.labels = labels
+        n, k = len(x), len(labels)
+        self.axes = fig.subplots(n, 4, width_ratios=[1, 1, 1, 2.2], squeeze=False)
+        self.images, self.deltas, self.advs, self.bars = [], [], [], []
+        classes = torch.arange(k)
+        for i in range(n):
+            a0, a1, a2, a3 = self.axes[i]
+            self.images.append(show_image(x[i], a0).images[0])
+            self.deltas.append(perturbation_image(torch.zeros_like(x[i]), 1.0, a1,
+                                                  title="δ (red +, blue −)").images[0])
+            self.advs.append(show_image(x[i], a2).images[0])
+            clean = a3.bar(classes - 0.2, torch.zeros(k), width=0.4, label="clean", color="tab:blue")
+            adv = a3.bar(classes + 0.2, torch.zeros(k), width=0.4, label="attacked", color="tab:red")
+            self.bars.append((clean, adv))
+            a3.set_ylim(0, 1)
+            a3.set_yticks([0, 1], ["0", "1"], fontsize=7)
+            names = [str(label)[:4] for label in labels] if i == n - 1 else []
+            a3.set_xticks(classes.tolist() if i == n - 1 else [], names, fontsize=7)
+            if i == 0:
+                a3.legend(fontsize=7, loc="upper right")
+
+    def show(self, x, x_adv, y, p_clean, p_adv, epsilon):
+        labels = self.labels
+        for i in range(len(x)):
+            c, a = int(p_clean[i].argmax()), int(p_adv[i].argmax())
+            a0, a1, a2, a3 = self.axes[i]
+            self.images[i].set_data(_hwc(x[i]))
+            a0.set_title(f"clean → {labels[c]} ({p_clean[i, c]:.0%})", fontsize=9)
+            self.deltas[i].set_data(_hw_delta(x_adv[i] - x[i]))
+            self.deltas[i].set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
+            self.advs[i].set_data(_hwc(x_adv[i]))
+            a2.set_title(f"attacked → {labels[a]} ({p_adv[i, a]:.0%})", fontsize=9,
+                         color="tab:red" if a != int(y[i]) else "black")
+            for bars, probs in zip(self.bars[i], (p_clean[i], p_adv[i])):
+                for rect, p in zip(bars, probs.tolist()):
+                    rect.set_height(p)
+            if i == 0:
+                a3.set_title(f"class probabilities (true: {labels[int(y[i])]})", fontsize=9)
+
+
+def _hwc(image):
+    img = image.detach().float().cpu()
+    return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def _hw_delta(delta):
+    d = delta.detach().float().cpu()
+    return d.mean(0).numpy()
+
+
+def attack_explorer(model, x_show: torch.Tensor, y_show: torch.Tensor, x_eval: torch.Tensor,
+                    y_eval: torch.Tensor, *, labels: Sequence[str] | None = None,
+                    epsilon: float = 0.1, max_epsilon: float = 0.3) -> Explorer:
+    """ε, attack steps and step size → clean image, perturbation, attacked image and class
+    probabilities for a few inputs, and the accuracy under the same attack on ``(x_eval, y_eval)``."""
+    labels = list(labels) if labels is not None else [str(i) for i in range(10)]
+    panels: list[_AttackPanels] = []
+    p_clean = _probs(model, x_show)
+
+    def setup(fig):
+        panels.append(_AttackPanels(fig, x_show, labels))
+
+    def draw(fig, *, epsilon, steps, step_size):
+        x_adv = _run_attack(model, x_show, y_show, epsilon, steps, step_size)
+        panels[0].show(x_show, x_adv, y_show, p_clean, _probs(model, x_adv), epsilon)
+        adv_eval = _run_attack(model, x_eval, y_eval, epsilon, steps, step_size)
+        acc = float((_probs(model, adv_eval).argmax(-1) == y_eval).float().mean())
+        name = "FGSM (one step of size ε)" if steps == 1 else f"PGD, {steps} steps of a = {step_size:.3f}"
+        return (f"{name} at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs "
+                f"<b>{acc:.1%}</b>")
+
+    sliders = {
+        "epsilon": epsilon_slider(epsilon, max=max_epsilon, step=0.005),
+        "steps": int_slider("k — attack steps (1 = FGSM)", 1, 1, 20),
+        "step_size": float_slider("a — PGD step size", 0.02, 0.005, 0.1, 0.005, readout_format=".3f"),
+    }
+    return Explorer(draw, sliders, setup=setup, title="FGSM and PGD on test inputs",
+                    figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)
+
+
+def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_eval, y_eval, *,
+                        curves: dict[float, Sequence[float]], curve_epsilons: Sequence[float],
+                        labels: Sequence[str] | None = None, max_epsilon: float = 0.3) -> Explorer:
+    """Training ε (a cached model per grid value) × evaluation ε × attack step size.
+
+    ``curves[train_eps]`` holds precomputed PGD accuracies at ``curve_epsilons``; a slider move
+    attacks only the selected model at the selected evaluation ε.
+    """
+    labels = list(labels) if labels is not None else [str(i) for i in range(10)]
+    grid = sorted(models)
+
+    def draw(fig, *, train_epsilon, epsilon, step_size):
+        model = models[train_epsilon]
+        steps = 10
+        x_adv = _run_attack(model, x_show, y_show, epsilon, steps, step_size)
+        adv_eval = _run_attack(model, x_eval, y_eval, epsilon, steps, step_size)
+        acc = float((_probs(model, adv_eval).argmax(-1) == y_eval).float().mean())
+        left, right = fig.subfigures(1, 2, width_ratios=[1.1, 1])
+        ax = right.subplots()
+        for eps_train in grid:
+            style = {"lw": 2.5, "color": "tab:red"} if eps_train == train_epsilon else {"lw": 1, "alpha": 0.5}
+            ax.plot(curve_epsilons, curves[eps_train], marker="o", ms=3, label=f"trained at ε = {eps_train:g}", **style)
+        ax.plot([epsilon], [acc], "k*", ms=12, label="this attack")
+        ax.set_xlabel("evaluation ε (PGD)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        axes = left.subplots(len(x_show), 2, squeeze=False)
+        p_adv = _probs(model, x_adv)
+        for i in range(len(x_show)):
+            show_image(x_show[i], axes[i, 0], title=f"clean ({labels[int(y_show[i])]})")
+            a = int(p_adv[i].argmax())
+            show_image(x_adv[i], axes[i, 1], title=f"attacked → {labels[a]} ({p_adv[i, a]:.0%})")
+            axes[i, 1].title.set_color("tab:red" if a != int(y_show[i]) else "black")
+        return (f"model trained at ε = {train_epsilon:g}, attacked by PGD-10 (a = {step_size:.3f}) at "
+                f"ε = {epsilon:.3f}: accuracy <b>{acc:.1%}</b>")
+
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    sliders = {
+        "train_epsilon": w.SelectionSlider(options=grid, value=grid[len(grid) // 2],
+                                           description="training ε (cached models)",
+                                           continuous_update=False, style=LABEL_STYLE,
+                                           layout=w.Layout(**SLIDER_LAYOUT)),
+        "epsilon": epsilon_slider(0.1, max=max_epsilon, step=0.01,
+                                  description="ε — evaluation budget"),
+        "step_size": float_slider("a — attack step size", 0.025, 0.005, 0.1, 0.005,
+                                  readout_format=".3f"),
+    }
+    return Explorer(draw, sliders, title="Train ε × test ε", figsize=(9.5, 4.2))

@@ -1,0 +1,132 @@
+"""Every grader accepts the reference and rejects each typical mistake with its own hint."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import attacks, exercises
+
+
+def grad_of(model, x, y):
+    return attacks.input_gradient(model, x, y)[0]
+
+
+# ---------------------------------------------------------------------------------------- FGSM
+def fgsm_ok(model, x, y, eps):
+    return attacks.fgsm(model, x, y, eps)
+
+
+def fgsm_wrong_sign(model, x, y, eps):
+    return (x - eps * grad_of(model, x, y).sign()).clamp(0, 1)
+
+
+def fgsm_no_clamp(model, x, y, eps):
+    return x + eps * grad_of(model, x, y).sign()
+
+
+def fgsm_raw_gradient(model, x, y, eps):
+    return (x + eps * grad_of(model, x, y)).clamp(0, 1)
+
+
+def fgsm_backward(model, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x), y).backward()
+    return (x + eps * x.grad.sign()).clamp(0, 1).detach()
+
+
+def fgsm_wrong_shape(model, x, y, eps):
+    return x[0]
+
+
+def fgsm_raises(model, x, y, eps):
+    return x.nonexistent
+
+
+def fgsm_stub(model, x, y, eps):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (fgsm_ok, True, "matches the reference"),
+    (fgsm_wrong_sign, False, "wrong sign"),
+    (fgsm_no_clamp, False, "clamp"),
+    (fgsm_raw_gradient, False, "sign"),
+    (fgsm_backward, False, "torch.autograd.grad"),
+    (fgsm_wrong_shape, False, "shape"),
+    (fgsm_raises, False, "AttributeError"),
+    (fgsm_stub, False, "not written yet"),
+])
+def test_check_fgsm(fn, ok, hint, capsys):
+    assert exercises.check_fgsm(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and ("✓" in out) == ok
+    assert "Traceback" not in out
+
+
+# ------------------------------------------------------------------------------------ the gain
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda g, e: e * g.flatten(1).abs().sum(1), True, "ε‖g‖₁"),
+    (lambda g, e: e * g.flatten(1).norm(dim=1), False, "L2 norm"),
+    (lambda g, e: g.flatten(1).abs().sum(1), False, "multiply by ε"),
+    (lambda g, e: e * g.flatten(1).sum(1), False, "absolute values"),
+    (lambda g, e: e * g.abs().sum(), False, "one gain per example"),
+    (lambda g, e: (e * g.flatten(1).abs().sum(1)).cpu() if g.is_cuda else "nope", False, "tensor"),
+])
+def test_check_first_order_gain(fn, ok, hint, capsys):
+    assert exercises.check_first_order_gain(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ PGD step
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda xa, x, g, e, a: (x + (xa + a * g.sign() - x).clamp(-e, e)).clamp(0, 1), True, "correct"),
+    (lambda xa, x, g, e, a: (xa + a * g.sign()).clamp(0, 1), False, "projection"),
+    (lambda xa, x, g, e, a: x + (xa + a * g.sign() - x).clamp(-e, e), False, "then clamp"),
+    (lambda xa, x, g, e, a: (x + (xa - a * g.sign() - x).clamp(-e, e)).clamp(0, 1), False, "wrong sign"),
+    (lambda xa, x, g, e, a: (x + (xa + a * g - x).clamp(-e, e)).clamp(0, 1), False, "sign of the gradient"),
+])
+def test_check_pgd_step(fn, ok, hint, capsys):
+    assert exercises.check_pgd_step(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- mixed loss
+def mixed_ok(model, x, y, eps, alpha):
+    x_adv = attacks.fgsm(model, x, y, eps)
+    return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
+
+
+def mixed_swapped(model, x, y, eps, alpha):
+    x_adv = attacks.fgsm(model, x, y, eps)
+    return (1 - alpha) * F.cross_entropy(model(x), y) + alpha * F.cross_entropy(model(x_adv), y)
+
+
+def mixed_detached(model, x, y, eps, alpha):
+    return mixed_ok(model, x, y, eps, alpha).detach()
+
+
+def mixed_adv_only(model, x, y, eps, alpha):
+    return F.cross_entropy(model(attacks.fgsm(model, x, y, eps)), y)
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (mixed_ok, True, "gradient for the model"),
+    (mixed_swapped, False, "swapped"),
+    (mixed_detached, False, "no gradient"),
+    (mixed_adv_only, False, "adversarial loss alone"),
+])
+def test_check_mixed_loss(fn, ok, hint, capsys):
+    assert exercises.check_mixed_loss(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+def test_graders_use_the_inputs_device():
+    seen = []
+
+    def spy(model, x, y, eps):
+        seen.append(x.device.type)
+        return attacks.fgsm(model, x, y, eps)
+
+    exercises.check_fgsm(spy)
+    assert "cpu" in seen
+    assert ("cuda" in seen) == torch.cuda.is_available()
