@@ -30,6 +30,8 @@ def parse(text: str) -> list:
                 else nbformat.v4.new_code_cell(source))
         if tags:
             cell.metadata["tags"] = tags
+        if "solution" in tags:
+            cell.metadata["jupyter"] = {"source_hidden": True}
         cells.append(cell)
 
     for line in text.splitlines():
