@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from metaadv_edu import attacks
@@ -40,15 +41,15 @@ class _AttackPanels:
         n, k = len(x), len(labels)
         self.axes = fig.subplots(n, 4, width_ratios=[1, 1, 1, 2.2], squeeze=False)
         self.images, self.deltas, self.advs, self.bars = [], [], [], []
-        classes = torch.arange(k)
+        classes = np.arange(k)
         for i in range(n):
             a0, a1, a2, a3 = self.axes[i]
             self.images.append(show_image(x[i], a0).images[0])
             self.deltas.append(perturbation_image(torch.zeros_like(x[i]), 1.0, a1,
                                                   title="δ (red +, blue −)").images[0])
             self.advs.append(show_image(x[i], a2).images[0])
-            clean = a3.bar(classes - 0.2, torch.zeros(k), width=0.4, label="clean", color="tab:blue")
-            adv = a3.bar(classes + 0.2, torch.zeros(k), width=0.4, label="attacked", color="tab:red")
+            clean = a3.bar(classes - 0.2, np.zeros(k), width=0.4, label="clean", color="tab:blue")
+            adv = a3.bar(classes + 0.2, np.zeros(k), width=0.4, label="attacked", color="tab:red")
             self.bars.append((clean, adv))
             a3.set_ylim(0, 1)
             a3.set_yticks([0, 1], ["0", "1"], fontsize=7)
@@ -118,45 +119,55 @@ def attack_explorer(model, x_show: torch.Tensor, y_show: torch.Tensor, x_eval: t
 
 def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_eval, y_eval, *,
                         curves: dict[float, Sequence[float]], curve_epsilons: Sequence[float],
-                        labels: Sequence[str] | None = None, max_epsilon: float = 0.3) -> Explorer:
+                        labels: Sequence[str] | None = None, max_epsilon: float = 0.3,
+                        steps: int = 10) -> Explorer:
     """Training ε (a cached model per grid value) × evaluation ε × attack step size.
 
     ``curves[train_eps]`` holds precomputed PGD accuracies at ``curve_epsilons``; a slider move
     attacks only the selected model at the selected evaluation ε.
     """
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
     labels = list(labels) if labels is not None else [str(i) for i in range(10)]
     grid = sorted(models)
+    art: dict = {}
 
-    def draw(fig, *, train_epsilon, epsilon, step_size):
-        model = models[train_epsilon]
-        steps = 10
-        x_adv = _run_attack(model, x_show, y_show, epsilon, steps, step_size)
-        adv_eval = _run_attack(model, x_eval, y_eval, epsilon, steps, step_size)
-        acc = float((_probs(model, adv_eval).argmax(-1) == y_eval).float().mean())
-        left, right = fig.subfigures(1, 2, width_ratios=[1.1, 1])
+    def setup(fig):
+        left, right = fig.subfigures(1, 2, width_ratios=[1, 1.25])
         ax = right.subplots()
-        for eps_train in grid:
-            style = {"lw": 2.5, "color": "tab:red"} if eps_train == train_epsilon else {"lw": 1, "alpha": 0.5}
-            ax.plot(curve_epsilons, curves[eps_train], marker="o", ms=3, label=f"trained at ε = {eps_train:g}", **style)
-        ax.plot([epsilon], [acc], "k*", ms=12, label="this attack")
-        ax.set_xlabel("evaluation ε (PGD)")
-        ax.set_ylabel("accuracy")
+        art["lines"] = {e: ax.plot(curve_epsilons, curves[e], marker="o", ms=3,
+                                   label=f"trained at ε = {e:g}")[0] for e in grid}
+        (art["star"],) = ax.plot([], [], "k*", ms=12, label="attack below")
+        ax.set_xlabel(f"evaluation ε (PGD-{steps})")
+        ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         axes = left.subplots(len(x_show), 2, squeeze=False)
+        art["axes"] = axes
+        art["clean"] = [show_image(x_show[i], axes[i, 0], title=f"clean ({labels[int(y_show[i])]})")
+                        for i in range(len(x_show))]
+        art["adv"] = [show_image(x_show[i], axes[i, 1]).images[0] for i in range(len(x_show))]
+
+    def draw(fig, *, train_epsilon, epsilon, step_size):
+        model = models[train_epsilon]
+        x_adv = _run_attack(model, x_show, y_show, epsilon, steps, step_size)
+        adv_eval = _run_attack(model, x_eval, y_eval, epsilon, steps, step_size)
+        acc = float((_probs(model, adv_eval).argmax(-1) == y_eval).float().mean())
+        for e, line in art["lines"].items():
+            line.set_linewidth(2.5 if e == train_epsilon else 1.0)
+            line.set_alpha(1.0 if e == train_epsilon else 0.45)
+        art["star"].set_data([epsilon], [acc])
         p_adv = _probs(model, x_adv)
-        for i in range(len(x_show)):
-            show_image(x_show[i], axes[i, 0], title=f"clean ({labels[int(y_show[i])]})")
+        for i, image in enumerate(art["adv"]):
             a = int(p_adv[i].argmax())
-            show_image(x_adv[i], axes[i, 1], title=f"attacked → {labels[a]} ({p_adv[i, a]:.0%})")
-            axes[i, 1].title.set_color("tab:red" if a != int(y_show[i]) else "black")
-        return (f"model trained at ε = {train_epsilon:g}, attacked by PGD-10 (a = {step_size:.3f}) at "
-                f"ε = {epsilon:.3f}: accuracy <b>{acc:.1%}</b>")
-
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+            image.set_data(_hwc(x_adv[i]))
+            art["axes"][i, 1].set_title(f"attacked → {labels[a]} ({p_adv[i, a]:.0%})", fontsize=9,
+                                        color="tab:red" if a != int(y_show[i]) else "black")
+        return (f"model trained at ε = {train_epsilon:g}, attacked by PGD-{steps} (a = {step_size:.3f}) "
+                f"at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs <b>{acc:.1%}</b>")
 
     sliders = {
         "train_epsilon": w.SelectionSlider(options=grid, value=grid[len(grid) // 2],
@@ -168,4 +179,4 @@ def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_
         "step_size": float_slider("a — attack step size", 0.025, 0.005, 0.1, 0.005,
                                   readout_format=".3f"),
     }
-    return Explorer(draw, sliders, title="Train ε × test ε", figsize=(9.5, 4.2))
+    return Explorer(draw, sliders, setup=setup, title="Train ε × test ε", figsize=(9.5, 4.2), dpi=72)

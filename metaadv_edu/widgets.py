@@ -60,6 +60,10 @@ def _png(figure: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 class Explorer(w.VBox):
     """Sliders, one figure redrawn in place, and a line of text.
 
@@ -150,7 +154,7 @@ class Explorer(w.VBox):
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs) or {}
-        settings = ", ".join(f"{s.description} = {s.value:g}" for s in self.sliders.values())
+        settings = ", ".join(f"{s.description} = {_fmt(s.value)}" for s in self.sliders.values())
         caption = re.sub(r"<[^>]+>", "", self.caption.value)
         bundle["text/plain"] = f"Explorer: {settings}" + (f"\n{html.unescape(caption)}" if caption else "")
         # A static copy of the current figure: shown where no widget frontend is running.

@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 
 from metaadv_edu import covers, data, models, training
+from metaadv_edu import _validate as v
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 
-__all__ = ["digits_cnn", "digits_logreg", "library_cnn"]
+__all__ = [
+    "digits_cnn", "digits_cnn_adversarial", "digits_logreg", "library_cnn", "library_cnn_adversarial",
+]
 
 
 def _fit(model, x, y, eval_data, *, epochs, lr, batch_size=64, seed=0, desc="training", **kwargs):
@@ -73,3 +76,54 @@ def library_cnn(device=None):
                     lr=config["lr"], desc="cover classifier")
 
     return load_or_train("library-cnn", config, build, train, device=device)
+
+
+def digits_cnn_adversarial(method: str = "pgd", epsilon: float = 0.1, device=None):
+    """The digits CNN trained by :func:`metaadv_edu.defenses.adversarial_training` (notebook 02).
+
+    Same architecture and schedule as :func:`digits_cnn`; PGD training uses 7 steps of 2.5·ε/7.
+    """
+    from metaadv_edu import defenses
+
+    device = as_device(device)
+    v.choice("method", method, defenses.METHODS)
+    config = {"method": method, "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16,
+              "epochs": 30, "lr": 3e-3, "batch_size": 64, "pgd_steps": 7, "alpha": 0.5, "seed": 0}
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return models.TinyCNN(1, 10, width=config["width"], image_size=8)
+
+    def train(model):
+        history = defenses.adversarial_training(
+            model, *data.load_digits("train", device=device), method=method, epsilon=epsilon,
+            alpha=config["alpha"], pgd_steps=config["pgd_steps"], epochs=config["epochs"],
+            lr=config["lr"], batch_size=config["batch_size"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+            eval_data=data.load_digits("test", device=device))
+        return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
+
+    return load_or_train(f"digits-cnn-{method}", config, build, train, device=device)
+
+
+def library_cnn_adversarial(epsilon: float = 16 / 255, device=None):
+    """The library's cover classifier hardened by PGD adversarial training (2 steps, notebook 02)."""
+    from metaadv_edu import defenses
+
+    device = as_device(device)
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16, "epochs": 6,
+              "lr": 3e-3, "batch_size": 64, "pgd_steps": 2, "seed": 0, "size": 32}
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32)
+
+    def train(model):
+        history = defenses.adversarial_training(
+            model, *covers.library_dataset("train", device=device), method="pgd", epsilon=epsilon,
+            pgd_steps=config["pgd_steps"], epochs=config["epochs"], lr=config["lr"],
+            batch_size=config["batch_size"], generator=torch.Generator().manual_seed(config["seed"]),
+            eval_data=covers.library_dataset("test", device=device))
+        return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
+
+    return load_or_train("library-cnn-pgd", config, build, train, device=device)

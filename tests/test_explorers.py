@@ -1,0 +1,56 @@
+"""Explorers respond to every slider without training anything, and never leak figures."""
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from metaadv_edu import data, explorers, models
+
+
+@pytest.fixture
+def small_cnn(device):
+    torch.manual_seed(0)
+    return models.TinyCNN(1, 10, width=4).to(device).eval()
+
+
+def no_grads(model):
+    return all(p.grad is None for p in model.parameters())
+
+
+def test_attack_explorer_every_slider_changes_the_figure(small_cnn, device):
+    x, y = data.load_digits("test", device=device)
+    ex = explorers.attack_explorer(small_cnn, x[:2], y[:2], x[:50], y[:50])
+    before_params = [p.detach().clone() for p in small_cnn.parameters()]
+    open_figures = plt.get_fignums()
+    images = {ex.image.value}
+    ex.sliders["epsilon"].value = 0.25
+    images.add(ex.image.value)
+    ex.sliders["steps"].value = 5
+    images.add(ex.image.value)
+    ex.sliders["step_size"].value = 0.08
+    images.add(ex.image.value)
+    assert len(images) == 4, "each slider move must change the picture"
+    assert "PGD, 5 steps" in ex.caption.value and "accuracy on 50 test inputs" in ex.caption.value
+    assert all(torch.equal(a, b) for a, b in zip(before_params, small_cnn.parameters()))
+    assert no_grads(small_cnn)
+    assert plt.get_fignums() == open_figures
+
+
+def test_robustness_explorer_switches_cached_models(device):
+    x, y = data.load_digits("test", device=device)
+    grid = {}
+    for i, e in enumerate((0.0, 0.1)):
+        torch.manual_seed(i)
+        grid[e] = models.TinyCNN(1, 10, width=4).to(device).eval()
+    curves = {e: [0.9, 0.5] for e in grid}
+    ex = explorers.robustness_explorer(grid, x[:2], y[:2], x[:40], y[:40], curves=curves,
+                                       curve_epsilons=[0.0, 0.1])
+    first = ex.image.value
+    ex.sliders["train_epsilon"].value = 0.0 if ex.sliders["train_epsilon"].value else 0.1
+    second = ex.image.value
+    ex.sliders["epsilon"].value = 0.2
+    third = ex.image.value
+    ex.sliders["step_size"].value = 0.05
+    assert len({first, second, third, ex.image.value}) == 4
+    assert "accuracy on 40 test inputs" in ex.caption.value
+    assert ex.values["train_epsilon"] in grid
