@@ -95,7 +95,12 @@ def test_binder_environment_is_pinned_and_consistent():
         pins[req.name.lower().replace("_", "-")] = spec[0].version
     assert pins["torch"].endswith("+cpu"), "the learner environment must use a CPU build of torch"
     assert "-e ." in lines, "the environment installs this package itself"
-    assert any("download.pytorch.org/whl/cpu" in ln for ln in lines)
+    # no remote index in the local setup file (pip would retry it for every package where it
+    # is unreachable); Binder adds PyTorch's CPU index around the same file
+    assert not any(ln.startswith(("--extra-index-url", "--index-url", "--find-links", "-f", "-i")) for ln in lines)
+    env = (ROOT / "binder" / "environment.yml").read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in env
+    assert "- -r requirements.txt" in env and "python=3.11" in env
     for name in ("jupyterlab", "ipywidgets", "voila", "pytest", "nbval"):
         assert name in pins
     assert not any(name.startswith("nvidia-") for name in pins)
