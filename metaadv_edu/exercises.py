@@ -17,7 +17,10 @@ from torch import nn
 
 from metaadv_edu import attacks
 
-__all__ = ["check_first_order_gain", "check_fgsm", "check_mixed_loss", "check_pgd_step"]
+__all__ = [
+    "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss", "check_mixed_loss",
+    "check_pgd_step",
+]
 
 
 class _Stop(Exception):
@@ -211,3 +214,106 @@ def check_mixed_loss(my_loss: Callable) -> bool:
         return "α·J(x) + (1 − α)·J(x_FGSM), with a gradient for the model"
 
     return _run("mixed loss", body)
+
+
+# ---------------------------------------------------------------------------- chapter 3: MAML
+def _sine_case(device, seed: int, n_tasks: int = 3, k: int = 5):
+    from metaadv_edu import data
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).to(device)
+    tasks = data.sine_tasks(n_tasks, k, generator=torch.Generator().manual_seed(seed), device=device)
+    return model, tasks
+
+
+def check_inner_step(my_step: Callable) -> bool:
+    """Grade ``my_step(model, params, x, y, inner_lr) -> new_params``: one differentiable MAML inner
+    step θ′ = θ − α∇_θ L(θ; x, y) on the MSE loss, for ``params`` a dict of tensors."""
+    from metaadv_edu import maml
+    from metaadv_edu.functional import params_of
+
+    def body() -> str:
+        for device in _devices():
+            for seed, alpha in ((0, 0.1), (1, 0.01)):
+                model, tasks = _sine_case(device, seed)
+                x, y = tasks.x_support[0], tasks.y_support[0]
+                before = [p.detach().clone() for p in model.parameters()]
+                params = params_of(model)
+                out = _call(my_step, model, params, x, y, alpha)
+                if any(not torch.equal(b, p) for b, p in zip(before, model.parameters())):
+                    raise _Stop("your step changed the model's own parameters: return a new dict "
+                                "θ′ and leave the module untouched")
+                if not isinstance(out, dict) or set(out) != set(params):
+                    raise _Stop("return a dict with the same keys as params (name → tensor)")
+                ref = maml.adapt(model, params, x, y, inner_lr=alpha)
+                values = {k: _tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
+                if all(_close(values[k], ref[k].detach()) for k in ref):
+                    if not all(out[k].requires_grad for k in out):
+                        raise _Stop("the values are right, but θ′ is detached from θ: MAML needs to "
+                                    "differentiate through the step (torch.autograd.grad(..., "
+                                    "create_graph=True) or torch.func.grad)")
+                    g_out = torch.autograd.grad(sum(t.sum() ** 2 for t in out.values()), list(params.values()))
+                    g_ref = torch.autograd.grad(sum(t.sum() ** 2 for t in ref.values()), list(params.values()))
+                    if not all(_close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                        raise _Stop("θ′ has the right values but the wrong derivative with respect to θ: "
+                                    "the gradient term must stay in the graph (create_graph=True) — "
+                                    "without it the Hessian term of the meta-gradient is lost")
+                    continue
+                flipped = {k: (2 * params[k] - ref[k]).detach() for k in ref}
+                if all(_close(values[k], flipped[k]) for k in ref):
+                    raise _Stop("wrong sign: gradient *descent* subtracts α·∇L")
+                raise _Stop("θ′ differs from θ − α∇L(θ); differentiate the loss of "
+                            "functional_call(model, params, (x,)) with respect to params")
+        return "θ′ = θ − α∇L(θ), differentiable, model untouched"
+
+    return _run("MAML inner step", body)
+
+
+def check_maml_meta_loss(my_meta_loss: Callable) -> bool:
+    """Grade ``my_meta_loss(model, tasks, inner_lr) -> loss``: the mean over tasks of the query MSE
+    after one second-order inner step on the support set; ``.backward()`` gives the meta-gradient."""
+    from metaadv_edu import maml
+
+    def body() -> str:
+        for device in _devices():
+            for seed, alpha in ((0, 0.1), (2, 0.05)):
+                model, tasks = _sine_case(device, seed)
+                ref = maml.meta_loss(model, tasks, inner_lr=alpha)
+                out = _call(my_meta_loss, model, tasks, alpha)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise _Stop("return the meta-loss as a single-number tensor")
+                value = out.detach().reshape(())
+                if not _close(value, ref.detach(), 1e-4):
+                    n = tasks.n_tasks
+                    if _close(value, n * ref.detach(), 1e-4):
+                        raise _Stop("you summed over tasks; take the mean")
+                    no_adapt = F.mse_loss(model(tasks.x_query), tasks.y_query).detach()
+                    if _close(value, no_adapt, 1e-4):
+                        raise _Stop("that is the query loss at θ: adapt to each task's support set first")
+                    support_after = maml.meta_loss(model, data_swap(tasks), inner_lr=alpha).detach()
+                    if _close(value, support_after, 1e-4):
+                        raise _Stop("the outer loss must be measured on the *query* set, not the support set")
+                    raise _Stop("not the mean query loss after one inner step on the support set")
+                if not out.requires_grad:
+                    raise _Stop("the meta-loss has no gradient: keep the graph through adaptation")
+                params = list(model.parameters())
+                g_out = torch.autograd.grad(out, params, allow_unused=True)
+                if any(g is None for g in g_out):
+                    raise _Stop("the meta-gradient does not reach every parameter of the model")
+                g_ref = torch.autograd.grad(ref, params)
+                g_fo = torch.autograd.grad(maml.meta_loss(model, tasks, inner_lr=alpha, first_order=True), params)
+                if not all(_close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                    if all(_close(a, b, 1e-4) for a, b in zip(g_out, g_fo)):
+                        raise _Stop("Hessian term missing: the value is right but the gradient is "
+                                    "first-order MAML's; keep create_graph=True in the inner step")
+                    raise _Stop("the value is right but the meta-gradient is not")
+        return "value and second-order meta-gradient both match"
+
+    return _run("MAML meta-loss", body)
+
+
+def data_swap(tasks):
+    """The same tasks with the query set replaced by the support set (a typical mistake's value)."""
+    from metaadv_edu.data import Tasks
+
+    return Tasks(tasks.x_support, tasks.y_support, tasks.x_support, tasks.y_support)

@@ -15,7 +15,7 @@ from metaadv_edu import attacks
 from metaadv_edu.plotting import perturbation_image, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
 
-__all__ = ["attack_explorer", "robustness_explorer"]
+__all__ = ["attack_explorer", "maml_explorer", "robustness_explorer"]
 
 
 def _run_attack(model, x, y, epsilon, steps, step_size):
@@ -180,3 +180,98 @@ def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_
                                   readout_format=".3f"),
     }
     return Explorer(draw, sliders, setup=setup, title="Train ε × test ε", figsize=(9.5, 4.2), dpi=72)
+
+
+def maml_explorer(meta_model: torch.nn.Module, baseline: torch.nn.Module, *, n_tasks: int = 10,
+                  pool: int = 20, seed: int = 2024, inner_lr: float = 0.01) -> Explorer:
+    """Adapt a meta-learned sinusoid regressor (and a baseline) to a new task, live.
+
+    Sliders: α (log), inner steps, K support points, ε (an FGSM-style shift of the K support
+    inputs, x + ε·sign(∇ₓL_S), computed at the meta-learned initialisation) and which test task.
+    Adapting 1-40-40-1 on ≤ 20 points for ≤ 10 steps takes milliseconds; nothing is meta-trained.
+    """
+    import ipywidgets as w
+
+    import torch.nn.functional as F
+
+    from metaadv_edu import data, maml
+    from metaadv_edu.functional import forward, params_of
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
+
+    device = next(meta_model.parameters()).device
+    tasks, amp, phase = data.sine_tasks(n_tasks, pool, generator=torch.Generator().manual_seed(seed),
+                                        device=device, return_params=True)
+    grid = torch.linspace(-5, 5, 200, device=device).view(-1, 1)
+    nets = {"MAML": meta_model, "pretrained": baseline}
+    thetas = {name: params_of(net, detach=True) for name, net in nets.items()}
+    art: dict = {}
+
+    def setup(fig):
+        ax, ax_loss = fig.subplots(1, 2, width_ratios=[1.6, 1])
+        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
+        (art["init"],) = ax.plot([], [], "--", color="tab:blue", lw=1, label="MAML init θ")
+        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=2, label="MAML adapted")
+        (art["pre"],) = ax.plot([], [], color="tab:orange", lw=1.5, label="pretrained, fine-tuned")
+        art["clean_pts"] = ax.scatter([], [], s=18, facecolors="none", edgecolors="0.3", label="clean support x")
+        art["pts"] = ax.scatter([], [], s=22, color="tab:red", zorder=3, label="support points used")
+        ax.set_xlim(-5, 5)
+        ax.set_ylim(-6, 6)
+        ax.legend(fontsize=7, loc="lower left", ncol=2)
+        ax.set_xlabel("x")
+        steps_axis = list(range(11))
+        (art["loss_maml"],) = ax_loss.plot(steps_axis, [1.0] * 11, "o-", ms=3, color="tab:blue", label="MAML")
+        (art["loss_pre"],) = ax_loss.plot(steps_axis, [1.0] * 11, "s-", ms=3, color="tab:orange", label="pretrained")
+        art["marker"] = ax_loss.axvline(1, color="0.6", ls="--")
+        ax_loss.set_yscale("log")
+        ax_loss.set_ylim(1e-3, 30)
+        ax_loss.set_xlabel("inner steps")
+        ax_loss.set_ylabel("MSE on the whole curve")
+        ax_loss.legend(fontsize=7)
+        ax_loss.grid(alpha=0.3)
+        art["ax"] = ax
+
+    def draw(fig, *, inner_lr, steps, k_support, epsilon, task):
+        xs, ys = tasks.x_support[task, :k_support], tasks.y_support[task, :k_support]
+        truth = amp[task] * torch.sin(grid - phase[task])
+        if epsilon > 0:
+            x_var = xs.clone().requires_grad_(True)
+            loss = F.mse_loss(forward(meta_model, thetas["MAML"], x_var), ys)
+            (gx,) = torch.autograd.grad(loss, x_var)
+            xs_used = (xs + epsilon * gx.sign()).clamp(-5, 5)
+        else:
+            xs_used = xs
+        curve_tasks = data.Tasks(xs_used[None], ys[None], grid[None], truth[None])
+        losses, preds = {}, {}
+        for name, net in nets.items():
+            losses[name] = maml.adaptation_losses(net, curve_tasks, inner_lr=inner_lr, max_steps=10)[:, 0]
+            adapted = (thetas[name] if steps == 0 else
+                       maml.adapt(net, thetas[name], xs_used, ys, inner_lr=inner_lr, steps=steps))
+            preds[name] = forward(net, adapted, grid).detach()
+        with torch.no_grad():
+            init = forward(meta_model, thetas["MAML"], grid)
+        g = grid[:, 0].cpu()
+        art["truth"].set_data(g, truth[:, 0].cpu())
+        art["init"].set_data(g, init[:, 0].cpu())
+        art["maml"].set_data(g, preds["MAML"][:, 0].cpu())
+        art["pre"].set_data(g, preds["pretrained"][:, 0].cpu())
+        art["clean_pts"].set_offsets(torch.cat([xs, ys], 1).cpu().numpy() if epsilon > 0 else torch.empty(0, 2).numpy())
+        art["pts"].set_offsets(torch.cat([xs_used, ys], 1).detach().cpu().numpy())
+        art["loss_maml"].set_ydata(losses["MAML"].clamp(1e-3, 30).cpu())
+        art["loss_pre"].set_ydata(losses["pretrained"].clamp(1e-3, 30).cpu())
+        art["marker"].set_xdata([steps, steps])
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}",
+                            fontsize=9)
+        m, p = losses["MAML"][steps].item(), losses["pretrained"][steps].item()
+        return (f"after {steps} step(s) of α = {inner_lr:.2g} on K = {k_support} points (ε = {epsilon:.2f}): "
+                f"MSE <b>{m:.3f}</b> (MAML) vs <b>{p:.3f}</b> (pretrained)")
+
+    sliders = {
+        "inner_lr": inner_lr_slider(inner_lr, -3, 0),
+        "steps": int_slider("k — inner steps", 1, 0, 10),
+        "k_support": int_slider("K — support points", 10, 2, pool),
+        "epsilon": float_slider("ε — shift of support inputs", 0.0, 0.0, 1.0, 0.05),
+        "task": w.IntSlider(value=0, min=0, max=n_tasks - 1, description="test task",
+                            continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+    }
+    return Explorer(draw, sliders, setup=setup, title="MAML: adapt to a new sine wave",
+                    figsize=(10, 3.6), dpi=72)

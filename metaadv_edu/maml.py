@@ -25,7 +25,10 @@ from metaadv_edu import _validate as v
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import LossFn, Params, default_loss, forward, params_of, sgd_step, task_loss
 
-__all__ = ["adapt", "adaptation_losses", "mean_ci", "meta_loss", "meta_loss_loop", "meta_train"]
+__all__ = [
+    "adapt", "adaptation_losses", "mean_ci", "meta_gradient_by_formula", "meta_loss", "meta_loss_loop",
+    "meta_train",
+]
 
 
 def _check_tasks(tasks: Tasks) -> None:
@@ -172,3 +175,33 @@ def meta_train(model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks
             history["eval_iteration"].append(it + 1)
             history["eval_loss"].append(float(after.mean()))
     return history
+
+
+def meta_gradient_by_formula(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor,
+                             yq: torch.Tensor, *, inner_lr: float, steps: int = 1,
+                             loss_fn: LossFn | None = None) -> Params:
+    r"""The meta-gradient of one task from the chain rule, without differentiating through the loop.
+
+    With :math:`\theta_0 = \theta`, :math:`\theta_{j+1} = \theta_j - \alpha\nabla L_S(\theta_j)`:
+
+    .. math:: \nabla_\theta L_Q(\theta_k) = (I - \alpha H_0)(I - \alpha H_1)\cdots(I - \alpha H_{k-1})
+              \,\nabla L_Q(\theta_k), \qquad H_j = \nabla^2 L_S(\theta_j),
+
+    applied right to left with Hessian-vector products. Used to check :func:`meta_loss`.
+    """
+    inner_lr, steps = _check_inner(inner_lr, steps)
+    loss_fn = loss_fn or default_loss(ys)
+    thetas = [params_of(model, detach=True)]
+    for _ in range(steps):
+        g = torch.autograd.grad(task_loss(thetas[-1], model, xs, ys, loss_fn), list(thetas[-1].values()))
+        thetas.append({k: (p - inner_lr * gi).detach().requires_grad_(True)
+                       for (k, p), gi in zip(thetas[-1].items(), g)})
+    last = thetas[-1]
+    vec = dict(zip(last, torch.autograd.grad(task_loss(last, model, xq, yq, loss_fn), list(last.values()))))
+    for theta in reversed(thetas[:-1]):
+        g = torch.autograd.grad(task_loss(theta, model, xs, ys, loss_fn), list(theta.values()),
+                                create_graph=True)
+        dot = sum((gi * vec[k]).sum() for gi, k in zip(g, theta))
+        hv = dict(zip(theta, torch.autograd.grad(dot, list(theta.values()))))
+        vec = {k: vec[k] - inner_lr * hv[k] for k in vec}
+    return vec

@@ -54,3 +54,19 @@ def test_robustness_explorer_switches_cached_models(device):
     assert len({first, second, third, ex.image.value}) == 4
     assert "accuracy on 40 test inputs" in ex.caption.value
     assert ex.values["train_epsilon"] in grid
+
+
+def test_maml_explorer_every_slider_changes_the_figure(device):
+    torch.manual_seed(0)
+    meta, base = models.SineRegressor().to(device), models.SineRegressor().to(device)
+    ex = explorers.maml_explorer(meta, base, n_tasks=3, pool=12)
+    before = [p.detach().clone() for p in meta.parameters()]
+    images = {ex.image.value}
+    for name, value in (("inner_lr", 0.1), ("steps", 5), ("k_support", 4), ("epsilon", 0.5),
+                        ("task", 2), ("steps", 0)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 7
+    assert "after 0 step(s)" in ex.caption.value
+    assert all(torch.equal(a, b) for a, b in zip(before, meta.parameters()))
+    assert all(p.grad is None for p in meta.parameters())

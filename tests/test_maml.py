@@ -171,3 +171,13 @@ def test_mismatched_task_shapes():
         maml.meta_loss(model, data.Tasks(t.x_support, t.y_support[:, :2], t.x_query, t.y_query), inner_lr=0.1)
     with pytest.raises(TypeError, match="Tasks"):
         maml.meta_loss(model, (t.x_support,), inner_lr=0.1)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_formula_helper_matches_autograd(device, steps):
+    model = tiny(device, torch.float64)
+    tasks = sine(1, 6, device, torch.float64)
+    auto = meta_grad(maml.meta_loss(model, tasks, inner_lr=0.07, steps=steps), model)
+    formula = maml.meta_gradient_by_formula(model, *(t[0] for t in tasks), inner_lr=0.07, steps=steps)
+    for a, k in zip(auto, formula):
+        torch.testing.assert_close(a, formula[k], rtol=1e-9, atol=1e-12)

@@ -1,0 +1,79 @@
+"""One MAML meta-step (25 sinusoid tasks, K = 10, one inner step, second order, 1-40-40-1):
+the vectorised implementation against the per-task loop, and memory against inner steps.
+
+    python benchmarks/maml_speed.py            # on the device pick_device() chooses
+    METAADV_DEVICE=cuda python benchmarks/maml_speed.py
+"""
+
+import statistics
+import time
+
+import torch
+
+from metaadv_edu import data, maml, models, pick_device
+
+
+def time_step(fn, model, tasks, device, repeats=50, **kwargs) -> float:
+    for _ in range(5):
+        fn(model, tasks, inner_lr=0.01, **kwargs).backward()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn(model, tasks, inner_lr=0.01, **kwargs).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory(model, tasks, device, steps, first_order) -> float:
+    """Bytes one meta-step needs beyond the model: the CUDA allocator's peak on a GPU, the tensors
+    saved for backward in the autograd graph on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        maml.meta_loss(model, tasks, inner_lr=0.01, steps=steps, first_order=first_order).backward()
+        return torch.cuda.max_memory_allocated(device) - base
+    loss = maml.meta_loss(model, tasks, inner_lr=0.01, steps=steps, first_order=first_order)
+    return _graph_bytes(loss)
+
+
+def _graph_bytes(loss) -> int:
+    """Bytes of the tensors saved for backward in the autograd graph of ``loss``."""
+    seen, total, stack = set(), 0, [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        for name in dir(fn):
+            if name.startswith("_saved_"):
+                value = getattr(fn, name, None)
+                if isinstance(value, torch.Tensor):
+                    total += value.numel() * value.element_size()
+        stack.extend(f for f, _ in fn.next_functions)
+    return total
+
+
+def main() -> None:
+    device = pick_device()
+    torch.manual_seed(0)
+    model = models.SineRegressor().to(device)
+    tasks = data.sine_tasks(25, 10, generator=torch.Generator().manual_seed(0), device=device)
+    t_vmap = time_step(maml.meta_loss, model, tasks, device)
+    t_loop = time_step(maml.meta_loss_loop, model, tasks, device)
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"MAML meta-step, 25 tasks, K=10, 1 step, 2nd order: vmap {t_vmap * 1e3:.2f} ms, "
+          f"loop {t_loop * 1e3:.2f} ms, speed-up {t_loop / t_vmap:.1f}x")
+    print("memory of one meta-step vs inner steps (CPU: tensors saved for backward; CUDA: peak allocated):")
+    for steps in (1, 2, 5, 10):
+        so = peak_memory(model, tasks, device, steps, False)
+        fo = peak_memory(model, tasks, device, steps, True)
+        print(f"  steps={steps:>2}: MAML {so / 1024:8.1f} KiB   FOMAML {fo / 1024:8.1f} KiB")
+
+
+if __name__ == "__main__":
+    main()
