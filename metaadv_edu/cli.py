@@ -1,4 +1,7 @@
-"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo`` and ``student``."""
+"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo`` and ``student``.
+
+Run ``metaadv-edu COMMAND --help`` for the options of each.
+"""
 
 from __future__ import annotations
 
@@ -144,6 +147,23 @@ def demo(args) -> int:
     return subprocess.call(cmd, cwd=nb_dir)
 
 
+def student(args) -> int:
+    from metaadv_edu.notebooks import find_notebooks, student_copy
+
+    paths = find_notebooks(args.source or _notebooks_dir())
+    out = Path(args.outdir)
+    if out.resolve() == (Path(args.source) if args.source else _notebooks_dir()).resolve():
+        print("OUTDIR must differ from the notebooks folder (the copies drop the solutions)", file=sys.stderr)
+        return 2
+    total = 0
+    for path in paths:
+        target, removed = student_copy(path, out)
+        total += removed
+        print(f"{target}: {removed} solution cell(s) removed, outputs cleared")
+    print(f"{len(paths)} notebooks written to {out} ({total} solutions removed)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metaadv-edu", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--no-browser", action="store_true")
     p.set_defaults(func=demo)
+    p = sub.add_parser("student", help="write learner's copies: solutions removed, outputs cleared")
+    p.add_argument("outdir", help="folder for the copies")
+    p.add_argument("--source", help="notebook folder (default: notebooks/)")
+    p.set_defaults(func=student)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["execute_notebook", "find_notebooks", "package_digest", "source_digest", "stale_reason"]
+__all__ = [
+    "execute_notebook", "find_notebooks", "package_digest", "source_digest", "stale_reason",
+    "student_copy",
+]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 META_KEY = "metaadv_edu"
@@ -79,3 +82,28 @@ def execute_notebook(path: str | Path, *, timeout: int = 900, kernel_name: str =
     nb.metadata[META_KEY] = {"source_digest": source_digest(nb), "package_digest": package_digest()}
     nbformat.write(nb, str(path))
     return seconds
+
+
+SOLUTION_TAG = "solution"
+
+
+def student_copy(path: str | Path, out_dir: str | Path) -> tuple[Path, int]:
+    """Write a learner's copy of a notebook: cells tagged ``solution`` removed, outputs cleared.
+
+    Returns the new path and the number of solution cells removed.
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    nb = nbformat.read(str(path), as_version=4)
+    kept = [c for c in nb.cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
+    removed = len(nb.cells) - len(kept)
+    for cell in kept:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+    nb.cells = kept
+    nb.metadata.pop(META_KEY, None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / path.name
+    nbformat.write(nb, str(target))
+    return target, removed

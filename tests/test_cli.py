@@ -121,3 +121,30 @@ def test_readme_quickstart_has_exactly_three_commands():
     quick = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("\n", 1)[1].strip() for b in quick.split("```")[1::2]]
     assert blocks == ["pip install -r binder/requirements.txt", "jupyter lab notebooks/", "pytest"]
+
+
+def test_student_copy_removes_solutions_and_outputs(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    nb = nbformat.v4.new_notebook()
+    stub = nbformat.v4.new_code_cell("def f():\n    raise NotImplementedError")
+    stub.outputs = [nbformat.v4.new_output("stream", text="✗ not written yet\n")]
+    stub.execution_count = 3
+    solution = nbformat.v4.new_code_cell("def f():\n    return 42")
+    solution.metadata["tags"] = ["solution"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# ex"), stub, solution]
+    nbformat.write(nb, str(src / "01_ex.ipynb"))
+    assert cli.main(["student", str(tmp_path / "out"), "--source", str(src)]) == 0
+    copy = nbformat.read(str(tmp_path / "out" / "01_ex.ipynb"), as_version=4)
+    assert [c.source for c in copy.cells] == ["# ex", "def f():\n    raise NotImplementedError"]
+    assert copy.cells[1].outputs == [] and copy.cells[1].execution_count is None
+    assert "1 solutions removed" in capsys.readouterr().out
+    assert cli.main(["student", str(src), "--source", str(src)]) == 2
+
+
+def test_course_notebooks_hide_their_solutions():
+    for path in notebooks.find_notebooks(ROOT / "notebooks"):
+        nb = nbformat.read(str(path), as_version=4)
+        for cell in nb.cells:
+            if "solution" in cell.metadata.get("tags", []):
+                assert cell.metadata.get("jupyter", {}).get("source_hidden") is True
