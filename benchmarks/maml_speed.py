@@ -5,27 +5,15 @@ the vectorised implementation against the per-task loop, and memory against inne
     METAADV_DEVICE=cuda python benchmarks/maml_speed.py
 """
 
-import statistics
-import time
-
 import torch
 
 from metaadv_edu import data, maml, models, pick_device
+from metaadv_edu.measure import graph_bytes, median_time
 
 
-def time_step(fn, model, tasks, device, repeats=50, **kwargs) -> float:
-    for _ in range(5):
-        fn(model, tasks, inner_lr=0.01, **kwargs).backward()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn(model, tasks, inner_lr=0.01, **kwargs).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_step(fn, model, tasks, device, **kwargs) -> float:
+    return median_time(lambda: fn(model, tasks, inner_lr=0.01, **kwargs).backward(), repeats=50,
+                       warmup=5, device=device)
 
 
 def peak_memory(model, tasks, device, steps, first_order) -> float:
@@ -38,24 +26,7 @@ def peak_memory(model, tasks, device, steps, first_order) -> float:
         maml.meta_loss(model, tasks, inner_lr=0.01, steps=steps, first_order=first_order).backward()
         return torch.cuda.max_memory_allocated(device) - base
     loss = maml.meta_loss(model, tasks, inner_lr=0.01, steps=steps, first_order=first_order)
-    return _graph_bytes(loss)
-
-
-def _graph_bytes(loss) -> int:
-    """Bytes of the tensors saved for backward in the autograd graph of ``loss``."""
-    seen, total, stack = set(), 0, [loss.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        for name in dir(fn):
-            if name.startswith("_saved_"):
-                value = getattr(fn, name, None)
-                if isinstance(value, torch.Tensor):
-                    total += value.numel() * value.element_size()
-        stack.extend(f for f, _ in fn.next_functions)
-    return total
+    return graph_bytes(loss)
 
 
 def main() -> None:

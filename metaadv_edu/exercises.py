@@ -19,7 +19,7 @@ from metaadv_edu import attacks
 
 __all__ = [
     "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss", "check_mixed_loss",
-    "check_pgd_step",
+    "check_pgd_step", "check_reptile_update",
 ]
 
 
@@ -317,3 +317,36 @@ def data_swap(tasks):
     from metaadv_edu.data import Tasks
 
     return Tasks(tasks.x_support, tasks.y_support, tasks.x_support, tasks.y_support)
+
+
+# ------------------------------------------------------------------------- chapter 4: Reptile
+def check_reptile_update(my_update: Callable) -> bool:
+    """Grade ``my_update(theta, phis, outer_lr) -> new_theta``: the batched Reptile step
+    θ + β·mean_i(φ̃ᵢ − θ), for ``theta`` a dict of tensors and ``phis`` a dict of the same names
+    holding each task's adapted tensors stacked along a first dimension."""
+
+    def body() -> str:
+        for device in _devices():
+            for seed, n, beta in ((0, 4, 0.5), (1, 1, 1.0), (2, 7, 0.1)):
+                g = torch.Generator().manual_seed(seed)
+                theta = {"w": torch.randn(3, 2, generator=g).to(device), "b": torch.randn(3, generator=g).to(device)}
+                phis = {k: (t + 0.3 * torch.randn(n, *t.shape, generator=g).to(device)) for k, t in theta.items()}
+                out = _call(my_update, {k: t.clone() for k, t in theta.items()}, phis, beta)
+                if not isinstance(out, dict) or set(out) != set(theta):
+                    raise _Stop("return a dict with the same names as theta")
+                ref = {k: theta[k] + beta * (phis[k] - theta[k]).mean(0) for k in theta}
+                values = {k: _tensor_like(out[k], ref[k], f"new_theta[{k!r}]") for k in ref}
+                if all(_close(values[k], ref[k]) for k in ref):
+                    continue
+                if all(_close(values[k], theta[k] - beta * (phis[k] - theta[k]).mean(0)) for k in ref):
+                    raise _Stop("wrong sign: Reptile moves θ *towards* the adapted weights, θ + β(φ̃ − θ)")
+                if n > 1 and all(_close(values[k], theta[k] + beta * (phis[k] - theta[k]).sum(0)) for k in ref):
+                    raise _Stop("average over tasks (mean), do not sum")
+                if all(_close(values[k], theta[k] + (phis[k] - theta[k]).mean(0)) for k in ref) and beta != 1:
+                    raise _Stop("scale the step by the outer step size β")
+                if all(_close(values[k], phis[k].mean(0)) for k in ref) and beta != 1:
+                    raise _Stop("that jumps all the way to the mean of φ̃ (β = 1); interpolate with β")
+                raise _Stop("not θ + β·mean(φ̃ − θ)")
+        return "θ + β·mean(φ̃ − θ) for one task and for many"
+
+    return _run("Reptile update", body)

@@ -69,11 +69,16 @@ class TinyCNN(nn.Sequential):
 
 
 class SineRegressor(nn.Sequential):
-    """The 1-40-40-1 ReLU regressor of MAML's sinusoid experiment (Finn et al. 2017, §5.1)."""
+    """The 1-40-40-1 ReLU regressor of MAML's sinusoid experiment (Finn et al. 2017, §5.1).
 
-    def __init__(self, hidden: int = 40):
+    ``activation="tanh"`` gives a smooth network, for checks that rely on Taylor expansions
+    (a ReLU network's loss has kinks, where second-order expansions break down).
+    """
+
+    def __init__(self, hidden: int = 40, activation: str = "relu"):
         hidden = v.integer("hidden", hidden)
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[v.choice("activation", activation, ("relu", "tanh"))]
         super().__init__(
-            nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+            nn.Linear(1, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 1)
         )
 

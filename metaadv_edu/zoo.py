@@ -16,7 +16,7 @@ from metaadv_edu.cache import load_or_train
 
 __all__ = [
     "digits_cnn", "digits_cnn_adversarial", "digits_logreg", "library_cnn", "library_cnn_adversarial",
-    "sine_maml", "sine_pretrained",
+    "sine_maml", "sine_pretrained", "sine_reptile",
 ]
 
 
@@ -187,3 +187,28 @@ def sine_pretrained(device=None, *, iterations: int = 6000):
         return {"loss": losses[::10]}
 
     return load_or_train("sine-pretrained", config, build, train, device=device)
+
+
+def sine_reptile(device=None, *, iterations: int = 2000):
+    """The 1-40-40-1 regressor trained by Reptile on sinusoids (notebook 06): 5 SGD steps of
+    α = 0.02 per task on K = 10 points, meta-batch 25, outer step β annealed linearly from 1 to 0."""
+    from metaadv_edu import reptile
+
+    device = as_device(device)
+    config = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.02, "inner_steps": 5, "outer_lr": 1.0,
+              "iterations": v.integer("iterations", iterations), "seed": 0}
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return models.SineRegressor()
+
+    def train(model):
+        history = reptile.train(
+            model, lambda g: data.sine_tasks(config["n_tasks"], config["k_support"], generator=g,
+                                             device=device),
+            iterations=config["iterations"], inner_lr=config["inner_lr"],
+            inner_steps=config["inner_steps"], outer_lr=config["outer_lr"],
+            generator=torch.Generator().manual_seed(config["seed"]))
+        return {"support_loss": history["support_loss"][::10]}
+
+    return load_or_train("sine-reptile", config, build, train, device=device)

@@ -195,3 +195,15 @@ def ml_ok(model, tasks, lr):
 def test_check_maml_meta_loss(fn, ok, hint, capsys):
     assert exercises.check_maml_meta_loss(fn) is ok
     assert hint in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda t, p, b: {k: t[k] + b * (p[k] - t[k]).mean(0) for k in t}, True, "for one task and for many"),
+    (lambda t, p, b: {k: t[k] - b * (p[k] - t[k]).mean(0) for k in t}, False, "wrong sign"),
+    (lambda t, p, b: {k: t[k] + b * (p[k] - t[k]).sum(0) for k in t}, False, "mean"),
+    (lambda t, p, b: {k: t[k] + (p[k] - t[k]).mean(0) for k in t}, False, "β"),
+    (lambda t, p, b: [t[k] for k in t], False, "dict"),
+])
+def test_check_reptile_update(fn, ok, hint, capsys):
+    assert exercises.check_reptile_update(fn) is ok
+    assert hint in capsys.readouterr().out
