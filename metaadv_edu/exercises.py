@@ -18,8 +18,8 @@ from torch import nn
 from metaadv_edu import attacks
 
 __all__ = [
-    "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss", "check_mixed_loss",
-    "check_pgd_step", "check_reptile_update",
+    "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss",
+    "check_meta_sgd_step", "check_mixed_loss", "check_pgd_step", "check_reptile_update",
 ]
 
 
@@ -350,3 +350,33 @@ def check_reptile_update(my_update: Callable) -> bool:
         return "θ + β·mean(φ̃ − θ) for one task and for many"
 
     return _run("Reptile update", body)
+
+
+# ------------------------------------------------------------------------ chapter 4: Meta-SGD
+def check_meta_sgd_step(my_step: Callable) -> bool:
+    """Grade ``my_step(params, grads, inner_lrs) -> new_params``: θ′ = θ − α∘∇L with an α of the
+    same shape as each parameter (all three arguments are dicts of tensors)."""
+
+    def body() -> str:
+        for device in _devices():
+            for seed in (0, 1):
+                g = torch.Generator().manual_seed(seed)
+                shapes = {"w": (4, 3), "b": (4,)}
+                params = {k: torch.randn(s, generator=g).to(device) for k, s in shapes.items()}
+                grads = {k: torch.randn(s, generator=g).to(device) for k, s in shapes.items()}
+                lrs = {k: torch.rand(s, generator=g).to(device) * 0.1 for k, s in shapes.items()}
+                out = _call(my_step, params, grads, lrs)
+                if not isinstance(out, dict) or set(out) != set(params):
+                    raise _Stop("return a dict with the same names as params")
+                ref = {k: params[k] - lrs[k] * grads[k] for k in params}
+                values = {k: _tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
+                if all(_close(values[k], ref[k]) for k in ref):
+                    continue
+                if all(_close(values[k], params[k] + lrs[k] * grads[k]) for k in ref):
+                    raise _Stop("wrong sign: the inner step descends, θ − α∘∇L")
+                if all(_close(values[k], params[k] - lrs[k].mean() * grads[k]) for k in ref):
+                    raise _Stop("α is not a scalar here: multiply elementwise, one rate per parameter")
+                raise _Stop("not θ − α∘∇L (elementwise product)")
+        return "θ − α∘∇L, elementwise"
+
+    return _run("Meta-SGD step", body)

@@ -16,7 +16,9 @@ from metaadv_edu import attacks
 from metaadv_edu.plotting import perturbation_image, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
 
-__all__ = ["attack_explorer", "maml_explorer", "reptile_explorer", "robustness_explorer"]
+__all__ = [
+    "attack_explorer", "maml_explorer", "metasgd_explorer", "reptile_explorer", "robustness_explorer",
+]
 
 
 def _run_attack(model, x, y, epsilon, steps, step_size):
@@ -399,3 +401,81 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
     }
     return Explorer(draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks",
                     figsize=(6.2, 5.2), dpi=72)
+
+
+def metasgd_explorer(variants: dict[str, tuple], *, n_tasks: int = 10, seed: int = 77,
+                     maml_lr: float = 0.01) -> Explorer:
+    """Switch between cached Meta-SGD models (by shot count and α initialisation) and adapt each to a
+    new task with one step of its learned α, next to MAML with one step of ``maml_lr``.
+
+    ``variants[label] = (meta_sgd_model, inner_lrs, maml_model, k_support)``. Sliders: the model, a
+    scale applied to the learned α (1 = as learned), and the test task. Nothing is trained.
+    """
+    import ipywidgets as w
+
+    from metaadv_edu import data, maml
+    from metaadv_edu.functional import forward, params_of
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    labels = list(variants)
+    first = variants[labels[0]][0]
+    device = next(first.parameters()).device
+    pool = max(v[3] for v in variants.values())
+    tasks, amp, phase = data.sine_tasks(n_tasks, pool, generator=torch.Generator().manual_seed(seed),
+                                        device=device, return_params=True)
+    grid = torch.linspace(-5, 5, 200, device=device).view(-1, 1)
+    bins = np.logspace(-4, 0, 25)
+    hists = {label: np.histogram(np.abs(torch.cat([a.detach().reshape(-1) for a in v[1].values()]).cpu().numpy()),
+                                 bins=bins)[0] for label, v in variants.items()}
+    art: dict = {}
+
+    def setup(fig):
+        ax, ax_h = fig.subplots(1, 2, width_ratios=[1.6, 1])
+        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
+        (art["msgd"],) = ax.plot([], [], color="tab:purple", lw=2, label="Meta-SGD, 1 step of learned α")
+        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=1.5, label=f"MAML, 1 step of α = {maml_lr}")
+        art["pts"] = ax.scatter([], [], color="k", s=16, zorder=3, label="support points")
+        ax.set_xlim(-5, 5)
+        ax.set_ylim(-6, 6)
+        ax.legend(fontsize=7, loc="lower left")
+        ax.set_xlabel("x")
+        centers = np.sqrt(bins[:-1] * bins[1:])
+        art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color="tab:purple")
+        ax_h.set_xscale("log")
+        ax_h.set_xlabel("|learned α| (all 1,761 parameters)")
+        ax_h.set_ylabel("count")
+        art["ax"], art["ax_h"] = ax, ax_h
+
+    def draw(fig, *, model, alpha_scale, task):
+        net, lrs, maml_net, k = variants[model]
+        xs, ys = tasks.x_support[task, :k], tasks.y_support[task, :k]
+        truth = amp[task] * torch.sin(grid - phase[task])
+        scaled = {name: alpha_scale * a.detach() for name, a in lrs.items()}
+        adapted = maml.adapt(net, params_of(net, detach=True), xs, ys, inner_lr=scaled)
+        adapted_maml = maml.adapt(maml_net, params_of(maml_net, detach=True), xs, ys, inner_lr=maml_lr)
+        pred, pred_maml = forward(net, adapted, grid).detach(), forward(maml_net, adapted_maml, grid).detach()
+        g = grid[:, 0].cpu()
+        art["truth"].set_data(g, truth[:, 0].cpu())
+        art["msgd"].set_data(g, pred[:, 0].cpu())
+        art["maml"].set_data(g, pred_maml[:, 0].cpu())
+        art["pts"].set_offsets(torch.cat([xs, ys], 1).cpu().numpy())
+        counts = hists[model]
+        for rect, c in zip(art["bars"], counts):
+            rect.set_height(c)
+        art["ax_h"].set_ylim(0, counts.max() * 1.1)
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k}", fontsize=9)
+        mse = float(((pred - truth) ** 2).mean())
+        mse_maml = float(((pred_maml - truth) ** 2).mean())
+        return (f"one step on K = {k} points: MSE <b>{mse:.3f}</b> (Meta-SGD, α × {alpha_scale:.2f}) vs "
+                f"<b>{mse_maml:.3f}</b> (MAML)")
+
+    sliders = {
+        "model": w.SelectionSlider(options=labels, value=labels[0], description="cached Meta-SGD model",
+                                   continuous_update=False, style=LABEL_STYLE,
+                                   layout=w.Layout(width="44em")),
+        "alpha_scale": float_slider("scale of learned α", 1.0, 0.0, 3.0, 0.1),
+        "task": w.IntSlider(value=0, min=0, max=n_tasks - 1, description="test task",
+                            continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+    }
+    return Explorer(draw, sliders, setup=setup, title="Meta-SGD: the learned α at work",
+                    figsize=(10, 3.6), dpi=72)

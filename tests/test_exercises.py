@@ -207,3 +207,14 @@ def test_check_maml_meta_loss(fn, ok, hint, capsys):
 def test_check_reptile_update(fn, ok, hint, capsys):
     assert exercises.check_reptile_update(fn) is ok
     assert hint in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda p, g, a: {k: p[k] - a[k] * g[k] for k in p}, True, "elementwise"),
+    (lambda p, g, a: {k: p[k] + a[k] * g[k] for k in p}, False, "wrong sign"),
+    (lambda p, g, a: {k: p[k] - a[k].mean() * g[k] for k in p}, False, "not a scalar"),
+    (lambda p, g, a: p, False, "not θ − α∘∇L"),
+])
+def test_check_meta_sgd_step(fn, ok, hint, capsys):
+    assert exercises.check_meta_sgd_step(fn) is ok
+    assert hint in capsys.readouterr().out

@@ -70,3 +70,28 @@ def test_maml_explorer_every_slider_changes_the_figure(device):
     assert "after 0 step(s)" in ex.caption.value
     assert all(torch.equal(a, b) for a, b in zip(before, meta.parameters()))
     assert all(p.grad is None for p in meta.parameters())
+
+
+def test_reptile_explorer_every_slider_changes_the_figure():
+    ex = explorers.reptile_explorer()
+    images = {ex.image.value}
+    for name, value in (("inner_lr", 0.3), ("inner_steps", 1), ("outer_lr", 0.8)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 4 and "Reptile at" in ex.caption.value
+
+
+def test_metasgd_explorer_switches_models_and_scales_alpha(device):
+    from metaadv_edu import metasgd
+
+    variants = {}
+    for i, k in enumerate((5, 10)):
+        torch.manual_seed(i)
+        net, maml_net = models.SineRegressor().to(device), models.SineRegressor().to(device)
+        variants[f"K={k}"] = (net, metasgd.init_inner_lrs(net, 0.01 * (i + 1)), maml_net, k)
+    ex = explorers.metasgd_explorer(variants, n_tasks=3)
+    images = {ex.image.value}
+    for name, value in (("model", "K=10"), ("alpha_scale", 2.0), ("task", 2)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 4 and "K = 10" in ex.caption.value
