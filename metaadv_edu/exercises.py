@@ -18,7 +18,7 @@ from torch import nn
 from metaadv_edu import attacks
 
 __all__ = [
-    "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss",
+    "check_discriminator_loss", "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss",
     "check_meta_sgd_step", "check_mixed_loss", "check_pgd_step", "check_reptile_update",
 ]
 
@@ -380,3 +380,37 @@ def check_meta_sgd_step(my_step: Callable) -> bool:
         return "θ − α∘∇L, elementwise"
 
     return _run("Meta-SGD step", body)
+
+
+# ---------------------------------------------------------------------------- chapter 2: GANs
+def check_discriminator_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(real_logits, fake_logits) -> loss``: the discriminator's loss
+    −E log D(x) − E log(1 − D(G(z))) with D = sigmoid(logit), as a scalar."""
+    from metaadv_edu import gan
+
+    def body() -> str:
+        for device in _devices():
+            for seed, scale in ((0, 1.0), (1, 5.0), (2, 30.0)):
+                g = torch.Generator().manual_seed(seed)
+                real = (scale * torch.randn(16, 1, generator=g)).to(device)
+                fake = (scale * torch.randn(16, 1, generator=g)).to(device)
+                ref = gan.discriminator_loss(real, fake)
+                out = _call(my_loss, real, fake)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise _Stop("return the loss as a single-number tensor (average over the batch)")
+                value = out.detach().reshape(()).to(ref.dtype)
+                if _close(value, ref, 1e-4):
+                    continue
+                if not torch.isfinite(value):
+                    raise _Stop("the loss is not finite for confident logits: log(sigmoid(s)) underflows; "
+                                "use F.logsigmoid or binary_cross_entropy_with_logits")
+                if _close(value, -ref, 1e-4):
+                    raise _Stop("that is V(D, G) itself; the discriminator *maximises* V, so its loss is −V")
+                if _close(value, gan.discriminator_loss(fake, real), 1e-4):
+                    raise _Stop("the labels are swapped: real samples are labelled 1, generated ones 0")
+                if _close(value, 16 * ref, 1e-3):
+                    raise _Stop("average over the batch instead of summing")
+                raise _Stop("not −E log D(x) − E log(1 − D(G(z)))")
+        return "−E log D(x) − E log(1 − D(G(z))), stable for confident logits"
+
+    return _run("discriminator loss", body)

@@ -17,7 +17,7 @@ from metaadv_edu.plotting import perturbation_image, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
 
 __all__ = [
-    "attack_explorer", "maml_explorer", "metasgd_explorer", "reptile_explorer", "robustness_explorer",
+    "attack_explorer", "gan_dynamics_explorer", "generator_explorer", "maml_explorer", "metasgd_explorer", "reptile_explorer", "robustness_explorer",
 ]
 
 
@@ -479,3 +479,111 @@ def metasgd_explorer(variants: dict[str, tuple], *, n_tasks: int = 10, seed: int
     }
     return Explorer(draw, sliders, setup=setup, title="Meta-SGD: the learned α at work",
                     figsize=(10, 3.6), dpi=72)
+
+
+def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer:
+    """Cached 2-D GAN runs on a grid of discriminator learning rates × discriminator steps per
+    generator step; a slider scrubs through the training snapshots. Nothing is trained."""
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    lrs = sorted({lr for lr, _ in runs})
+    ks = sorted({k for _, k in runs})
+    n_snap = min(len(r["snapshots"]) for r in runs.values())
+    means = ring.means.numpy()
+    art: dict = {}
+
+    def setup(fig):
+        ax, ax_loss = fig.subplots(1, 2, width_ratios=[1, 1.3])
+        ax.scatter(*means.T, s=300, facecolors="none", edgecolors="0.6", label="data modes")
+        art["pts"] = ax.scatter([], [], s=4, color="tab:red", alpha=0.5, label="generated")
+        ax.set_xlim(-3, 3)
+        ax.set_ylim(-3, 3)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper right")
+        (art["d"],) = ax_loss.plot([], [], lw=0.8, label="discriminator loss")
+        (art["g"],) = ax_loss.plot([], [], lw=0.8, label="generator loss")
+        art["mark"] = ax_loss.axvline(0, color="0.5", ls="--")
+        ax_loss.axhline(np.log(4), color="k", lw=0.6, ls=":", label="log 4 (D = ½ everywhere)")
+        ax_loss.set_xlabel("generator step")
+        ax_loss.set_ylim(0, 5)
+        ax_loss.legend(fontsize=7)
+        art["ax"], art["ax_loss"] = ax, ax_loss
+
+    def draw(fig, *, lr_d, k_disc, snapshot):
+        run = runs[(lr_d, k_disc)]
+        pts = np.asarray(run["snapshots"][snapshot])
+        art["pts"].set_offsets(pts)
+        steps = np.arange(len(run["d_loss"])) * 5
+        art["d"].set_data(steps, run["d_loss"])
+        art["g"].set_data(steps, run["g_loss"])
+        art["ax_loss"].set_xlim(0, steps[-1] + 5)
+        step = run["snapshot_steps"][snapshot]
+        art["mark"].set_xdata([step, step])
+        dist = np.linalg.norm(pts[:, None, :] - means[None], axis=2)
+        near = dist.min(1) < 0.3
+        covered = len(set(dist.argmin(1)[near].tolist()))
+        art["ax"].set_title(f"step {step}: {covered}/8 modes, {near.mean():.0%} of samples on a mode", fontsize=9)
+        return (f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
+                f"<b>{covered} of 8</b> modes covered")
+
+    def selection(options, value, description):
+        return w.SelectionSlider(options=options, value=value, description=description,
+                                 continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT))
+
+    sliders = {
+        "lr_d": selection(lrs, lrs[len(lrs) // 2], "discriminator (inner) lr"),
+        "k_disc": selection(ks, ks[0], "k — D steps per G step"),
+        "snapshot": w.IntSlider(value=n_snap - 1, min=0, max=n_snap - 1, description="training snapshot",
+                                continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+    }
+    return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)",
+                    figsize=(10, 4), dpi=72)
+
+
+def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classifier, x_show, y_show,
+                       x_eval, y_eval) -> Explorer:
+    """Cached adversarial generators on a grid of ε × generator learning rate: a slider move runs one
+    forward pass of the chosen generator (and a new noise draw), never a training step."""
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    epsilons = sorted({e for e, _ in pairs})
+    lrs = sorted({lr for _, lr in pairs})
+    labels = [str(i) for i in range(10)]
+    panels: list = []
+    p_clean = _probs(classifier, x_show)
+
+    def setup(fig):
+        panels.append(_AttackPanels(fig, x_show, labels))
+
+    def draw(fig, *, epsilon, lr_g, noise):
+        pair = pairs[(epsilon, lr_g)]
+        g = torch.Generator().manual_seed(noise)
+        with torch.no_grad():
+            z = torch.randn(len(x_show), pair["G"].noise_dim, generator=g).to(x_show.device)
+            x_adv = pair["G"](x_show, z)
+            score = torch.sigmoid(pair["D"](x_adv)).view(-1)
+            z_eval = torch.randn(len(x_eval), pair["G"].noise_dim, generator=g).to(x_eval.device)
+            adv_eval = pair["G"](x_eval, z_eval)
+            acc = float((classifier(adv_eval).argmax(1) == y_eval).float().mean())
+            d_real = float(torch.sigmoid(pair["D"](x_eval)).mean())
+            d_fake = float(torch.sigmoid(pair["D"](adv_eval)).mean())
+        panels[0].show(x_show, x_adv, y_show, p_clean, _probs(classifier, x_adv), epsilon)
+        for i, ax in enumerate(panels[0].axes[:, 1]):
+            ax.set_title(f"δ = G(x, z) − x · D(x_adv) = {score[i]:.2f}", fontsize=8)
+        return (f"generator ε = {epsilon:g}, lr_G = {lr_g:g}: classifier accuracy on {len(x_eval)} generated "
+                f"examples <b>{acc:.1%}</b>; discriminator's mean score: real {d_real:.2f}, generated {d_fake:.2f}")
+
+    sliders = {
+        "epsilon": w.SelectionSlider(options=epsilons, value=epsilons[len(epsilons) // 2],
+                                     description="ε — perturbation budget", continuous_update=False,
+                                     style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "lr_g": w.SelectionSlider(options=lrs, value=lrs[-1], description="generator learning rate",
+                                  continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "noise": int_slider("z — noise seed", 0, 0, 20),
+    }
+    return Explorer(draw, sliders, setup=setup, title="The adversarial generator (cached models)",
+                    figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)

@@ -15,6 +15,7 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 
 __all__ = [
+    "adversarial_generator", "digits_cnn_generator_hardened", "digits_gan", "ring_gan",
     "digits_cnn", "digits_cnn_adversarial", "digits_logreg", "library_cnn", "library_cnn_adversarial",
     "learned_inner_lrs", "sine_maml", "sine_metasgd", "sine_pretrained", "sine_reptile",
 ]
@@ -254,3 +255,130 @@ def learned_inner_lrs(record: dict, model: torch.nn.Module) -> dict[str, torch.T
     """The learned α of a :func:`sine_metasgd` record as tensors on the model's device."""
     return {name: torch.tensor(record["inner_lrs"][name], dtype=p.dtype, device=p.device)
             for name, p in model.named_parameters()}
+
+
+# --------------------------------------------------------------------------------- GANs (03, 04)
+def _mlp(sizes, act, last=None):
+    from torch import nn
+
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    if last is not None:
+        layers.append(last)
+    return nn.Sequential(*layers)
+
+
+def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1200):
+    """A GAN on the 2-D ring of 8 Gaussians (notebook 03): MLP generator 8-128-128-2 and
+    discriminator 2-128-128-1, Adam (lr_g = 1e-3), non-saturating loss. Returns
+    ``(ModuleDict(G, D), record)`` with the losses and 7 snapshots of 512 generated points."""
+    from torch import nn
+
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"lr_d": v.positive("lr_d", lr_d), "k_disc": v.integer("k_disc", k_disc), "lr_g": 1e-3,
+              "steps": v.integer("steps", steps), "batch_size": 128, "noise_dim": 8, "seed": 0,
+              "ring": [8, 2.0, 0.05]}
+    ring = data.ring_mixture(*config["ring"])
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return nn.ModuleDict({"G": _mlp([8, 128, 128, 2], nn.ReLU),
+                              "D": _mlp([2, 128, 128, 1], lambda: nn.LeakyReLU(0.2))})
+
+    def train(pair):
+        h = gan.train_gan(pair["G"], pair["D"], lambda n, g: ring.sample(n, generator=g),
+                          noise_dim=config["noise_dim"], steps=config["steps"], k_disc=config["k_disc"],
+                          lr_g=config["lr_g"], lr_d=config["lr_d"], batch_size=config["batch_size"],
+                          generator_rng=torch.Generator().manual_seed(config["seed"]),
+                          snapshot_every=config["steps"] // 6, desc=f"ring GAN (lr_D={lr_d:g}, k={k_disc})")
+        return {"d_loss": h["d_loss"][::5], "g_loss": h["g_loss"][::5], "snapshot_steps": h["snapshot_steps"],
+                "snapshots": h["snapshots"]}
+
+    return load_or_train("ring-gan", config, build, train, device=device)
+
+
+def digits_gan(device=None, *, steps: int = 3000):
+    """A small fully connected GAN on the 8×8 digits (notebook 03): G 16-128-128-64 (sigmoid),
+    D 64-128-1, non-saturating loss. Returns ``(ModuleDict(G, D), record)``."""
+    from torch import nn
+
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"steps": v.integer("steps", steps), "lr": 1e-3, "batch_size": 64, "noise_dim": 16, "seed": 0}
+    x, _ = data.load_digits("train", device=device)
+    flat = x.flatten(1)
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return nn.ModuleDict({"G": _mlp([16, 128, 128, 64], nn.ReLU, nn.Sigmoid()),
+                              "D": _mlp([64, 128, 1], lambda: nn.LeakyReLU(0.2))})
+
+    def train(pair):
+        h = gan.train_gan(pair["G"], pair["D"],
+                          lambda n, g: flat[torch.randint(len(flat), (n,), generator=g).to(device)],
+                          noise_dim=config["noise_dim"], steps=config["steps"], lr_g=config["lr"],
+                          lr_d=config["lr"], batch_size=config["batch_size"],
+                          generator_rng=torch.Generator().manual_seed(config["seed"]), desc="digits GAN")
+        return {"d_loss": h["d_loss"][::10], "g_loss": h["g_loss"][::10]}
+
+    return load_or_train("digits-gan", config, build, train, device=device)
+
+
+def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None, *, steps: int = 1000):
+    """The adversarial generator G(x, z) = clip(x + ε·tanh(·)) and its discriminator, trained against
+    the fixed digits CNN (notebook 04). Returns ``(ModuleDict(G, D), record)``."""
+    from torch import nn
+
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "lr_g": v.positive("lr_g", lr_g),
+              "lr_d": 1e-3, "gan_weight": 0.03, "steps": v.integer("steps", steps), "batch_size": 128,
+              "seed": 0}
+    target, _ = digits_cnn(device)
+    x, y = data.load_digits("train", device=device)
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), epsilon),
+                              "D": nn.Sequential(nn.Flatten(), _mlp([64, 64, 1], lambda: nn.LeakyReLU(0.2)))})
+
+    def train(pair):
+        h = gan.train_adversarial_generator(
+            pair["G"], pair["D"], target, x, y, steps=config["steps"], lr_g=config["lr_g"],
+            lr_d=config["lr_d"], batch_size=config["batch_size"], gan_weight=config["gan_weight"],
+            rng=torch.Generator().manual_seed(config["seed"]))
+        return {k: h[k][::5] for k in ("d_loss", "g_loss", "fooled")}
+
+    return load_or_train("adversarial-generator", config, build, train, device=device)
+
+
+def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: int = 1500):
+    """The digits CNN, starting from :func:`digits_cnn`, fine-tuned on clean and generated examples
+    while a fresh adversarial generator keeps attacking it (notebook 04's AI-vs-AI defence)."""
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "steps": v.integer("steps", steps),
+              "seed": 0, "start": "digits-cnn"}
+    x, y = data.load_digits("train", device=device)
+
+    def build():
+        torch.manual_seed(config["seed"])
+        return models.TinyCNN(1, 10, width=16, image_size=8)
+
+    def train(model):
+        start, _ = digits_cnn(device)
+        model.load_state_dict(start.state_dict())
+        torch.manual_seed(config["seed"])
+        h = gan.harden_with_generator(model, x, y, epsilon=epsilon, steps=config["steps"],
+                                      rng=torch.Generator().manual_seed(config["seed"]))
+        return {"fooled": h["fooled"][::5], "f_loss": h["f_loss"][::5]}
+
+    return load_or_train("digits-cnn-generator-hardened", config, build, train, device=device)

@@ -218,3 +218,15 @@ def test_check_reptile_update(fn, ok, hint, capsys):
 def test_check_meta_sgd_step(fn, ok, hint, capsys):
     assert exercises.check_meta_sgd_step(fn) is ok
     assert hint in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda r, f: -(F.logsigmoid(r).mean() + F.logsigmoid(-f).mean()), True, "stable"),
+    (lambda r, f: F.logsigmoid(r).mean() + F.logsigmoid(-f).mean(), False, "−V"),
+    (lambda r, f: -(F.logsigmoid(f).mean() + F.logsigmoid(-r).mean()), False, "swapped"),
+    (lambda r, f: -(torch.log(torch.sigmoid(r)).mean() + torch.log(1 - torch.sigmoid(f)).mean()), False, "not finite"),
+    (lambda r, f: -(F.logsigmoid(r).sum() + F.logsigmoid(-f).sum()), False, "average"),
+])
+def test_check_discriminator_loss(fn, ok, hint, capsys):
+    assert exercises.check_discriminator_loss(fn) is ok
+    assert hint in capsys.readouterr().out
