@@ -18,7 +18,7 @@ from torch import nn
 from metaadv_edu import attacks
 
 __all__ = [
-    "check_discriminator_loss", "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss",
+    "check_bounded_perturbation", "check_discriminator_loss", "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss",
     "check_meta_sgd_step", "check_mixed_loss", "check_pgd_step", "check_reptile_update",
 ]
 
@@ -414,3 +414,31 @@ def check_discriminator_loss(my_loss: Callable) -> bool:
         return "−E log D(x) − E log(1 − D(G(z))), stable for confident logits"
 
     return _run("discriminator loss", body)
+
+
+def check_bounded_perturbation(my_output: Callable) -> bool:
+    """Grade ``my_output(x, h, epsilon) -> x_adv``: the adversarial generator's output layer
+    clip(x + ε·tanh(h), 0, 1), which keeps ‖x_adv − x‖∞ ≤ ε by construction."""
+
+    def body() -> str:
+        for device in _devices():
+            for seed, eps in ((0, 0.1), (1, 0.3), (2, 0.0)):
+                g = torch.Generator().manual_seed(seed)
+                x = torch.rand(5, 1, 4, 4, generator=g).to(device)
+                h = (3 * torch.randn(5, 1, 4, 4, generator=g)).to(device)
+                ref = (x + eps * torch.tanh(h)).clamp(0, 1)
+                out = _tensor_like(_call(my_output, x, h, eps), x, "x_adv")
+                if _close(out, ref):
+                    continue
+                if _close(out, x + eps * torch.tanh(h)):
+                    raise _Stop("clip the result to [0, 1]: it must stay a valid image")
+                if _close(out, (x + (x + torch.tanh(h)).clamp(x - eps, x + eps) - x).clamp(0, 1)) or \
+                        _close(out, (x + h.clamp(-eps, eps)).clamp(0, 1)):
+                    raise _Stop("bounded, but clamping h kills the gradient wherever the bound is active; "
+                                "ε·tanh(h) is smooth and still strictly inside the ball")
+                if _close(out, (x + torch.tanh(h)).clamp(0, 1)):
+                    raise _Stop("scale the tanh by ε: tanh alone lies in (−1, 1)")
+                raise _Stop("not clip(x + ε·tanh(h), 0, 1)")
+        return "clip(x + ε·tanh(h), 0, 1): bounded and differentiable"
+
+    return _run("bounded perturbation", body)

@@ -230,3 +230,14 @@ def test_check_meta_sgd_step(fn, ok, hint, capsys):
 def test_check_discriminator_loss(fn, ok, hint, capsys):
     assert exercises.check_discriminator_loss(fn) is ok
     assert hint in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda x, h, e: (x + e * torch.tanh(h)).clamp(0, 1), True, "differentiable"),
+    (lambda x, h, e: x + e * torch.tanh(h), False, "clip the result"),
+    (lambda x, h, e: (x + h.clamp(-e, e)).clamp(0, 1), False, "kills the gradient"),
+    (lambda x, h, e: (x + torch.tanh(h)).clamp(0, 1), False, "scale the tanh"),
+])
+def test_check_bounded_perturbation(fn, ok, hint, capsys):
+    assert exercises.check_bounded_perturbation(fn) is ok
+    assert hint in capsys.readouterr().out

@@ -95,3 +95,41 @@ def test_metasgd_explorer_switches_models_and_scales_alpha(device):
         ex.sliders[name].value = value
         images.add(ex.image.value)
     assert len(images) == 4 and "K = 10" in ex.caption.value
+
+
+def test_gan_dynamics_explorer_scrubs_cached_runs():
+    from metaadv_edu import data
+
+    ring = data.ring_mixture(8, 2.0, 0.05)
+    g = torch.Generator().manual_seed(0)
+    runs = {(lr, k): {"d_loss": [1.0] * 10, "g_loss": [2.0] * 10, "snapshot_steps": [1, 25, 50],
+                      "snapshots": [ring.sample(64, generator=g).tolist() for _ in range(3)]}
+            for lr in (1e-4, 1e-3) for k in (1, 5)}
+    ex = explorers.gan_dynamics_explorer(runs, ring)
+    images = {ex.image.value}
+    for name, value in (("lr_d", 1e-4), ("k_disc", 5), ("snapshot", 0)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 4 and "modes covered" in ex.caption.value
+
+
+def test_generator_explorer_runs_forward_passes_only(device):
+    from torch import nn
+
+    from metaadv_edu import data, gan
+
+    x, y = data.load_digits("test", device=device)
+    torch.manual_seed(0)
+    f = models.TinyCNN(1, 10, width=4).to(device)
+    pairs = {(e, lr): nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), e),
+                                     "D": nn.Sequential(nn.Flatten(), nn.Linear(64, 1))}).to(device)
+             for e in (0.1, 0.2) for lr in (1e-4, 1e-3)}
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in pairs.items()}
+    ex = explorers.generator_explorer(pairs, f, x[:2], y[:2], x[:30], y[:30])
+    images = {ex.image.value}
+    for name, value in (("epsilon", 0.1), ("lr_g", 1e-4), ("noise", 3)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 4 and "30 generated examples" in ex.caption.value
+    for k, m in pairs.items():
+        assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
