@@ -1,4 +1,4 @@
-"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo`` and ``student``.
+"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``build``, ``demo`` and ``student``.
 
 Run ``metaadv-edu COMMAND --help`` for the options of each.
 """
@@ -147,6 +147,24 @@ def demo(args) -> int:
     return subprocess.call(cmd, cwd=nb_dir)
 
 
+def build(args) -> int:
+    from metaadv_edu.notebooks import build_notebook, execute_notebook
+
+    nb_dir = _notebooks_dir()
+    src = nb_dir / "src"
+    names = args.names or sorted(p.stem for p in src.glob("*.cells"))
+    for name in names:
+        source = src / f"{Path(name).stem}.cells"
+        if not source.exists():
+            print(f"no source {source}", file=sys.stderr)
+            return 2
+        out = build_notebook(source, nb_dir)
+        print(f"built {out.name}", flush=True)
+        if args.execute:
+            print(f"  executed in {execute_notebook(out, timeout=args.timeout):.1f} s", flush=True)
+    return 0
+
+
 def student(args) -> int:
     from metaadv_edu.notebooks import find_notebooks, student_copy
 
@@ -174,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only report notebooks with stale outputs")
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     p.set_defaults(func=execute)
+    p = sub.add_parser("build", help="rebuild notebooks from their sources in notebooks/src/*.cells")
+    p.add_argument("names", nargs="*", help="e.g. 01_fgsm (default: all)")
+    p.add_argument("--execute", action="store_true", help="execute each built notebook in place")
+    p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    p.set_defaults(func=build)
     p = sub.add_parser("demo", help="serve a notebook as a Voilà app")
     p.add_argument("notebook", help="e.g. 01_fgsm")
     p.add_argument("--port", type=int, default=8866)

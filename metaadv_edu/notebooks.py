@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 
 __all__ = [
-    "execute_notebook", "find_notebooks", "package_digest", "source_digest", "stale_reason",
+    "build_notebook", "execute_notebook", "parse_cells", "find_notebooks", "package_digest", "source_digest", "stale_reason",
     "student_copy",
 ]
 
@@ -107,3 +107,51 @@ def student_copy(path: str | Path, out_dir: str | Path) -> tuple[Path, int]:
     target = out_dir / path.name
     nbformat.write(nb, str(target))
     return target, removed
+
+
+# ------------------------------------------------------------------------- notebook sources
+def parse_cells(text: str) -> list:
+    """Cells from the plain-text source format of ``notebooks/src/*.cells``.
+
+    A line ``%% md`` starts a Markdown cell, ``%% code`` a code cell; ``%% code tags=a,b`` adds cell
+    tags. Cells tagged ``solution`` are collapsed (their source hidden) in the built notebook.
+    """
+    cells, kind, tags, lines = [], None, [], []
+
+    def flush():
+        if kind is None:
+            return
+        source = "\n".join(lines).strip("\n")
+        cell = (nbformat.v4.new_markdown_cell(source) if kind == "md"
+                else nbformat.v4.new_code_cell(source))
+        if tags:
+            cell.metadata["tags"] = tags
+        if SOLUTION_TAG in tags:
+            cell.metadata["jupyter"] = {"source_hidden": True}
+        cells.append(cell)
+
+    for line in text.splitlines():
+        if line.startswith("%% "):
+            flush()
+            parts = line[3:].split()
+            kind, lines = parts[0], []
+            tags = next((p[5:].split(",") for p in parts[1:] if p.startswith("tags=")), [])
+            if kind not in ("md", "code"):
+                raise ValueError(f"unknown cell kind in {line!r}: use '%% md' or '%% code'")
+        else:
+            lines.append(line)
+    flush()
+    return cells
+
+
+def build_notebook(source: str | Path, target_dir: str | Path) -> Path:
+    """Write ``target_dir/NAME.ipynb`` (no outputs) from ``source`` = ``.../NAME.cells``."""
+    source = Path(source)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = parse_cells(source.read_text(encoding="utf-8"))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.validate(nb)
+    out = Path(target_dir) / f"{source.stem}.ipynb"
+    nbformat.write(nb, str(out))
+    return out

@@ -171,3 +171,47 @@ def test_every_slider_changes_the_figure(lab, browser, name):
         page.close()
         for session in _get(f"{lab['url']}/api/sessions", lab["token"]) or []:
             _get(f"{lab['url']}/api/sessions/{session['id']}", lab["token"], method="DELETE")
+
+
+def test_voila_demo_renders_and_responds(browser, tmp_path):
+    """A notebook served as a Voilà app (what the Binder demo badge opens): no code, live sliders."""
+    port = _free_port()
+    work = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", work)
+    voila = shutil.which("voila") or str(Path(sys.executable).parent / "voila")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    proc = subprocess.Popen([voila, "01_fgsm.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+                             f"--Voila.root_dir={work}", "--strip_sources=True"],
+                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+        slider = page.locator(".widget-slider").first
+        slider.wait_for(timeout=240_000)
+        assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0, "code is shown"
+        assert page.locator("mjx-container, .MathJax").count() > 0, "the derivation's equations are shown"
+        image = slider.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]").locator(".widget-image").first
+        before = image.get_attribute("src")
+        _move(page, slider)
+        page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
+                               arg=[image.element_handle(), before], timeout=15_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "voila_01_fgsm.png"), full_page=True)
+    finally:
+        page.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -148,3 +148,20 @@ def test_course_notebooks_hide_their_solutions():
         for cell in nb.cells:
             if "solution" in cell.metadata.get("tags", []):
                 assert cell.metadata.get("jupyter", {}).get("source_hidden") is True
+
+
+def test_cell_source_format_round_trip(tmp_path):
+    src = tmp_path / "09_demo.cells"
+    src.write_text("%% md\n# Title\n\ntext\n%% code\nx = 1\n%% code tags=solution\nx = 2\n")
+    out = notebooks.build_notebook(src, tmp_path)
+    nb = nbformat.read(str(out), as_version=4)
+    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]
+    assert nb.cells[0].source == "# Title\n\ntext"
+    assert nb.cells[2].metadata["tags"] == ["solution"] and nb.cells[2].metadata["jupyter"]["source_hidden"]
+    with pytest.raises(ValueError, match="unknown cell kind"):
+        notebooks.parse_cells("%% python\nx = 1\n")
+
+
+def test_every_notebook_has_a_source():
+    sources = {p.stem for p in (ROOT / "notebooks" / "src").glob("*.cells")}
+    assert {p.stem for p in notebooks.find_notebooks(ROOT / "notebooks")} == sources
