@@ -144,7 +144,8 @@ def test_every_slider_changes_the_figure(lab, browser, name):
                      ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))""",
             timeout=240_000)
         _wait_idle(page, 240)
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .jp-RenderedText:has-text('Traceback')")
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] "
+                              ".jp-RenderedText:has-text('Traceback')")
         assert errors.count() == 0, f"{name}: a cell raised an error"
         panel = page.locator(".jp-NotebookPanel:visible")
         sliders = panel.locator(".widget-slider")

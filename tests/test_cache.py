@@ -68,7 +68,7 @@ def test_corrupt_file_is_retrained_with_a_warning(damage):
         record["state_dict"]["weight"] += 1
         torch.save(record, path)
     with pytest.warns(cache.CacheWarning, match="retraining"):
-        model, _ = cache.load_or_train("lin", {"d": damage}, build, make_trainer(calls))
+        _model, _ = cache.load_or_train("lin", {"d": damage}, build, make_trainer(calls))
     assert len(calls) == 2
     # the retrained file is good again
     with warnings.catch_warnings():
@@ -89,7 +89,7 @@ def test_unwritable_cache_warns_but_returns_the_model(tmp_path, monkeypatch):
     blocker.write_text("x")
     monkeypatch.setenv("METAADV_CACHE", str(blocker / "sub"))
     with pytest.warns(cache.CacheWarning, match="could not write"):
-        model, extra = cache.load_or_train("lin", {}, build, make_trainer([]))
+        _model, extra = cache.load_or_train("lin", {}, build, make_trainer([]))
     assert extra["note"] == "trained"
 
 

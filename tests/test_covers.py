@@ -56,7 +56,7 @@ def test_cover_tasks(generator, device):
 
 def test_library_dataset_is_fixed():
     x1, y1 = covers.library_dataset("test", n_per_genre=5)
-    x2, y2 = covers.library_dataset("test", n_per_genre=5)
+    x2, _y2 = covers.library_dataset("test", n_per_genre=5)
     assert torch.equal(x1, x2) and x1.shape == (50, 3, 32, 32)
     assert y1.tolist() == [i for i in range(10) for _ in range(5)]
 

@@ -18,7 +18,7 @@ def no_network(monkeypatch):
 
 def test_digits_shapes_ranges_and_split(no_network, device):
     xtr, ytr = data.load_digits("train", device=device)
-    xte, yte = data.load_digits("test", device=device)
+    xte, _yte = data.load_digits("test", device=device)
     assert xtr.shape == (1348, 1, 8, 8) and xte.shape == (449, 1, 8, 8)
     assert xtr.dtype == torch.float32 and ytr.dtype == torch.int64
     assert xtr.device.type == device.type
@@ -66,7 +66,7 @@ def test_sine_tasks_reproducible_across_calls():
 @pytest.mark.parametrize("kwargs", [{"n_tasks": 0, "k_support": 5}, {"n_tasks": 2, "k_support": -1},
                                     {"n_tasks": 2, "k_support": 5, "k_query": 0}])
 def test_sine_tasks_bad_sizes(kwargs):
-    with pytest.raises(ValueError, match="n_tasks|k_support|k_query"):
+    with pytest.raises(ValueError, match=r"n_tasks|k_support|k_query"):
         data.sine_tasks(**kwargs)
 
 
