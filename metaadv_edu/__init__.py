@@ -6,5 +6,5 @@ they run, so that the same function is read, tested and used in one place.
 
 from metaadv_edu.device import pick_device, seed_everything
 
-__all__ = ["pick_device", "seed_everything", "__version__"]
+__all__ = ["__version__", "pick_device", "seed_everything"]
 __version__ = "0.1.0"

@@ -76,7 +76,7 @@ def load_digits(split: str = "train", *, device=None) -> tuple[torch.Tensor, tor
     v.choice("split", split, ("train", "test", "all"))
     device = v.as_device(device)
     images, labels, order = _digits_numpy()
-    n_test = int(round(DIGITS_TEST_FRACTION * len(labels)))
+    n_test = round(DIGITS_TEST_FRACTION * len(labels))
     if split == "train":
         idx = np.sort(order[n_test:])
     elif split == "test":

@@ -18,8 +18,9 @@ from torch import nn
 from metaadv_edu import attacks
 
 __all__ = [
-    "check_bounded_perturbation", "check_discriminator_loss", "check_fgsm", "check_first_order_gain", "check_inner_step", "check_maml_meta_loss",
-    "check_meta_sgd_step", "check_mixed_loss", "check_pgd_step", "check_reptile_update",
+    "check_bounded_perturbation", "check_discriminator_loss", "check_fgsm",
+    "check_first_order_gain", "check_inner_step", "check_maml_meta_loss", "check_meta_sgd_step",
+    "check_mixed_loss", "check_pgd_step", "check_reptile_update",
 ]
 
 

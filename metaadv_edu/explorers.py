@@ -17,7 +17,8 @@ from metaadv_edu.plotting import perturbation_image, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
 
 __all__ = [
-    "attack_explorer", "gan_dynamics_explorer", "generator_explorer", "maml_explorer", "metasgd_explorer", "reptile_explorer", "robustness_explorer",
+    "attack_explorer", "first_look_explorer", "gan_dynamics_explorer", "generator_explorer",
+    "maml_explorer", "metasgd_explorer", "reptile_explorer", "robustness_explorer",
 ]
 
 
@@ -65,7 +66,7 @@ class _AttackPanels:
         labels = self.labels
         for i in range(len(x)):
             c, a = int(p_clean[i].argmax()), int(p_adv[i].argmax())
-            a0, a1, a2, a3 = self.axes[i]
+            a0, _, a2, a3 = self.axes[i]
             self.images[i].set_data(_hwc(x[i]))
             a0.set_title(f"clean → {labels[c]} ({p_clean[i, c]:.0%})", fontsize=9)
             self.deltas[i].set_data(_hw_delta(x_adv[i] - x[i]))
@@ -216,10 +217,9 @@ def maml_explorer(meta_model: torch.nn.Module, baseline: torch.nn.Module, *, n_t
     Adapting 1-40-40-1 on ≤ 20 points for ≤ 10 steps takes milliseconds; nothing is meta-trained.
     """
     import ipywidgets as w
-
     import torch.nn.functional as F
 
-    from metaadv_edu import data, maml
+    from metaadv_edu import data
     from metaadv_edu.functional import forward, params_of
     from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
 
@@ -587,3 +587,35 @@ def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classi
     }
     return Explorer(draw, sliders, setup=setup, title="The adversarial generator (cached models)",
                     figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)
+
+
+def first_look_explorer(model: torch.nn.Module, digit: torch.Tensor, label: int, *, curvature: float = 10.0,
+                        seed: int = 0) -> Explorer:
+    """Notebook 00's demo: ε moves every pixel of one digit by ±ε in a fixed *random* direction (the
+    model's prediction barely changes), and α drives 12 steps of gradient descent on the parabola
+    f(w) = ½λw², which converge only while |1 − αλ| < 1."""
+    from metaadv_edu.plotting import probability_bars
+    from metaadv_edu.widgets import inner_lr_slider
+
+    coin = torch.randint(0, 2, digit.shape, generator=torch.Generator().manual_seed(seed))
+    random_sign = (coin * 2 - 1).to(digit.device)
+    grid = torch.linspace(-3, 3, 200)
+
+    def draw(fig, *, epsilon, inner_lr):
+        ax_img, ax_prob, ax_gd = fig.subplots(1, 3, width_ratios=[1, 1.4, 1.6])
+        noisy = (digit + epsilon * random_sign).clamp(0, 1)
+        probs = _probs(model, noisy[None])[0]
+        show_image(noisy, ax_img, title=f"digit {label} + random ±{epsilon:.2f}")
+        probability_bars(probs, ax_prob, highlight=label, title="CNN's class probabilities")
+        factor = 1 - inner_lr * curvature
+        ws = (2.0 * factor ** torch.arange(13, dtype=torch.float64)).clamp(-3, 3)
+        ax_gd.plot(grid, curvature / 2 * grid**2, color="0.6")
+        ax_gd.plot(ws, curvature / 2 * ws**2, "o-", markersize=3, color="tab:red")
+        ax_gd.set_ylim(-2, 50)
+        ax_gd.set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}", fontsize=9)
+        verdict = "converges" if abs(factor) < 1 else "diverges"
+        return (f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent {verdict} "
+                f"(|1 − αλ| = {abs(factor):.2f})")
+
+    sliders = {"epsilon": epsilon_slider(0.1, max=0.5), "inner_lr": inner_lr_slider(0.05, -3, 0)}
+    return Explorer(draw, sliders, title="ε and α: a first look", figsize=(10, 3))

@@ -58,7 +58,8 @@ def _check_inner(inner_lr, steps) -> tuple:
 
 def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *, inner_lr,
           steps: int = 1, first_order: bool = False, loss_fn: LossFn | None = None) -> Params:
-    r"""``steps`` gradient steps on one task's support set: :math:`\theta \leftarrow \theta - \alpha\nabla_\theta L(\theta; x, y)`.
+    r"""``steps`` gradient steps on one task's support set,
+    :math:`\theta \leftarrow \theta - \alpha\nabla_\theta L(\theta; x, y)`.
 
     Differentiable: gradients of the result flow back to ``params`` through every step (second
     order) unless ``first_order=True``, which treats each inner gradient as a constant (FOMAML).

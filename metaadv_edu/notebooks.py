@@ -15,7 +15,13 @@ from pathlib import Path
 import nbformat
 
 __all__ = [
-    "build_notebook", "execute_notebook", "parse_cells", "find_notebooks", "package_digest", "source_digest", "stale_reason",
+    "build_notebook",
+    "execute_notebook",
+    "find_notebooks",
+    "package_digest",
+    "parse_cells",
+    "source_digest",
+    "stale_reason",
     "student_copy",
 ]
 

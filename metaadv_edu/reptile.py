@@ -119,7 +119,8 @@ def expected_updates(model: nn.Module, batches: list[tuple[torch.Tensor, torch.T
         sums["FOMAML"] = sums["FOMAML"] + _flat(last).detach()
         sums["Reptile"] = sums["Reptile"] + ((_flat(theta) - _flat(sgd_step(phi, last, inner_lr))) / inner_lr).detach()
         final = task_loss(phi, model, *batches[order[-1]], loss_fn)
-        sums["MAML"] = sums["MAML"] + torch.cat([g.reshape(-1) for g in torch.autograd.grad(final, list(theta.values()))])
+        maml_grad = torch.autograd.grad(final, list(theta.values()))
+        sums["MAML"] = sums["MAML"] + torch.cat([g.reshape(-1) for g in maml_grad])
     return {name: total / len(tuples) for name, total in sums.items()}
 
 

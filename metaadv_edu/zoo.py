@@ -9,16 +9,41 @@ from __future__ import annotations
 
 import torch
 
-from metaadv_edu import covers, data, models, training
 from metaadv_edu import _validate as v
+from metaadv_edu import covers, data, models, training
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 
 __all__ = [
-    "adversarial_generator", "digits_cnn_generator_hardened", "digits_gan", "ring_gan",
-    "digits_cnn", "digits_cnn_adversarial", "digits_logreg", "library_cnn", "library_cnn_adversarial",
-    "learned_inner_lrs", "sine_maml", "sine_metasgd", "sine_pretrained", "sine_reptile",
+    "adversarial_generator",
+    "digits_cnn",
+    "digits_cnn_adversarial",
+    "digits_cnn_generator_hardened",
+    "digits_gan",
+    "digits_logreg",
+    "learned_inner_lrs",
+    "library_cnn",
+    "library_cnn_adversarial",
+    "ring_gan",
+    "sine_maml",
+    "sine_metasgd",
+    "sine_pretrained",
+    "sine_reptile",
 ]
+
+
+def _seeded(factory, seed: int):
+    """A ``build`` function for the cache: the same initial weights every call."""
+    def build():
+        torch.manual_seed(seed)
+        return factory()
+
+    return build
+
+
+def _sine_sampler(config: dict, device):
+    """Meta-batches of ``config["n_tasks"]`` sinusoid tasks with ``config["k_support"]`` points each."""
+    return lambda g: data.sine_tasks(config["n_tasks"], config["k_support"], generator=g, device=device)
 
 
 def _fit(model, x, y, eval_data, *, epochs, lr, batch_size=64, seed=0, desc="training", **kwargs):
@@ -34,9 +59,7 @@ def digits_logreg(device=None):
     device = as_device(device)
     config = {"epochs": 60, "lr": 0.05, "batch_size": 64, "seed": 0}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.LogisticRegression(64, 10)
+    build = _seeded(lambda: models.LogisticRegression(64, 10), config["seed"])
 
     def train(model):
         return _fit(model, *data.load_digits("train", device=device),
@@ -51,9 +74,7 @@ def digits_cnn(device=None):
     device = as_device(device)
     config = {"width": 16, "epochs": 30, "lr": 3e-3, "batch_size": 64, "seed": 0}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.TinyCNN(1, 10, width=config["width"], image_size=8)
+    build = _seeded(lambda: models.TinyCNN(1, 10, width=config["width"], image_size=8), config["seed"])
 
     def train(model):
         return _fit(model, *data.load_digits("train", device=device),
@@ -68,9 +89,8 @@ def library_cnn(device=None):
     device = as_device(device)
     config = {"width": 16, "epochs": 6, "lr": 3e-3, "batch_size": 64, "seed": 0, "size": 32}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32)
+    build = _seeded(lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32),
+                    config["seed"])
 
     def train(model):
         return _fit(model, *covers.library_dataset("train", device=device),
@@ -92,9 +112,7 @@ def digits_cnn_adversarial(method: str = "pgd", epsilon: float = 0.1, device=Non
     config = {"method": method, "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16,
               "epochs": 25, "lr": 3e-3, "batch_size": 64, "pgd_steps": 5, "alpha": 0.5, "seed": 0}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.TinyCNN(1, 10, width=config["width"], image_size=8)
+    build = _seeded(lambda: models.TinyCNN(1, 10, width=config["width"], image_size=8), config["seed"])
 
     def train(model):
         history = defenses.adversarial_training(
@@ -116,9 +134,8 @@ def library_cnn_adversarial(epsilon: float = 16 / 255, device=None):
     config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16, "epochs": 6,
               "lr": 3e-3, "batch_size": 64, "pgd_steps": 2, "seed": 0, "size": 32}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32)
+    build = _seeded(lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32),
+                    config["seed"])
 
     def train(model):
         history = defenses.adversarial_training(
@@ -146,14 +163,11 @@ def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False,
               "first_order": bool(first_order), "seed": 0,
               "k_support": v.integer("k_support", k_support)}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.SineRegressor()
+    build = _seeded(models.SineRegressor, config["seed"])
 
     def train(model):
         history = maml.meta_train(
-            model, lambda g: data.sine_tasks(config["n_tasks"], config["k_support"], generator=g,
-                                             device=device),
+            model, _sine_sampler(config, device),
             iterations=config["iterations"], inner_lr=config["inner_lr"],
             outer_lr=config["outer_lr"], first_order=config["first_order"],
             generator=torch.Generator().manual_seed(config["seed"]),
@@ -172,16 +186,15 @@ def sine_pretrained(device=None, *, iterations: int = 6000):
     device = as_device(device)
     config = {**SINE_META, "iterations": v.integer("iterations", iterations), "seed": 0}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.SineRegressor()
+    build = _seeded(models.SineRegressor, config["seed"])
 
     def train(model):
         g = torch.Generator().manual_seed(config["seed"])
         opt = torch.optim.Adam(model.parameters(), lr=config["outer_lr"])
         losses = []
+        sample = _sine_sampler(config, device)
         for _ in range(config["iterations"]):
-            t = data.sine_tasks(config["n_tasks"], config["k_support"], generator=g, device=device)
+            t = sample(g)
             loss = F.mse_loss(model(t.x_support), t.y_support)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -201,14 +214,11 @@ def sine_reptile(device=None, *, iterations: int = 2000):
     config = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.02, "inner_steps": 5, "outer_lr": 1.0,
               "iterations": v.integer("iterations", iterations), "seed": 0}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.SineRegressor()
+    build = _seeded(models.SineRegressor, config["seed"])
 
     def train(model):
         history = reptile.train(
-            model, lambda g: data.sine_tasks(config["n_tasks"], config["k_support"], generator=g,
-                                             device=device),
+            model, _sine_sampler(config, device),
             iterations=config["iterations"], inner_lr=config["inner_lr"],
             inner_steps=config["inner_steps"], outer_lr=config["outer_lr"],
             generator=torch.Generator().manual_seed(config["seed"]))
@@ -233,16 +243,13 @@ def sine_metasgd(device=None, *, iterations: int = 1200, k_support: int = 10,
               "outer_lr": SINE_META["outer_lr"], "iterations": v.integer("iterations", iterations),
               "alpha_init": init, "seed": 0}
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.SineRegressor()
+    build = _seeded(models.SineRegressor, config["seed"])
 
     def train(model):
         g = torch.Generator().manual_seed(config["seed"])
         lrs = metasgd.init_inner_lrs(model, tuple(init) if isinstance(init, list) else init, generator=g)
         history = metasgd.meta_train(
-            model, lrs, lambda gen: data.sine_tasks(config["n_tasks"], config["k_support"],
-                                                    generator=gen, device=device),
+            model, lrs, _sine_sampler(config, device),
             iterations=config["iterations"], outer_lr=config["outer_lr"], generator=g,
             desc=f"Meta-SGD (K = {config['k_support']})")
         return {"meta_loss": history["meta_loss"][::10],
@@ -285,10 +292,8 @@ def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1
               "ring": [8, 2.0, 0.05]}
     ring = data.ring_mixture(*config["ring"])
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return nn.ModuleDict({"G": _mlp([8, 128, 128, 2], nn.ReLU),
-                              "D": _mlp([2, 128, 128, 1], lambda: nn.LeakyReLU(0.2))})
+    build = _seeded(lambda: nn.ModuleDict({"G": _mlp([8, 128, 128, 2], nn.ReLU),
+                              "D": _mlp([2, 128, 128, 1], lambda: nn.LeakyReLU(0.2))}), config["seed"])
 
     def train(pair):
         h = gan.train_gan(pair["G"], pair["D"], lambda n, g: ring.sample(n, generator=g),
@@ -314,10 +319,8 @@ def digits_gan(device=None, *, steps: int = 3000):
     x, _ = data.load_digits("train", device=device)
     flat = x.flatten(1)
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return nn.ModuleDict({"G": _mlp([16, 128, 128, 64], nn.ReLU, nn.Sigmoid()),
-                              "D": _mlp([64, 128, 1], lambda: nn.LeakyReLU(0.2))})
+    build = _seeded(lambda: nn.ModuleDict({"G": _mlp([16, 128, 128, 64], nn.ReLU, nn.Sigmoid()),
+                              "D": _mlp([64, 128, 1], lambda: nn.LeakyReLU(0.2))}), config["seed"])
 
     def train(pair):
         h = gan.train_gan(pair["G"], pair["D"],
@@ -330,7 +333,7 @@ def digits_gan(device=None, *, steps: int = 3000):
     return load_or_train("digits-gan", config, build, train, device=device)
 
 
-def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None, *, steps: int = 1000):
+def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None, *, steps: int = 800):
     """The adversarial generator G(x, z) = clip(x + ε·tanh(·)) and its discriminator, trained against
     the fixed digits CNN (notebook 04). Returns ``(ModuleDict(G, D), record)``."""
     from torch import nn
@@ -344,10 +347,9 @@ def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None,
     target, _ = digits_cnn(device)
     x, y = data.load_digits("train", device=device)
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), epsilon),
-                              "D": nn.Sequential(nn.Flatten(), _mlp([64, 64, 1], lambda: nn.LeakyReLU(0.2)))})
+    build = _seeded(lambda: nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), epsilon),
+                              "D": nn.Sequential(nn.Flatten(), _mlp([64, 64, 1], lambda: nn.LeakyReLU(0.2)))}),
+                    config["seed"])
 
     def train(pair):
         h = gan.train_adversarial_generator(
@@ -369,9 +371,7 @@ def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: i
               "seed": 0, "start": "digits-cnn"}
     x, y = data.load_digits("train", device=device)
 
-    def build():
-        torch.manual_seed(config["seed"])
-        return models.TinyCNN(1, 10, width=16, image_size=8)
+    build = _seeded(lambda: models.TinyCNN(1, 10, width=16, image_size=8), config["seed"])
 
     def train(model):
         start, _ = digits_cnn(device)

@@ -55,9 +55,9 @@ def test_available_devices_lists_cpu_last():
 
 def test_seed_everything_is_reproducible():
     g1 = seed_everything(7)
-    a = (random.random(), np.random.rand(), torch.rand(3), torch.rand(3, generator=g1))
+    a = (random.random(), np.random.rand(), torch.rand(3), torch.rand(3, generator=g1))  # noqa: NPY002
     g2 = seed_everything(7)
-    b = (random.random(), np.random.rand(), torch.rand(3), torch.rand(3, generator=g2))
+    b = (random.random(), np.random.rand(), torch.rand(3), torch.rand(3, generator=g2))  # noqa: NPY002
     assert a[0] == b[0] and a[1] == b[1]
     assert torch.equal(a[2], b[2]) and torch.equal(a[3], b[3])
 
