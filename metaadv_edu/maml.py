@@ -151,20 +151,22 @@ def meta_train(model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks
                outer_lr: float = 1e-3, generator: torch.Generator | None = None,
                eval_tasks: Tasks | None = None, eval_every: int = 500,
                loss_fn: LossFn | None = None, progress: bool = True,
-               desc: str = "meta-training") -> dict[str, list[float]]:
+               desc: str = "meta-training", objective: Callable | None = None) -> dict[str, list[float]]:
     """Meta-train ``model`` in place with Adam on the MAML objective.
 
     ``sample_tasks(generator)`` returns a fresh meta-batch each iteration. Returns a history with
     the meta-loss of every iteration and, every ``eval_every`` iterations, the mean query loss after
-    one inner step on ``eval_tasks``.
+    ``steps`` inner steps on ``eval_tasks``. ``objective`` replaces :func:`meta_loss` by another
+    function with its signature (adversarial querying in :mod:`metaadv_edu.robust_meta` uses this).
     """
+    objective = objective or meta_loss
     iterations = v.integer("iterations", iterations)
     outer_lr = v.positive("outer_lr", outer_lr)
     inner_lr, steps = _check_inner(inner_lr, steps)
     opt = torch.optim.Adam(model.parameters(), lr=outer_lr)
     history: dict[str, list[float]] = {"meta_loss": [], "eval_iteration": [], "eval_loss": []}
     for it in tqdm(range(iterations), desc=desc, disable=not progress, leave=False):
-        loss = meta_loss(model, sample_tasks(generator), inner_lr=inner_lr, steps=steps,
+        loss = objective(model, sample_tasks(generator), inner_lr=inner_lr, steps=steps,
                          first_order=first_order, loss_fn=loss_fn)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -15,7 +15,14 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 
 __all__ = [
+    "COVER_FEW_SHOT",
+    "DETECTION",
     "adversarial_generator",
+    "cover_attack_pools",
+    "cover_detector",
+    "cover_pretrained",
+    "cover_task_generator",
+    "covers_maml",
     "digits_cnn",
     "digits_cnn_adversarial",
     "digits_cnn_generator_hardened",
@@ -382,3 +389,186 @@ def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: i
         return {"fooled": h["fooled"][::5], "f_loss": h["f_loss"][::5]}
 
     return load_or_train("digits-cnn-generator-hardened", config, build, train, device=device)
+
+
+# ------------------------------------------------------------------ notebook 08: robust few-shot covers
+COVER_FEW_SHOT = {"n_way": 5, "k_shot": 5, "k_query": 5, "size": 16, "width": 8, "meta_batch": 4,
+                  "inner_lr": 0.2, "steps": 2, "outer_lr": 3e-3, "iterations": 300}
+"""5-way 5-shot tasks of 16×16 covers and the meta-training settings shared by notebook 08's learners."""
+
+
+def _cover_sampler(device):
+    c = COVER_FEW_SHOT
+    return lambda g: covers.cover_tasks(c["meta_batch"], n_way=c["n_way"], k_shot=c["k_shot"],
+                                        k_query=c["k_query"], size=c["size"], generator=g, device=device)
+
+
+def _timed(train):
+    """Wrap a ``train(model)`` so that its record also holds the wall-clock training time."""
+    import time
+
+    def timed(model):
+        start = time.perf_counter()
+        record = train(model) or {}
+        return {**record, "train_seconds": time.perf_counter() - start}
+
+    return timed
+
+
+def covers_maml(epsilon: float = 0.0, device=None, *, attack_steps: int = 2):
+    """A few-shot cover classifier meta-trained on the meta-train genres (notebook 08).
+
+    ``epsilon = 0``: MAML on clean tasks. ``epsilon > 0``: adversarial querying, with the query sets
+    attacked by PGD (``attack_steps`` steps) against the adapted weights. Returns (model, record).
+    """
+    from metaadv_edu import maml, robust_meta
+
+    device = as_device(device)
+    c = COVER_FEW_SHOT
+    config = {**c, "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+              "attack_steps": v.integer("attack_steps", attack_steps), "seed": 0}
+    build = _seeded(lambda: models.TinyCNN(3, c["n_way"], width=c["width"], image_size=c["size"]), config["seed"])
+
+    def train(model):
+        g = torch.Generator().manual_seed(config["seed"])
+        common = {"iterations": c["iterations"], "inner_lr": c["inner_lr"], "steps": c["steps"],
+                  "outer_lr": c["outer_lr"], "generator": g}
+        if epsilon == 0:
+            h = maml.meta_train(model, _cover_sampler(device), desc="MAML on covers", **common)
+        else:
+            h = robust_meta.meta_train_adversarial(model, _cover_sampler(device), epsilon=epsilon,
+                                                   attack_steps=attack_steps, **common)
+        return {"meta_loss": h["meta_loss"]}
+
+    name = "covers-maml" if epsilon == 0 else "covers-aq"
+    return load_or_train(name, config, build, _timed(train), device=device)
+
+
+def cover_pretrained(epsilon: float = 0.0, device=None, *, n_genres: int = 64):
+    """A 64-way cover classifier on meta-train genres (standard, or PGD-trained when ``epsilon > 0``):
+    the body that the fine-tuning baseline of notebook 08 starts from. Returns (model, record)."""
+    from metaadv_edu import defenses
+
+    device = as_device(device)
+    c = COVER_FEW_SHOT
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "n_genres": v.integer("n_genres", n_genres, low=2),
+              "per_genre": 60, "size": c["size"], "width": c["width"], "epochs": 8, "lr": 3e-3, "pgd_steps": 3,
+              "seed": 0}
+    build = _seeded(lambda: models.TinyCNN(3, n_genres, width=c["width"], image_size=c["size"]), config["seed"])
+
+    def train(model):
+        g = torch.Generator().manual_seed(config["seed"])
+        genres = covers.sample_genres(n_genres, "meta-train", generator=g)
+        x, y = covers.sample_covers(genres, config["per_genre"], generator=g, size=c["size"], device=device)
+        h = defenses.adversarial_training(
+            model, x, y, method="pgd" if epsilon > 0 else "standard", epsilon=epsilon,
+            pgd_steps=config["pgd_steps"], epochs=config["epochs"], lr=config["lr"],
+            generator=torch.Generator().manual_seed(config["seed"]))
+        return {"loss": h["loss"]}
+
+    return load_or_train("covers-pretrained" if epsilon == 0 else "covers-pretrained-pgd", config, build,
+                         _timed(train), device=device)
+
+
+def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *,
+                         iterations: int = 150):
+    """An adversarial generator trained against :func:`covers_maml` (``target_epsilon``) *after* it
+    adapts to each task: one forward pass attacks any new task's classifier. Returns (G, record)."""
+    from metaadv_edu import gan, robust_meta
+
+    device = as_device(device)
+    c = COVER_FEW_SHOT
+    config = {"target_epsilon": round(v.nonnegative("target_epsilon", target_epsilon), 6),
+              "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "hidden": 128, "lr": 1e-3,
+              "iterations": v.integer("iterations", iterations), "seed": 0}
+    target, _ = covers_maml(target_epsilon, device)
+    build = _seeded(lambda: gan.PerturbationGenerator((3, c["size"], c["size"]), epsilon, hidden=config["hidden"]),
+                    config["seed"])
+
+    def train(perturber):
+        h = robust_meta.train_task_generator(
+            perturber, target, _cover_sampler(device), inner_lr=c["inner_lr"], steps=c["steps"],
+            iterations=config["iterations"], lr=config["lr"], generator=torch.Generator().manual_seed(config["seed"]))
+        return {"fooled": h["fooled"]}
+
+    return load_or_train("covers-task-generator", config, build, _timed(train), device=device)
+
+
+DETECTION = {"epsilon": 32 / 255, "train": ("FGSM 16/255", "FGSM 32/255", "PGD 32/255"),
+             "held_out": ("generator 32/255", "noise 32/255"), "k_shot": 5, "k_query": 10, "meta_batch": 8,
+             "inner_lr": 0.1, "steps": 2, "iterations": 300, "outer_lr": 3e-3}
+"""Notebook 08, part B: the perturbations used as tasks, and the detector's meta-training settings."""
+
+_POOL_SPECS = {"FGSM 16/255": ("fgsm", 16 / 255), "FGSM 32/255": ("fgsm", 32 / 255), "PGD 32/255": ("pgd", 32 / 255),
+               "generator 32/255": ("generator", 32 / 255), "noise 32/255": ("noise", 32 / 255)}
+_pool_memo: dict = {}
+
+
+def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
+    """Perturbed query covers for part B of notebook 08, ``{"meta-train"|"meta-test": {name: covers}}``.
+
+    Each pool holds the query covers of 40 tasks (1,000 covers) and every kind of perturbation of
+    them, made against :func:`covers_maml` adapted to each task; ``"clean"`` holds the originals. The
+    generator is :func:`cover_task_generator` with its budget raised to 32/255 (ε multiplies its tanh
+    output). Deterministic; computed once per device and process.
+    """
+    import copy
+
+    from metaadv_edu import robust_meta
+
+    device = as_device(device)
+    if device in _pool_memo:
+        return _pool_memo[device]
+    c = COVER_FEW_SHOT
+    victim, _ = covers_maml(0.0, device)
+    perturber, _ = cover_task_generator(0.0, 8 / 255, device)
+    perturber = copy.deepcopy(perturber)
+    perturber.epsilon = DETECTION["epsilon"]
+    pools = {}
+    for seed, pool in ((5, "meta-train"), (6, "meta-test")):
+        tasks = covers.cover_tasks(40, n_way=c["n_way"], k_shot=c["k_shot"], k_query=c["k_query"], pool=pool,
+                                   size=c["size"], generator=torch.Generator().manual_seed(seed), device=device)
+        out = {}
+        for name, (kind, eps) in _POOL_SPECS.items():
+            clean, out[name] = robust_meta.perturbation_pool(
+                victim, tasks, kind=kind, epsilon=eps, inner_lr=c["inner_lr"], steps=c["steps"], perturber=perturber,
+                generator=torch.Generator().manual_seed(7))
+        out["clean"] = clean
+        pools[pool] = out
+    _pool_memo[device] = pools
+    return pools
+
+
+def cover_detector(kind: str = "meta", device=None):
+    """The perturbation detector of notebook 08, part B, trained on the ``DETECTION["train"]`` pools:
+    ``"meta"`` meta-learns an initialisation with MAML over detection tasks, ``"joint"`` trains one
+    detector on all of them together. Returns (model, record)."""
+    from metaadv_edu import maml, robust_meta
+
+    device = as_device(device)
+    v.choice("kind", kind, ("meta", "joint"))
+    c = COVER_FEW_SHOT
+    config = {**DETECTION, "kind": kind, "width": c["width"], "size": c["size"], "joint_epochs": 8, "seed": 0}
+    build = _seeded(lambda: models.TinyCNN(3, 2, width=c["width"], image_size=c["size"]), config["seed"])
+
+    def train(model):
+        pools = cover_attack_pools(device)["meta-train"]
+        perturbed = [pools[n] for n in DETECTION["train"]]
+        g = torch.Generator().manual_seed(config["seed"])
+        if kind == "meta":
+            def sample(gen):
+                return robust_meta.detection_tasks(pools["clean"], perturbed, DETECTION["meta_batch"],
+                                                   k_shot=DETECTION["k_shot"], k_query=DETECTION["k_query"],
+                                                   generator=gen)
+            h = maml.meta_train(model, sample, iterations=DETECTION["iterations"], inner_lr=DETECTION["inner_lr"],
+                                steps=DETECTION["steps"], outer_lr=DETECTION["outer_lr"], generator=g,
+                                desc="meta-learning a detector")
+            return {"meta_loss": h["meta_loss"]}
+        clean = pools["clean"]
+        x = torch.cat([clean] * len(perturbed) + perturbed)
+        y = torch.cat([torch.zeros(len(clean) * len(perturbed)), torch.ones(len(clean) * len(perturbed))]).long()
+        h = training.train_classifier(model, x, y.to(x.device), epochs=config["joint_epochs"], lr=3e-3,
+                                      generator=g, desc="joint detector")
+        return {"loss": h["loss"]}
+
+    return load_or_train(f"cover-detector-{kind}", config, build, _timed(train), device=device)

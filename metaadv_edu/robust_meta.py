@@ -1,0 +1,360 @@
+r"""Meta-adversarial training: robust few-shot learning, and learning to spot new attacks from a few examples.
+
+Derived in ``notebooks/08_meta_adversarial_training.ipynb``.
+
+**Adversarial querying** (Goldblum, Fowl & Goldstein 2020) keeps MAML's inner loop on the *clean*
+support set and attacks the *query* set against the *adapted* weights:
+
+.. math:: \min_\theta\; \mathbb{E}_T\; \max_{\|\delta\|_\infty\le\epsilon}
+          L_Q\big(\theta'(\theta),\, x_Q + \delta\big), \qquad
+          \theta'(\theta) = \theta - \alpha\nabla_\theta L_S(\theta).
+
+By Danskin's theorem the gradient of the inner maximum is the gradient of the loss at the maximiser
+with the perturbation held fixed, so the attack runs without a graph (its result is detached) and
+the meta-gradient flows through :math:`\theta'(\theta)` only, exactly as in :mod:`metaadv_edu.maml`.
+
+Everything here works on batches of tasks (:class:`metaadv_edu.data.Tasks`) with ``torch.func.vmap``:
+adapted parameters carry a leading task dimension, and every task is attacked against its own
+adapted model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import grad, vmap
+from tqdm.auto import tqdm
+
+from metaadv_edu import _validate as v
+from metaadv_edu import maml
+from metaadv_edu.data import Tasks
+from metaadv_edu.functional import Params, forward, params_of
+
+__all__ = [
+    "ATTACKS", "adapt_tasks", "adversarial_query_loss", "attack_tasks", "detection_tasks",
+    "finite_difference_gradient", "functional_attack", "linear_robust_loss", "meta_train_adversarial",
+    "perturbation_pool", "robust_task_accuracy", "task_accuracy", "train_task_generator", "with_new_head",
+]
+
+ATTACKS = ("fgsm", "pgd")
+
+
+def _attack_settings(epsilon, attack: str, attack_steps, step_size) -> tuple[float, int, float]:
+    """(ε, steps, step size) after checks: FGSM is one step of ε; PGD defaults to 2.5ε/steps (Madry et al.)."""
+    epsilon = v.nonnegative("epsilon", epsilon)
+    v.choice("attack", attack, ATTACKS)
+    attack_steps = v.integer("attack_steps", attack_steps)
+    if attack == "fgsm":
+        return epsilon, 1, epsilon
+    if step_size is None:
+        return epsilon, attack_steps, 2.5 * epsilon / attack_steps
+    return epsilon, attack_steps, v.positive("step_size", step_size)
+
+
+def _random_starts(x: torch.Tensor, epsilon: float, attack: str, generator: torch.Generator | None) -> torch.Tensor:
+    """PGD's uniform random start in the ε-ball (drawn on the CPU for reproducibility); FGSM starts at x."""
+    if attack == "fgsm" or epsilon == 0:
+        return torch.zeros_like(x)
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1
+    return epsilon * noise.to(x.device)
+
+
+def functional_attack(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, *,
+                      epsilon: float, steps: int, step_size: float, clamp: bool = True) -> torch.Tensor:
+    r"""L∞ PGD against ``model`` run with ``params``: :math:`x \leftarrow \Pi(x + a\,\mathrm{sign}\nabla_x L)`.
+
+    One batch; runs inside ``vmap`` (it uses ``torch.func.grad``). ``start`` is the initial offset
+    (zeros and one step of ε: FGSM). The parameters are detached, and so is the result: by Danskin's
+    theorem no gradient needs to flow through the attack. Arguments are not checked here; the public
+    callers check them once.
+    """
+    if epsilon == 0:
+        return x.detach()
+    params = {k: p.detach() for k, p in params.items()}
+    x0 = x.detach()
+
+    def loss(z):
+        return F.cross_entropy(forward(model, params, z), y, reduction="sum")
+
+    x_adv = x0 + start
+    if clamp:
+        x_adv = x_adv.clamp(0, 1)
+    for _ in range(steps):
+        x_adv = x_adv + step_size * grad(loss)(x_adv).sign()
+        x_adv = x0 + (x_adv - x0).clamp(-epsilon, epsilon)
+        if clamp:
+            x_adv = x_adv.clamp(0, 1)
+    return x_adv.detach()
+
+
+def _check_classification(tasks: Tasks) -> None:
+    maml._check_tasks(tasks)
+    if tasks.y_support.is_floating_point() or tasks.y_query.is_floating_point():
+        raise TypeError("robust few-shot learning needs integer class labels in tasks.y_support and tasks.y_query")
+
+
+def adapt_tasks(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, params: Params | None = None) -> Params:
+    r"""θ′ for every task (``steps`` SGD steps of ``inner_lr`` on its clean support set), detached.
+
+    The result has a leading task dimension on every tensor. ``steps=0`` returns θ for every task.
+    """
+    maml._check_tasks(tasks)
+    steps = v.integer("steps", steps, low=0)
+    if not isinstance(inner_lr, (torch.Tensor, dict)):
+        inner_lr = v.positive("inner_lr", inner_lr)
+    params = params_of(model, detach=True) if params is None else {k: p.detach() for k, p in params.items()}
+    n = tasks.x_support.shape[0]
+    if steps == 0:
+        return {k: p.expand(n, *p.shape) for k, p in params.items()}
+    adapted = vmap(lambda xs, ys: maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps))(
+        tasks.x_support, tasks.y_support)
+    return {k: p.detach() for k, p in adapted.items()}
+
+
+def _check_adapted(adapted: Params, x: torch.Tensor) -> None:
+    if not isinstance(adapted, dict) or not adapted:
+        raise TypeError("adapted must be the dict of per-task parameters returned by adapt_tasks")
+    n = {p.shape[0] for p in adapted.values()}
+    if n != {x.shape[0]}:
+        raise ValueError(f"adapted parameters hold {sorted(n)} tasks but x holds {x.shape[0]}; "
+                         "pass the adapted parameters of the same tasks")
+
+
+def attack_tasks(model: nn.Module, adapted: Params, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
+                 attack: str = "pgd", attack_steps: int = 10, step_size: float | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Attack each task's inputs ``x`` (n_tasks, k, …) against that task's own adapted parameters."""
+    _check_adapted(adapted, x)
+    v.same_batch(x, y)
+    epsilon, steps, step = _attack_settings(epsilon, attack, attack_steps, step_size)
+    starts = _random_starts(x, epsilon, attack, generator)
+
+    def one(p, xb, yb, sb):
+        return functional_attack(model, p, xb, yb, sb, epsilon=epsilon, steps=steps, step_size=step)
+
+    return vmap(one)(adapted, x, y, starts)
+
+
+def task_accuracy(model: nn.Module, adapted: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Accuracy of each task's adapted model on its inputs: shape (n_tasks,)."""
+    _check_adapted(adapted, x)
+    with torch.no_grad():
+        logits = vmap(lambda p, xb: forward(model, p, xb))(adapted, x)
+    return (logits.argmax(-1) == y).float().mean(-1)
+
+
+def robust_task_accuracy(model: nn.Module, tasks: Tasks, epsilons: Sequence[float], *, inner_lr, steps: int = 1,
+                         attack: str = "pgd", attack_steps: int = 10, params: Params | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Adapt to each task's clean support set, then attack its query set at every ε (0 = clean).
+
+    Returns the per-task query accuracies, shape (len(epsilons), n_tasks), for means with CIs.
+    """
+    _check_classification(tasks)
+    adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps, params=params)
+    rows = []
+    for eps in epsilons:
+        x_adv = attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=eps, attack=attack,
+                             attack_steps=attack_steps, generator=generator)
+        rows.append(task_accuracy(model, adapted, x_adv, tasks.y_query))
+    return torch.stack(rows)
+
+
+def adversarial_query_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, first_order: bool = False,
+                           epsilon: float, attack: str = "pgd", attack_steps: int = 3, step_size: float | None = None,
+                           target: str = "adapted", clamp: bool = True, params: Params | None = None,
+                           generator: torch.Generator | None = None, loss_fn=None) -> torch.Tensor:
+    r"""The adversarial-querying meta-loss, vectorised over tasks:
+
+    .. math:: \frac1n\sum_i L_{Q_i}\big(\theta'_i,\; x_{Q_i} + \delta^\star_i\big), \qquad
+              \delta^\star_i \approx \arg\max_{\|\delta\|_\infty\le\epsilon} L_{Q_i}(\theta'_i, x_{Q_i} + \delta)
+
+    with θ′ from the clean support set (as in :func:`metaadv_edu.maml.meta_loss`) and δ* from
+    FGSM/PGD held fixed (Danskin). ``target="initial"`` attacks θ instead of θ′ — the mistake the
+    notebook measures; ``loss_fn`` is accepted for :func:`metaadv_edu.maml.meta_train` and must be
+    None (the loss is the cross-entropy).
+    """
+    _check_classification(tasks)
+    if loss_fn is not None:
+        raise ValueError("adversarial_query_loss uses the cross-entropy; loss_fn must be None")
+    v.choice("target", target, ("adapted", "initial"))
+    inner_lr, steps = maml._check_inner(inner_lr, steps)
+    epsilon, a_steps, a_step = _attack_settings(epsilon, attack, attack_steps, step_size)
+    params = params if params is not None else params_of(model)
+    starts = _random_starts(tasks.x_query, epsilon, attack, generator)
+
+    def one_task(xs, ys, xq, yq, start):
+        adapted = maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps, first_order=first_order)
+        attacked = adapted if target == "adapted" else params
+        xq_adv = functional_attack(model, attacked, xq, yq, start, epsilon=epsilon, steps=a_steps,
+                                   step_size=a_step, clamp=clamp)
+        return F.cross_entropy(forward(model, adapted, xq_adv), yq)
+
+    return vmap(one_task)(*tasks, starts).mean()
+
+
+def meta_train_adversarial(model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks], *, iterations: int,
+                           inner_lr: float, epsilon: float, steps: int = 1, attack: str = "pgd",
+                           attack_steps: int = 3, outer_lr: float = 1e-3, generator: torch.Generator | None = None,
+                           progress: bool = True) -> dict[str, list[float]]:
+    """Meta-train ``model`` in place on :func:`adversarial_query_loss` with Adam (adversarial querying)."""
+    _attack_settings(epsilon, attack, attack_steps, None)
+
+    def objective(model, tasks, **kw):
+        return adversarial_query_loss(model, tasks, epsilon=epsilon, attack=attack, attack_steps=attack_steps,
+                                      generator=generator, **kw)
+
+    return maml.meta_train(model, sample_tasks, iterations=iterations, inner_lr=inner_lr, steps=steps,
+                           outer_lr=outer_lr, generator=generator, progress=progress,
+                           desc="adversarial querying", objective=objective)
+
+
+# ------------------------------------------------------------------------------ checks
+def linear_robust_loss(params: Params, x: torch.Tensor, y: torch.Tensor, epsilon: float) -> torch.Tensor:
+    r"""The exact inner maximum for a two-class linear model, in closed form.
+
+    With :math:`w = w_1 - w_0`, :math:`b = b_1 - b_0` and :math:`s = \pm1` for class 1/0, the
+    cross-entropy is :math:`\log(1 + e^{-s(w^\top x + b)})`, increasing as the margin falls, and the
+    margin is linear in δ, so the worst δ in the L∞ ball is :math:`-\epsilon s\,\mathrm{sign}(w)`:
+
+    .. math:: \max_{\|\delta\|_\infty\le\epsilon} L = \log\big(1 + e^{-s(w^\top x + b) + \epsilon\|w\|_1}\big).
+
+    ``params`` are a :class:`metaadv_edu.models.LogisticRegression` with two classes (no pixel clamp).
+    """
+    weight, bias = params["1.weight"], params["1.bias"]
+    if weight.shape[0] != 2:
+        raise ValueError(f"linear_robust_loss needs a two-class model, got {weight.shape[0]} classes")
+    w, b = weight[1] - weight[0], bias[1] - bias[0]
+    s = 2 * y.to(w.dtype) - 1
+    margin = s * (x.flatten(1) @ w + b)
+    return F.softplus(-margin + epsilon * w.abs().sum()).mean()
+
+
+def finite_difference_gradient(f: Callable[[Params], torch.Tensor], params: Params, *, h: float = 1e-6) -> Params:
+    """Central differences (f(θ + h·e_j) − f(θ − h·e_j)) / 2h for every coordinate j: for small models only."""
+    h = v.positive("h", h)
+    base = {k: p.detach().clone() for k, p in params.items()}
+    out = {}
+    with torch.no_grad():
+        for name, p in base.items():
+            g = torch.zeros_like(p)
+            for j in range(p.numel()):
+                shifted = dict(base)
+                for sign in (1.0, -1.0):
+                    q = p.clone()
+                    q.view(-1)[j] += sign * h
+                    shifted[name] = q
+                    g.view(-1)[j] += sign * float(f(shifted)) / (2 * h)
+            out[name] = g
+    return out
+
+
+# --------------------------------------------------------------------- fine-tuning baseline
+def with_new_head(model: nn.Sequential, n_way: int) -> nn.Sequential:
+    """A copy of ``model`` whose last linear layer is replaced by a zero-initialised one with ``n_way``
+    outputs: a pretrained body ready to be fine-tuned on the support set of an N-way task."""
+    n_way = v.integer("n_way", n_way, low=2)
+    if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
+        raise TypeError("with_new_head needs an nn.Sequential that ends with an nn.Linear layer")
+    new = copy.deepcopy(model)
+    old = new[-1]
+    head = nn.Linear(old.in_features, n_way).to(device=old.weight.device, dtype=old.weight.dtype)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    new[-1] = head
+    return new
+
+
+# ------------------------------------------------------------------ attacks as tasks (part B)
+def train_task_generator(perturber: nn.Module, model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks], *,
+                         inner_lr, steps: int = 1, iterations: int, lr: float = 1e-3,
+                         generator: torch.Generator | None = None, progress: bool = True) -> dict[str, list[float]]:
+    r"""Train a :class:`metaadv_edu.gan.PerturbationGenerator` against ``model`` *after* adaptation.
+
+    Each iteration samples tasks, adapts ``model`` to every support set (no graph), perturbs the query
+    sets with G and lowers the margin loss of the adapted models (AdvGAN's loss, chapter 2's
+    generator without its discriminator: the ε-bound is G's only constraint). The result attacks
+    any task's adapted classifier in one forward pass.
+    """
+    from metaadv_edu.gan import _margin_loss
+
+    iterations = v.integer("iterations", iterations)
+    lr = v.positive("lr", lr)
+    opt = torch.optim.Adam(perturber.parameters(), lr=lr)
+    history: dict[str, list[float]] = {"margin": [], "fooled": []}
+    for _ in tqdm(range(iterations), desc="task generator", disable=not progress, leave=False):
+        tasks = sample_tasks(generator)
+        adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
+        xq, yq = tasks.x_query, tasks.y_query
+        z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim, generator=generator).to(xq.device)
+        x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
+        logits = vmap(lambda p, xb: forward(model, p, xb))(adapted, x_adv)
+        loss = _margin_loss(logits.flatten(0, 1), yq.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history["margin"].append(float(loss.detach()))
+        history["fooled"].append(float((logits.argmax(-1) != yq).float().mean()))
+    for p in model.parameters():
+        p.grad = None
+    return history
+
+
+def perturbation_pool(model: nn.Module, tasks: Tasks, *, kind: str, epsilon: float, inner_lr, steps: int = 1,
+                      perturber: nn.Module | None = None, attack_steps: int = 10,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean query covers and their perturbed versions, flattened over tasks: ``(clean, perturbed)``.
+
+    ``kind`` is ``"fgsm"`` or ``"pgd"`` (against each task's adapted model), ``"generator"`` (``perturber``,
+    one forward pass) or ``"noise"`` (uniform random signs ±ε: a perturbation that is not an attack, the
+    control).
+    """
+    v.choice("kind", kind, ("fgsm", "pgd", "generator", "noise"))
+    epsilon = v.nonnegative("epsilon", epsilon)
+    xq, yq = tasks.x_query, tasks.y_query
+    if kind in ATTACKS:
+        adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
+        x_adv = attack_tasks(model, adapted, xq, yq, epsilon=epsilon, attack=kind, attack_steps=attack_steps,
+                             generator=generator)
+    elif kind == "generator":
+        if perturber is None:
+            raise ValueError("kind='generator' needs a perturber (a trained PerturbationGenerator)")
+        z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim, generator=generator).to(xq.device)
+        with torch.no_grad():
+            x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
+    else:
+        signs = torch.randint(0, 2, xq.shape, generator=generator).to(xq) * 2 - 1
+        x_adv = (xq + epsilon * signs).clamp(0, 1)
+    return xq.flatten(0, 1), x_adv.flatten(0, 1).detach()
+
+
+def detection_tasks(clean: torch.Tensor, perturbed: Sequence[torch.Tensor], n_tasks: int, *, k_shot: int,
+                    k_query: int, generator: torch.Generator | None = None) -> Tasks:
+    """Binary tasks "clean (0) or perturbed (1)?", each drawn from one pool of ``perturbed`` chosen at random.
+
+    Every task has ``k_shot`` clean and ``k_shot`` perturbed support covers and ``k_query`` of each in
+    its query set; the clean and perturbed covers of a task come from different originals, so a
+    detector cannot compare a cover with its own clean version.
+    """
+    n_tasks = v.integer("n_tasks", n_tasks)
+    k_shot, k_query = v.integer("k_shot", k_shot), v.integer("k_query", k_query)
+    if not perturbed or any(p.shape != clean.shape for p in perturbed):
+        raise ValueError(f"perturbed must be a non-empty list of tensors shaped like clean {tuple(clean.shape)}")
+    per = k_shot + k_query
+    if 2 * per > len(clean):
+        raise ValueError(f"k_shot + k_query must be at most {len(clean) // 2} for a pool of {len(clean)} covers")
+    xs, ys, xq, yq = [], [], [], []
+    for _ in range(n_tasks):
+        pool = perturbed[int(torch.randint(len(perturbed), (1,), generator=generator))]
+        idx = torch.randperm(len(clean), generator=generator)[: 2 * per].to(clean.device)
+        c, p = clean[idx[:per]], pool[idx[per:]]
+        label = torch.tensor([0] * k_shot + [1] * k_shot, device=clean.device)
+        xs.append(torch.cat([c[:k_shot], p[:k_shot]]))
+        xq.append(torch.cat([c[k_shot:], p[k_shot:]]))
+        ys.append(label)
+        yq.append(torch.tensor([0] * k_query + [1] * k_query, device=clean.device))
+    return Tasks(torch.stack(xs), torch.stack(ys), torch.stack(xq), torch.stack(yq))
