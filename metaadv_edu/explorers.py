@@ -18,7 +18,7 @@ from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slid
 
 __all__ = [
     "attack_explorer", "first_look_explorer", "gan_dynamics_explorer", "generator_explorer",
-    "maml_explorer", "metasgd_explorer", "reptile_explorer", "robustness_explorer",
+    "maml_explorer", "metasgd_explorer", "reptile_explorer", "robust_few_shot_explorer", "robustness_explorer",
 ]
 
 
@@ -619,3 +619,92 @@ def first_look_explorer(model: torch.nn.Module, digit: torch.Tensor, label: int,
 
     sliders = {"epsilon": epsilon_slider(0.1, max=0.5), "inner_lr": inner_lr_slider(0.05, -3, 0)}
     return Explorer(draw, sliders, title="ε and α: a first look", figsize=(10, 3))
+
+
+def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, steps: int = 2,
+                             inner_lr: float = 0.2, epsilon: float = 8 / 255, attack_steps: int = 10) -> Explorer:
+    """Notebook 08: ε and α together. Each cached meta-learned model adapts to one new-genre task
+    (``steps`` steps of α on its clean support set), then PGD attacks the query covers against the
+    adapted weights. Shows one query cover per class (clean, δ, attacked, with the selected learner's
+    predictions) and the clean and attacked query accuracy of every learner. Nothing is trained."""
+    import ipywidgets as w
+
+    from metaadv_edu import robust_meta
+    from metaadv_edu.functional import forward
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
+
+    names = list(learners)
+    n_way = int(tasks.y_query.max()) + 1
+    k_shot = tasks.x_support.shape[1] // n_way
+    first = [[int(torch.nonzero(tasks.y_query[t] == c)[0]) for c in range(n_way)] for t in range(len(tasks.y_query))]
+    artists: dict = {}
+
+    def setup(fig):
+        grid = fig.add_gridspec(3, n_way + 2, width_ratios=[1] * n_way + [0.15, 2.4])
+        blank = torch.zeros(3, *tasks.x_query.shape[-2:])
+        rows = []
+        for r in range(3):
+            row = []
+            for c in range(n_way):
+                ax = fig.add_subplot(grid[r, c])
+                im = (perturbation_image(blank[0], 1.0, ax) if r == 1 else show_image(blank, ax)).images[0]
+                row.append((ax, im))
+            rows.append(row)
+        rows[0][0][0].set_ylabel("clean", fontsize=9)
+        rows[1][0][0].set_ylabel("δ", fontsize=9)
+        rows[2][0][0].set_ylabel("attacked", fontsize=9)
+        bar_ax = fig.add_subplot(grid[:, -1])
+        xs = np.arange(len(names))
+        clean = bar_ax.bar(xs - 0.2, np.zeros(len(names)), width=0.4, color="tab:blue", label="clean")
+        adv = bar_ax.bar(xs + 0.2, np.zeros(len(names)), width=0.4, color="tab:red", label="PGD")
+        bar_ax.set_xticks(xs.tolist(), [n.replace(" ", "\n") for n in names], fontsize=8)
+        bar_ax.set_ylim(0, 1)
+        bar_ax.axhline(1 / n_way, color="0.5", linestyle=":", linewidth=1)
+        bar_ax.legend(fontsize=8, loc="upper right")
+        bar_ax.set_title("query accuracy (this task)", fontsize=9)
+        artists.update(rows=rows, clean=clean, adv=adv, bar_ax=bar_ax)
+
+    def draw(fig, *, epsilon, inner_lr, learner, task):
+        one = tasks.task(task)
+        results = {}
+        for name, model in learners.items():
+            adapted = robust_meta.adapt_tasks(model, one, inner_lr=inner_lr, steps=steps)
+            x_adv = robust_meta.attack_tasks(model, adapted, one.x_query, one.y_query, epsilon=epsilon,
+                                             attack_steps=attack_steps, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                pred_clean = forward(model, {k: p[0] for k, p in adapted.items()}, one.x_query[0])
+                pred_adv = forward(model, {k: p[0] for k, p in adapted.items()}, x_adv[0])
+            results[name] = (x_adv[0], pred_clean.argmax(-1), pred_adv.argmax(-1))
+        x_adv, pred_clean, pred_adv = results[learner]
+        y = one.y_query[0]
+        for c, i in enumerate(first[task]):
+            (ax0, im0), (ax1, im1), (ax2, im2) = (artists["rows"][r][c] for r in range(3))
+            im0.set_data(_hwc(one.x_query[0, i]))
+            ax0.set_title(f"class {c} → {int(pred_clean[i])}", fontsize=8,
+                          color="black" if int(pred_clean[i]) == c else "tab:red")
+            im1.set_data(_hw_delta(x_adv[i] - one.x_query[0, i]))
+            im1.set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
+            im2.set_data(_hwc(x_adv[i]))
+            ax2.set_title(f"→ {int(pred_adv[i])}", fontsize=8,
+                          color="black" if int(pred_adv[i]) == c else "tab:red")
+        summary = []
+        for j, name in enumerate(names):
+            _, pc, pa = results[name]
+            acc_c, acc_a = float((pc == y).float().mean()), float((pa == y).float().mean())
+            artists["clean"][j].set_height(acc_c)
+            artists["adv"][j].set_height(acc_a)
+            summary.append(f"{name}: clean <b>{acc_c:.0%}</b>, PGD <b>{acc_a:.0%}</b>")
+        artists["bar_ax"].set_title(f"query accuracy, task {task} (ε = {epsilon * 255:.0f}/255)", fontsize=9)
+        return (f"α = {inner_lr:.2g}, {steps} steps on {k_shot} clean covers per class; PGD-{attack_steps} on "
+                f"{len(y)} query covers · " + " · ".join(summary))
+
+    sliders = {
+        "epsilon": epsilon_slider(epsilon, max=32 / 255, step=1 / 255),
+        "inner_lr": inner_lr_slider(inner_lr, -3, 0),
+        "learner": w.SelectionSlider(options=names, value=names[-1], description="covers shown for",
+                                     continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "task": int_slider("new-genre task", 0, 0, len(tasks.y_query) - 1),
+    }
+    sliders["epsilon"].readout_format = ".3f"
+    return Explorer(draw, sliders, setup=setup, title="Robust few-shot learning on new genres (cached models)",
+                    figsize=(10, 4), dpi=72)

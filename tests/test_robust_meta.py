@@ -1,0 +1,217 @@
+"""Adversarial querying and attack detection: the derivations of notebook 08 as tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import attacks, covers, gan, maml, models, robust_meta
+from metaadv_edu.data import Tasks
+from metaadv_edu.functional import forward, params_of
+
+
+def _tasks(device, n_tasks=3, n_way=3, k_shot=2, k_query=3, seed=0, pool="meta-train"):
+    return covers.cover_tasks(n_tasks, n_way=n_way, k_shot=k_shot, k_query=k_query, size=8, pool=pool,
+                              generator=torch.Generator().manual_seed(seed), device=device)
+
+
+def _model(device, n_way=3, seed=0):
+    torch.manual_seed(seed)
+    return models.TinyCNN(3, n_way, width=4, image_size=8).to(device)
+
+
+def test_meta_gradient_through_the_attacked_query_matches_finite_differences():
+    out = robust_meta.meta_gradient_check()
+    # FGSM is the exact inner maximiser for a two-class linear model: the losses agree to rounding.
+    assert out["loss_adapted"] == pytest.approx(out["robust_loss"], rel=1e-12)
+    assert out["error_adapted"] < 1e-7
+    # Attacking θ instead of θ′ is a weaker attack on the adapted model and a different gradient.
+    assert out["loss_initial"] < out["robust_loss"] - 1e-3
+    assert out["error_initial"] > 1e-2
+
+
+def test_linear_robust_loss_is_the_loss_at_the_fgsm_point(device):
+    torch.manual_seed(0)
+    model = models.LogisticRegression(12, 2).to(device).double()
+    x = torch.rand(20, 12, device=device, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,), device=device)
+    x_adv = attacks.fgsm(model, x, y, 0.1, clamp=None)
+    expected = F.cross_entropy(model(x_adv), y)
+    assert robust_meta.linear_robust_loss(params_of(model), x, y, 0.1).item() == pytest.approx(expected.item(), rel=1e-10)
+    # and no other corner of the box does better
+    for _ in range(20):
+        corner = x + 0.1 * (torch.randint(0, 2, x.shape, device=device) * 2 - 1)
+        assert F.cross_entropy(model(corner), y) <= expected + 1e-12
+
+
+def test_functional_attack_is_pgd_of_the_attacks_module(device):
+    model = _model(device)
+    x = torch.rand(6, 3, 8, 8, device=device)
+    y = torch.randint(0, 3, (6,), device=device)
+    params = params_of(model, detach=True)
+    mine = robust_meta.functional_attack(model, params, x, y, torch.zeros_like(x), epsilon=0.05, steps=5,
+                                         step_size=0.02)
+    reference = attacks.pgd(model, x, y, 0.05, step_size=0.02, steps=5, random_start=False)
+    torch.testing.assert_close(mine, reference)
+    assert (mine - x).abs().max() <= 0.05 + 1e-6
+    assert mine.min() >= 0 and mine.max() <= 1
+
+
+def test_every_task_is_attacked_against_its_own_adapted_model(device):
+    model, tasks = _model(device), _tasks(device)
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=2)
+    x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.05, attack="fgsm")
+    for i in range(len(tasks.x_query)):
+        theta_i = {k: p[i] for k, p in adapted.items()}
+        expected = attacks.fgsm(lambda z, p=theta_i: forward(model, p, z), tasks.x_query[i], tasks.y_query[i], 0.05)
+        torch.testing.assert_close(x_adv[i], expected)
+        # adapt_tasks is maml.adapt, task by task
+        ref = maml.adapt(model, params_of(model, detach=True), tasks.x_support[i], tasks.y_support[i],
+                         inner_lr=0.3, steps=2)
+        for k in ref:
+            torch.testing.assert_close(theta_i[k], ref[k].detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_robust_accuracy_falls_with_epsilon_and_epsilon_zero_is_clean(device):
+    model, tasks = _model(device), _tasks(device, n_tasks=4)
+    acc = robust_meta.robust_task_accuracy(model, tasks, [0.0, 0.05, 0.3], inner_lr=0.3, steps=1,
+                                           generator=torch.Generator().manual_seed(0))
+    assert acc.shape == (3, 4)
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
+    torch.testing.assert_close(acc[0], robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query))
+    assert acc[2].mean() <= acc[0].mean()
+
+
+def test_adversarial_query_loss_with_zero_budget_is_the_maml_loss(device):
+    model, tasks = _model(device), _tasks(device)
+    aq = robust_meta.adversarial_query_loss(model, tasks, inner_lr=0.3, steps=1, epsilon=0.0)
+    ref = maml.meta_loss(model, tasks, inner_lr=0.3, steps=1)
+    torch.testing.assert_close(aq, ref)
+
+
+def test_adversarial_query_loss_is_the_loss_at_the_attacked_query(device):
+    model, tasks = _model(device), _tasks(device)
+    aq = robust_meta.adversarial_query_loss(model, tasks, inner_lr=0.3, steps=1, epsilon=0.05, attack="fgsm")
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
+    x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.05, attack="fgsm")
+    losses = [F.cross_entropy(forward(model, {k: p[i] for k, p in adapted.items()}, x_adv[i]), tasks.y_query[i])
+              for i in range(len(x_adv))]
+    assert aq.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-4)
+    clean = maml.meta_loss(model, tasks, inner_lr=0.3, steps=1)
+    assert aq > clean
+
+
+def test_adversarial_query_meta_gradient_flows_only_through_the_adaptation(device):
+    # Danskin: the gradient equals MAML's meta-gradient with the query inputs replaced by the frozen
+    # adversarial ones.
+    model, tasks = _model(device), _tasks(device)
+    g = torch.Generator().manual_seed(3)
+    loss = robust_meta.adversarial_query_loss(model, tasks, inner_lr=0.3, steps=1, epsilon=0.05, attack_steps=3,
+                                              generator=g)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
+    x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.05, attack_steps=3,
+                                     generator=torch.Generator().manual_seed(3))
+    frozen = Tasks(tasks.x_support, tasks.y_support, x_adv, tasks.y_query)
+    ref = torch.autograd.grad(maml.meta_loss(model, frozen, inner_lr=0.3, steps=1), list(model.parameters()))
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_adversarial_querying_makes_few_shot_learning_more_robust():
+    sample = lambda g: covers.cover_tasks(4, n_way=3, k_shot=3, k_query=3, size=8, generator=g)  # noqa: E731
+    test = _tasks("cpu", n_tasks=30, n_way=3, k_shot=3, k_query=5, seed=9, pool="meta-test")
+    accs = {}
+    for eps in (0.0, 0.06):
+        model = _model("cpu", seed=1)
+        common = {"iterations": 80, "inner_lr": 0.3, "outer_lr": 1e-2, "generator": torch.Generator().manual_seed(0),
+                  "progress": False}
+        if eps:
+            robust_meta.meta_train_adversarial(model, sample, epsilon=eps, attack_steps=2, **common)
+        else:
+            maml.meta_train(model, sample, **common)
+        accs[eps] = robust_meta.robust_task_accuracy(model, test, [0.0, 0.06], inner_lr=0.3, steps=1,
+                                                     generator=torch.Generator().manual_seed(0)).mean(1)
+    assert accs[0.0][0] > 0.5  # it learned to classify new genres
+    assert accs[0.06][1] > accs[0.0][1] + 0.05  # and adversarial querying is more robust
+
+
+def test_with_new_head_keeps_the_body_and_zeroes_the_head(device):
+    model = models.TinyCNN(3, 10, width=4, image_size=8).to(device)
+    new = robust_meta.with_new_head(model, 5)
+    assert new[-1].out_features == 5
+    assert torch.count_nonzero(new[-1].weight) == 0 and torch.count_nonzero(new[-1].bias) == 0
+    torch.testing.assert_close(new[0].weight, model[0].weight)
+    assert model[-1].out_features == 10  # the original is untouched
+    assert new(torch.rand(2, 3, 8, 8, device=device)).abs().max() == 0
+
+
+def test_task_generator_learns_to_fool_adapted_models():
+    model = _model("cpu")
+    sample = lambda g: _tasks("cpu", n_tasks=2, seed=int(torch.randint(100, (1,), generator=g)))  # noqa: E731
+    perturber = gan.PerturbationGenerator((3, 8, 8), 0.1, hidden=32)
+    h = robust_meta.train_task_generator(perturber, model, sample, inner_lr=0.3, iterations=60, lr=3e-3,
+                                         generator=torch.Generator().manual_seed(0), progress=False)
+    assert sum(h["margin"][-10:]) < sum(h["margin"][:10])
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind", ["fgsm", "pgd", "generator", "noise"])
+def test_perturbation_pools_stay_in_the_budget(device, kind):
+    model, tasks = _model(device), _tasks(device)
+    perturber = gan.PerturbationGenerator((3, 8, 8), 0.05, hidden=16).to(device)
+    clean, pert = robust_meta.perturbation_pool(model, tasks, kind=kind, epsilon=0.05, inner_lr=0.3,
+                                                perturber=perturber, generator=torch.Generator().manual_seed(0))
+    assert clean.shape == pert.shape == (3 * 9, 3, 8, 8)
+    assert (pert - clean).abs().max() <= 0.05 + 1e-6
+    assert pert.min() >= 0 and pert.max() <= 1
+    assert (pert != clean).any()
+
+
+def test_detection_tasks_are_balanced_and_use_different_originals(device):
+    clean = torch.arange(40, device=device, dtype=torch.float32).view(40, 1).expand(40, 4).reshape(40, 1, 2, 2)
+    perturbed = clean + 0.5
+    tasks = robust_meta.detection_tasks(clean, [perturbed], 5, k_shot=3, k_query=4,
+                                        generator=torch.Generator().manual_seed(0))
+    assert tasks.x_support.shape == (5, 6, 1, 2, 2) and tasks.x_query.shape == (5, 8, 1, 2, 2)
+    assert (tasks.y_support.sum(1) == 3).all() and (tasks.y_query.sum(1) == 4).all()
+    for t in range(5):
+        xs = torch.cat([tasks.x_support[t], tasks.x_query[t]])[:, 0, 0, 0]
+        ys = torch.cat([tasks.y_support[t], tasks.y_query[t]])
+        # a perturbed cover is 0.5 above its original; labels say which is which
+        assert ((xs % 1 == 0.5) == (ys == 1)).all()
+        assert len(set(xs.floor().tolist())) == len(xs)  # no original appears twice
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"epsilon": -0.1}, "epsilon"),
+    ({"epsilon": float("nan")}, "epsilon"),
+    ({"epsilon": 0.1, "inner_lr": 0.0}, "inner_lr"),
+    ({"epsilon": 0.1, "attack_steps": 0}, "attack_steps"),
+    ({"epsilon": 0.1, "attack": "cw"}, "attack"),
+    ({"epsilon": 0.1, "target": "query"}, "target"),
+])
+def test_bad_arguments_name_the_parameter(kwargs, match):
+    model, tasks = _model("cpu"), _tasks("cpu")
+    args = {"inner_lr": 0.3, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        robust_meta.adversarial_query_loss(model, tasks, **args)
+
+
+def test_bad_shapes_and_pools():
+    model, tasks = _model("cpu"), _tasks("cpu")
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3)
+    with pytest.raises(ValueError, match="adapted parameters hold"):
+        robust_meta.attack_tasks(model, adapted, tasks.x_query[:2], tasks.y_query[:2], epsilon=0.1)
+    with pytest.raises(ValueError, match="perturbed"):
+        robust_meta.detection_tasks(torch.rand(10, 3), [torch.rand(9, 3)], 2, k_shot=1, k_query=1)
+    with pytest.raises(ValueError, match="k_shot"):
+        robust_meta.detection_tasks(torch.rand(10, 3), [torch.rand(10, 3)], 2, k_shot=3, k_query=3)
+    with pytest.raises(TypeError, match="integer class labels"):
+        robust_meta.robust_task_accuracy(model, Tasks(tasks.x_support, tasks.y_support.float(), tasks.x_query,
+                                                      tasks.y_query.float()), [0.1], inner_lr=0.3)
+    with pytest.raises(ValueError, match="perturber"):
+        robust_meta.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3)
+    with pytest.raises(ValueError, match="n_way"):
+        robust_meta.with_new_head(model, 1)
