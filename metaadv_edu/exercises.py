@@ -18,7 +18,7 @@ from torch import nn
 from metaadv_edu import attacks
 
 __all__ = [
-    "check_bounded_perturbation", "check_discriminator_loss", "check_fgsm",
+    "check_adversarial_query_loss", "check_bounded_perturbation", "check_discriminator_loss", "check_fgsm",
     "check_first_order_gain", "check_inner_step", "check_maml_meta_loss", "check_meta_sgd_step",
     "check_mixed_loss", "check_pgd_step", "check_reptile_update",
 ]
@@ -443,3 +443,61 @@ def check_bounded_perturbation(my_output: Callable) -> bool:
         return "clip(x + ε·tanh(h), 0, 1): bounded and differentiable"
 
     return _run("bounded perturbation", body)
+
+
+# --------------------------------------------------------- chapter 5: meta-adversarial training
+def check_adversarial_query_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(model, adapted, x, y, epsilon) -> loss``: adversarial querying's outer loss for
+    one task. ``adapted`` holds θ′ (a dict, still attached to θ); attack the query inputs ``x`` with
+    FGSM against θ′ (clamped to [0, 1], held fixed), then return the cross-entropy of θ′ on them."""
+    from metaadv_edu import maml
+    from metaadv_edu.functional import forward, params_of
+    from metaadv_edu.robust_meta import functional_attack
+
+    def attacked(model, params, x, y, eps, clamp=True, sign=1.0):
+        return functional_attack(model, params, x, y, torch.zeros_like(x), epsilon=eps, steps=1,
+                                 step_size=sign * eps if eps else 1.0, clamp=clamp) if eps else x
+
+    def body() -> str:
+        for device in _devices():
+            for seed, eps in ((0, 0.3), (1, 0.1), (2, 0.0), (3, 0.2)):
+                model = _toy_classifier(device, seed)
+                xs, ys = _toy_batch(device, seed + 20, n=8)
+                x, y = _toy_batch(device, seed + 40, n=6)
+                theta = params_of(model)
+                adapted = maml.adapt(model, theta, xs, ys, inner_lr=0.5)
+                ce = lambda p, z: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
+                ref = ce(adapted, attacked(model, adapted, x, y, eps))
+                out = _call(my_loss, model, adapted, x, y, eps)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise _Stop("return the loss as a single-number tensor (the mean over the query set)")
+                value = out.detach().reshape(()).to(ref.dtype)
+                if not _close(value, ref.detach(), 1e-4):
+                    theta0 = {k: p.detach() for k, p in theta.items()}
+                    mistakes = [
+                        (ce(adapted, x), "that is the clean query loss: perturb the query inputs first"),
+                        (ce(adapted, attacked(model, theta0, x, y, eps)),
+                         "the attack targets θ, but the query is answered by θ′: compute the FGSM gradient "
+                         "with forward(model, adapted, ·)"),
+                        (ce(theta0, attacked(model, adapted, x, y, eps)),
+                         "the attacked query must be scored by the adapted weights θ′, not by the model's own θ"),
+                        (ce(adapted, attacked(model, adapted, x, y, eps, clamp=False)),
+                         "forgot to clamp: the attacked covers must stay in [0, 1]"),
+                        (ce(adapted, attacked(model, adapted, x, y, eps, sign=-1.0)),
+                         "wrong sign: the attack *raises* the loss, x + ε·sign(∇ₓL)"),
+                    ]
+                    for wrong, hint in mistakes:
+                        if eps and _close(value, wrong.detach(), 1e-4):
+                            raise _Stop(hint)
+                    raise _Stop("not the cross-entropy of θ′ at the FGSM-attacked query inputs")
+                if not out.requires_grad:
+                    raise _Stop("the value is right but has no gradient: keep θ′ attached (do not detach adapted)")
+                params = list(theta.values())
+                g_out = torch.autograd.grad(out, params, retain_graph=True, allow_unused=True)
+                g_ref = torch.autograd.grad(ref, params)
+                if any(g is None for g in g_out) or not all(_close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                    raise _Stop("the value is right but the meta-gradient is not: the loss must depend on θ "
+                                "only through θ′, with the perturbation held fixed (detach it)")
+        return "FGSM against θ′, clamped, scored by θ′; the meta-gradient flows through the adaptation"
+
+    return _run("adversarial-query loss", body)

@@ -241,3 +241,52 @@ def test_check_discriminator_loss(fn, ok, hint, capsys):
 def test_check_bounded_perturbation(fn, ok, hint, capsys):
     assert exercises.check_bounded_perturbation(fn) is ok
     assert hint in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ adversarial-query loss
+def _fgsm_at(model, params, x, y, eps, *, clamp=True, sign=1.0):
+    from metaadv_edu.functional import forward
+
+    frozen = {k: p.detach() for k, p in params.items()}
+    g = attacks.input_gradient(lambda z: forward(model, frozen, z), x, y)[0]
+    out = x + sign * eps * g.sign()
+    return out.clamp(0, 1) if clamp else out
+
+
+def _aq(attack_params="adapted", score_params="adapted", **kw):
+    from metaadv_edu.functional import forward
+
+    def loss(model, adapted, x, y, eps):
+        own = dict(model.named_parameters())
+        at = adapted if attack_params == "adapted" else own
+        scored = adapted if score_params == "adapted" else own
+        x_adv = _fgsm_at(model, at, x, y, eps, **kw)
+        return F.cross_entropy(forward(model, scored, x_adv), y)
+
+    return loss
+
+
+def _aq_clean(model, adapted, x, y, eps):
+    from metaadv_edu.functional import forward
+
+    return F.cross_entropy(forward(model, adapted, x), y)
+
+
+def _aq_detached(model, adapted, x, y, eps):
+    return _aq()(model, {k: p.detach() for k, p in adapted.items()}, x, y, eps)
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (_aq(), True, "meta-gradient flows through the adaptation"),
+    (_aq_clean, False, "clean query loss"),
+    (_aq(attack_params="initial"), False, "the attack targets θ"),
+    (_aq(score_params="initial"), False, "scored by the adapted weights"),
+    (_aq(clamp=False), False, "forgot to clamp"),
+    (_aq(sign=-1.0), False, "wrong sign"),
+    (_aq_detached, False, "do not detach adapted"),
+    (lambda model, adapted, x, y, eps: torch.zeros(3), False, "single-number tensor"),
+    (lambda model, adapted, x, y, eps: adapted["missing"], False, "KeyError"),
+])
+def test_check_adversarial_query_loss(fn, ok, hint, capsys):
+    assert exercises.check_adversarial_query_loss(fn) is ok
+    assert hint in capsys.readouterr().out
