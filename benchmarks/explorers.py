@@ -1,4 +1,4 @@
-"""Slider → redrawn figure latency of each explorer (budget: median ≤ 100 ms).
+"""Slider → redrawn figure latency of each explorer (budget: median ≤ 100 ms; ≤ 150 ms for notebook 08).
 
 Models come from the cache (trained on first use); each slider is moved through several values and
 the median time of :meth:`Explorer.update` is printed.
@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-from metaadv_edu import attacks, data, explorers, pick_device, zoo
+from metaadv_edu import attacks, covers, data, explorers, pick_device, zoo
 
 
 def sweep(explorer, moves) -> tuple[float, float]:
@@ -45,6 +45,13 @@ def main() -> None:
     rows.append(("05 MAML explorer", *sweep(ex, {
         "inner_lr": [0.003, 0.01, 0.03, 0.1], "steps": [0, 1, 5, 10], "k_support": [5, 10, 20],
         "epsilon": [0.0, 0.25, 0.5], "task": [1, 2, 3]})))
+    tasks = covers.cover_tasks(10, n_way=5, k_shot=5, k_query=5, size=16, pool="meta-test",
+                               generator=torch.Generator().manual_seed(11), device=device)
+    ex = explorers.robust_few_shot_explorer({"MAML": zoo.covers_maml(0.0, device)[0],
+                                             "adversarial querying": zoo.covers_maml(8 / 255, device)[0]}, tasks)
+    rows.append(("08 robust few-shot explorer", *sweep(ex, {
+        "epsilon": [0.0, 4 / 255, 8 / 255, 16 / 255], "inner_lr": [0.01, 0.1, 0.2, 0.5], "task": [1, 5, 9],
+        "learner": ["MAML", "adversarial querying"]})))
     print(f"device: {device}, threads: {torch.get_num_threads()}")
     for name, median, worst in rows:
         print(f"{name:<32} median {median:6.1f} ms   max {worst:6.1f} ms")

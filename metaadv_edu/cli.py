@@ -182,6 +182,30 @@ def student(args) -> int:
     return 0
 
 
+def grade(args) -> int:
+    from metaadv_edu.notebooks import grade_notebook
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"{folder} is not a folder of submitted notebooks", file=sys.stderr)
+        return 2
+    paths = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    if not paths:
+        print(f"no notebooks in {folder}", file=sys.stderr)
+        return 2
+    rows = []
+    for path in paths:
+        verdicts, errors = grade_notebook(path, execute=not args.no_execute, timeout=args.timeout)
+        failed = [name for name, ok in verdicts.items() if not ok]
+        rows.append((str(path.relative_to(folder)), f"{len(verdicts) - len(failed)}/{len(verdicts)}",
+                     str(errors), ", ".join(failed) or "—"))
+    headers = ("notebook", "passed", "cells with errors", "not yet right")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for line in (headers, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metaadv-edu", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("outdir", help="folder for the copies")
     p.add_argument("--source", help="notebook folder (default: notebooks/)")
     p.set_defaults(func=student)
+    p = sub.add_parser("grade", help="run the exercise graders over a folder of submitted notebooks")
+    p.add_argument("folder", help="folder of learners' notebooks (searched recursively)")
+    p.add_argument("--no-execute", action="store_true", help="read the stored outputs instead of running")
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p.set_defaults(func=grade)
     args = parser.parse_args(argv)
     return args.func(args)
 

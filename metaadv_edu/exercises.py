@@ -466,7 +466,7 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
                 x, y = _toy_batch(device, seed + 40, n=6)
                 theta = params_of(model)
                 adapted = maml.adapt(model, theta, xs, ys, inner_lr=0.5)
-                ce = lambda p, z: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
+                ce = lambda p, z, model=model, y=y: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
                 ref = ce(adapted, attacked(model, adapted, x, y, eps))
                 out = _call(my_loss, model, adapted, x, y, eps)
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:

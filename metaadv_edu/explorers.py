@@ -678,7 +678,7 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
         x_adv, pred_clean, pred_adv = results[learner]
         y = one.y_query[0]
         for c, i in enumerate(first[task]):
-            (ax0, im0), (ax1, im1), (ax2, im2) = (artists["rows"][r][c] for r in range(3))
+            (ax0, im0), (_, im1), (ax2, im2) = (artists["rows"][r][c] for r in range(3))
             im0.set_data(_hwc(one.x_query[0, i]))
             ax0.set_title(f"class {c} → {int(pred_clean[i])}", fontsize=8,
                           color="black" if int(pred_clean[i]) == c else "tab:red")

@@ -9,6 +9,7 @@ changed after it was last executed, or when a code cell has no stored output.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ __all__ = [
     "build_notebook",
     "execute_notebook",
     "find_notebooks",
+    "grade_notebook",
     "package_digest",
     "parse_cells",
     "source_digest",
@@ -88,6 +90,35 @@ def execute_notebook(path: str | Path, *, timeout: int = 900, kernel_name: str =
     nb.metadata[META_KEY] = {"source_digest": source_digest(nb), "package_digest": package_digest()}
     nbformat.write(nb, str(path))
     return seconds
+
+
+VERDICT = re.compile(r"^([✓✗]) (.+?): ", re.MULTILINE)
+
+
+def grade_notebook(path: str | Path, *, execute: bool = True, timeout: int = 600) -> tuple[dict[str, bool], int]:
+    """The exercise graders' verdicts in a learner's notebook, ``{exercise: passed}``, and the number of
+    cells that raised an error.
+
+    With ``execute`` the notebook is first run in a fresh kernel (errors in the learner's cells do not
+    stop it; the file is not modified); otherwise the stored outputs are read. The last verdict printed
+    for an exercise counts.
+    """
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(str(path), as_version=4)
+    if execute:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    verdicts: dict[str, bool] = {}
+    errors = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            errors += output.get("output_type") == "error"
+            if output.get("output_type") == "stream":
+                for mark, name in VERDICT.findall(output.get("text", "")):
+                    verdicts[name] = mark == "✓"
+    return verdicts, errors
 
 
 SOLUTION_TAG = "solution"

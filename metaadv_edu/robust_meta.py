@@ -35,9 +35,10 @@ from metaadv_edu.data import Tasks
 from metaadv_edu.functional import Params, forward, params_of
 
 __all__ = [
-    "ATTACKS", "adapt_tasks", "adversarial_query_loss", "attack_tasks", "detection_tasks",
-    "finite_difference_gradient", "functional_attack", "linear_robust_loss", "meta_train_adversarial",
-    "meta_gradient_check", "perturbation_pool", "robust_task_accuracy", "task_accuracy", "train_task_generator", "with_new_head",
+    "ATTACKS", "Learner", "adapt_tasks", "adversarial_query_loss", "attack_tasks", "detection_accuracy",
+    "detection_tasks", "evaluate_learners", "finite_difference_gradient", "functional_attack",
+    "generator_task_accuracy", "linear_robust_loss", "meta_gradient_check", "meta_train_adversarial",
+    "perturbation_pool", "robust_task_accuracy", "task_accuracy", "train_task_generator", "with_new_head",
 ]
 
 ATTACKS = ("fgsm", "pgd")
@@ -162,6 +163,39 @@ def robust_task_accuracy(model: nn.Module, tasks: Tasks, epsilons: Sequence[floa
                              attack_steps=attack_steps, generator=generator)
         rows.append(task_accuracy(model, adapted, x_adv, tasks.y_query))
     return torch.stack(rows)
+
+
+Learner = tuple[nn.Module, float, int]
+"""A few-shot learner for evaluation: (model, inner learning rate, inner steps)."""
+
+
+def evaluate_learners(learners: dict[str, Learner], tasks: Tasks, epsilons: Sequence[float], *,
+                      attacks: Sequence[str] = ATTACKS, attack_steps: int = 10,
+                      seed: int = 0) -> dict[tuple[str, str], torch.Tensor]:
+    """:func:`robust_task_accuracy` for every learner and attack on the same tasks and random starts:
+    ``{(learner, attack): accuracies of shape (len(epsilons), n_tasks)}``."""
+    for a in attacks:
+        v.choice("attacks[i]", a, ATTACKS)
+    out = {}
+    for name, (model, inner_lr, steps) in learners.items():
+        for a in attacks:
+            out[name, a] = robust_task_accuracy(model, tasks, epsilons, inner_lr=inner_lr, steps=steps, attack=a,
+                                                attack_steps=attack_steps,
+                                                generator=torch.Generator().manual_seed(seed))
+    return out
+
+
+def generator_task_accuracy(model: nn.Module, tasks: Tasks, perturber: nn.Module, *, inner_lr, steps: int = 1,
+                            seed: int = 0) -> torch.Tensor:
+    """Per-task query accuracy after adaptation when a trained generator perturbs the query covers."""
+    _check_classification(tasks)
+    adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
+    xq = tasks.x_query
+    z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim,
+                    generator=torch.Generator().manual_seed(seed)).to(xq.device)
+    with torch.no_grad():
+        x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
+    return task_accuracy(model, adapted, x_adv, tasks.y_query)
 
 
 def adversarial_query_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, first_order: bool = False,
@@ -369,6 +403,21 @@ def perturbation_pool(model: nn.Module, tasks: Tasks, *, kind: str, epsilon: flo
         signs = torch.randint(0, 2, xq.shape, generator=generator).to(xq) * 2 - 1
         x_adv = (xq + epsilon * signs).clamp(0, 1)
     return xq.flatten(0, 1), x_adv.flatten(0, 1).detach()
+
+
+def detection_accuracy(learners: dict[str, Learner], clean: torch.Tensor, perturbed: torch.Tensor,
+                       shots: Sequence[int], *, n_tasks: int = 50, k_query: int = 10,
+                       seed: int = 0) -> dict[str, torch.Tensor]:
+    """Accuracy of each detector after adapting to K clean and K perturbed covers, for every K in
+    ``shots``: ``{learner: tensor (len(shots), n_tasks)}``. All learners see the same tasks."""
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in learners}
+    for k in shots:
+        tasks = detection_tasks(clean, [perturbed], n_tasks, k_shot=k, k_query=k_query,
+                                generator=torch.Generator().manual_seed(seed + k))
+        for name, (model, inner_lr, steps) in learners.items():
+            adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
+            out[name].append(task_accuracy(model, adapted, tasks.x_query, tasks.y_query))
+    return {name: torch.stack(rows) for name, rows in out.items()}
 
 
 def detection_tasks(clean: torch.Tensor, perturbed: Sequence[torch.Tensor], n_tasks: int, *, k_shot: int,

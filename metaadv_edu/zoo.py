@@ -451,8 +451,9 @@ def cover_pretrained(epsilon: float = 0.0, device=None, *, n_genres: int = 64):
 
     device = as_device(device)
     c = COVER_FEW_SHOT
-    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "n_genres": v.integer("n_genres", n_genres, low=2),
-              "per_genre": 60, "size": c["size"], "width": c["width"], "epochs": 8, "lr": 3e-3, "pgd_steps": 3,
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+              "n_genres": v.integer("n_genres", n_genres, low=2), "per_genre": 60, "size": c["size"],
+              "width": c["width"], "epochs": 8, "lr": 3e-3, "pgd_steps": 3,
               "seed": 0}
     build = _seeded(lambda: models.TinyCNN(3, n_genres, width=c["width"], image_size=c["size"]), config["seed"])
 

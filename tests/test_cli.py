@@ -165,3 +165,30 @@ def test_cell_source_format_round_trip(tmp_path):
 def test_every_notebook_has_a_source():
     sources = {p.stem for p in (ROOT / "notebooks" / "src").glob("*.cells")}
     assert {p.stem for p in notebooks.find_notebooks(ROOT / "notebooks")} == sources
+
+
+def _submission(path, body):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from metaadv_edu import attacks, exercises"),
+                nbformat.v4.new_code_cell(body),
+                nbformat.v4.new_code_cell("exercises.check_fgsm(my_fgsm);")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+def test_grade_runs_the_graders_over_submitted_notebooks(tmp_path, capsys):
+    subs = tmp_path / "submissions"
+    _submission(subs / "ada" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n"
+                                              "    return attacks.fgsm(model, x, y, eps)")
+    _submission(subs / "bob" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n    raise NotImplementedError")
+    _submission(subs / "cy" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps) syntax error")
+    before = (subs / "ada" / "01_fgsm.ipynb").read_text()
+    assert cli.main(["grade", str(subs)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in out[2:]}
+    assert rows["ada/01_fgsm.ipynb"].split()[1:3] == ["1/1", "0"]
+    assert rows["bob/01_fgsm.ipynb"].split()[1:3] == ["0/1", "0"] and "FGSM" in rows["bob/01_fgsm.ipynb"]
+    # a submission that does not even define the function: two cells fail, nothing is graded
+    assert rows["cy/01_fgsm.ipynb"].split()[1:3] == ["0/0", "2"]
+    assert (subs / "ada" / "01_fgsm.ipynb").read_text() == before  # submissions are not modified
+    assert cli.main(["grade", str(tmp_path / "missing")]) == 2

@@ -133,3 +133,26 @@ def test_generator_explorer_runs_forward_passes_only(device):
     assert len(images) == 4 and "30 generated examples" in ex.caption.value
     for k, m in pairs.items():
         assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
+
+
+def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
+    from metaadv_edu import covers
+
+    torch.manual_seed(0)
+    nets = {"a": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
+            "b": models.TinyCNN(3, 3, width=4, image_size=8).to(device)}
+    tasks = covers.cover_tasks(3, n_way=3, k_shot=2, k_query=2, size=8, pool="meta-test",
+                               generator=torch.Generator().manual_seed(0), device=device)
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in nets.items()}
+    open_figures = plt.get_fignums()
+    ex = explorers.robust_few_shot_explorer(nets, tasks, epsilon=0.0, inner_lr=0.2)
+    images = {ex.image.value}
+    assert "PGD <b>" in ex.caption.value and "2 clean covers per class" in ex.caption.value
+    for name, value in (("epsilon", 0.1), ("inner_lr", 0.01), ("learner", "a"), ("task", 2)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 5, "each slider move must change the picture"
+    for k, m in nets.items():
+        assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
+        assert no_grads(m)
+    assert plt.get_fignums() == open_figures
