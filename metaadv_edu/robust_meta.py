@@ -107,12 +107,13 @@ def adapt_tasks(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, par
     steps = v.integer("steps", steps, low=0)
     if not isinstance(inner_lr, (torch.Tensor, dict)):
         inner_lr = v.positive("inner_lr", inner_lr)
-    params = params_of(model, detach=True) if params is None else {k: p.detach() for k, p in params.items()}
+    # Constants, and first-order steps: no autograd graph is kept, so memory does not grow with steps.
+    params = {k: p.detach() for k, p in (params_of(model) if params is None else params).items()}
     n = tasks.x_support.shape[0]
     if steps == 0:
         return {k: p.expand(n, *p.shape) for k, p in params.items()}
-    adapted = vmap(lambda xs, ys: maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps))(
-        tasks.x_support, tasks.y_support)
+    adapted = vmap(lambda xs, ys: maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps,
+                                             first_order=True))(tasks.x_support, tasks.y_support)
     return {k: p.detach() for k, p in adapted.items()}
 
 
