@@ -47,8 +47,8 @@ def main() -> None:
         "epsilon": [0.0, 0.25, 0.5], "task": [1, 2, 3]})))
     tasks = covers.cover_tasks(10, n_way=5, k_shot=5, k_query=5, size=16, pool="meta-test",
                                generator=torch.Generator().manual_seed(11), device=device)
-    ex = explorers.robust_few_shot_explorer({"MAML": zoo.covers_maml(0.0, device)[0],
-                                             "adversarial querying": zoo.covers_maml(8 / 255, device)[0]}, tasks)
+    ex = explorers.robust_few_shot_explorer({"MAML": zoo.cover_maml(0.0, device)[0],
+                                             "adversarial querying": zoo.cover_maml(8 / 255, device)[0]}, tasks)
     rows.append(("08 robust few-shot explorer", *sweep(ex, {
         "epsilon": [0.0, 4 / 255, 8 / 255, 16 / 255], "inner_lr": [0.01, 0.1, 0.2, 0.5], "task": [1, 5, 9],
         "learner": ["MAML", "adversarial querying"]})))

@@ -456,7 +456,7 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
 
     def attacked(model, params, x, y, eps, clamp=True, sign=1.0):
         return functional_attack(model, params, x, y, torch.zeros_like(x), epsilon=eps, steps=1,
-                                 step_size=sign * eps if eps else 1.0, clamp=clamp) if eps else x
+                                 step_size=sign * eps, clamp=clamp)
 
     def body() -> str:
         for device in _devices():

@@ -158,6 +158,11 @@ def robust_task_accuracy(model: nn.Module, tasks: Tasks, epsilons: Sequence[floa
     """
     _check_classification(tasks)
     adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps, params=params)
+    return _accuracy_under_attack(model, adapted, tasks, epsilons, attack=attack, attack_steps=attack_steps,
+                                  generator=generator)
+
+
+def _accuracy_under_attack(model, adapted, tasks, epsilons, *, attack, attack_steps, generator) -> torch.Tensor:
     rows = []
     for eps in epsilons:
         x_adv = attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=eps, attack=attack,
@@ -175,14 +180,16 @@ def evaluate_learners(learners: dict[str, Learner], tasks: Tasks, epsilons: Sequ
                       seed: int = 0) -> dict[tuple[str, str], torch.Tensor]:
     """:func:`robust_task_accuracy` for every learner and attack on the same tasks and random starts:
     ``{(learner, attack): accuracies of shape (len(epsilons), n_tasks)}``."""
+    _check_classification(tasks)
     for a in attacks:
         v.choice("attacks[i]", a, ATTACKS)
     out = {}
     for name, (model, inner_lr, steps) in learners.items():
+        adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)  # once, shared by the attacks
         for a in attacks:
-            out[name, a] = robust_task_accuracy(model, tasks, epsilons, inner_lr=inner_lr, steps=steps, attack=a,
-                                                attack_steps=attack_steps,
-                                                generator=torch.Generator().manual_seed(seed))
+            out[name, a] = _accuracy_under_attack(model, adapted, tasks, epsilons, attack=a,
+                                                  attack_steps=attack_steps,
+                                                  generator=torch.Generator().manual_seed(seed))
     return out
 
 

@@ -20,9 +20,9 @@ __all__ = [
     "adversarial_generator",
     "cover_attack_pools",
     "cover_detector",
+    "cover_maml",
     "cover_pretrained",
     "cover_task_generator",
-    "covers_maml",
     "digits_cnn",
     "digits_cnn_adversarial",
     "digits_cnn_generator_hardened",
@@ -415,7 +415,7 @@ def _timed(train):
     return timed
 
 
-def covers_maml(epsilon: float = 0.0, device=None, *, attack_steps: int = 2):
+def cover_maml(epsilon: float = 0.0, device=None, *, attack_steps: int = 2):
     """A few-shot cover classifier meta-trained on the meta-train genres (notebook 08).
 
     ``epsilon = 0``: MAML on clean tasks. ``epsilon > 0``: adversarial querying, with the query sets
@@ -473,7 +473,7 @@ def cover_pretrained(epsilon: float = 0.0, device=None, *, n_genres: int = 64):
 
 def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *,
                          iterations: int = 150):
-    """An adversarial generator trained against :func:`covers_maml` (``target_epsilon``) *after* it
+    """An adversarial generator trained against :func:`cover_maml` (``target_epsilon``) *after* it
     adapts to each task: one forward pass attacks any new task's classifier. Returns (G, record)."""
     from metaadv_edu import gan, robust_meta
 
@@ -482,7 +482,7 @@ def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, 
     config = {"target_epsilon": round(v.nonnegative("target_epsilon", target_epsilon), 6),
               "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "hidden": 128, "lr": 1e-3,
               "iterations": v.integer("iterations", iterations), "seed": 0}
-    target, _ = covers_maml(target_epsilon, device)
+    target, _ = cover_maml(target_epsilon, device)
     build = _seeded(lambda: gan.PerturbationGenerator((3, c["size"], c["size"]), epsilon, hidden=config["hidden"]),
                     config["seed"])
 
@@ -509,7 +509,7 @@ def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
     """Perturbed query covers for part B of notebook 08, ``{"meta-train"|"meta-test": {name: covers}}``.
 
     Each pool holds the query covers of 40 tasks (1,000 covers) and every kind of perturbation of
-    them, made against :func:`covers_maml` adapted to each task; ``"clean"`` holds the originals. The
+    them, made against :func:`cover_maml` adapted to each task; ``"clean"`` holds the originals. The
     generator is :func:`cover_task_generator` with its budget raised to 32/255 (ε multiplies its tanh
     output). Deterministic; computed once per device and process.
     """
@@ -521,7 +521,7 @@ def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
     if device in _pool_memo:
         return _pool_memo[device]
     c = COVER_FEW_SHOT
-    victim, _ = covers_maml(0.0, device)
+    victim, _ = cover_maml(0.0, device)
     perturber, _ = cover_task_generator(0.0, 8 / 255, device)
     perturber = copy.deepcopy(perturber)
     perturber.epsilon = DETECTION["epsilon"]

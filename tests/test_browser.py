@@ -188,7 +188,7 @@ def test_voila_demo_renders_and_responds(browser, tmp_path):
                             start_new_session=True)
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120  # Voilà starts slowly on a busy 2-core machine
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
