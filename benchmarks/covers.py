@@ -7,7 +7,8 @@ import time
 
 import torch
 
-from metaadv_edu import covers, pick_device, zoo
+from metaadv_edu import covers, pick_device
+from metaadv_edu.chapters import start_here
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
         print(f"covers/s ({n_genres:>6} distinct genres, 20,000 covers): {20_000 / best:,.0f}")
     device = pick_device()
     start = time.perf_counter()
-    _, record = zoo.library_cnn(device)
+    _, record = start_here.library_cnn(device)
     print(f"cover classifier on 10 genres: test accuracy {record['test_accuracy']:.1%} "
           f"(loaded or trained in {time.perf_counter() - start:.1f} s on {device})")
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,12 @@ import torch
 from torch import nn
 
 from metaadv_edu import _validate as v
+from metaadv_edu import training
 
-__all__ = ["CacheWarning", "cache_dir", "cache_path", "config_key", "load_or_train"]
+__all__ = [
+    "CacheWarning", "cache_dir", "cache_path", "config_key", "fit_classifier", "load_or_train", "seeded",
+    "timed",
+]
 
 ENV_VAR = "METAADV_CACHE"
 FORMAT = 1
@@ -138,3 +143,32 @@ def load_or_train(name: str, config: dict, build: Callable[[], nn.Module],
                           "retrained next time", CacheWarning, stacklevel=2)
     model.eval()
     return model, extra
+
+
+# ------------------------------------------------------------------ pieces of the recipes
+def seeded(factory, seed: int):
+    """A ``build`` function for the cache: the same initial weights every call."""
+    def build():
+        torch.manual_seed(seed)
+        return factory()
+
+    return build
+
+
+def fit_classifier(model, x, y, eval_data, *, epochs, lr, batch_size=64, seed=0, desc="training", **kwargs):
+    """Train a classifier with a seeded shuffle; the record a recipe stores: history and test accuracy."""
+    torch.manual_seed(seed)
+    history = training.train_classifier(
+        model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, eval_data=eval_data,
+        generator=torch.Generator().manual_seed(seed), desc=desc, **kwargs)
+    return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
+
+
+def timed(train):
+    """Wrap a ``train(model)`` so that its record also holds the wall-clock training time."""
+    def timed(model):
+        start = time.perf_counter()
+        record = train(model) or {}
+        return {**record, "train_seconds": time.perf_counter() - start}
+
+    return timed

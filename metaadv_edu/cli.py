@@ -1,4 +1,4 @@
-"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``build``, ``demo`` and ``student``.
+"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo``, ``student`` and ``grade``.
 
 Run ``metaadv-edu COMMAND --help`` for the options of each.
 """
@@ -107,19 +107,24 @@ def doctor(_args) -> int:
 
 
 def execute(args) -> int:
-    from metaadv_edu.notebooks import execute_notebook, find_notebooks, stale_reason
+    from metaadv_edu.notebooks import execute_notebook, find_notebooks, pair_difference, stale_reason, sync_pair
 
     paths = [p for target in (args.notebooks or [str(_notebooks_dir())]) for p in find_notebooks(target)]
     if not paths:
         print("no notebooks found", file=sys.stderr)
         return 2
     if args.check:
-        stale = [(p, r) for p in paths if (r := stale_reason(p))]
+        stale = [(p, r) for p in paths if (r := pair_difference(p) or stale_reason(p))]
         for p, reason in stale:
             print(f"stale: {p.name}: {reason}")
         print(f"{len(paths) - len(stale)} of {len(paths)} notebooks have current outputs")
         return 1 if stale else 0
     for path in paths:
+        side = sync_pair(path)
+        if side != "unchanged":
+            print(f"synced {path.name} from its {'text twin' if side == 'text' else 'notebook'}", flush=True)
+        if args.sync_only:
+            continue
         print(f"executing {path.name} …", flush=True)
         seconds = execute_notebook(path, timeout=args.timeout)
         print(f"  done in {seconds:.1f} s", flush=True)
@@ -145,24 +150,6 @@ def demo(args) -> int:
     if args.no_browser:
         cmd.append("--no-browser")
     return subprocess.call(cmd, cwd=nb_dir)
-
-
-def build(args) -> int:
-    from metaadv_edu.notebooks import build_notebook, execute_notebook
-
-    nb_dir = _notebooks_dir()
-    src = nb_dir / "src"
-    names = args.names or sorted(p.stem for p in src.glob("*.cells"))
-    for name in names:
-        source = src / f"{Path(name).stem}.cells"
-        if not source.exists():
-            print(f"no source {source}", file=sys.stderr)
-            return 2
-        out = build_notebook(source, nb_dir)
-        print(f"built {out.name}", flush=True)
-        if args.execute:
-            print(f"  executed in {execute_notebook(out, timeout=args.timeout):.1f} s", flush=True)
-    return 0
 
 
 def student(args) -> int:
@@ -211,16 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("doctor", help="check this machine for the course")
     p.set_defaults(func=doctor)
-    p = sub.add_parser("execute", help="re-execute the notebooks in place to refresh their outputs")
+    p = sub.add_parser("execute", help="sync each notebook with its text twin, then re-execute it in place")
     p.add_argument("notebooks", nargs="*", help="notebooks or folders (default: notebooks/)")
     p.add_argument("--check", action="store_true", help="only report notebooks with stale outputs")
+    p.add_argument("--sync-only", action="store_true",
+                   help="only sync each notebook with its text twin in notebooks/src/, do not execute")
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     p.set_defaults(func=execute)
-    p = sub.add_parser("build", help="rebuild notebooks from their sources in notebooks/src/*.cells")
-    p.add_argument("names", nargs="*", help="e.g. 01_fgsm (default: all)")
-    p.add_argument("--execute", action="store_true", help="execute each built notebook in place")
-    p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
-    p.set_defaults(func=build)
     p = sub.add_parser("demo", help="serve a notebook as a Voilà app")
     p.add_argument("notebook", help="e.g. 01_fgsm")
     p.add_argument("--port", type=int, default=8866)

@@ -22,15 +22,8 @@ from metaadv_edu import _validate as v
 from metaadv_edu.data import Tasks
 
 __all__ = [
-    "GENRE_NAMES",
-    "MOTIFS",
-    "POOLS",
-    "cover_tasks",
-    "genre_recipe",
-    "library_dataset",
-    "render_covers",
-    "sample_covers",
-    "sample_genres",
+    "GENRE_NAMES", "MOTIFS", "POOLS", "cover_tasks", "genre_recipe", "library_dataset", "render_covers",
+    "sample_covers", "sample_genres",
 ]
 
 GENRE_NAMES = (

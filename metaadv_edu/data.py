@@ -18,14 +18,7 @@ import torch
 
 from metaadv_edu import _validate as v
 
-__all__ = [
-    "GaussianMixture",
-    "Tasks",
-    "few_shot_tasks",
-    "load_digits",
-    "ring_mixture",
-    "sine_tasks",
-]
+__all__ = ["GaussianMixture", "Tasks", "few_shot_tasks", "load_digits", "ring_mixture", "sine_tasks"]
 
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from metaadv_edu import _validate as v
 
 __all__ = [
-    "PerturbationGenerator", "adversarial_generator_losses", "discriminator_loss",
-    "generator_loss", "harden_with_generator", "js_divergence", "optimal_discriminator",
-    "train_adversarial_generator", "train_gan", "value_function",
+    "PerturbationGenerator", "adversarial_generator_losses", "discriminator_loss", "generator_loss",
+    "harden_with_generator", "js_divergence", "optimal_discriminator", "train_adversarial_generator",
+    "train_gan", "value_function",
 ]
 
 

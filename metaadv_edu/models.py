@@ -9,7 +9,7 @@ from torch import nn
 
 from metaadv_edu import _validate as v
 
-__all__ = ["MLP", "LogisticRegression", "SineRegressor", "TinyCNN", "count_parameters"]
+__all__ = ["MLP", "LogisticRegression", "SineRegressor", "TinyCNN", "count_parameters", "mlp"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -81,3 +81,14 @@ class SineRegressor(nn.Sequential):
             nn.Linear(1, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 1)
         )
 
+
+def mlp(sizes, act, last=None) -> nn.Sequential:
+    """Linear layers of the given ``sizes`` with ``act()`` between them and ``last`` (a module) at the end."""
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    if last is not None:
+        layers.append(last)
+    return nn.Sequential(*layers)

@@ -1,4 +1,9 @@
-"""Executing the course's notebooks and telling whether their stored outputs are current.
+"""Executing the course's notebooks, keeping them paired with their text twins, and telling whether
+their stored outputs are current.
+
+Each ``notebooks/NAME.ipynb`` (stored executed, with outputs) is paired by jupytext with
+``notebooks/src/NAME.md`` (MyST Markdown: the reviewable source). Edit either side; :func:`sync_pair`
+(``metaadv-edu execute`` calls it first) or ``jupytext --sync`` makes them equal again.
 
 ``metaadv-edu execute`` re-runs every notebook in place, in order, and records in each notebook's
 metadata a digest of its code and of this package's source. ``metaadv-edu execute --check`` compares
@@ -16,15 +21,8 @@ from pathlib import Path
 import nbformat
 
 __all__ = [
-    "build_notebook",
-    "execute_notebook",
-    "find_notebooks",
-    "grade_notebook",
-    "package_digest",
-    "parse_cells",
-    "source_digest",
-    "stale_reason",
-    "student_copy",
+    "execute_notebook", "find_notebooks", "grade_notebook", "package_digest", "pair_difference", "source_digest",
+    "source_path", "stale_reason", "student_copy", "sync_pair",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -55,8 +53,8 @@ def source_digest(nb) -> str:
 
 def package_digest() -> str:
     h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
-        h.update(path.name.encode())
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -147,48 +145,68 @@ def student_copy(path: str | Path, out_dir: str | Path) -> tuple[Path, int]:
 
 
 # ------------------------------------------------------------------------- notebook sources
-def parse_cells(text: str) -> list:
-    """Cells from the plain-text source format of ``notebooks/src/*.cells``.
+SOURCE_FORMAT = "md:myst"
 
-    A line ``%% md`` starts a Markdown cell, ``%% code`` a code cell; ``%% code tags=a,b`` adds cell
-    tags. Cells tagged ``solution`` are collapsed (their source hidden) in the built notebook.
+
+def source_path(path: str | Path) -> Path:
+    """The MyST Markdown twin of a course notebook: ``notebooks/NAME.ipynb`` ↔ ``notebooks/src/NAME.md``
+    (the pairing is configured in the repository's ``jupytext.toml``)."""
+    path = Path(path)
+    return path.parent / "src" / f"{path.stem}.md"
+
+
+def _source_text(nb, path: Path) -> str:
+    import jupytext
+    from jupytext.config import load_jupytext_config
+
+    return jupytext.writes(nb, fmt=SOURCE_FORMAT, config=load_jupytext_config(str(path.resolve())))
+
+
+def pair_difference(path: str | Path) -> str | None:
+    """Why a notebook and its text twin disagree, or None when the twin is exactly what jupytext
+    writes from the notebook (same cells, sources, tags and cell metadata)."""
+    path = Path(path)
+    twin = source_path(path)
+    if not twin.exists():
+        return f"{twin} is missing"
+    expected = _source_text(nbformat.read(str(path), as_version=4), path)
+    actual = twin.read_text(encoding="utf-8")
+    if expected == actual:
+        return None
+    for n, (a, b) in enumerate(zip(expected.splitlines(), actual.splitlines()), start=1):
+        if a != b:
+            return f"{twin.name} line {n} differs from the notebook: {b!r} vs {a!r}"
+    return f"{twin.name} and the notebook differ in length"
+
+
+def sync_pair(path: str | Path) -> str:
+    """Bring a notebook and its text twin to the same cells, the more recently edited side winning.
+
+    Returns ``"text"`` when the notebook's inputs were taken from the text file (outputs kept where the
+    code is unchanged), ``"notebook"`` when the text file was rewritten from the notebook, or
+    ``"unchanged"``.
     """
-    cells, kind, tags, lines = [], None, [], []
+    import jupytext
 
-    def flush():
-        if kind is None:
-            return
-        source = "\n".join(lines).strip("\n")
-        cell = (nbformat.v4.new_markdown_cell(source) if kind == "md"
-                else nbformat.v4.new_code_cell(source))
-        if tags:
-            cell.metadata["tags"] = tags
-        if SOLUTION_TAG in tags:
-            cell.metadata["jupyter"] = {"source_hidden": True}
-        cells.append(cell)
-
-    for line in text.splitlines():
-        if line.startswith("%% "):
-            flush()
-            parts = line[3:].split()
-            kind, lines = parts[0], []
-            tags = next((p[5:].split(",") for p in parts[1:] if p.startswith("tags=")), [])
-            if kind not in ("md", "code"):
-                raise ValueError(f"unknown cell kind in {line!r}: use '%% md' or '%% code'")
-        else:
-            lines.append(line)
-    flush()
-    return cells
-
-
-def build_notebook(source: str | Path, target_dir: str | Path) -> Path:
-    """Write ``target_dir/NAME.ipynb`` (no outputs) from ``source`` = ``.../NAME.cells``."""
-    source = Path(source)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = parse_cells(source.read_text(encoding="utf-8"))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nbformat.validate(nb)
-    out = Path(target_dir) / f"{source.stem}.ipynb"
-    nbformat.write(nb, str(out))
-    return out
+    path = Path(path)
+    twin = source_path(path)
+    if not twin.exists() or pair_difference(path) is None:
+        if not twin.exists():
+            twin.parent.mkdir(parents=True, exist_ok=True)
+            twin.write_text(_source_text(nbformat.read(str(path), as_version=4), path), encoding="utf-8")
+            return "notebook"
+        return "unchanged"
+    if twin.stat().st_mtime >= path.stat().st_mtime:
+        text_nb = jupytext.read(str(twin))
+        nb = nbformat.read(str(path), as_version=4)
+        merged = jupytext.combine.combine_inputs_with_outputs(text_nb, nb, fmt=SOURCE_FORMAT)
+        for key in ("metaadv_edu", "widgets", "language_info"):
+            if key in nb.metadata:
+                merged.metadata[key] = nb.metadata[key]
+        merged.metadata.pop("jupytext", None)
+        nbformat.write(merged, str(path))
+        if pair_difference(path) is not None:  # normalise the text side to jupytext's own rendering
+            twin.write_text(_source_text(merged, path), encoding="utf-8")
+        return "text"
+    twin.write_text(_source_text(nbformat.read(str(path), as_version=4), path), encoding="utf-8")
+    return "notebook"

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import nbformat
@@ -150,28 +151,64 @@ def test_course_notebooks_hide_their_solutions():
                 assert cell.metadata.get("jupyter", {}).get("source_hidden") is True
 
 
-def test_cell_source_format_round_trip(tmp_path):
-    src = tmp_path / "09_demo.cells"
-    src.write_text("%% md\n# Title\n\ntext\n%% code\nx = 1\n%% code tags=solution\nx = 2\n")
-    out = notebooks.build_notebook(src, tmp_path)
-    nb = nbformat.read(str(out), as_version=4)
-    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]
-    assert nb.cells[0].source == "# Title\n\ntext"
-    assert nb.cells[2].metadata["tags"] == ["solution"] and nb.cells[2].metadata["jupyter"]["source_hidden"]
-    with pytest.raises(ValueError, match="unknown cell kind"):
-        notebooks.parse_cells("%% python\nx = 1\n")
+def test_every_course_notebook_equals_its_text_twin():
+    paths = notebooks.find_notebooks(ROOT / "notebooks")
+    assert {notebooks.source_path(p).name for p in paths} == {p.name for p in (ROOT / "notebooks" / "src").glob("*.md")}
+    out_of_sync = {p.name: r for p in paths if (r := notebooks.pair_difference(p))}
+    assert not out_of_sync, f"run `metaadv-edu execute --sync-only`: {out_of_sync}"
 
 
-def test_every_notebook_has_a_source():
-    sources = {p.stem for p in (ROOT / "notebooks" / "src").glob("*.cells")}
-    assert {p.stem for p in notebooks.find_notebooks(ROOT / "notebooks")} == sources
+def _pair(tmp_path):
+    (tmp_path / "jupytext.toml").write_text((ROOT / "jupytext.toml").read_text())
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    solution = nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}})
+    solution.outputs = [nbformat.v4.new_output("stream", text="kept\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\n$$a = b$$"), nbformat.v4.new_code_cell("x = 1"), solution]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "09_demo.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_sync_writes_the_twin_then_takes_edits_from_either_side(tmp_path):
+    path = _pair(tmp_path)
+    assert notebooks.sync_pair(path) == "notebook"
+    twin = notebooks.source_path(path)
+    text = twin.read_text()
+    assert "tags: [solution]" in text and "source_hidden: true" in text and "$$a = b$$" in text
+    assert notebooks.pair_difference(path) is None and notebooks.sync_pair(path) == "unchanged"
+
+    twin.write_text(text.replace("x = 1", "x = 10"))  # a fix made in the text file
+    os.utime(twin, (path.stat().st_mtime + 5,) * 2)
+    assert notebooks.pair_difference(path) is not None
+    assert notebooks.sync_pair(path) == "text"
+    nb = nbformat.read(str(path), as_version=4)
+    assert nb.cells[1].source == "x = 10"
+    assert nb.cells[2].metadata["tags"] == ["solution"] and nb.cells[2].outputs[0]["text"] == "kept\n"
+
+    nb.cells[0].source = "# Title, fixed in JupyterLab"  # a fix made in the notebook
+    nbformat.write(nb, str(path))
+    os.utime(path, (twin.stat().st_mtime + 5,) * 2)
+    assert notebooks.sync_pair(path) == "notebook"
+    assert "# Title, fixed in JupyterLab" in twin.read_text()
+    assert notebooks.pair_difference(path) is None
+
+
+def test_execute_sync_only_reports_and_fixes_a_stale_twin(tmp_path, capsys):
+    path = _pair(tmp_path)
+    assert cli.main(["execute", "--check", str(path)]) == 1
+    assert "is missing" in capsys.readouterr().out
+    assert cli.main(["execute", "--sync-only", str(path)]) == 0
+    assert notebooks.pair_difference(path) is None
 
 
 def _submission(path, body):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("from metaadv_edu import attacks, exercises"),
+    nb.cells = [nbformat.v4.new_code_cell("from metaadv_edu import attacks\nfrom metaadv_edu.chapters import fgsm"),
                 nbformat.v4.new_code_cell(body),
-                nbformat.v4.new_code_cell("exercises.check_fgsm(my_fgsm);")]
+                nbformat.v4.new_code_cell("fgsm.check_fgsm(my_fgsm);")]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
 

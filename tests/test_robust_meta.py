@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import attacks, covers, gan, maml, models, robust_meta
+from metaadv_edu import attacks, covers, detection, gan, maml, models, robust_meta
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import forward, params_of
 
@@ -162,7 +162,7 @@ def test_task_generator_learns_to_fool_adapted_models():
 def test_perturbation_pools_stay_in_the_budget(device, kind):
     model, tasks = _model(device), _tasks(device)
     perturber = gan.PerturbationGenerator((3, 8, 8), 0.05, hidden=16).to(device)
-    clean, pert = robust_meta.perturbation_pool(model, tasks, kind=kind, epsilon=0.05, inner_lr=0.3,
+    clean, pert = detection.perturbation_pool(model, tasks, kind=kind, epsilon=0.05, inner_lr=0.3,
                                                 perturber=perturber, generator=torch.Generator().manual_seed(0))
     assert clean.shape == pert.shape == (3 * 9, 3, 8, 8)
     assert (pert - clean).abs().max() <= 0.05 + 1e-6
@@ -173,7 +173,7 @@ def test_perturbation_pools_stay_in_the_budget(device, kind):
 def test_detection_tasks_are_balanced_and_use_different_originals(device):
     clean = torch.arange(40, device=device, dtype=torch.float32).view(40, 1).expand(40, 4).reshape(40, 1, 2, 2)
     perturbed = clean + 0.5
-    tasks = robust_meta.detection_tasks(clean, [perturbed], 5, k_shot=3, k_query=4,
+    tasks = detection.detection_tasks(clean, [perturbed], 5, k_shot=3, k_query=4,
                                         generator=torch.Generator().manual_seed(0))
     assert tasks.x_support.shape == (5, 6, 1, 2, 2) and tasks.x_query.shape == (5, 8, 1, 2, 2)
     assert (tasks.y_support.sum(1) == 3).all() and (tasks.y_query.sum(1) == 4).all()
@@ -206,13 +206,13 @@ def test_bad_shapes_and_pools():
     with pytest.raises(ValueError, match="adapted parameters hold"):
         robust_meta.attack_tasks(model, adapted, tasks.x_query[:2], tasks.y_query[:2], epsilon=0.1)
     with pytest.raises(ValueError, match="perturbed"):
-        robust_meta.detection_tasks(torch.rand(10, 3), [torch.rand(9, 3)], 2, k_shot=1, k_query=1)
+        detection.detection_tasks(torch.rand(10, 3), [torch.rand(9, 3)], 2, k_shot=1, k_query=1)
     with pytest.raises(ValueError, match="k_shot"):
-        robust_meta.detection_tasks(torch.rand(10, 3), [torch.rand(10, 3)], 2, k_shot=3, k_query=3)
+        detection.detection_tasks(torch.rand(10, 3), [torch.rand(10, 3)], 2, k_shot=3, k_query=3)
     with pytest.raises(TypeError, match="integer class labels"):
         robust_meta.robust_task_accuracy(model, Tasks(tasks.x_support, tasks.y_support.float(), tasks.x_query,
                                                       tasks.y_query.float()), [0.1], inner_lr=0.3)
     with pytest.raises(ValueError, match="perturber"):
-        robust_meta.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3)
+        detection.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3)
     with pytest.raises(ValueError, match="n_way"):
         robust_meta.with_new_head(model, 1)

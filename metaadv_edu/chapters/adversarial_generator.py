@@ -1,0 +1,142 @@
+"""Notebook 04 · The adversarial generator (library: :mod:`metaadv_edu.gan`): models, explorer, exercise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from metaadv_edu import _validate as v
+from metaadv_edu import cache, data, grading, models, panels
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.chapters.start_here import digits_cnn
+from metaadv_edu.widgets import Explorer, int_slider
+
+__all__ = ["adversarial_generator", "check_bounded_perturbation", "digits_cnn_generator_hardened", "generator_explorer"]
+
+
+def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None, *, steps: int = 800):
+    """The adversarial generator G(x, z) = clip(x + ε·tanh(·)) and its discriminator, trained against
+    the fixed digits CNN (notebook 04). Returns ``(ModuleDict(G, D), record)``."""
+
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "lr_g": v.positive("lr_g", lr_g),
+              "lr_d": 1e-3, "gan_weight": 0.03, "steps": v.integer("steps", steps), "batch_size": 128,
+              "seed": 0}
+    target, _ = digits_cnn(device)
+    x, y = data.load_digits("train", device=device)
+
+    build = cache.seeded(lambda: nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), epsilon),
+                              "D": nn.Sequential(nn.Flatten(), models.mlp([64, 64, 1], lambda: nn.LeakyReLU(0.2)))}),
+                    config["seed"])
+
+    def train(pair):
+        h = gan.train_adversarial_generator(
+            pair["G"], pair["D"], target, x, y, steps=config["steps"], lr_g=config["lr_g"],
+            lr_d=config["lr_d"], batch_size=config["batch_size"], gan_weight=config["gan_weight"],
+            rng=torch.Generator().manual_seed(config["seed"]))
+        return {k: h[k][::5] for k in ("d_loss", "g_loss", "fooled")}
+
+    return load_or_train("adversarial-generator", config, build, train, device=device)
+
+
+def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: int = 1500):
+    """The digits CNN, starting from :func:`digits_cnn`, fine-tuned on clean and generated examples
+    while a fresh adversarial generator keeps attacking it (notebook 04's AI-vs-AI defence)."""
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "steps": v.integer("steps", steps),
+              "seed": 0, "start": "digits-cnn"}
+    x, y = data.load_digits("train", device=device)
+
+    build = cache.seeded(lambda: models.TinyCNN(1, 10, width=16, image_size=8), config["seed"])
+
+    def train(model):
+        start, _ = digits_cnn(device)
+        model.load_state_dict(start.state_dict())
+        torch.manual_seed(config["seed"])
+        h = gan.harden_with_generator(model, x, y, epsilon=epsilon, steps=config["steps"],
+                                      rng=torch.Generator().manual_seed(config["seed"]))
+        return {"fooled": h["fooled"][::5], "f_loss": h["f_loss"][::5]}
+
+    return load_or_train("digits-cnn-generator-hardened", config, build, train, device=device)
+
+
+def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classifier, x_show, y_show,
+                       x_eval, y_eval) -> Explorer:
+    """Cached adversarial generators on a grid of ε × generator learning rate: a slider move runs one
+    forward pass of the chosen generator (and a new noise draw), never a training step."""
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    epsilons = sorted({e for e, _ in pairs})
+    lrs = sorted({lr for _, lr in pairs})
+    labels = [str(i) for i in range(10)]
+    rows: list = []
+    p_clean = panels.probabilities(classifier, x_show)
+
+    def setup(fig):
+        rows.append(panels.AttackPanels(fig, x_show, labels))
+
+    def draw(fig, *, epsilon, lr_g, noise):
+        pair = pairs[(epsilon, lr_g)]
+        g = torch.Generator().manual_seed(noise)
+        with torch.no_grad():
+            z = torch.randn(len(x_show), pair["G"].noise_dim, generator=g).to(x_show.device)
+            x_adv = pair["G"](x_show, z)
+            score = torch.sigmoid(pair["D"](x_adv)).view(-1)
+            z_eval = torch.randn(len(x_eval), pair["G"].noise_dim, generator=g).to(x_eval.device)
+            adv_eval = pair["G"](x_eval, z_eval)
+            acc = float((classifier(adv_eval).argmax(1) == y_eval).float().mean())
+            d_real = float(torch.sigmoid(pair["D"](x_eval)).mean())
+            d_fake = float(torch.sigmoid(pair["D"](adv_eval)).mean())
+        rows[0].show(x_show, x_adv, y_show, p_clean, panels.probabilities(classifier, x_adv), epsilon)
+        for i, ax in enumerate(rows[0].axes[:, 1]):
+            ax.set_title(f"δ = G(x, z) − x · D(x_adv) = {score[i]:.2f}", fontsize=8)
+        return (f"generator ε = {epsilon:g}, lr_G = {lr_g:g}: classifier accuracy on {len(x_eval)} generated "
+                f"examples <b>{acc:.1%}</b>; discriminator's mean score: real {d_real:.2f}, generated {d_fake:.2f}")
+
+    sliders = {
+        "epsilon": w.SelectionSlider(options=epsilons, value=epsilons[len(epsilons) // 2],
+                                     description="ε — perturbation budget", continuous_update=False,
+                                     style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "lr_g": w.SelectionSlider(options=lrs, value=lrs[-1], description="generator learning rate",
+                                  continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "noise": int_slider("z — noise seed", 0, 0, 20),
+    }
+    return Explorer(draw, sliders, setup=setup, title="The adversarial generator (cached models)",
+                    figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)
+
+
+def check_bounded_perturbation(my_output: Callable) -> bool:
+    """Grade ``my_output(x, h, epsilon) -> x_adv``: the adversarial generator's output layer
+    clip(x + ε·tanh(h), 0, 1), which keeps ‖x_adv − x‖∞ ≤ ε by construction."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, eps in ((0, 0.1), (1, 0.3), (2, 0.0)):
+                g = torch.Generator().manual_seed(seed)
+                x = torch.rand(5, 1, 4, 4, generator=g).to(device)
+                h = (3 * torch.randn(5, 1, 4, 4, generator=g)).to(device)
+                ref = (x + eps * torch.tanh(h)).clamp(0, 1)
+                out = grading.tensor_like(grading.call(my_output, x, h, eps), x, "x_adv")
+                if grading.close(out, ref):
+                    continue
+                if grading.close(out, x + eps * torch.tanh(h)):
+                    raise grading.Stop("clip the result to [0, 1]: it must stay a valid image")
+                if grading.close(out, (x + (x + torch.tanh(h)).clamp(x - eps, x + eps) - x).clamp(0, 1)) or \
+                        grading.close(out, (x + h.clamp(-eps, eps)).clamp(0, 1)):
+                    raise grading.Stop("bounded, but clamping h kills the gradient wherever the bound is active; "
+                                "ε·tanh(h) is smooth and still strictly inside the ball")
+                if grading.close(out, (x + torch.tanh(h)).clamp(0, 1)):
+                    raise grading.Stop("scale the tanh by ε: tanh alone lies in (−1, 1)")
+                raise grading.Stop("not clip(x + ε·tanh(h), 0, 1)")
+        return "clip(x + ε·tanh(h), 0, 1): bounded and differentiable"
+
+    return grading.run("bounded perturbation", body)

@@ -1,0 +1,192 @@
+"""Notebook 02 · Adversarial training (library: :mod:`metaadv_edu.defenses`): hardened models, explorer, exercises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import _validate as v
+from metaadv_edu import attacks, cache, covers, data, grading, models, panels
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.plotting import show_image
+from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider
+
+__all__ = [
+    "check_mixed_loss", "check_pgd_step", "digits_cnn_adversarial", "library_cnn_adversarial",
+    "robustness_explorer",
+]
+
+
+def digits_cnn_adversarial(method: str = "pgd", epsilon: float = 0.1, device=None):
+    """The digits CNN trained by :func:`metaadv_edu.defenses.adversarial_training` (notebook 02).
+
+    Same architecture as :func:`digits_cnn`, 25 epochs; PGD training uses 5 steps of 2.5·ε/5.
+    """
+    from metaadv_edu import defenses
+
+    device = as_device(device)
+    v.choice("method", method, defenses.METHODS)
+    config = {"method": method, "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16,
+              "epochs": 25, "lr": 3e-3, "batch_size": 64, "pgd_steps": 5, "alpha": 0.5, "seed": 0}
+
+    build = cache.seeded(lambda: models.TinyCNN(1, 10, width=config["width"], image_size=8), config["seed"])
+
+    def train(model):
+        history = defenses.adversarial_training(
+            model, *data.load_digits("train", device=device), method=method, epsilon=epsilon,
+            alpha=config["alpha"], pgd_steps=config["pgd_steps"], epochs=config["epochs"],
+            lr=config["lr"], batch_size=config["batch_size"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+            eval_data=data.load_digits("test", device=device))
+        return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
+
+    return load_or_train(f"digits-cnn-{method}", config, build, train, device=device)
+
+
+def library_cnn_adversarial(epsilon: float = 16 / 255, device=None):
+    """The library's cover classifier hardened by PGD adversarial training (2 steps, notebook 02)."""
+    from metaadv_edu import defenses
+
+    device = as_device(device)
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16, "epochs": 6,
+              "lr": 3e-3, "batch_size": 64, "pgd_steps": 2, "seed": 0, "size": 32}
+
+    build = cache.seeded(lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32),
+                    config["seed"])
+
+    def train(model):
+        history = defenses.adversarial_training(
+            model, *covers.library_dataset("train", device=device), method="pgd", epsilon=epsilon,
+            pgd_steps=config["pgd_steps"], epochs=config["epochs"], lr=config["lr"],
+            batch_size=config["batch_size"], generator=torch.Generator().manual_seed(config["seed"]),
+            eval_data=covers.library_dataset("test", device=device))
+        return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
+
+    return load_or_train("library-cnn-pgd", config, build, train, device=device)
+
+
+def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_eval, y_eval, *,
+                        curves: dict[float, Sequence[float]], curve_epsilons: Sequence[float],
+                        labels: Sequence[str] | None = None, max_epsilon: float = 0.3,
+                        steps: int = 10) -> Explorer:
+    """Training ε (a cached model per grid value) × evaluation ε × attack step size.
+
+    ``curves[train_eps]`` holds precomputed PGD accuracies at ``curve_epsilons``; a slider move
+    attacks only the selected model at the selected evaluation ε.
+    """
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    labels = list(labels) if labels is not None else [str(i) for i in range(10)]
+    grid = sorted(models)
+    art: dict = {}
+
+    def setup(fig):
+        left, right = fig.subfigures(1, 2, width_ratios=[1, 1.25])
+        ax = right.subplots()
+        art["lines"] = {e: ax.plot(curve_epsilons, curves[e], marker="o", ms=3,
+                                   label=f"trained at ε = {e:g}")[0] for e in grid}
+        (art["star"],) = ax.plot([], [], "k*", ms=12, label="attack below")
+        ax.set_xlabel(f"evaluation ε (PGD-{steps})")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        axes = left.subplots(len(x_show), 2, squeeze=False)
+        art["axes"] = axes
+        art["clean"] = [show_image(x_show[i], axes[i, 0], title=f"clean ({labels[int(y_show[i])]})")
+                        for i in range(len(x_show))]
+        art["adv"] = [show_image(x_show[i], axes[i, 1]).images[0] for i in range(len(x_show))]
+
+    def draw(fig, *, train_epsilon, epsilon, step_size):
+        model = models[train_epsilon]
+        x_adv = panels.run_attack(model, x_show, y_show, epsilon, steps, step_size)
+        adv_eval = panels.run_attack(model, x_eval, y_eval, epsilon, steps, step_size)
+        acc = float((panels.probabilities(model, adv_eval).argmax(-1) == y_eval).float().mean())
+        for e, line in art["lines"].items():
+            line.set_linewidth(2.5 if e == train_epsilon else 1.0)
+            line.set_alpha(1.0 if e == train_epsilon else 0.45)
+        art["star"].set_data([epsilon], [acc])
+        p_adv = panels.probabilities(model, x_adv)
+        for i, image in enumerate(art["adv"]):
+            a = int(p_adv[i].argmax())
+            image.set_data(panels.image_hwc(x_adv[i]))
+            art["axes"][i, 1].set_title(f"attacked → {labels[a]} ({p_adv[i, a]:.0%})", fontsize=9,
+                                        color="tab:red" if a != int(y_show[i]) else "black")
+        return (f"model trained at ε = {train_epsilon:g}, attacked by PGD-{steps} (a = {step_size:.3f}) "
+                f"at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs <b>{acc:.1%}</b>")
+
+    sliders = {
+        "train_epsilon": w.SelectionSlider(options=grid, value=grid[len(grid) // 2],
+                                           description="training ε (cached models)",
+                                           continuous_update=False, style=LABEL_STYLE,
+                                           layout=w.Layout(**SLIDER_LAYOUT)),
+        "epsilon": epsilon_slider(0.1, max=max_epsilon, step=0.01,
+                                  description="ε — evaluation budget"),
+        "step_size": float_slider("a — attack step size", 0.025, 0.005, 0.1, 0.005,
+                                  readout_format=".3f"),
+    }
+    return Explorer(draw, sliders, setup=setup, title="Train ε × test ε", figsize=(9.5, 4.2), dpi=72)
+
+
+def check_pgd_step(my_step: Callable) -> bool:
+    """Grade ``my_step(x_adv, x, grad, epsilon, step_size) -> x_next``: one PGD ascent step,
+    projected onto the ε-ball around x and clamped to [0, 1]."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, eps, a in ((0, 0.1, 0.05), (1, 0.2, 0.3), (2, 0.0, 0.1)):
+                gen = torch.Generator().manual_seed(seed)
+                x = torch.rand(5, 1, 4, 4, generator=gen).to(device)
+                x_adv = (x + eps * (2 * torch.rand(x.shape, generator=gen).to(device) - 1)).clamp(0, 1)
+                grad = torch.randn(x.shape, generator=gen).to(device)
+                ref = (x + (x_adv + a * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+                out = grading.tensor_like(grading.call(my_step, x_adv, x, grad, eps, a), x, "x_next")
+                if grading.close(out, ref):
+                    continue
+                if grading.close(out, (x_adv + a * grad.sign()).clamp(0, 1)):
+                    raise grading.Stop("you forgot the projection: clamp δ = x_next − x to [−ε, ε] so the "
+                                "iterate stays in the ball")
+                if grading.close(out, x + (x_adv + a * grad.sign() - x).clamp(-eps, eps)):
+                    raise grading.Stop("project onto the ball, then clamp the image to [0, 1]")
+                if grading.close(out, (x + (x_adv - a * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)):
+                    raise grading.Stop("wrong sign: PGD ascends the loss (add a·sign(∇))")
+                if grading.close(out, (x + (x_adv + a * grad - x).clamp(-eps, eps)).clamp(0, 1)):
+                    raise grading.Stop("step along the sign of the gradient (steepest ascent for L∞)")
+                raise grading.Stop("not equal to Π(x_adv + a·sign(g)) clamped to [0, 1]")
+        return "ascent, projection onto the ε-ball and clamp all correct"
+
+    return grading.run("PGD step", body)
+
+
+def check_mixed_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(model, x, y, epsilon, alpha) -> loss``: Goodfellow's mixed objective
+    α·J(x) + (1 − α)·J(x + ε·sign(∇ₓJ)), a scalar whose gradient flows into the model."""
+
+    def body() -> str:
+        for model, x, y, eps in grading.cases():
+            for alpha in (0.5, 0.2):
+                x_adv = attacks.fgsm(model, x, y, eps)
+                clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
+                ref = alpha * clean + (1 - alpha) * adv
+                out = grading.call(my_loss, model, x, y, eps, alpha)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the loss as a single-number tensor")
+                if not out.requires_grad:
+                    raise grading.Stop("the loss has no gradient: do not detach it or compute it under "
+                                "torch.no_grad(), the model must learn from it")
+                value = out.detach().reshape(())
+                if grading.close(value, ref.detach()):
+                    continue
+                if grading.close(value, ((1 - alpha) * clean + alpha * adv).detach()):
+                    raise grading.Stop("α and 1 − α are swapped: α weighs the clean loss")
+                if grading.close(value, adv.detach()):
+                    raise grading.Stop("that is the adversarial loss alone; mix in the clean loss with weight α")
+                raise grading.Stop("not equal to α·J(x) + (1 − α)·J(x_FGSM) (with x_FGSM clamped to [0, 1])")
+        return "α·J(x) + (1 − α)·J(x_FGSM), with a gradient for the model"
+
+    return grading.run("mixed loss", body)

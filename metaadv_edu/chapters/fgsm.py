@@ -1,0 +1,122 @@
+"""Notebook 01 · FGSM (library: :mod:`metaadv_edu.attacks`): its model, explorer and exercises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from metaadv_edu import attacks, cache, data, grading, models, panels
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
+
+__all__ = ["attack_explorer", "check_fgsm", "check_first_order_gain", "digits_logreg"]
+
+
+def digits_logreg(device=None):
+    """Multinomial logistic regression on the 8×8 digits (notebook 01). Returns (model, record)."""
+    device = as_device(device)
+    config = {"epochs": 60, "lr": 0.05, "batch_size": 64, "seed": 0}
+
+    build = cache.seeded(lambda: models.LogisticRegression(64, 10), config["seed"])
+
+    def train(model):
+        return cache.fit_classifier(model, *data.load_digits("train", device=device),
+                    data.load_digits("test", device=device), epochs=config["epochs"],
+                    lr=config["lr"], desc="logistic regression")
+
+    return load_or_train("digits-logreg", config, build, train, device=device)
+
+
+def attack_explorer(model, x_show: torch.Tensor, y_show: torch.Tensor, x_eval: torch.Tensor,
+                    y_eval: torch.Tensor, *, labels: Sequence[str] | None = None,
+                    epsilon: float = 0.1, max_epsilon: float = 0.3) -> Explorer:
+    """ε, attack steps and step size → clean image, perturbation, attacked image and class
+    probabilities for a few inputs, and the accuracy under the same attack on ``(x_eval, y_eval)``."""
+    labels = list(labels) if labels is not None else [str(i) for i in range(10)]
+    rows: list[panels.AttackPanels] = []
+    p_clean = panels.probabilities(model, x_show)
+
+    def setup(fig):
+        rows.append(panels.AttackPanels(fig, x_show, labels))
+
+    def draw(fig, *, epsilon, steps, step_size):
+        x_adv = panels.run_attack(model, x_show, y_show, epsilon, steps, step_size)
+        rows[0].show(x_show, x_adv, y_show, p_clean, panels.probabilities(model, x_adv), epsilon)
+        adv_eval = panels.run_attack(model, x_eval, y_eval, epsilon, steps, step_size)
+        acc = float((panels.probabilities(model, adv_eval).argmax(-1) == y_eval).float().mean())
+        name = "FGSM (one step of size ε)" if steps == 1 else f"PGD, {steps} steps of a = {step_size:.3f}"
+        return (f"{name} at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs "
+                f"<b>{acc:.1%}</b>")
+
+    sliders = {
+        "epsilon": epsilon_slider(epsilon, max=max_epsilon, step=0.005),
+        "steps": int_slider("k — attack steps (1 = FGSM)", 1, 1, 20),
+        "step_size": float_slider("a — PGD step size", 0.02, 0.005, 0.1, 0.005, readout_format=".3f"),
+    }
+    return Explorer(draw, sliders, setup=setup, title="FGSM and PGD on test inputs",
+                    figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)
+
+
+def check_fgsm(my_fgsm: Callable) -> bool:
+    """Grade ``my_fgsm(model, x, y, epsilon) -> x_adv``: untargeted FGSM, clamped to [0, 1]."""
+
+    def body() -> str:
+        for model, x, y, eps in grading.cases():
+            model.zero_grad(set_to_none=True)
+            out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
+            if any(p.grad is not None for p in model.parameters()):
+                raise grading.Stop("your function left gradients in the model's parameters (that is what "
+                            "loss.backward() does): use torch.autograd.grad(loss, x) to get the "
+                            "gradient with respect to the input only")
+            ref = attacks.fgsm(model, x, y, eps)
+            if grading.close(out, ref):
+                continue
+            grad, _ = attacks.input_gradient(model, x, y)
+            if grading.close(out, (x - eps * grad.sign()).clamp(0, 1)):
+                raise grading.Stop("wrong sign: you stepped *down* the loss. FGSM adds ε·sign(∇ₓL) to "
+                            "increase the loss of the true class")
+            if grading.close(out, x + eps * grad.sign()):
+                raise grading.Stop("almost: the result must stay a valid image — clamp it to [0, 1]")
+            if grading.close(out, (x + eps * grad).clamp(0, 1)) or grading.close(out, x + eps * grad):
+                raise grading.Stop("you moved along the gradient itself; the L∞ maximiser uses only its "
+                            "sign, so that every pixel moves by exactly ε")
+            if eps == 0 and not grading.close(out, x):
+                raise grading.Stop("with ε = 0 the attack must return x unchanged")
+            raise grading.Stop(f"differs from the reference by up to {float((out - ref).abs().max()):.3g}; "
+                        "check that you differentiate the cross-entropy of (model(x), y) with "
+                        "respect to x")
+        return "matches the reference on every case, ε = 0 included, and leaves the model untouched"
+
+    return grading.run("FGSM", body)
+
+
+def check_first_order_gain(my_gain: Callable) -> bool:
+    """Grade ``my_gain(grad, epsilon) -> gain``: the first-order loss increase of FGSM per example,
+    ε‖g‖₁, for a batch of gradients of shape (B, ...); returns shape (B,)."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, shape in ((0, (4, 1, 8, 8)), (1, (3, 5)), (2, (2, 3, 4, 4))):
+                g = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+                for eps in (0.1, 0.25, 0.0):
+                    ref = eps * g.flatten(1).abs().sum(1)
+                    out = grading.call(my_gain, g, eps)
+                    if isinstance(out, torch.Tensor) and out.ndim == 0:
+                        raise grading.Stop("return one gain per example (shape (B,)), not a single number "
+                                    "for the whole batch")
+                    out = grading.tensor_like(out, ref, "gain")
+                    if grading.close(out, ref):
+                        continue
+                    if eps and grading.close(out, eps * g.flatten(1).norm(dim=1)):
+                        raise grading.Stop("you used the L2 norm: the dual norm of L∞ is L1, so the gain "
+                                    "is ε times the sum of |gᵢ|")
+                    if eps and grading.close(out, g.flatten(1).abs().sum(1)):
+                        raise grading.Stop("the gain scales with the budget: multiply by ε")
+                    if eps and grading.close(out, eps * g.flatten(1).sum(1)):
+                        raise grading.Stop("δ = ε·sign(g) gives δᵢgᵢ = ε|gᵢ| for every i: sum absolute values")
+                    raise grading.Stop("not equal to ε‖g‖₁ per example")
+        return "ε‖g‖₁ per example, for every shape and ε"
+
+    return grading.run("first-order gain", body)

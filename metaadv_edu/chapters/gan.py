@@ -1,0 +1,164 @@
+"""Notebook 03 · GANs (library: :mod:`metaadv_edu.gan`): the ring and digits GANs, dynamics explorer, exercise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from metaadv_edu import _validate as v
+from metaadv_edu import cache, data, grading, models
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.widgets import Explorer
+
+__all__ = ["check_discriminator_loss", "digits_gan", "gan_dynamics_explorer", "ring_gan"]
+
+
+def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1200):
+    """A GAN on the 2-D ring of 8 Gaussians (notebook 03): MLP generator 8-128-128-2 and
+    discriminator 2-128-128-1, Adam (lr_g = 1e-3), non-saturating loss. Returns
+    ``(ModuleDict(G, D), record)`` with the losses and 7 snapshots of 512 generated points."""
+
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"lr_d": v.positive("lr_d", lr_d), "k_disc": v.integer("k_disc", k_disc), "lr_g": 1e-3,
+              "steps": v.integer("steps", steps), "batch_size": 128, "noise_dim": 8, "seed": 0,
+              "ring": [8, 2.0, 0.05]}
+    ring = data.ring_mixture(*config["ring"])
+
+    build = cache.seeded(lambda: nn.ModuleDict({"G": models.mlp([8, 128, 128, 2], nn.ReLU),
+                              "D": models.mlp([2, 128, 128, 1], lambda: nn.LeakyReLU(0.2))}), config["seed"])
+
+    def train(pair):
+        h = gan.train_gan(pair["G"], pair["D"], lambda n, g: ring.sample(n, generator=g),
+                          noise_dim=config["noise_dim"], steps=config["steps"], k_disc=config["k_disc"],
+                          lr_g=config["lr_g"], lr_d=config["lr_d"], batch_size=config["batch_size"],
+                          generator_rng=torch.Generator().manual_seed(config["seed"]),
+                          snapshot_every=config["steps"] // 6, desc=f"ring GAN (lr_D={lr_d:g}, k={k_disc})")
+        return {"d_loss": h["d_loss"][::5], "g_loss": h["g_loss"][::5], "snapshot_steps": h["snapshot_steps"],
+                "snapshots": h["snapshots"]}
+
+    return load_or_train("ring-gan", config, build, train, device=device)
+
+
+def digits_gan(device=None, *, steps: int = 3000):
+    """A small fully connected GAN on the 8×8 digits (notebook 03): G 16-128-128-64 (sigmoid),
+    D 64-128-1, non-saturating loss. Returns ``(ModuleDict(G, D), record)``."""
+
+    from metaadv_edu import gan
+
+    device = as_device(device)
+    config = {"steps": v.integer("steps", steps), "lr": 1e-3, "batch_size": 64, "noise_dim": 16, "seed": 0}
+    x, _ = data.load_digits("train", device=device)
+    flat = x.flatten(1)
+
+    build = cache.seeded(lambda: nn.ModuleDict({"G": models.mlp([16, 128, 128, 64], nn.ReLU, nn.Sigmoid()),
+                              "D": models.mlp([64, 128, 1], lambda: nn.LeakyReLU(0.2))}), config["seed"])
+
+    def train(pair):
+        h = gan.train_gan(pair["G"], pair["D"],
+                          lambda n, g: flat[torch.randint(len(flat), (n,), generator=g).to(device)],
+                          noise_dim=config["noise_dim"], steps=config["steps"], lr_g=config["lr"],
+                          lr_d=config["lr"], batch_size=config["batch_size"],
+                          generator_rng=torch.Generator().manual_seed(config["seed"]), desc="digits GAN")
+        return {"d_loss": h["d_loss"][::10], "g_loss": h["g_loss"][::10]}
+
+    return load_or_train("digits-gan", config, build, train, device=device)
+
+
+def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer:
+    """Cached 2-D GAN runs on a grid of discriminator learning rates × discriminator steps per
+    generator step; a slider scrubs through the training snapshots. Nothing is trained."""
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    lrs = sorted({lr for lr, _ in runs})
+    ks = sorted({k for _, k in runs})
+    n_snap = min(len(r["snapshots"]) for r in runs.values())
+    means = ring.means.numpy()
+    art: dict = {}
+
+    def setup(fig):
+        ax, ax_loss = fig.subplots(1, 2, width_ratios=[1, 1.3])
+        ax.scatter(*means.T, s=300, facecolors="none", edgecolors="0.6", label="data modes")
+        art["pts"] = ax.scatter([], [], s=4, color="tab:red", alpha=0.5, label="generated")
+        ax.set_xlim(-3, 3)
+        ax.set_ylim(-3, 3)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper right")
+        (art["d"],) = ax_loss.plot([], [], lw=0.8, label="discriminator loss")
+        (art["g"],) = ax_loss.plot([], [], lw=0.8, label="generator loss")
+        art["mark"] = ax_loss.axvline(0, color="0.5", ls="--")
+        ax_loss.axhline(np.log(4), color="k", lw=0.6, ls=":", label="log 4 (D = ½ everywhere)")
+        ax_loss.set_xlabel("generator step")
+        ax_loss.set_ylim(0, 5)
+        ax_loss.legend(fontsize=7)
+        art["ax"], art["ax_loss"] = ax, ax_loss
+
+    def draw(fig, *, lr_d, k_disc, snapshot):
+        run = runs[(lr_d, k_disc)]
+        pts = np.asarray(run["snapshots"][snapshot])
+        art["pts"].set_offsets(pts)
+        steps = np.arange(len(run["d_loss"])) * 5
+        art["d"].set_data(steps, run["d_loss"])
+        art["g"].set_data(steps, run["g_loss"])
+        art["ax_loss"].set_xlim(0, steps[-1] + 5)
+        step = run["snapshot_steps"][snapshot]
+        art["mark"].set_xdata([step, step])
+        dist = np.linalg.norm(pts[:, None, :] - means[None], axis=2)
+        near = dist.min(1) < 0.3
+        covered = len(set(dist.argmin(1)[near].tolist()))
+        art["ax"].set_title(f"step {step}: {covered}/8 modes, {near.mean():.0%} of samples on a mode", fontsize=9)
+        return (f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
+                f"<b>{covered} of 8</b> modes covered")
+
+    def selection(options, value, description):
+        return w.SelectionSlider(options=options, value=value, description=description,
+                                 continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT))
+
+    sliders = {
+        "lr_d": selection(lrs, lrs[len(lrs) // 2], "discriminator (inner) lr"),
+        "k_disc": selection(ks, ks[0], "k — D steps per G step"),
+        "snapshot": w.IntSlider(value=n_snap - 1, min=0, max=n_snap - 1, description="training snapshot",
+                                continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+    }
+    return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)",
+                    figsize=(10, 4), dpi=72)
+
+
+def check_discriminator_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(real_logits, fake_logits) -> loss``: the discriminator's loss
+    −E log D(x) − E log(1 − D(G(z))) with D = sigmoid(logit), as a scalar."""
+    from metaadv_edu import gan
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, scale in ((0, 1.0), (1, 5.0), (2, 30.0)):
+                g = torch.Generator().manual_seed(seed)
+                real = (scale * torch.randn(16, 1, generator=g)).to(device)
+                fake = (scale * torch.randn(16, 1, generator=g)).to(device)
+                ref = gan.discriminator_loss(real, fake)
+                out = grading.call(my_loss, real, fake)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the loss as a single-number tensor (average over the batch)")
+                value = out.detach().reshape(()).to(ref.dtype)
+                if grading.close(value, ref, 1e-4):
+                    continue
+                if not torch.isfinite(value):
+                    raise grading.Stop("the loss is not finite for confident logits: log(sigmoid(s)) underflows; "
+                                "use F.logsigmoid or binary_cross_entropy_with_logits")
+                if grading.close(value, -ref, 1e-4):
+                    raise grading.Stop("that is V(D, G) itself; the discriminator *maximises* V, so its loss is −V")
+                if grading.close(value, gan.discriminator_loss(fake, real), 1e-4):
+                    raise grading.Stop("the labels are swapped: real samples are labelled 1, generated ones 0")
+                if grading.close(value, 16 * ref, 1e-3):
+                    raise grading.Stop("average over the batch instead of summing")
+                raise grading.Stop("not −E log D(x) − E log(1 − D(G(z)))")
+        return "−E log D(x) − E log(1 − D(G(z))), stable for confident logits"
+
+    return grading.run("discriminator loss", body)

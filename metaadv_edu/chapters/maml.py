@@ -1,0 +1,301 @@
+"""Notebook 05 · MAML (library: :mod:`metaadv_edu.maml`): the sinusoid models, the adaptation explorer, exercises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from matplotlib.ticker import NullLocator
+from torch import nn
+
+from metaadv_edu import _validate as v
+from metaadv_edu import cache, data, grading, models
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.widgets import Explorer, float_slider, int_slider
+
+__all__ = [
+    "SINE_META", "check_inner_step", "check_maml_meta_loss", "data_swap", "maml_explorer", "sine_maml",
+    "sine_pretrained", "sine_sampler",
+]
+
+
+SINE_META = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.01, "outer_lr": 1e-3}
+
+
+def sine_sampler(config: dict, device):
+    """Meta-batches of ``config["n_tasks"]`` sinusoid tasks with ``config["k_support"]`` points each."""
+    return lambda g: data.sine_tasks(config["n_tasks"], config["k_support"], generator=g, device=device)
+
+
+def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False,
+              k_support: int = 10):
+    """The 1-40-40-1 regressor meta-trained by MAML on sinusoids (notebook 05): one inner step,
+    K = 10, α = 0.01, Adam with β = 1e-3, meta-batch 25, as in Finn et al. (2017, §5.1) but with
+    fewer iterations (the paper ran 70,000)."""
+    from metaadv_edu import maml
+
+    device = as_device(device)
+    config = {**SINE_META, "iterations": v.integer("iterations", iterations),
+              "first_order": bool(first_order), "seed": 0,
+              "k_support": v.integer("k_support", k_support)}
+
+    build = cache.seeded(models.SineRegressor, config["seed"])
+
+    def train(model):
+        history = maml.meta_train(
+            model, sine_sampler(config, device),
+            iterations=config["iterations"], inner_lr=config["inner_lr"],
+            outer_lr=config["outer_lr"], first_order=config["first_order"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+            desc="FOMAML meta-training" if first_order else "MAML meta-training")
+        return {"meta_loss": history["meta_loss"][::10]}
+
+    name = "sine-fomaml" if first_order else "sine-maml"
+    return load_or_train(name, config, build, train, device=device)
+
+
+def sine_pretrained(device=None, *, iterations: int = 6000):
+    """The baseline of MAML's sinusoid experiment: the same network trained on all tasks jointly
+    (plain regression on points pooled from a batch of tasks), to be fine-tuned afterwards."""
+    import torch.nn.functional as F
+
+    device = as_device(device)
+    config = {**SINE_META, "iterations": v.integer("iterations", iterations), "seed": 0}
+
+    build = cache.seeded(models.SineRegressor, config["seed"])
+
+    def train(model):
+        g = torch.Generator().manual_seed(config["seed"])
+        opt = torch.optim.Adam(model.parameters(), lr=config["outer_lr"])
+        losses = []
+        sample = sine_sampler(config, device)
+        for _ in range(config["iterations"]):
+            t = sample(g)
+            loss = F.mse_loss(model(t.x_support), t.y_support)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        return {"loss": losses[::10]}
+
+    return load_or_train("sine-pretrained", config, build, train, device=device)
+
+
+def _adaptation_path(model, theta, xs, ys, grid, truth, inner_lr, keep_step, max_steps=10):
+    """Plain gradient descent on (xs, ys) from θ: the MSE on the whole curve after 0..max_steps
+    steps, and the prediction on ``grid`` after ``keep_step`` steps. One pass, no graph kept."""
+    import torch.nn.functional as F
+
+    from metaadv_edu.functional import forward
+
+    params = {k: p.detach().requires_grad_(True) for k, p in theta.items()}
+    losses, kept = [], None
+    for step in range(max_steps + 1):
+        with torch.no_grad():
+            pred = forward(model, params, grid)
+        losses.append(F.mse_loss(pred, truth))
+        if step == keep_step:
+            kept = pred
+        if step == max_steps:
+            break
+        grads = torch.autograd.grad(F.mse_loss(forward(model, params, xs), ys), list(params.values()))
+        params = {k: (p - inner_lr * g).detach().requires_grad_(True) for (k, p), g in zip(params.items(), grads)}
+    return torch.stack(losses), kept
+
+
+def maml_explorer(meta_model: torch.nn.Module, baseline: torch.nn.Module, *, n_tasks: int = 10,
+                  pool: int = 20, seed: int = 2024, inner_lr: float = 0.01) -> Explorer:
+    """Adapt a meta-learned sinusoid regressor (and a baseline) to a new task, live.
+
+    Sliders: α (log), inner steps, K support points, ε (an FGSM-style shift of the K support
+    inputs, x + ε·sign(∇ₓL_S), computed at the meta-learned initialisation) and which test task.
+    Adapting 1-40-40-1 on ≤ 20 points for ≤ 10 steps takes milliseconds; nothing is meta-trained.
+    """
+    import ipywidgets as w
+    import torch.nn.functional as F
+
+    from metaadv_edu import data
+    from metaadv_edu.functional import forward, params_of
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
+
+    device = next(meta_model.parameters()).device
+    tasks, amp, phase = data.sine_tasks(n_tasks, pool, generator=torch.Generator().manual_seed(seed),
+                                        device=device, return_params=True)
+    grid = torch.linspace(-5, 5, 200, device=device).view(-1, 1)
+    nets = {"MAML": meta_model, "pretrained": baseline}
+    thetas = {name: params_of(net, detach=True) for name, net in nets.items()}
+    art: dict = {}
+
+    def setup(fig):
+        ax, ax_loss = fig.subplots(1, 2, width_ratios=[1.6, 1])
+        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
+        (art["init"],) = ax.plot([], [], "--", color="tab:blue", lw=1, label="MAML init θ")
+        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=2, label="MAML adapted")
+        (art["pre"],) = ax.plot([], [], color="tab:orange", lw=1.5, label="pretrained, fine-tuned")
+        art["clean_pts"] = ax.scatter([], [], s=18, facecolors="none", edgecolors="0.3", label="clean support x")
+        art["pts"] = ax.scatter([], [], s=22, color="tab:red", zorder=3, label="support points used")
+        ax.set_xlim(-5, 5)
+        ax.set_ylim(-6, 6)
+        ax.legend(fontsize=7, loc="lower left", ncol=2)
+        ax.set_xlabel("x")
+        steps_axis = list(range(11))
+        (art["loss_maml"],) = ax_loss.plot(steps_axis, [1.0] * 11, "o-", ms=3, color="tab:blue", label="MAML")
+        (art["loss_pre"],) = ax_loss.plot(steps_axis, [1.0] * 11, "s-", ms=3, color="tab:orange", label="pretrained")
+        art["marker"] = ax_loss.axvline(1, color="0.6", ls="--")
+        ax_loss.set_yscale("log")
+        ax_loss.set_ylim(1e-3, 30)
+        # plain-text labels at fixed ticks: minor ticks and mathtext labels triple the drawing time
+        ax_loss.yaxis.set_minor_locator(NullLocator())
+        ax_loss.set_yticks([1e-3, 1e-2, 1e-1, 1, 10], ["0.001", "0.01", "0.1", "1", "10"])
+        ax_loss.set_xlabel("inner steps")
+        ax_loss.set_ylabel("MSE on the whole curve")
+        ax_loss.legend(fontsize=7)
+        ax_loss.grid(alpha=0.3)
+        art["ax"] = ax
+
+    def draw(fig, *, inner_lr, steps, k_support, epsilon, task):
+        xs, ys = tasks.x_support[task, :k_support], tasks.y_support[task, :k_support]
+        truth = amp[task] * torch.sin(grid - phase[task])
+        if epsilon > 0:
+            x_var = xs.clone().requires_grad_(True)
+            loss = F.mse_loss(forward(meta_model, thetas["MAML"], x_var), ys)
+            (gx,) = torch.autograd.grad(loss, x_var)
+            xs_used = (xs + epsilon * gx.sign()).clamp(-5, 5)
+        else:
+            xs_used = xs
+        losses, preds = {}, {}
+        for name, net in nets.items():
+            losses[name], preds[name] = _adaptation_path(net, thetas[name], xs_used, ys, grid, truth,
+                                                         inner_lr, steps)
+        with torch.no_grad():
+            init = forward(meta_model, thetas["MAML"], grid)
+        g = grid[:, 0].cpu()
+        art["truth"].set_data(g, truth[:, 0].cpu())
+        art["init"].set_data(g, init[:, 0].cpu())
+        art["maml"].set_data(g, preds["MAML"][:, 0].cpu())
+        art["pre"].set_data(g, preds["pretrained"][:, 0].cpu())
+        art["clean_pts"].set_offsets(torch.cat([xs, ys], 1).cpu().numpy() if epsilon > 0 else torch.empty(0, 2).numpy())
+        art["pts"].set_offsets(torch.cat([xs_used, ys], 1).detach().cpu().numpy())
+        art["loss_maml"].set_ydata(losses["MAML"].clamp(1e-3, 30).cpu())
+        art["loss_pre"].set_ydata(losses["pretrained"].clamp(1e-3, 30).cpu())
+        art["marker"].set_xdata([steps, steps])
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}",
+                            fontsize=9)
+        m, p = losses["MAML"][steps].item(), losses["pretrained"][steps].item()
+        return (f"after {steps} step(s) of α = {inner_lr:.2g} on K = {k_support} points (ε = {epsilon:.2f}): "
+                f"MSE <b>{m:.3f}</b> (MAML) vs <b>{p:.3f}</b> (pretrained)")
+
+    sliders = {
+        "inner_lr": inner_lr_slider(inner_lr, -3, 0),
+        "steps": int_slider("k — inner steps", 1, 0, 10),
+        "k_support": int_slider("K — support points", 10, 2, pool),
+        "epsilon": float_slider("ε — shift of support inputs", 0.0, 0.0, 1.0, 0.05),
+        "task": w.IntSlider(value=0, min=0, max=n_tasks - 1, description="test task",
+                            continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+    }
+    return Explorer(draw, sliders, setup=setup, title="MAML: adapt to a new sine wave",
+                    figsize=(10, 3.6), dpi=72)
+
+
+def _sine_case(device, seed: int, n_tasks: int = 3, k: int = 5):
+    from metaadv_edu import data
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).to(device)
+    tasks = data.sine_tasks(n_tasks, k, generator=torch.Generator().manual_seed(seed), device=device)
+    return model, tasks
+
+
+def check_inner_step(my_step: Callable) -> bool:
+    """Grade ``my_step(model, params, x, y, inner_lr) -> new_params``: one differentiable MAML inner
+    step θ′ = θ − α∇_θ L(θ; x, y) on the MSE loss, for ``params`` a dict of tensors."""
+    from metaadv_edu import maml
+    from metaadv_edu.functional import params_of
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, alpha in ((0, 0.1), (1, 0.01)):
+                model, tasks = _sine_case(device, seed)
+                x, y = tasks.x_support[0], tasks.y_support[0]
+                before = [p.detach().clone() for p in model.parameters()]
+                params = params_of(model)
+                out = grading.call(my_step, model, params, x, y, alpha)
+                if any(not torch.equal(b, p) for b, p in zip(before, model.parameters())):
+                    raise grading.Stop("your step changed the model's own parameters: return a new dict "
+                                "θ′ and leave the module untouched")
+                if not isinstance(out, dict) or set(out) != set(params):
+                    raise grading.Stop("return a dict with the same keys as params (name → tensor)")
+                ref = maml.adapt(model, params, x, y, inner_lr=alpha)
+                values = {k: grading.tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
+                if all(grading.close(values[k], ref[k].detach()) for k in ref):
+                    if not all(out[k].requires_grad for k in out):
+                        raise grading.Stop("the values are right, but θ′ is detached from θ: MAML needs to "
+                                    "differentiate through the step (torch.autograd.grad(..., "
+                                    "create_graph=True) or torch.func.grad)")
+                    g_out = torch.autograd.grad(sum(t.sum() ** 2 for t in out.values()), list(params.values()))
+                    g_ref = torch.autograd.grad(sum(t.sum() ** 2 for t in ref.values()), list(params.values()))
+                    if not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                        raise grading.Stop("θ′ has the right values but the wrong derivative with respect to θ: "
+                                    "the gradient term must stay in the graph (create_graph=True) — "
+                                    "without it the Hessian term of the meta-gradient is lost")
+                    continue
+                flipped = {k: (2 * params[k] - ref[k]).detach() for k in ref}
+                if all(grading.close(values[k], flipped[k]) for k in ref):
+                    raise grading.Stop("wrong sign: gradient *descent* subtracts α·∇L")
+                raise grading.Stop("θ′ differs from θ − α∇L(θ); differentiate the loss of "
+                            "functional_call(model, params, (x,)) with respect to params")
+        return "θ′ = θ − α∇L(θ), differentiable, model untouched"
+
+    return grading.run("MAML inner step", body)
+
+
+def check_maml_meta_loss(my_meta_loss: Callable) -> bool:
+    """Grade ``my_meta_loss(model, tasks, inner_lr) -> loss``: the mean over tasks of the query MSE
+    after one second-order inner step on the support set; ``.backward()`` gives the meta-gradient."""
+    from metaadv_edu import maml
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, alpha in ((0, 0.1), (2, 0.05)):
+                model, tasks = _sine_case(device, seed)
+                ref = maml.meta_loss(model, tasks, inner_lr=alpha)
+                out = grading.call(my_meta_loss, model, tasks, alpha)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the meta-loss as a single-number tensor")
+                value = out.detach().reshape(())
+                if not grading.close(value, ref.detach(), 1e-4):
+                    n = tasks.n_tasks
+                    if grading.close(value, n * ref.detach(), 1e-4):
+                        raise grading.Stop("you summed over tasks; take the mean")
+                    no_adapt = F.mse_loss(model(tasks.x_query), tasks.y_query).detach()
+                    if grading.close(value, no_adapt, 1e-4):
+                        raise grading.Stop("that is the query loss at θ: adapt to each task's support set first")
+                    support_after = maml.meta_loss(model, data_swap(tasks), inner_lr=alpha).detach()
+                    if grading.close(value, support_after, 1e-4):
+                        raise grading.Stop("the outer loss must be measured on the *query* set, not the support set")
+                    raise grading.Stop("not the mean query loss after one inner step on the support set")
+                if not out.requires_grad:
+                    raise grading.Stop("the meta-loss has no gradient: keep the graph through adaptation")
+                params = list(model.parameters())
+                g_out = torch.autograd.grad(out, params, allow_unused=True)
+                if any(g is None for g in g_out):
+                    raise grading.Stop("the meta-gradient does not reach every parameter of the model")
+                g_ref = torch.autograd.grad(ref, params)
+                g_fo = torch.autograd.grad(maml.meta_loss(model, tasks, inner_lr=alpha, first_order=True), params)
+                if not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                    if all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_fo)):
+                        raise grading.Stop("Hessian term missing: the value is right but the gradient is "
+                                    "first-order MAML's; keep create_graph=True in the inner step")
+                    raise grading.Stop("the value is right but the meta-gradient is not")
+        return "value and second-order meta-gradient both match"
+
+    return grading.run("MAML meta-loss", body)
+
+
+def data_swap(tasks):
+    """The same tasks with the query set replaced by the support set (a typical mistake's value)."""
+    from metaadv_edu.data import Tasks
+
+    return Tasks(tasks.x_support, tasks.y_support, tasks.x_support, tasks.y_support)

@@ -1,0 +1,341 @@
+"""Notebook 08 · Meta-adversarial training (library: :mod:`metaadv_edu.robust_meta`): models, explorer, exercise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import _validate as v
+from metaadv_edu import cache, covers, grading, models, panels, training
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.plotting import perturbation_image, show_image
+from metaadv_edu.widgets import Explorer, epsilon_slider, int_slider
+
+__all__ = [
+    "COVER_FEW_SHOT", "DETECTION", "check_adversarial_query_loss", "cover_attack_pools", "cover_detector",
+    "cover_maml", "cover_pretrained", "cover_task_generator", "robust_few_shot_explorer",
+]
+
+
+COVER_FEW_SHOT = {"n_way": 5, "k_shot": 5, "k_query": 5, "size": 16, "width": 8, "meta_batch": 4,
+                  "inner_lr": 0.2, "steps": 2, "outer_lr": 3e-3, "iterations": 300}
+"""5-way 5-shot tasks of 16×16 covers and the meta-training settings shared by notebook 08's learners."""
+
+
+def _cover_sampler(device):
+    c = COVER_FEW_SHOT
+    return lambda g: covers.cover_tasks(c["meta_batch"], n_way=c["n_way"], k_shot=c["k_shot"],
+                                        k_query=c["k_query"], size=c["size"], generator=g, device=device)
+
+
+def cover_maml(epsilon: float = 0.0, device=None, *, attack_steps: int = 2):
+    """A few-shot cover classifier meta-trained on the meta-train genres (notebook 08).
+
+    ``epsilon = 0``: MAML on clean tasks. ``epsilon > 0``: adversarial querying, with the query sets
+    attacked by PGD (``attack_steps`` steps) against the adapted weights. Returns (model, record).
+    """
+    from metaadv_edu import maml, robust_meta
+
+    device = as_device(device)
+    c = COVER_FEW_SHOT
+    config = {**c, "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+              "attack_steps": v.integer("attack_steps", attack_steps), "seed": 0}
+    build = cache.seeded(lambda: models.TinyCNN(3, c["n_way"], width=c["width"], image_size=c["size"]), config["seed"])
+
+    def train(model):
+        g = torch.Generator().manual_seed(config["seed"])
+        common = {"iterations": c["iterations"], "inner_lr": c["inner_lr"], "steps": c["steps"],
+                  "outer_lr": c["outer_lr"], "generator": g}
+        if epsilon == 0:
+            h = maml.meta_train(model, _cover_sampler(device), desc="MAML on covers", **common)
+        else:
+            h = robust_meta.meta_train_adversarial(model, _cover_sampler(device), epsilon=epsilon,
+                                                   attack_steps=attack_steps, **common)
+        return {"meta_loss": h["meta_loss"]}
+
+    name = "covers-maml" if epsilon == 0 else "covers-aq"
+    return load_or_train(name, config, build, cache.timed(train), device=device)
+
+
+def cover_pretrained(epsilon: float = 0.0, device=None, *, n_genres: int = 64):
+    """A 64-way cover classifier on meta-train genres (standard, or PGD-trained when ``epsilon > 0``):
+    the body that the fine-tuning baseline of notebook 08 starts from. Returns (model, record)."""
+    from metaadv_edu import defenses
+
+    device = as_device(device)
+    c = COVER_FEW_SHOT
+    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+              "n_genres": v.integer("n_genres", n_genres, low=2), "per_genre": 60, "size": c["size"],
+              "width": c["width"], "epochs": 8, "lr": 3e-3, "pgd_steps": 3,
+              "seed": 0}
+    build = cache.seeded(lambda: models.TinyCNN(3, n_genres, width=c["width"], image_size=c["size"]), config["seed"])
+
+    def train(model):
+        g = torch.Generator().manual_seed(config["seed"])
+        genres = covers.sample_genres(n_genres, "meta-train", generator=g)
+        x, y = covers.sample_covers(genres, config["per_genre"], generator=g, size=c["size"], device=device)
+        h = defenses.adversarial_training(
+            model, x, y, method="pgd" if epsilon > 0 else "standard", epsilon=epsilon,
+            pgd_steps=config["pgd_steps"], epochs=config["epochs"], lr=config["lr"],
+            generator=torch.Generator().manual_seed(config["seed"]))
+        return {"loss": h["loss"]}
+
+    return load_or_train("covers-pretrained" if epsilon == 0 else "covers-pretrained-pgd", config, build,
+                         cache.timed(train), device=device)
+
+
+def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *,
+                         iterations: int = 150):
+    """An adversarial generator trained against :func:`cover_maml` (``target_epsilon``) *after* it
+    adapts to each task: one forward pass attacks any new task's classifier. Returns (G, record)."""
+    from metaadv_edu import gan, robust_meta
+
+    device = as_device(device)
+    c = COVER_FEW_SHOT
+    config = {"target_epsilon": round(v.nonnegative("target_epsilon", target_epsilon), 6),
+              "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "hidden": 128, "lr": 1e-3,
+              "iterations": v.integer("iterations", iterations), "seed": 0}
+    target, _ = cover_maml(target_epsilon, device)
+    build = cache.seeded(lambda: gan.PerturbationGenerator((3, c["size"], c["size"]), epsilon, hidden=config["hidden"]),
+                    config["seed"])
+
+    def train(perturber):
+        h = robust_meta.train_task_generator(
+            perturber, target, _cover_sampler(device), inner_lr=c["inner_lr"], steps=c["steps"],
+            iterations=config["iterations"], lr=config["lr"], generator=torch.Generator().manual_seed(config["seed"]))
+        return {"fooled": h["fooled"]}
+
+    return load_or_train("covers-task-generator", config, build, cache.timed(train), device=device)
+
+
+DETECTION = {"epsilon": 32 / 255, "train": ("FGSM 16/255", "FGSM 32/255", "PGD 32/255"),
+             "held_out": ("generator 32/255", "noise 32/255"), "k_shot": 5, "k_query": 10, "meta_batch": 8,
+             "inner_lr": 0.1, "steps": 2, "iterations": 300, "outer_lr": 3e-3}
+"""Notebook 08, part B: the perturbations used as tasks, and the detector's meta-training settings."""
+
+
+_POOL_SPECS = {"FGSM 16/255": ("fgsm", 16 / 255), "FGSM 32/255": ("fgsm", 32 / 255), "PGD 32/255": ("pgd", 32 / 255),
+               "generator 32/255": ("generator", 32 / 255), "noise 32/255": ("noise", 32 / 255)}
+
+_pool_memo: dict = {}
+
+
+def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
+    """Perturbed query covers for part B of notebook 08, ``{"meta-train"|"meta-test": {name: covers}}``.
+
+    Each pool holds the query covers of 40 tasks (1,000 covers) and every kind of perturbation of
+    them, made against :func:`cover_maml` adapted to each task; ``"clean"`` holds the originals. The
+    generator is :func:`cover_task_generator` with its budget raised to 32/255 (ε multiplies its tanh
+    output). Deterministic; computed once per device and process.
+    """
+    import copy
+
+    from metaadv_edu import robust_meta
+
+    device = as_device(device)
+    if device in _pool_memo:
+        return _pool_memo[device]
+    c = COVER_FEW_SHOT
+    victim, _ = cover_maml(0.0, device)
+    perturber, _ = cover_task_generator(0.0, 8 / 255, device)
+    perturber = copy.deepcopy(perturber)
+    perturber.epsilon = DETECTION["epsilon"]
+    pools = {}
+    for seed, pool in ((5, "meta-train"), (6, "meta-test")):
+        tasks = covers.cover_tasks(40, n_way=c["n_way"], k_shot=c["k_shot"], k_query=c["k_query"], pool=pool,
+                                   size=c["size"], generator=torch.Generator().manual_seed(seed), device=device)
+        out = {}
+        for name, (kind, eps) in _POOL_SPECS.items():
+            clean, out[name] = robust_meta.perturbation_pool(
+                victim, tasks, kind=kind, epsilon=eps, inner_lr=c["inner_lr"], steps=c["steps"], perturber=perturber,
+                generator=torch.Generator().manual_seed(7))
+        out["clean"] = clean
+        pools[pool] = out
+    _pool_memo[device] = pools
+    return pools
+
+
+def cover_detector(kind: str = "meta", device=None):
+    """The perturbation detector of notebook 08, part B, trained on the ``DETECTION["train"]`` pools:
+    ``"meta"`` meta-learns an initialisation with MAML over detection tasks, ``"joint"`` trains one
+    detector on all of them together. Returns (model, record)."""
+    from metaadv_edu import maml, robust_meta
+
+    device = as_device(device)
+    v.choice("kind", kind, ("meta", "joint"))
+    c = COVER_FEW_SHOT
+    config = {**DETECTION, "kind": kind, "width": c["width"], "size": c["size"], "joint_epochs": 8, "seed": 0}
+    build = cache.seeded(lambda: models.TinyCNN(3, 2, width=c["width"], image_size=c["size"]), config["seed"])
+
+    def train(model):
+        pools = cover_attack_pools(device)["meta-train"]
+        perturbed = [pools[n] for n in DETECTION["train"]]
+        g = torch.Generator().manual_seed(config["seed"])
+        if kind == "meta":
+            def sample(gen):
+                return robust_meta.detection_tasks(pools["clean"], perturbed, DETECTION["meta_batch"],
+                                                   k_shot=DETECTION["k_shot"], k_query=DETECTION["k_query"],
+                                                   generator=gen)
+            h = maml.meta_train(model, sample, iterations=DETECTION["iterations"], inner_lr=DETECTION["inner_lr"],
+                                steps=DETECTION["steps"], outer_lr=DETECTION["outer_lr"], generator=g,
+                                desc="meta-learning a detector")
+            return {"meta_loss": h["meta_loss"]}
+        clean = pools["clean"]
+        x = torch.cat([clean] * len(perturbed) + perturbed)
+        y = torch.cat([torch.zeros(len(clean) * len(perturbed)), torch.ones(len(clean) * len(perturbed))]).long()
+        h = training.train_classifier(model, x, y.to(x.device), epochs=config["joint_epochs"], lr=3e-3,
+                                      generator=g, desc="joint detector")
+        return {"loss": h["loss"]}
+
+    return load_or_train(f"cover-detector-{kind}", config, build, cache.timed(train), device=device)
+
+
+def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, steps: int = 2,
+                             inner_lr: float = 0.2, epsilon: float = 8 / 255, attack_steps: int = 10) -> Explorer:
+    """Notebook 08: ε and α together. Each cached meta-learned model adapts to one new-genre task
+    (``steps`` steps of α on its clean support set), then PGD attacks the query covers against the
+    adapted weights. Shows one query cover per class (clean, δ, attacked, with the selected learner's
+    predictions) and the clean and attacked query accuracy of every learner. Nothing is trained."""
+    import ipywidgets as w
+
+    from metaadv_edu import robust_meta
+    from metaadv_edu.functional import forward
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
+
+    names = list(learners)
+    n_way = int(tasks.y_query.max()) + 1
+    k_shot = tasks.x_support.shape[1] // n_way
+    first = [[int(torch.nonzero(tasks.y_query[t] == c)[0]) for c in range(n_way)] for t in range(len(tasks.y_query))]
+    artists: dict = {}
+
+    def setup(fig):
+        grid = fig.add_gridspec(3, n_way + 2, width_ratios=[1] * n_way + [0.15, 2.4])
+        blank = torch.zeros(3, *tasks.x_query.shape[-2:])
+        rows = []
+        for r in range(3):
+            row = []
+            for c in range(n_way):
+                ax = fig.add_subplot(grid[r, c])
+                im = (perturbation_image(blank[0], 1.0, ax) if r == 1 else show_image(blank, ax)).images[0]
+                row.append((ax, im))
+            rows.append(row)
+        rows[0][0][0].set_ylabel("clean", fontsize=9)
+        rows[1][0][0].set_ylabel("δ", fontsize=9)
+        rows[2][0][0].set_ylabel("attacked", fontsize=9)
+        bar_ax = fig.add_subplot(grid[:, -1])
+        xs = np.arange(len(names))
+        clean = bar_ax.bar(xs - 0.2, np.zeros(len(names)), width=0.4, color="tab:blue", label="clean")
+        adv = bar_ax.bar(xs + 0.2, np.zeros(len(names)), width=0.4, color="tab:red", label="PGD")
+        bar_ax.set_xticks(xs.tolist(), [n.replace(" ", "\n") for n in names], fontsize=8)
+        bar_ax.set_ylim(0, 1)
+        bar_ax.axhline(1 / n_way, color="0.5", linestyle=":", linewidth=1)
+        bar_ax.legend(fontsize=8, loc="upper right")
+        bar_ax.set_title("query accuracy (this task)", fontsize=9)
+        artists.update(rows=rows, clean=clean, adv=adv, bar_ax=bar_ax)
+
+    def draw(fig, *, epsilon, inner_lr, learner, task):
+        one = tasks.task(task)
+        results = {}
+        for name, model in learners.items():
+            adapted = robust_meta.adapt_tasks(model, one, inner_lr=inner_lr, steps=steps)
+            x_adv = robust_meta.attack_tasks(model, adapted, one.x_query, one.y_query, epsilon=epsilon,
+                                             attack_steps=attack_steps, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                pred_clean = forward(model, {k: p[0] for k, p in adapted.items()}, one.x_query[0])
+                pred_adv = forward(model, {k: p[0] for k, p in adapted.items()}, x_adv[0])
+            results[name] = (x_adv[0], pred_clean.argmax(-1), pred_adv.argmax(-1))
+        x_adv, pred_clean, pred_adv = results[learner]
+        y = one.y_query[0]
+        for c, i in enumerate(first[task]):
+            (ax0, im0), (_, im1), (ax2, im2) = (artists["rows"][r][c] for r in range(3))
+            im0.set_data(panels.image_hwc(one.x_query[0, i]))
+            ax0.set_title(f"class {c} → {int(pred_clean[i])}", fontsize=8,
+                          color="black" if int(pred_clean[i]) == c else "tab:red")
+            im1.set_data(panels.delta_hw(x_adv[i] - one.x_query[0, i]))
+            im1.set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
+            im2.set_data(panels.image_hwc(x_adv[i]))
+            ax2.set_title(f"→ {int(pred_adv[i])}", fontsize=8,
+                          color="black" if int(pred_adv[i]) == c else "tab:red")
+        summary = []
+        for j, name in enumerate(names):
+            _, pc, pa = results[name]
+            acc_c, acc_a = float((pc == y).float().mean()), float((pa == y).float().mean())
+            artists["clean"][j].set_height(acc_c)
+            artists["adv"][j].set_height(acc_a)
+            summary.append(f"{name}: clean <b>{acc_c:.0%}</b>, PGD <b>{acc_a:.0%}</b>")
+        artists["bar_ax"].set_title(f"query accuracy, task {task} (ε = {epsilon * 255:.0f}/255)", fontsize=9)
+        return (f"α = {inner_lr:.2g}, {steps} steps on {k_shot} clean covers per class; PGD-{attack_steps} on "
+                f"{len(y)} query covers · " + " · ".join(summary))
+
+    sliders = {
+        "epsilon": epsilon_slider(epsilon, max=32 / 255, step=1 / 255),
+        "inner_lr": inner_lr_slider(inner_lr, -3, 0),
+        "learner": w.SelectionSlider(options=names, value=names[-1], description="covers shown for",
+                                     continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "task": int_slider("new-genre task", 0, 0, len(tasks.y_query) - 1),
+    }
+    sliders["epsilon"].readout_format = ".3f"
+    return Explorer(draw, sliders, setup=setup, title="Robust few-shot learning on new genres (cached models)",
+                    figsize=(10, 4), dpi=72)
+
+
+def check_adversarial_query_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(model, adapted, x, y, epsilon) -> loss``: adversarial querying's outer loss for
+    one task. ``adapted`` holds θ′ (a dict, still attached to θ); attack the query inputs ``x`` with
+    FGSM against θ′ (clamped to [0, 1], held fixed), then return the cross-entropy of θ′ on them."""
+    from metaadv_edu import maml
+    from metaadv_edu.functional import forward, params_of
+    from metaadv_edu.robust_meta import functional_attack
+
+    def attacked(model, params, x, y, eps, clamp=True, sign=1.0):
+        return functional_attack(model, params, x, y, torch.zeros_like(x), epsilon=eps, steps=1,
+                                 step_size=sign * eps, clamp=clamp)
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, eps in ((0, 0.3), (1, 0.1), (2, 0.0), (3, 0.2)):
+                model = grading.toy_classifier(device, seed)
+                xs, ys = grading.toy_batch(device, seed + 20, n=8)
+                x, y = grading.toy_batch(device, seed + 40, n=6)
+                theta = params_of(model)
+                adapted = maml.adapt(model, theta, xs, ys, inner_lr=0.5)
+                ce = lambda p, z, model=model, y=y: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
+                ref = ce(adapted, attacked(model, adapted, x, y, eps))
+                out = grading.call(my_loss, model, adapted, x, y, eps)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the loss as a single-number tensor (the mean over the query set)")
+                value = out.detach().reshape(()).to(ref.dtype)
+                if not grading.close(value, ref.detach(), 1e-4):
+                    theta0 = {k: p.detach() for k, p in theta.items()}
+                    mistakes = [
+                        (ce(adapted, x), "that is the clean query loss: perturb the query inputs first"),
+                        (ce(adapted, attacked(model, theta0, x, y, eps)),
+                         "the attack targets θ, but the query is answered by θ′: compute the FGSM gradient "
+                         "with forward(model, adapted, ·)"),
+                        (ce(theta0, attacked(model, adapted, x, y, eps)),
+                         "the attacked query must be scored by the adapted weights θ′, not by the model's own θ"),
+                        (ce(adapted, attacked(model, adapted, x, y, eps, clamp=False)),
+                         "forgot to clamp: the attacked covers must stay in [0, 1]"),
+                        (ce(adapted, attacked(model, adapted, x, y, eps, sign=-1.0)),
+                         "wrong sign: the attack *raises* the loss, x + ε·sign(∇ₓL)"),
+                    ]
+                    for wrong, hint in mistakes:
+                        if eps and grading.close(value, wrong.detach(), 1e-4):
+                            raise grading.Stop(hint)
+                    raise grading.Stop("not the cross-entropy of θ′ at the FGSM-attacked query inputs")
+                if not out.requires_grad:
+                    raise grading.Stop("the value is right but has no gradient: keep θ′ attached "
+                                       "(do not detach adapted)")
+                params = list(theta.values())
+                g_out = torch.autograd.grad(out, params, retain_graph=True, allow_unused=True)
+                g_ref = torch.autograd.grad(ref, params)
+                if any(g is None for g in g_out) or not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                    raise grading.Stop("the value is right but the meta-gradient is not: the loss must depend on θ "
+                                "only through θ′, with the perturbation held fixed (detach it)")
+        return "FGSM against θ′, clamped, scored by θ′; the meta-gradient flows through the adaptation"
+
+    return grading.run("adversarial-query loss", body)

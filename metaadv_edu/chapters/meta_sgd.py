@@ -1,0 +1,161 @@
+"""Notebook 07 · Meta-SGD (library: :mod:`metaadv_edu.metasgd`): its sinusoid models, explorer, exercise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from metaadv_edu import _validate as v
+from metaadv_edu import cache, data, grading, models
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.chapters.maml import SINE_META, sine_sampler
+from metaadv_edu.widgets import Explorer, float_slider
+
+__all__ = ["check_meta_sgd_step", "learned_inner_lrs", "metasgd_explorer", "sine_metasgd"]
+
+
+def sine_metasgd(device=None, *, iterations: int = 1200, k_support: int = 10,
+                 alpha_init: float | tuple[float, float] = (0.005, 0.1)):
+    """Meta-SGD on sinusoids (notebook 07): the 1-40-40-1 regressor and an elementwise α learned
+    together with Adam (β = 1e-3), one inner step, meta-batch 25. ``alpha_init`` is a constant or a
+    range for the uniform initialisation of α (the paper draws it from a small range).
+
+    Returns ``(model, record)``; ``record["inner_lrs"]`` holds the learned α by parameter name.
+    """
+    from metaadv_edu import metasgd
+
+    device = as_device(device)
+    init = list(alpha_init) if isinstance(alpha_init, tuple) else v.positive("alpha_init", alpha_init)
+    config = {"n_tasks": SINE_META["n_tasks"], "k_support": v.integer("k_support", k_support),
+              "outer_lr": SINE_META["outer_lr"], "iterations": v.integer("iterations", iterations),
+              "alpha_init": init, "seed": 0}
+
+    build = cache.seeded(models.SineRegressor, config["seed"])
+
+    def train(model):
+        g = torch.Generator().manual_seed(config["seed"])
+        lrs = metasgd.init_inner_lrs(model, tuple(init) if isinstance(init, list) else init, generator=g)
+        history = metasgd.meta_train(
+            model, lrs, sine_sampler(config, device),
+            iterations=config["iterations"], outer_lr=config["outer_lr"], generator=g,
+            desc=f"Meta-SGD (K = {config['k_support']})")
+        return {"meta_loss": history["meta_loss"][::10],
+                "inner_lrs": {k: t.detach().cpu().tolist() for k, t in lrs.items()}}
+
+    return load_or_train("sine-metasgd", config, build, train, device=device)
+
+
+def learned_inner_lrs(record: dict, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The learned α of a :func:`sine_metasgd` record as tensors on the model's device."""
+    return {name: torch.tensor(record["inner_lrs"][name], dtype=p.dtype, device=p.device)
+            for name, p in model.named_parameters()}
+
+
+def metasgd_explorer(variants: dict[str, tuple], *, n_tasks: int = 10, seed: int = 77,
+                     maml_lr: float = 0.01) -> Explorer:
+    """Switch between cached Meta-SGD models (by shot count and α initialisation) and adapt each to a
+    new task with one step of its learned α, next to MAML with one step of ``maml_lr``.
+
+    ``variants[label] = (meta_sgd_model, inner_lrs, maml_model, k_support)``. Sliders: the model, a
+    scale applied to the learned α (1 = as learned), and the test task. Nothing is trained.
+    """
+    import ipywidgets as w
+
+    from metaadv_edu import maml
+    from metaadv_edu.functional import forward, params_of
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    labels = list(variants)
+    first = variants[labels[0]][0]
+    device = next(first.parameters()).device
+    pool = max(v[3] for v in variants.values())
+    tasks, amp, phase = data.sine_tasks(n_tasks, pool, generator=torch.Generator().manual_seed(seed),
+                                        device=device, return_params=True)
+    grid = torch.linspace(-5, 5, 200, device=device).view(-1, 1)
+    bins = np.logspace(-4, 0, 25)
+    hists = {label: np.histogram(np.abs(torch.cat([a.detach().reshape(-1) for a in v[1].values()]).cpu().numpy()),
+                                 bins=bins)[0] for label, v in variants.items()}
+    art: dict = {}
+
+    def setup(fig):
+        ax, ax_h = fig.subplots(1, 2, width_ratios=[1.6, 1])
+        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
+        (art["msgd"],) = ax.plot([], [], color="tab:purple", lw=2, label="Meta-SGD, 1 step of learned α")
+        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=1.5, label=f"MAML, 1 step of α = {maml_lr}")
+        art["pts"] = ax.scatter([], [], color="k", s=16, zorder=3, label="support points")
+        ax.set_xlim(-5, 5)
+        ax.set_ylim(-6, 6)
+        ax.legend(fontsize=7, loc="lower left")
+        ax.set_xlabel("x")
+        centers = np.sqrt(bins[:-1] * bins[1:])
+        art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color="tab:purple")
+        ax_h.set_xscale("log")
+        ax_h.set_xlabel("|learned α| (all 1,761 parameters)")
+        ax_h.set_ylabel("count")
+        art["ax"], art["ax_h"] = ax, ax_h
+
+    def draw(fig, *, model, alpha_scale, task):
+        net, lrs, maml_net, k = variants[model]
+        xs, ys = tasks.x_support[task, :k], tasks.y_support[task, :k]
+        truth = amp[task] * torch.sin(grid - phase[task])
+        scaled = {name: alpha_scale * a.detach() for name, a in lrs.items()}
+        adapted = maml.adapt(net, params_of(net, detach=True), xs, ys, inner_lr=scaled)
+        adapted_maml = maml.adapt(maml_net, params_of(maml_net, detach=True), xs, ys, inner_lr=maml_lr)
+        pred, pred_maml = forward(net, adapted, grid).detach(), forward(maml_net, adapted_maml, grid).detach()
+        g = grid[:, 0].cpu()
+        art["truth"].set_data(g, truth[:, 0].cpu())
+        art["msgd"].set_data(g, pred[:, 0].cpu())
+        art["maml"].set_data(g, pred_maml[:, 0].cpu())
+        art["pts"].set_offsets(torch.cat([xs, ys], 1).cpu().numpy())
+        counts = hists[model]
+        for rect, c in zip(art["bars"], counts):
+            rect.set_height(c)
+        art["ax_h"].set_ylim(0, counts.max() * 1.1)
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k}", fontsize=9)
+        mse = float(((pred - truth) ** 2).mean())
+        mse_maml = float(((pred_maml - truth) ** 2).mean())
+        return (f"one step on K = {k} points: MSE <b>{mse:.3f}</b> (Meta-SGD, α × {alpha_scale:.2f}) vs "
+                f"<b>{mse_maml:.3f}</b> (MAML)")
+
+    sliders = {
+        "model": w.SelectionSlider(options=labels, value=labels[0], description="cached Meta-SGD model",
+                                   continuous_update=False, style=LABEL_STYLE,
+                                   layout=w.Layout(width="44em")),
+        "alpha_scale": float_slider("scale of learned α", 1.0, 0.0, 3.0, 0.1),
+        "task": w.IntSlider(value=0, min=0, max=n_tasks - 1, description="test task",
+                            continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+    }
+    return Explorer(draw, sliders, setup=setup, title="Meta-SGD: the learned α at work",
+                    figsize=(10, 3.6), dpi=72)
+
+
+def check_meta_sgd_step(my_step: Callable) -> bool:
+    """Grade ``my_step(params, grads, inner_lrs) -> new_params``: θ′ = θ − α∘∇L with an α of the
+    same shape as each parameter (all three arguments are dicts of tensors)."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed in (0, 1):
+                g = torch.Generator().manual_seed(seed)
+                shapes = {"w": (4, 3), "b": (4,)}
+                params = {k: torch.randn(s, generator=g).to(device) for k, s in shapes.items()}
+                grads = {k: torch.randn(s, generator=g).to(device) for k, s in shapes.items()}
+                lrs = {k: torch.rand(s, generator=g).to(device) * 0.1 for k, s in shapes.items()}
+                out = grading.call(my_step, params, grads, lrs)
+                if not isinstance(out, dict) or set(out) != set(params):
+                    raise grading.Stop("return a dict with the same names as params")
+                ref = {k: params[k] - lrs[k] * grads[k] for k in params}
+                values = {k: grading.tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
+                if all(grading.close(values[k], ref[k]) for k in ref):
+                    continue
+                if all(grading.close(values[k], params[k] + lrs[k] * grads[k]) for k in ref):
+                    raise grading.Stop("wrong sign: the inner step descends, θ − α∘∇L")
+                if all(grading.close(values[k], params[k] - lrs[k].mean() * grads[k]) for k in ref):
+                    raise grading.Stop("α is not a scalar here: multiply elementwise, one rate per parameter")
+                raise grading.Stop("not θ − α∘∇L (elementwise product)")
+        return "θ − α∘∇L, elementwise"
+
+    return grading.run("Meta-SGD step", body)

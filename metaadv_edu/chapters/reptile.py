@@ -1,0 +1,173 @@
+"""Notebook 06 · Reptile (library: :mod:`metaadv_edu.reptile`): its sinusoid model, the quadratic-task
+explorer, the exercise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from metaadv_edu import _validate as v
+from metaadv_edu import cache, grading, models
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.chapters.maml import sine_sampler
+from metaadv_edu.widgets import Explorer, float_slider, int_slider
+
+__all__ = ["check_reptile_update", "reptile_explorer", "sine_reptile"]
+
+
+def sine_reptile(device=None, *, iterations: int = 2000):
+    """The 1-40-40-1 regressor trained by Reptile on sinusoids (notebook 06): 5 SGD steps of
+    α = 0.02 per task on K = 10 points, meta-batch 25, outer step β annealed linearly from 1 to 0."""
+    from metaadv_edu import reptile
+
+    device = as_device(device)
+    config = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.02, "inner_steps": 5, "outer_lr": 1.0,
+              "iterations": v.integer("iterations", iterations), "seed": 0}
+
+    build = cache.seeded(models.SineRegressor, config["seed"])
+
+    def train(model):
+        history = reptile.train(
+            model, sine_sampler(config, device),
+            iterations=config["iterations"], inner_lr=config["inner_lr"],
+            inner_steps=config["inner_steps"], outer_lr=config["outer_lr"],
+            generator=torch.Generator().manual_seed(config["seed"]))
+        return {"support_loss": history["support_loss"][::10]}
+
+    return load_or_train("sine-reptile", config, build, train, device=device)
+
+
+def _quadratic_tasks(n: int = 4, seed: int = 0):
+    """n quadratic task losses ½(θ − cᵢ)ᵀAᵢ(θ − cᵢ) in a 2-D parameter space, with different
+    minima and curvatures (eigenvalues 0.5–4, random orientations)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(-2, 2, size=(n, 2))
+    mats = []
+    for _ in range(n):
+        a = rng.uniform(0, np.pi)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        mats.append(rot @ np.diag(rng.uniform([2.0, 0.3], [4.0, 0.8])) @ rot.T)
+    return centers, np.stack(mats)
+
+
+def _quadratic_updates(theta, centers, mats, alpha, k):
+    """Closed forms for quadratic tasks: φ_k − c = (I − αA)^k (θ − c). Returns the adapted points
+    (n, 2) and the mean Reptile, FOMAML and MAML update directions (each −gradient-like)."""
+    eye = np.eye(2)
+    powers = np.stack([np.linalg.matrix_power(eye - alpha * a, k) for a in mats])
+    phis = centers + np.einsum("nij,nj->ni", powers, theta - centers)
+    grads_at_phi = np.einsum("nij,nj->ni", mats, phis - centers)
+    reptile = (phis - theta).mean(0)
+    fomaml = -grads_at_phi.mean(0)
+    maml = -np.einsum("nij,nj->ni", powers, grads_at_phi).mean(0)
+    return phis, reptile, fomaml, maml
+
+
+def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int = 60) -> Explorer:
+    """Reptile, FOMAML and MAML on quadratic tasks in a 2-D parameter plane, exactly.
+
+    Sliders: α, inner steps k and the outer step β. Shown: the MAML objective (mean loss after k
+    steps) as an image, each task's minimum and its k inner steps from the start θ₀, and the paths of
+    ``outer_iterations`` outer updates of each algorithm. Reptile moves by β·mean(φ̃ − θ); to put
+    the three on the same scale, FOMAML and MAML move by β·α·k times their negative gradients.
+    """
+    from metaadv_edu.widgets import inner_lr_slider
+
+    centers, mats = _quadratic_tasks(n_tasks, seed)
+    theta0 = np.array([2.6, -2.6])
+    side = np.linspace(-3.5, 3.5, 90)
+    gx, gy = np.meshgrid(side, side)
+    points = np.stack([gx.ravel(), gy.ravel()], 1)
+    colors = {"Reptile": "tab:red", "FOMAML": "tab:green", "MAML": "tab:blue"}
+    art: dict = {}
+
+    def objective(alpha, k):
+        eye = np.eye(2)
+        total = np.zeros(len(points))
+        for c, a in zip(centers, mats):
+            p = np.linalg.matrix_power(eye - alpha * a, k)
+            d = (points - c) @ p.T
+            total += 0.5 * np.einsum("ni,ij,nj->n", d, a, d)
+        return np.log10(total / len(centers) + 1e-3).reshape(gx.shape)
+
+    def setup(fig):
+        ax = fig.subplots()
+        art["image"] = ax.imshow(np.zeros_like(gx), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5),
+                                 cmap="Greys", vmin=-2, vmax=1.5, alpha=0.6)
+        ax.scatter(*centers.T, marker="x", color="k", s=40, label="task minima cᵢ")
+        art["inner"] = [ax.plot([], [], ":", color="0.3", lw=1)[0] for _ in centers]
+        art["paths"] = {name: ax.plot([], [], "o-", ms=2, lw=1.5, color=c, label=name)[0]
+                        for name, c in colors.items()}
+        ax.plot(*theta0, "ks", ms=6, label="start θ₀")
+        ax.set_xlim(-3.5, 3.5)
+        ax.set_ylim(-3.5, 3.5)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title("background: log₁₀ of the MAML objective (mean task loss after k steps)", fontsize=9)
+        art["ax"] = ax
+
+    def draw(fig, *, inner_lr, inner_steps, outer_lr):
+        art["image"].set_data(objective(inner_lr, inner_steps))
+        for line, c, a in zip(art["inner"], centers, mats):
+            path = [theta0]
+            for _ in range(inner_steps):
+                path.append(path[-1] - inner_lr * a @ (path[-1] - c))
+            line.set_data(*np.array(path).T)
+        scale = {"Reptile": outer_lr, "FOMAML": outer_lr * inner_lr * inner_steps,
+                 "MAML": outer_lr * inner_lr * inner_steps}
+        ends = {}
+        for i, name in enumerate(colors):
+            theta, path = theta0.copy(), [theta0.copy()]
+            for _ in range(outer_iterations):
+                step = _quadratic_updates(theta, centers, mats, inner_lr, inner_steps)[1 + i]
+                theta = np.clip(theta + scale[name] * step, -50, 50)
+                path.append(theta.copy())
+            art["paths"][name].set_data(*np.array(path).T)
+            ends[name] = theta
+        spread = max(np.abs(np.linalg.eigvals(np.eye(2) - inner_lr * a)).max() for a in mats)
+        warn = " — inner steps diverge (|1 − αλ| > 1)" if spread > 1 else ""
+        return ("after " + f"{outer_iterations} outer steps: " + ", ".join(
+            f"{n} at ({e[0]:.2f}, {e[1]:.2f})" for n, e in ends.items()) + warn)
+
+    sliders = {
+        "inner_lr": inner_lr_slider(0.1, -2, 0),
+        "inner_steps": int_slider("k — inner steps", 3, 1, 10),
+        "outer_lr": float_slider("β — outer step size", 0.3, 0.05, 1.0, 0.05),
+    }
+    return Explorer(draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks",
+                    figsize=(6.2, 5.2), dpi=72)
+
+
+def check_reptile_update(my_update: Callable) -> bool:
+    """Grade ``my_update(theta, phis, outer_lr) -> new_theta``: the batched Reptile step
+    θ + β·mean_i(φ̃ᵢ − θ), for ``theta`` a dict of tensors and ``phis`` a dict of the same names
+    holding each task's adapted tensors stacked along a first dimension."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, n, beta in ((0, 4, 0.5), (1, 1, 1.0), (2, 7, 0.1)):
+                g = torch.Generator().manual_seed(seed)
+                theta = {"w": torch.randn(3, 2, generator=g).to(device), "b": torch.randn(3, generator=g).to(device)}
+                phis = {k: (t + 0.3 * torch.randn(n, *t.shape, generator=g).to(device)) for k, t in theta.items()}
+                out = grading.call(my_update, {k: t.clone() for k, t in theta.items()}, phis, beta)
+                if not isinstance(out, dict) or set(out) != set(theta):
+                    raise grading.Stop("return a dict with the same names as theta")
+                ref = {k: theta[k] + beta * (phis[k] - theta[k]).mean(0) for k in theta}
+                values = {k: grading.tensor_like(out[k], ref[k], f"new_theta[{k!r}]") for k in ref}
+                if all(grading.close(values[k], ref[k]) for k in ref):
+                    continue
+                if all(grading.close(values[k], theta[k] - beta * (phis[k] - theta[k]).mean(0)) for k in ref):
+                    raise grading.Stop("wrong sign: Reptile moves θ *towards* the adapted weights, θ + β(φ̃ − θ)")
+                if n > 1 and all(grading.close(values[k], theta[k] + beta * (phis[k] - theta[k]).sum(0)) for k in ref):
+                    raise grading.Stop("average over tasks (mean), do not sum")
+                if all(grading.close(values[k], theta[k] + (phis[k] - theta[k]).mean(0)) for k in ref) and beta != 1:
+                    raise grading.Stop("scale the step by the outer step size β")
+                if all(grading.close(values[k], phis[k].mean(0)) for k in ref) and beta != 1:
+                    raise grading.Stop("that jumps all the way to the mean of φ̃ (β = 1); interpolate with β")
+                raise grading.Stop("not θ + β·mean(φ̃ − θ)")
+        return "θ + β·mean(φ̃ − θ) for one task and for many"
+
+    return grading.run("Reptile update", body)

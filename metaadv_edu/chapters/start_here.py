@@ -1,0 +1,76 @@
+"""Notebook 00 · Start here: the models every later chapter reuses, and the first explorer."""
+
+from __future__ import annotations
+
+import torch
+
+from metaadv_edu import cache, covers, data, models, panels
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.plotting import show_image
+from metaadv_edu.widgets import Explorer, epsilon_slider
+
+__all__ = ["digits_cnn", "first_look_explorer", "library_cnn"]
+
+
+def digits_cnn(device=None):
+    """The small CNN on the 8×8 digits (notebooks 00–04). Returns (model, record)."""
+    device = as_device(device)
+    config = {"width": 16, "epochs": 30, "lr": 3e-3, "batch_size": 64, "seed": 0}
+
+    build = cache.seeded(lambda: models.TinyCNN(1, 10, width=config["width"], image_size=8), config["seed"])
+
+    def train(model):
+        return cache.fit_classifier(model, *data.load_digits("train", device=device),
+                    data.load_digits("test", device=device), epochs=config["epochs"],
+                    lr=config["lr"], desc="digits CNN")
+
+    return load_or_train("digits-cnn", config, build, train, device=device)
+
+
+def library_cnn(device=None):
+    """The library's cover classifier: the small CNN on the ten named genres (32×32 covers)."""
+    device = as_device(device)
+    config = {"width": 16, "epochs": 6, "lr": 3e-3, "batch_size": 64, "seed": 0, "size": 32}
+
+    build = cache.seeded(lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32),
+                    config["seed"])
+
+    def train(model):
+        return cache.fit_classifier(model, *covers.library_dataset("train", device=device),
+                    covers.library_dataset("test", device=device), epochs=config["epochs"],
+                    lr=config["lr"], desc="cover classifier")
+
+    return load_or_train("library-cnn", config, build, train, device=device)
+
+
+def first_look_explorer(model: torch.nn.Module, digit: torch.Tensor, label: int, *, curvature: float = 10.0,
+                        seed: int = 0) -> Explorer:
+    """Notebook 00's demo: ε moves every pixel of one digit by ±ε in a fixed *random* direction (the
+    model's prediction barely changes), and α drives 12 steps of gradient descent on the parabola
+    f(w) = ½λw², which converge only while |1 − αλ| < 1."""
+    from metaadv_edu.plotting import probability_bars
+    from metaadv_edu.widgets import inner_lr_slider
+
+    coin = torch.randint(0, 2, digit.shape, generator=torch.Generator().manual_seed(seed))
+    random_sign = (coin * 2 - 1).to(digit.device)
+    grid = torch.linspace(-3, 3, 200)
+
+    def draw(fig, *, epsilon, inner_lr):
+        ax_img, ax_prob, ax_gd = fig.subplots(1, 3, width_ratios=[1, 1.4, 1.6])
+        noisy = (digit + epsilon * random_sign).clamp(0, 1)
+        probs = panels.probabilities(model, noisy[None])[0]
+        show_image(noisy, ax_img, title=f"digit {label} + random ±{epsilon:.2f}")
+        probability_bars(probs, ax_prob, highlight=label, title="CNN's class probabilities")
+        factor = 1 - inner_lr * curvature
+        ws = (2.0 * factor ** torch.arange(13, dtype=torch.float64)).clamp(-3, 3)
+        ax_gd.plot(grid, curvature / 2 * grid**2, color="0.6")
+        ax_gd.plot(ws, curvature / 2 * ws**2, "o-", markersize=3, color="tab:red")
+        ax_gd.set_ylim(-2, 50)
+        ax_gd.set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}", fontsize=9)
+        verdict = "converges" if abs(factor) < 1 else "diverges"
+        return (f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent {verdict} "
+                f"(|1 − αλ| = {abs(factor):.2f})")
+
+    sliders = {"epsilon": epsilon_slider(0.1, max=0.5), "inner_lr": inner_lr_slider(0.05, -3, 0)}
+    return Explorer(draw, sliders, title="ε and α: a first look", figsize=(10, 3))

@@ -1,0 +1,84 @@
+"""What the attack explorers of notebooks 00, 01, 02, 04 and 08 share: rows of clean image,
+perturbation, attacked image and class probabilities, updated in place on every slider move."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metaadv_edu import attacks
+from metaadv_edu.plotting import perturbation_image, show_image
+
+__all__ = ["AttackPanels", "delta_hw", "image_hwc", "probabilities", "run_attack"]
+
+
+def run_attack(model, x, y, epsilon, steps, step_size):
+    """FGSM for one step (its step is ε), PGD from the clean point otherwise (deterministic)."""
+    if steps == 1:
+        return attacks.fgsm(model, x, y, epsilon)
+    return attacks.pgd(model, x, y, epsilon, step_size=step_size, steps=steps, random_start=False)
+
+
+def probabilities(model, x):
+    """Softmax class probabilities of ``model`` at ``x``, without a graph."""
+    with torch.no_grad():
+        return torch.softmax(model(x), dim=-1)
+
+
+class AttackPanels:
+    """Rows of: clean image, perturbation, attacked image, class probabilities (clean vs attacked).
+
+    Built once on a figure; :meth:`show` only updates the artists.
+    """
+
+    def __init__(self, fig, x, labels):
+        self.labels = labels
+        n, k = len(x), len(labels)
+        self.axes = fig.subplots(n, 4, width_ratios=[1, 1, 1, 2.2], squeeze=False)
+        self.images, self.deltas, self.advs, self.bars = [], [], [], []
+        classes = np.arange(k)
+        for i in range(n):
+            a0, a1, a2, a3 = self.axes[i]
+            self.images.append(show_image(x[i], a0).images[0])
+            self.deltas.append(perturbation_image(torch.zeros_like(x[i]), 1.0, a1,
+                                                  title="δ (red +, blue −)").images[0])
+            self.advs.append(show_image(x[i], a2).images[0])
+            clean = a3.bar(classes - 0.2, np.zeros(k), width=0.4, label="clean", color="tab:blue")
+            adv = a3.bar(classes + 0.2, np.zeros(k), width=0.4, label="attacked", color="tab:red")
+            self.bars.append((clean, adv))
+            a3.set_ylim(0, 1)
+            a3.set_yticks([0, 1], ["0", "1"], fontsize=7)
+            names = [str(label)[:4] for label in labels] if i == n - 1 else []
+            a3.set_xticks(classes.tolist() if i == n - 1 else [], names, fontsize=7)
+            if i == 0:
+                a3.legend(fontsize=7, loc="upper right")
+
+    def show(self, x, x_adv, y, p_clean, p_adv, epsilon):
+        labels = self.labels
+        for i in range(len(x)):
+            c, a = int(p_clean[i].argmax()), int(p_adv[i].argmax())
+            a0, _, a2, a3 = self.axes[i]
+            self.images[i].set_data(image_hwc(x[i]))
+            a0.set_title(f"clean → {labels[c]} ({p_clean[i, c]:.0%})", fontsize=9)
+            self.deltas[i].set_data(delta_hw(x_adv[i] - x[i]))
+            self.deltas[i].set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
+            self.advs[i].set_data(image_hwc(x_adv[i]))
+            a2.set_title(f"attacked → {labels[a]} ({p_adv[i, a]:.0%})", fontsize=9,
+                         color="tab:red" if a != int(y[i]) else "black")
+            for bars, probs in zip(self.bars[i], (p_clean[i], p_adv[i])):
+                for rect, p in zip(bars, probs.tolist()):
+                    rect.set_height(p)
+            if i == 0:
+                a3.set_title(f"class probabilities (true: {labels[int(y[i])]})", fontsize=9)
+
+
+def image_hwc(image):
+    """A (C, H, W) image as the array imshow expects: (H, W) for one channel, (H, W, 3) for RGB."""
+    img = image.detach().float().cpu()
+    return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def delta_hw(delta):
+    """A perturbation averaged over channels, for a diverging colour map."""
+    d = delta.detach().float().cpu()
+    return d.mean(0).numpy()

@@ -1,0 +1,74 @@
+"""Notebook 02 · Adversarial training: its graders accept the reference and reject each typical mistake with
+its own hint; its explorer responds to every slider without training."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import attacks, data, models
+from metaadv_edu.chapters import adversarial_training as chapter
+
+
+def grad_of(model, x, y):
+    return attacks.input_gradient(model, x, y)[0]
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda xa, x, g, e, a: (x + (xa + a * g.sign() - x).clamp(-e, e)).clamp(0, 1), True, "correct"),
+    (lambda xa, x, g, e, a: (xa + a * g.sign()).clamp(0, 1), False, "projection"),
+    (lambda xa, x, g, e, a: x + (xa + a * g.sign() - x).clamp(-e, e), False, "then clamp"),
+    (lambda xa, x, g, e, a: (x + (xa - a * g.sign() - x).clamp(-e, e)).clamp(0, 1), False, "wrong sign"),
+    (lambda xa, x, g, e, a: (x + (xa + a * g - x).clamp(-e, e)).clamp(0, 1), False, "sign of the gradient"),
+])
+def test_check_pgd_step(fn, ok, hint, capsys):
+    assert chapter.check_pgd_step(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+def mixed_ok(model, x, y, eps, alpha):
+    x_adv = attacks.fgsm(model, x, y, eps)
+    return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
+
+
+def mixed_swapped(model, x, y, eps, alpha):
+    x_adv = attacks.fgsm(model, x, y, eps)
+    return (1 - alpha) * F.cross_entropy(model(x), y) + alpha * F.cross_entropy(model(x_adv), y)
+
+
+def mixed_detached(model, x, y, eps, alpha):
+    return mixed_ok(model, x, y, eps, alpha).detach()
+
+
+def mixed_adv_only(model, x, y, eps, alpha):
+    return F.cross_entropy(model(attacks.fgsm(model, x, y, eps)), y)
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (mixed_ok, True, "gradient for the model"),
+    (mixed_swapped, False, "swapped"),
+    (mixed_detached, False, "no gradient"),
+    (mixed_adv_only, False, "adversarial loss alone"),
+])
+def test_check_mixed_loss(fn, ok, hint, capsys):
+    assert chapter.check_mixed_loss(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+def test_robustness_explorer_switches_cached_models(device):
+    x, y = data.load_digits("test", device=device)
+    grid = {}
+    for i, e in enumerate((0.0, 0.1)):
+        torch.manual_seed(i)
+        grid[e] = models.TinyCNN(1, 10, width=4).to(device).eval()
+    curves = {e: [0.9, 0.5] for e in grid}
+    ex = chapter.robustness_explorer(grid, x[:2], y[:2], x[:40], y[:40], curves=curves,
+                                       curve_epsilons=[0.0, 0.1])
+    first = ex.image.value
+    ex.sliders["train_epsilon"].value = 0.0 if ex.sliders["train_epsilon"].value else 0.1
+    second = ex.image.value
+    ex.sliders["epsilon"].value = 0.2
+    third = ex.image.value
+    ex.sliders["step_size"].value = 0.05
+    assert len({first, second, third, ex.image.value}) == 4
+    assert "accuracy on 40 test inputs" in ex.caption.value
+    assert ex.values["train_epsilon"] in grid

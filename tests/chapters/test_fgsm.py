@@ -1,0 +1,101 @@
+"""Notebook 01 · FGSM: its graders accept the reference and reject each typical mistake with
+its own hint; its explorer responds to every slider without training."""
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import attacks, data
+from metaadv_edu.chapters import fgsm as chapter
+
+
+def no_grads(model):
+    return all(p.grad is None for p in model.parameters())
+
+
+def grad_of(model, x, y):
+    return attacks.input_gradient(model, x, y)[0]
+
+
+def fgsm_ok(model, x, y, eps):
+    return attacks.fgsm(model, x, y, eps)
+
+
+def fgsm_wrong_sign(model, x, y, eps):
+    return (x - eps * grad_of(model, x, y).sign()).clamp(0, 1)
+
+
+def fgsm_no_clamp(model, x, y, eps):
+    return x + eps * grad_of(model, x, y).sign()
+
+
+def fgsm_raw_gradient(model, x, y, eps):
+    return (x + eps * grad_of(model, x, y)).clamp(0, 1)
+
+
+def fgsm_backward(model, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x), y).backward()
+    return (x + eps * x.grad.sign()).clamp(0, 1).detach()
+
+
+def fgsm_wrong_shape(model, x, y, eps):
+    return x[0]
+
+
+def fgsm_raises(model, x, y, eps):
+    return x.nonexistent
+
+
+def fgsm_stub(model, x, y, eps):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (fgsm_ok, True, "matches the reference"),
+    (fgsm_wrong_sign, False, "wrong sign"),
+    (fgsm_no_clamp, False, "clamp"),
+    (fgsm_raw_gradient, False, "sign"),
+    (fgsm_backward, False, "torch.autograd.grad"),
+    (fgsm_wrong_shape, False, "shape"),
+    (fgsm_raises, False, "AttributeError"),
+    (fgsm_stub, False, "not written yet"),
+])
+def test_check_fgsm(fn, ok, hint, capsys):
+    assert chapter.check_fgsm(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and ("✓" in out) == ok
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda g, e: e * g.flatten(1).abs().sum(1), True, "ε‖g‖₁"),
+    (lambda g, e: e * g.flatten(1).norm(dim=1), False, "L2 norm"),
+    (lambda g, e: g.flatten(1).abs().sum(1), False, "multiply by ε"),
+    (lambda g, e: e * g.flatten(1).sum(1), False, "absolute values"),
+    (lambda g, e: e * g.abs().sum(), False, "one gain per example"),
+    (lambda g, e: (e * g.flatten(1).abs().sum(1)).cpu() if g.is_cuda else "nope", False, "tensor"),
+])
+def test_check_first_order_gain(fn, ok, hint, capsys):
+    assert chapter.check_first_order_gain(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+def test_attack_explorer_every_slider_changes_the_figure(small_cnn, device):
+    x, y = data.load_digits("test", device=device)
+    ex = chapter.attack_explorer(small_cnn, x[:2], y[:2], x[:50], y[:50])
+    before_params = [p.detach().clone() for p in small_cnn.parameters()]
+    open_figures = plt.get_fignums()
+    images = {ex.image.value}
+    ex.sliders["epsilon"].value = 0.25
+    images.add(ex.image.value)
+    ex.sliders["steps"].value = 5
+    images.add(ex.image.value)
+    ex.sliders["step_size"].value = 0.08
+    images.add(ex.image.value)
+    assert len(images) == 4, "each slider move must change the picture"
+    assert "PGD, 5 steps" in ex.caption.value and "accuracy on 50 test inputs" in ex.caption.value
+    assert all(torch.equal(a, b) for a, b in zip(before_params, small_cnn.parameters()))
+    assert no_grads(small_cnn)
+    assert plt.get_fignums() == open_figures

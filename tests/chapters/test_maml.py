@@ -1,0 +1,86 @@
+"""Notebook 05 · MAML: its graders accept the reference and reject each typical mistake with
+its own hint; its explorer responds to every slider without training."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import maml, models
+from metaadv_edu.chapters import maml as chapter
+from metaadv_edu.functional import forward
+
+
+def step_ok(model, params, x, y, lr):
+    loss = F.mse_loss(forward(model, params, x), y)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    return {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+
+
+def step_no_graph(model, params, x, y, lr):
+    loss = F.mse_loss(forward(model, params, x), y)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    return {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+
+
+def step_detached(model, params, x, y, lr):
+    return {k: v.detach() for k, v in step_ok(model, params, x, y, lr).items()}
+
+
+def step_sign(model, params, x, y, lr):
+    loss = F.mse_loss(forward(model, params, x), y)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    return {k: p + lr * g for (k, p), g in zip(params.items(), grads)}
+
+
+def step_in_place(model, params, x, y, lr):
+    new = step_ok(model, params, x, y, lr)
+    with torch.no_grad():
+        for p, k in zip(model.parameters(), new):
+            p.copy_(new[k])
+    return new
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (step_ok, True, "differentiable"),
+    (step_no_graph, False, "Hessian term"),
+    (step_detached, False, "detached"),
+    (step_sign, False, "wrong sign"),
+    (step_in_place, False, "model's own parameters"),
+    (lambda m, p, x, y, lr: list(p.values()), False, "dict"),
+])
+def test_check_inner_step(fn, ok, hint, capsys):
+    assert chapter.check_inner_step(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+def ml_ok(model, tasks, lr):
+    return maml.meta_loss(model, tasks, inner_lr=lr)
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (ml_ok, True, "second-order"),
+    (lambda m, t, lr: maml.meta_loss(m, t, inner_lr=lr, first_order=True), False, "Hessian term missing"),
+    (lambda m, t, lr: t.n_tasks * maml.meta_loss(m, t, inner_lr=lr), False, "summed"),
+    (lambda m, t, lr: F.mse_loss(m(t.x_query), t.y_query), False, "adapt to each task"),
+    (lambda m, t, lr: maml.meta_loss(m, chapter.data_swap(t), inner_lr=lr), False, "query"),
+    (lambda m, t, lr: ml_ok(m, t, lr).detach(), False, "no gradient"),
+])
+def test_check_maml_meta_loss(fn, ok, hint, capsys):
+    assert chapter.check_maml_meta_loss(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+def test_maml_explorer_every_slider_changes_the_figure(device):
+    torch.manual_seed(0)
+    meta, base = models.SineRegressor().to(device), models.SineRegressor().to(device)
+    ex = chapter.maml_explorer(meta, base, n_tasks=3, pool=12)
+    before = [p.detach().clone() for p in meta.parameters()]
+    images = {ex.image.value}
+    for name, value in (("inner_lr", 0.1), ("steps", 5), ("k_support", 4), ("epsilon", 0.5),
+                        ("task", 2), ("steps", 0)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 7
+    assert "after 0 step(s)" in ex.caption.value
+    assert all(torch.equal(a, b) for a, b in zip(before, meta.parameters()))
+    assert all(p.grad is None for p in meta.parameters())

@@ -1,0 +1,83 @@
+"""Notebook 08 · Meta-adversarial training: its graders accept the reference and reject each typical mistake with
+its own hint; its explorer responds to every slider without training."""
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import attacks, models
+from metaadv_edu.chapters import meta_adversarial_training as chapter
+from metaadv_edu.functional import forward
+
+
+def no_grads(model):
+    return all(p.grad is None for p in model.parameters())
+
+
+def _fgsm_at(model, params, x, y, eps, *, clamp=True, sign=1.0):
+
+    frozen = {k: p.detach() for k, p in params.items()}
+    g = attacks.input_gradient(lambda z: forward(model, frozen, z), x, y)[0]
+    out = x + sign * eps * g.sign()
+    return out.clamp(0, 1) if clamp else out
+
+
+def _aq(attack_params="adapted", score_params="adapted", **kw):
+
+    def loss(model, adapted, x, y, eps):
+        own = dict(model.named_parameters())
+        at = adapted if attack_params == "adapted" else own
+        scored = adapted if score_params == "adapted" else own
+        x_adv = _fgsm_at(model, at, x, y, eps, **kw)
+        return F.cross_entropy(forward(model, scored, x_adv), y)
+
+    return loss
+
+
+def _aq_clean(model, adapted, x, y, eps):
+
+    return F.cross_entropy(forward(model, adapted, x), y)
+
+
+def _aq_detached(model, adapted, x, y, eps):
+    return _aq()(model, {k: p.detach() for k, p in adapted.items()}, x, y, eps)
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (_aq(), True, "meta-gradient flows through the adaptation"),
+    (_aq_clean, False, "clean query loss"),
+    (_aq(attack_params="initial"), False, "the attack targets θ"),
+    (_aq(score_params="initial"), False, "scored by the adapted weights"),
+    (_aq(clamp=False), False, "forgot to clamp"),
+    (_aq(sign=-1.0), False, "wrong sign"),
+    (_aq_detached, False, "do not detach adapted"),
+    (lambda model, adapted, x, y, eps: torch.zeros(3), False, "single-number tensor"),
+    (lambda model, adapted, x, y, eps: adapted["missing"], False, "KeyError"),
+])
+def test_check_adversarial_query_loss(fn, ok, hint, capsys):
+    assert chapter.check_adversarial_query_loss(fn) is ok
+    assert hint in capsys.readouterr().out
+
+
+def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
+    from metaadv_edu import covers
+
+    torch.manual_seed(0)
+    nets = {"a": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
+            "b": models.TinyCNN(3, 3, width=4, image_size=8).to(device)}
+    tasks = covers.cover_tasks(3, n_way=3, k_shot=2, k_query=2, size=8, pool="meta-test",
+                               generator=torch.Generator().manual_seed(0), device=device)
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in nets.items()}
+    open_figures = plt.get_fignums()
+    ex = chapter.robust_few_shot_explorer(nets, tasks, epsilon=0.0, inner_lr=0.2)
+    images = {ex.image.value}
+    assert "PGD <b>" in ex.caption.value and "2 clean covers per class" in ex.caption.value
+    for name, value in (("epsilon", 0.1), ("inner_lr", 0.01), ("learner", "a"), ("task", 2)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 5, "each slider move must change the picture"
+    for k, m in nets.items():
+        assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
+        assert no_grads(m)
+    assert plt.get_fignums() == open_figures
