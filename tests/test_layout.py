@@ -1,0 +1,64 @@
+"""The package keeps its shape: three layers that import only downwards, a course module for every
+notebook, and no module too long to read in one sitting."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from metaadv_edu import notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "metaadv_edu"
+TOOLING = {"cli", "notebooks", "site", "colab"}
+COURSE = {"chapters", "widgets", "cache", "plotting", "panels", "display", "grading", "measure"}
+
+
+def _layer(module: str) -> str:
+    top = module.split(".")[0]
+    return "tooling" if top in TOOLING else "course" if top in COURSE else "library"
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metaadv_edu"):
+            rest = node.module.removeprefix("metaadv_edu").lstrip(".")
+            found |= {f"{rest}.{a.name}".lstrip(".") if not rest else rest for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("metaadv_edu.") for a in node.names if a.name.startswith("metaadv_edu.")}
+    return {m for m in found if m and m not in {"pick_device", "seed_everything"}}
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        if rel.name != "__init__":
+            yield ".".join(rel.parts), path
+
+
+ORDER = {"library": 0, "course": 1, "tooling": 2}
+
+
+@pytest.mark.parametrize("module, path", list(_modules()), ids=[m for m, _ in _modules()])
+def test_layers_import_only_downwards(module, path):
+    mine = ORDER[_layer(module)]
+    upward = [m for m in _imports(path) if ORDER[_layer(m)] > mine]
+    assert not upward, f"{module} ({_layer(module)}) imports {upward} from a higher layer"
+
+
+def test_the_rule_catches_an_upward_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from metaadv_edu.chapters import fgsm\nfrom metaadv_edu import cli\n")
+    assert {_layer(m) for m in _imports(bad)} == {"course", "tooling"}
+
+
+def test_every_notebook_has_its_course_module():
+    names = {p.stem.split("_", 1)[1] for p in notebooks.find_notebooks(ROOT / "notebooks")}
+    modules = {p.stem for p in (PACKAGE / "chapters").glob("*.py") if p.stem != "__init__"}
+    assert names == modules
+
+
+@pytest.mark.parametrize("module, path", list(_modules()), ids=[m for m, _ in _modules()])
+def test_no_module_is_longer_than_400_lines(module, path):
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 400
