@@ -1,5 +1,7 @@
-"""One MAML meta-step (25 sinusoid tasks, K = 10, one inner step, second order, 1-40-40-1):
-the vectorised implementation against the per-task loop, and memory against inner steps.
+"""One MAML meta-step (25 sinusoid tasks, K = 10, one inner step, second order, 1-40-40-1): the
+per-task loop against the vectorised paths — ``vmap`` (any model) and batched matrix products
+(plain MLPs, the path ``maml.meta_loss`` takes for this model) — on one and on two threads, and the
+memory of a meta-step against the number of inner steps.
 
     python benchmarks/maml_speed.py            # on the device pick_device() chooses
     METAADV_DEVICE=cuda python benchmarks/maml_speed.py
@@ -29,21 +31,47 @@ def peak_memory(model, tasks, device, steps, first_order) -> float:
     return graph_bytes(loss)
 
 
-def main() -> None:
-    device = pick_device()
+def speed(device, threads: int) -> dict[str, float]:
+    """Median seconds of one meta-step (forward and backward) for each implementation."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        model = models.SineRegressor().to(device)
+        tasks = data.sine_tasks(25, 10, generator=torch.Generator().manual_seed(0), device=device)
+        return {"loop": time_step(maml.meta_loss_loop, model, tasks, device),
+                "vmap": time_step(maml.meta_loss, model, tasks, device, fast_path=False),
+                "batched": time_step(maml.meta_loss, model, tasks, device)}
+    finally:
+        torch.set_num_threads(before)
+
+
+def rows(device=None) -> list[tuple[str, str]]:
+    """(what, measured) rows for the README's performance table."""
+    device = device or pick_device()
+    out = []
+    for threads in ((1, 2) if device.type == "cpu" else (torch.get_num_threads(),)):
+        t = speed(device, threads)
+        label = f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else device.type
+        out.append((f"MAML meta-step, 25 tasks, K = 10, 2nd order ({label})",
+                    f"loop {t['loop'] * 1e3:.1f} ms · vmap {t['vmap'] * 1e3:.1f} ms "
+                    f"({t['loop'] / t['vmap']:.1f}×) · batched MLP {t['batched'] * 1e3:.1f} ms "
+                    f"(**{t['loop'] / t['batched']:.1f}×**)"))
     torch.manual_seed(0)
     model = models.SineRegressor().to(device)
     tasks = data.sine_tasks(25, 10, generator=torch.Generator().manual_seed(0), device=device)
-    t_vmap = time_step(maml.meta_loss, model, tasks, device)
-    t_loop = time_step(maml.meta_loss_loop, model, tasks, device)
-    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"MAML meta-step, 25 tasks, K=10, 1 step, 2nd order: vmap {t_vmap * 1e3:.2f} ms, "
-          f"loop {t_loop * 1e3:.2f} ms, speed-up {t_loop / t_vmap:.1f}x")
-    print("memory of one meta-step vs inner steps (CPU: tensors saved for backward; CUDA: peak allocated):")
-    for steps in (1, 2, 5, 10):
-        so = peak_memory(model, tasks, device, steps, False)
-        fo = peak_memory(model, tasks, device, steps, True)
-        print(f"  steps={steps:>2}: MAML {so / 1024:8.1f} KiB   FOMAML {fo / 1024:8.1f} KiB")
+    mem = [peak_memory(model, tasks, device, s, False) / 2**20 for s in (1, 2, 5, 10)]
+    fo = peak_memory(model, tasks, device, 10, True) / 2**20
+    out.append(("memory of a MAML meta-step, 1 / 2 / 5 / 10 inner steps",
+                " / ".join(f"{m:.1f}" for m in mem) + f" MiB; first-order, 10 steps: {fo:.1f} MiB"))
+    return out
+
+
+def main() -> None:
+    device = pick_device()
+    print(f"device: {device}, torch {torch.__version__}")
+    for what, measured in rows(device):
+        print(f"{what}: {measured}")
 
 
 if __name__ == "__main__":

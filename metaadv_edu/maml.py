@@ -22,6 +22,7 @@ from torch.func import grad, vmap
 from tqdm.auto import tqdm
 
 from metaadv_edu import _validate as v
+from metaadv_edu import batched
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import LossFn, Params, default_loss, forward, params_of, sgd_step, task_loss
 
@@ -77,15 +78,22 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *,
 
 def meta_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1,
               first_order: bool = False, params: Params | None = None,
-              loss_fn: LossFn | None = None) -> torch.Tensor:
+              loss_fn: LossFn | None = None, fast_path: bool = True) -> torch.Tensor:
     r"""Mean query loss after adapting to each task's support set, vectorised over tasks.
 
     :math:`\frac1n\sum_i L_{Q_i}\big(\theta'_i\big)`; calling ``.backward()`` on it puts the
     meta-gradient in the model's parameters (or in ``params`` when given).
+
+    Any model runs through ``torch.func.vmap``. A plain MLP with the default loss takes a faster,
+    equivalent path (:mod:`metaadv_edu.batched`: batched matrix products instead of vmap) unless
+    ``fast_path=False``.
     """
     _check_tasks(tasks)
     inner_lr, steps = _check_inner(inner_lr, steps)
     params = params if params is not None else params_of(model)
+    if fast_path and loss_fn is None and batched.supports(model):
+        return batched.meta_loss(model, params, tasks, inner_lr=inner_lr, steps=steps, first_order=first_order,
+                                 loss_fn=default_loss(tasks.y_support))
     loss_fn = loss_fn or default_loss(tasks.y_support)
 
     def one_task(xs, ys, xq, yq):
