@@ -1,63 +1,90 @@
-"""Slider → redrawn figure latency of each explorer (budget: median ≤ 100 ms; ≤ 150 ms for notebook 08).
+"""Slider → redrawn figure latency of every notebook's explorer, and its memory over 300 moves.
 
-Models come from the cache (trained on first use); each slider is moved through several values and
-the median time of :meth:`Explorer.update` is printed.
+Each notebook runs in a fresh kernel up to the cell that builds its ``explorer`` (models come from
+the cache; a cold cache trains them first); then every slider is moved through values across its
+range and the median and worst time of :meth:`Explorer.update` are recorded. Finally the sliders are
+moved 300 more times in turn and the kernel's resident memory is compared before and after.
+Budget: median ≤ 100 ms for every explorer, no growth over 300 moves.
 
-    python benchmarks/explorers.py
+    python benchmarks/explorers.py [NAME ...]
 """
 
-import statistics
+import json
+import sys
+from pathlib import Path
 
-import torch
+import nbformat
+from nbclient import NotebookClient
 
-from metaadv_edu import attacks, covers, data, pick_device
-from metaadv_edu.chapters import adversarial_training, fgsm, maml, meta_adversarial_training, start_here
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = r"""
+import json as _json, statistics as _st, gc as _gc
+import psutil as _psutil
+
+def _values(s, n=5):
+    if hasattr(s, "options"):
+        return [("index", i) for i in range(len(s.options))]
+    if s.__class__.__name__ == "FloatLogSlider":
+        lo, hi = s.min, s.max
+        return [("value", s.base ** (lo + (hi - lo) * i / (n - 1))) for i in range(n)]
+    lo, hi, step = s.min, s.max, s.step or 1
+    return [("value", type(s.value)(round((lo + (hi - lo) * i / (n - 1)) / step) * step)) for i in range(n)]
+
+def _move(s, how):
+    kind, v = how
+    setattr(s, kind, v)
+
+_times, _per = [], {}
+_start = {n: (s.index if hasattr(s, "options") else s.value) for n, s in explorer.sliders.items()}
+for _name, _s in explorer.sliders.items():
+    _mine = []
+    for _how in _values(_s)[1:] + _values(_s)[:1]:
+        _move(_s, _how)
+        _mine.append(explorer.last_update_s)
+    _per[_name] = _st.median(_mine)
+    _times += _mine
+    _move(_s, ("index" if hasattr(_s, "options") else "value", _start[_name]))
+_proc = _psutil.Process()
+_plan = [(s, how) for s in explorer.sliders.values() for how in _values(s)]
+for _i in range(30):
+    _move(*_plan[_i % len(_plan)])
+_gc.collect()
+_before = _proc.memory_info().rss
+for _i in range(300):
+    _move(*_plan[_i % len(_plan)])
+_gc.collect()
+_after = _proc.memory_info().rss
+print(_json.dumps({"sliders": len(explorer.sliders), "median_ms": _st.median(_times) * 1e3,
+                   "max_ms": max(_times) * 1e3, "per_slider_ms": {k: v * 1e3 for k, v in _per.items()},
+                   "growth_mib": (_after - _before) / 2**20}))
+"""
 
 
-def sweep(explorer, moves) -> tuple[float, float]:
-    times = []
-    for name, values in moves.items():
-        for value in values:
-            explorer.sliders[name].value = value
-            times.append(explorer.last_update_s)
-    return statistics.median(times) * 1e3, max(times) * 1e3
+def measure(path: Path, timeout: int = 600) -> dict:
+    nb = nbformat.read(str(path), as_version=4)
+    last = max(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "explorer =" in c.source)
+    nb.cells = nb.cells[: last + 1] + [nbformat.v4.new_code_cell(PROBE)]
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
+    return json.loads(text.strip().splitlines()[-1])
 
 
-def main() -> None:
-    device = pick_device()
-    x, y = data.load_digits("test", device=device)
-    cnn, _ = start_here.digits_cnn(device)
-    rows = []
-    ex = fgsm.attack_explorer(cnn, x[:3], y[:3], x[:200], y[:200])
-    rows.append(("01 attack explorer", *sweep(ex, {
-        "epsilon": [0.05, 0.1, 0.15, 0.2, 0.25], "steps": [1, 5, 10, 20, 1],
-        "step_size": [0.01, 0.03, 0.05, 0.08]})))
-    grid = [0.0, 0.05, 0.1, 0.15, 0.2]
-    models = {e: cnn if e == 0 else adversarial_training.digits_cnn_adversarial("pgd", e, device)[0] for e in grid}
-    curve_eps = [0.0, 0.1, 0.2, 0.3]
-    curves = {e: attacks.robust_accuracy(m, x[:200], y[:200], curve_eps) for e, m in models.items()}
-    ex = adversarial_training.robustness_explorer(models, x[:3], y[:3], x[:200], y[:200], curves=curves,
-                                       curve_epsilons=curve_eps)
-    rows.append(("02 train ε × test ε explorer", *sweep(ex, {
-        "train_epsilon": grid, "epsilon": [0.05, 0.1, 0.2, 0.3], "step_size": [0.01, 0.05, 0.08]})))
-    meta, _ = maml.sine_maml(device)
-    pre, _ = maml.sine_pretrained(device)
-    ex = maml.maml_explorer(meta, pre)
-    rows.append(("05 MAML explorer", *sweep(ex, {
-        "inner_lr": [0.003, 0.01, 0.03, 0.1], "steps": [0, 1, 5, 10], "k_support": [5, 10, 20],
-        "epsilon": [0.0, 0.25, 0.5], "task": [1, 2, 3]})))
-    tasks = covers.cover_tasks(10, n_way=5, k_shot=5, k_query=5, size=16, pool="meta-test",
-                               generator=torch.Generator().manual_seed(11), device=device)
-    learners = {"MAML": meta_adversarial_training.cover_maml(0.0, device)[0],
-                "adversarial querying": meta_adversarial_training.cover_maml(8 / 255, device)[0]}
-    ex = meta_adversarial_training.robust_few_shot_explorer(learners, tasks)
-    rows.append(("08 robust few-shot explorer", *sweep(ex, {
-        "epsilon": [0.0, 4 / 255, 8 / 255, 16 / 255], "inner_lr": [0.01, 0.1, 0.2, 0.5], "task": [1, 5, 9],
-        "learner": ["MAML", "adversarial querying"]})))
-    print(f"device: {device}, threads: {torch.get_num_threads()}")
-    for name, median, worst in rows:
-        print(f"{name:<32} median {median:6.1f} ms   max {worst:6.1f} ms")
+def rows(names: list[str] | None = None) -> list[tuple[str, str, dict]]:
+    paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if names:
+        paths = [p for p in paths if any(p.name.startswith(n) for n in names)]
+    return [(p.stem, f"{r['median_ms']:.0f} ms (worst {r['max_ms']:.0f} ms, {r['sliders']} sliders), "
+             f"memory after 300 moves {r['growth_mib']:+.1f} MiB", r)
+            for p in paths for r in [measure(p)]]
+
+
+def main(names: list[str]) -> None:
+    for name, text, result in rows(names):
+        slow = {k: round(v) for k, v in result["per_slider_ms"].items()}
+        print(f"{name:<34} {text}  per slider: {slow}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

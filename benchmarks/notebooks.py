@@ -1,8 +1,7 @@
 """Budgets of the course notebooks: cold-cache wall time and peak memory of each notebook's kernel.
 
 Each notebook is executed on a copy, in a fresh process, with an empty model cache, so every model
-is trained as a learner's first run would. Budget: ≤ 60 s and ≤ 1.5 GB on 2 CPU cores (notebook 08:
-≤ 90 s).
+is trained as a learner's first run would. Budget: ≤ 60 s and ≤ 1.5 GB on 2 CPU cores.
 
     python benchmarks/notebooks.py [NAME ...]
 """
@@ -34,6 +33,13 @@ def measure(path: Path) -> dict:
         out = subprocess.run([sys.executable, "-c", RUNNER, str(copy)], env=env, check=True,
                              capture_output=True, text=True, cwd=path.parent)
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rows(names: list[str] | None = None) -> list[tuple[str, dict]]:
+    paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if names:
+        paths = [p for p in paths if any(p.name.startswith(n) for n in names)]
+    return [(p.stem, measure(p)) for p in paths]
 
 
 def main(names: list[str]) -> None:
