@@ -11,6 +11,17 @@ import torch
 
 matplotlib.use("Agg")
 
+
+def pytest_configure(config):
+    # With several pytest-xdist workers on a small machine, each worker (and every notebook kernel it
+    # starts, which inherits the environment) computes on one thread: the workers share the cores
+    # instead of oversubscribing them.
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and int(workers) > 1:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
