@@ -162,15 +162,32 @@ def student(args) -> int:
         return 2
     total = 0
     for path in paths:
-        target, removed = student_copy(path, out)
-        total += removed
-        print(f"{target}: {removed} solution cell(s) removed, outputs cleared")
-    print(f"{len(paths)} notebooks written to {out} ({total} solutions removed)")
+        target, count = student_copy(path, out, keep_solutions=args.nbgrader_source)
+        total += count
+        done = "marked for nbgrader" if args.nbgrader_source else "cleared"
+        print(f"{target}: {count} solution(s) {done}, outputs cleared")
+    kind = "nbgrader source notebooks" if args.nbgrader_source else "learner's copies"
+    print(f"{len(paths)} {kind} written to {out} ({total} solutions)")
     return 0
 
 
+def _read_points(path: str | None) -> dict[str, float]:
+    """A teacher's points per exercise, ``{exercise name: points}``, from a JSON or TOML file."""
+    if path is None:
+        return {}
+    import json
+
+    import tomllib
+
+    text = Path(path).read_text(encoding="utf-8")
+    table = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    if not isinstance(table, dict) or not all(isinstance(v, int | float) and v >= 0 for v in table.values()):
+        raise ValueError(f"--points {path}: expected a table of exercise name = points ≥ 0")
+    return {str(k): float(v) for k, v in table.items()}
+
+
 def grade(args) -> int:
-    from metaadv_edu.notebooks import grade_notebook
+    from metaadv_edu.notebooks import grade_notebook, gradebook_rows, write_csv
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -180,16 +197,25 @@ def grade(args) -> int:
     if not paths:
         print(f"no notebooks in {folder}", file=sys.stderr)
         return 2
-    rows = []
+    try:
+        points = _read_points(args.points)
+    except (OSError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    rows, records = [], []
     for path in paths:
         verdicts, errors = grade_notebook(path, execute=not args.no_execute, timeout=args.timeout)
         failed = [name for name, ok in verdicts.items() if not ok]
         rows.append((str(path.relative_to(folder)), f"{len(verdicts) - len(failed)}/{len(verdicts)}",
                      str(errors), ", ".join(failed) or "—"))
+        records += gradebook_rows(path.relative_to(folder), verdicts, points)
     headers = ("notebook", "passed", "cells with errors", "not yet right")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for line in (headers, tuple("-" * w for w in widths), *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    if args.csv:
+        write_csv(records, args.csv)
+        print(f"{len(records)} rows written to {args.csv}")
     return 0
 
 
@@ -210,14 +236,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--no-browser", action="store_true")
     p.set_defaults(func=demo)
-    p = sub.add_parser("student", help="write learner's copies: solutions removed, outputs cleared")
+    p = sub.add_parser("student", help="write learner's copies: solutions cleared, outputs cleared")
     p.add_argument("outdir", help="folder for the copies")
     p.add_argument("--source", help="notebook folder (default: notebooks/)")
+    p.add_argument("--nbgrader-source", action="store_true",
+                   help="write nbgrader source notebooks instead (solutions kept, cells marked for "
+                        "`nbgrader generate_assignment`)")
     p.set_defaults(func=student)
     p = sub.add_parser("grade", help="run the exercise graders over a folder of submitted notebooks")
     p.add_argument("folder", help="folder of learners' notebooks (searched recursively)")
     p.add_argument("--no-execute", action="store_true", help="read the stored outputs instead of running")
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p.add_argument("--csv", help="also write one row per learner, notebook and exercise to this CSV file")
+    p.add_argument("--points", help="JSON or TOML table of exercise name = points, overriding the course's")
     p.set_defaults(func=grade)
     args = parser.parse_args(argv)
     return args.func(args)

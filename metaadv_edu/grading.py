@@ -16,7 +16,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["Stop", "call", "cases", "close", "devices", "report", "run", "tensor_like", "toy_batch", "toy_classifier"]
+__all__ = [
+    "PGD_HINTS", "Stop", "call", "cases", "close", "devices", "first_mistake", "pgd_variants", "report", "run",
+    "tensor_like", "toy_batch", "toy_classifier", "toy_regression",
+]
 
 
 class Stop(Exception):
@@ -86,3 +89,61 @@ def cases():
             model = toy_classifier(device, seed)
             x, y = toy_batch(device, seed + 10, n=3 + seed)
             yield model, x, y, eps
+
+
+def first_mistake(value: torch.Tensor, mistakes, tol: float = 1e-5) -> None:
+    """Raise :class:`Stop` with the hint of the first ``(wrong result, hint)`` that ``value`` equals."""
+    for wrong, hint in mistakes:
+        if close(value, wrong.detach().to(value.dtype), tol):
+            raise Stop(hint)
+
+
+PGD_HINTS = {
+    "no projection": "every step must be projected back onto the ε-ball around the clean x: clip x_adv − x to "
+                     "[−ε, ε] after each step (several steps of size a can walk further than ε)",
+    "no clamp": "almost: after projecting, clamp to [0, 1] so that each iterate stays a valid image",
+    "one step": "that is a single step: PGD repeats the step `steps` times, each from the previous iterate",
+    "stale gradient": "the gradient must be recomputed at the current iterate x_adv in every step, not reused from x",
+    "descent": "wrong sign: each step *ascends* the loss, x_adv + a·sign(∇ₓL)",
+}
+
+
+def pgd_variants(loss_of_x: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilon: float,
+                 step_size: float, steps: int) -> dict[str, torch.Tensor]:
+    """L∞ PGD from ``x`` (no random start) on ``loss_of_x``, and the typical wrong versions of it named
+    in :data:`PGD_HINTS`; key ``"ok"`` is the right one."""
+
+    def grad_at(z):
+        z = z.detach().requires_grad_(True)
+        return torch.autograd.grad(loss_of_x(z), z)[0]
+
+    def attack(n=steps, project=True, clamp=True, sign=1.0, stale=False):
+        x_adv, g0 = x.detach().clone(), grad_at(x)
+        for _ in range(n):
+            x_adv = x_adv + sign * step_size * (g0 if stale else grad_at(x_adv)).sign()
+            if project:
+                x_adv = x + (x_adv - x).clamp(-epsilon, epsilon)
+            if clamp:
+                x_adv = x_adv.clamp(0, 1)
+        return x_adv.detach()
+
+    return {"ok": attack(), "no projection": attack(project=False), "no clamp": attack(clamp=False),
+            "one step": attack(n=1), "stale gradient": attack(stale=True), "descent": attack(sign=-1.0)}
+
+
+def toy_regression(device, seed: int, hidden: int = 8):
+    """A flat parameter vector θ of a 1-``hidden``-1 tanh network and the support and query MSE losses
+    of one sinusoid task as functions of θ (curved: their Hessians depend on θ)."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(3 * hidden + 1, generator=g, dtype=torch.float64).to(device)
+    amp, phase = 1 + 4 * float(torch.rand(1, generator=g)), 3 * float(torch.rand(1, generator=g))
+    xs, xq = (10 * torch.rand(2, 10, 1, generator=g, dtype=torch.float64) - 5).to(device)
+
+    def loss(data):
+        def of(t):
+            w1, b1, w2, b2 = t[:hidden], t[hidden:2 * hidden], t[2 * hidden:3 * hidden], t[3 * hidden]
+            pred = torch.tanh(data * w1 + b1) @ w2 + b2
+            return ((pred - amp * torch.sin(data[:, 0] + phase)) ** 2).mean()
+        return of
+
+    return theta, loss(xs), loss(xq)

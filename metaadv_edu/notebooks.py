@@ -21,8 +21,9 @@ from pathlib import Path
 import nbformat
 
 __all__ = [
-    "execute_notebook", "find_notebooks", "grade_notebook", "package_digest", "pair_difference", "source_digest",
-    "source_path", "stale_reason", "student_copy", "sync_pair",
+    "clear_solution", "course_points", "execute_notebook", "find_notebooks", "grade_notebook", "gradebook_rows",
+    "nbgrader_source", "package_digest", "pair_difference", "source_digest", "source_path", "stale_reason",
+    "student_copy", "sync_pair", "write_csv",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -120,28 +121,150 @@ def grade_notebook(path: str | Path, *, execute: bool = True, timeout: int = 600
 
 
 SOLUTION_TAG = "solution"
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's ClearSolutions.code_stub for Python
 
 
-def student_copy(path: str | Path, out_dir: str | Path) -> tuple[Path, int]:
-    """Write a learner's copy of a notebook: cells tagged ``solution`` removed, outputs cleared.
+def _is_solution(cell) -> bool:
+    return cell.cell_type == "code" and SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
 
-    Returns the new path and the number of solution cells removed.
+
+def clear_solution(source: str) -> str:
+    """``source`` with each ``### BEGIN SOLUTION`` … ``### END SOLUTION`` region replaced by nbgrader's
+    code stub, indented like the BEGIN line (what nbgrader's ``ClearSolutions`` does)."""
+    lines, inside = [], False
+    for line in source.split("\n"):
+        if BEGIN_SOLUTION in line:
+            if inside:
+                raise ValueError(f"source: nested {BEGIN_SOLUTION!r}")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.extend(indent + stub for stub in CODE_STUB.splitlines())
+        elif END_SOLUTION in line:
+            if not inside:
+                raise ValueError(f"source: {END_SOLUTION!r} without {BEGIN_SOLUTION!r}")
+            inside = False
+        elif not inside:
+            lines.append(line)
+    if inside:
+        raise ValueError(f"source: {BEGIN_SOLUTION!r} without {END_SOLUTION!r}")
+    return "\n".join(lines)
+
+
+def _clear_outputs(cell) -> None:
+    if cell.cell_type == "code":
+        cell.outputs = []
+        cell.execution_count = None
+        cell.metadata.pop("execution", None)
+
+
+def nbgrader_source(nb, name: str = "notebook"):
+    """The notebook as an nbgrader *source* notebook (for ``source/<assignment>/`` of an nbgrader course).
+
+    Each exercise in the course is a stub cell followed by a hidden solution cell (tag ``solution``) whose
+    solution code sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``; the stub is exactly the
+    solution cell with that region cleared. nbgrader keeps a solution cell and clears its region, so the
+    stub cell would be a duplicate that the cleared solution cell overrides: here it is dropped, the
+    solution cell is shown, and it gets the cell metadata ``generate_assignment`` requires
+    (``solution: true`` and a ``grade_id``). Outputs are cleared. Returns ``(notebook, solution cells)``.
+    """
+    cells, count = [], 0
+    for cell in nb.cells:
+        if _is_solution(cell):
+            if BEGIN_SOLUTION not in cell.source:
+                raise ValueError(f"{name}: a solution cell has no {BEGIN_SOLUTION!r} marker:\n{cell.source[:200]}")
+            stub = clear_solution(cell.source)
+            if cells and cells[-1].cell_type == "code" and cells[-1].source.strip() == stub.strip():
+                cells.pop()
+            shown = cell.metadata.get("jupyter", {})
+            shown.pop("source_hidden", None)
+            if not shown:
+                cell.metadata.pop("jupyter", None)
+            count += 1
+            cell.metadata["nbgrader"] = {"grade": False, "grade_id": f"{name}-solution-{count}", "locked": False,
+                                         "schema_version": 3, "solution": True, "task": False}
+        _clear_outputs(cell)
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata.pop(META_KEY, None)
+    return nb, count
+
+
+def student_copy(path: str | Path, out_dir: str | Path, *, keep_solutions: bool = False) -> tuple[Path, int]:
+    """Write a learner's copy of a notebook: the notebook nbgrader's ``generate_assignment`` releases
+    from :func:`nbgrader_source` — each exercise's solution cell shown with its marked region replaced
+    by ``raise NotImplementedError()`` (taking the place of the stub cell it equals), outputs cleared,
+    nbgrader's cell metadata left out. With ``keep_solutions`` write the nbgrader source notebook itself.
+
+    Returns the new path and the number of solutions cleared.
     """
     path, out_dir = Path(path), Path(out_dir)
-    nb = nbformat.read(str(path), as_version=4)
-    kept = [c for c in nb.cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
-    removed = len(nb.cells) - len(kept)
-    for cell in kept:
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-            cell.metadata.pop("execution", None)
-    nb.cells = kept
-    nb.metadata.pop(META_KEY, None)
+    nb, count = nbgrader_source(nbformat.read(str(path), as_version=4), path.stem)
+    if not keep_solutions:
+        for cell in nb.cells:
+            if _is_solution(cell):
+                cell.source = clear_solution(cell.source)
+                cell.metadata.pop("nbgrader", None)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / path.name
     nbformat.write(nb, str(target))
-    return target, removed
+    return target, count
+
+
+# ------------------------------------------------------------------------- gradebook
+CSV_FIELDS = ("learner", "notebook", "exercise", "passed", "points", "max_points")
+
+
+def course_points(notebook: str) -> dict[str, float]:
+    """The points of each exercise of a course notebook (``01_fgsm.ipynb`` → ``chapters.fgsm.POINTS``),
+    in the order the notebook asks them; empty for a notebook that is not part of the course."""
+    import importlib
+
+    stem = Path(notebook).stem
+    if not re.fullmatch(r"\d\d_\w+", stem):
+        return {}
+    try:
+        module = importlib.import_module(f"metaadv_edu.chapters.{stem[3:]}")
+    except ModuleNotFoundError:
+        return {}
+    return dict(getattr(module, "POINTS", {}))
+
+
+def gradebook_rows(relative: str | Path, verdicts: dict[str, bool],
+                   points: dict[str, float] | None = None) -> list[dict[str, str]]:
+    """One gradebook row per exercise of a submitted notebook at ``relative`` (its path under the
+    submissions folder): the learner is the first folder of that path, or the file's stem when it has
+    none. Every exercise of the course notebook gets a row — one the learner never ran scores 0 — and
+    so does any other verdict printed. ``points`` (exercise → points) overrides the course's weights;
+    an exercise weighted nowhere is worth 1."""
+    relative = Path(relative)
+    learner = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+    weights = {**course_points(relative.name), **(points or {})}
+    names = list(course_points(relative.name)) + [n for n in verdicts if n not in course_points(relative.name)]
+
+    def fmt(x: float) -> str:
+        return f"{x:g}"
+
+    rows = []
+    for name in names:
+        weight = float(weights.get(name, 1.0))
+        passed = bool(verdicts.get(name, False))
+        rows.append({"learner": learner, "notebook": relative.name, "exercise": name, "passed": str(int(passed)),
+                     "points": fmt(weight if passed else 0.0), "max_points": fmt(weight)})
+    return rows
+
+
+def write_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
+    """Write gradebook rows as CSV (UTF-8, header ``learner,notebook,exercise,passed,points,max_points``)."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 # ------------------------------------------------------------------------- notebook sources

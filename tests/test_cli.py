@@ -124,23 +124,84 @@ def test_readme_quickstart_has_exactly_three_commands():
     assert blocks == ["pip install -r binder/requirements.txt", "jupyter lab notebooks/", "pytest"]
 
 
-def test_student_copy_removes_solutions_and_outputs(tmp_path, capsys):
-    src = tmp_path / "src"
-    src.mkdir()
+SOLUTION = "def f():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\n\ncheck(f);"
+STUB = "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\ncheck(f);"
+
+
+def _exercise_notebook(folder):
+    folder.mkdir(parents=True, exist_ok=True)
     nb = nbformat.v4.new_notebook()
-    stub = nbformat.v4.new_code_cell("def f():\n    raise NotImplementedError")
+    stub = nbformat.v4.new_code_cell(STUB)
     stub.outputs = [nbformat.v4.new_output("stream", text="✗ not written yet\n")]
     stub.execution_count = 3
-    solution = nbformat.v4.new_code_cell("def f():\n    return 42")
-    solution.metadata["tags"] = ["solution"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# ex"), stub, solution]
-    nbformat.write(nb, str(src / "01_ex.ipynb"))
+    solution = nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}})
+    solution.outputs = [nbformat.v4.new_output("stream", text="✓ f\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# ex"), stub, solution, nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, str(folder / "01_ex.ipynb"))
+    return folder
+
+
+def test_clear_solution_replaces_each_marked_region_like_nbgrader():
+    assert notebooks.clear_solution(SOLUTION) == STUB
+    two = ("a = 1\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION\n"
+           "if a:\n    ### BEGIN SOLUTION\n    c = 3\n    ### END SOLUTION")
+    assert notebooks.clear_solution(two) == ("a = 1\n# YOUR CODE HERE\nraise NotImplementedError()\nif a:\n"
+                                            "    # YOUR CODE HERE\n    raise NotImplementedError()")
+    for bad in ("### BEGIN SOLUTION\nx", "x\n### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN SOLUTION"):
+        with pytest.raises(ValueError, match="source"):
+            notebooks.clear_solution(bad)
+
+
+def test_student_copy_clears_solutions_and_outputs(tmp_path, capsys):
+    src = _exercise_notebook(tmp_path / "src")
     assert cli.main(["student", str(tmp_path / "out"), "--source", str(src)]) == 0
     copy = nbformat.read(str(tmp_path / "out" / "01_ex.ipynb"), as_version=4)
-    assert [c.source for c in copy.cells] == ["# ex", "def f():\n    raise NotImplementedError"]
-    assert copy.cells[1].outputs == [] and copy.cells[1].execution_count is None
-    assert "1 solutions removed" in capsys.readouterr().out
+    # the solution cell, cleared, takes the place of the stub cell it equals; it is shown and keeps its tag
+    assert [c.source for c in copy.cells] == ["# ex", STUB, "x = 1"]
+    assert copy.cells[1].metadata == {"tags": ["solution"]}
+    assert all(c.outputs == [] and c.execution_count is None for c in copy.cells[1:])
+    assert "(1 solutions)" in capsys.readouterr().out
     assert cli.main(["student", str(src), "--source", str(src)]) == 2
+
+
+def test_nbgrader_source_marks_solution_cells_for_generate_assignment(tmp_path):
+    src = _exercise_notebook(tmp_path / "src")
+    assert cli.main(["student", str(tmp_path / "source" / "ps1"), "--source", str(src), "--nbgrader-source"]) == 0
+    nb = nbformat.read(str(tmp_path / "source" / "ps1" / "01_ex.ipynb"), as_version=4)
+    assert [c.source for c in nb.cells] == ["# ex", SOLUTION, "x = 1"]
+    assert nb.cells[1].metadata["nbgrader"] == {"grade": False, "grade_id": "01_ex-solution-1", "locked": False,
+                                                "schema_version": 3, "solution": True, "task": False}
+    assert "jupyter" not in nb.cells[1].metadata and nb.cells[1].outputs == []
+    unmarked = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["solution"]})])
+    with pytest.raises(ValueError, match="BEGIN SOLUTION"):
+        notebooks.nbgrader_source(unmarked)
+
+
+def _course_cells():
+    import jupytext
+
+    for twin in sorted((ROOT / "notebooks" / "src").glob("0[1-8]_*.md")):
+        yield twin.name, jupytext.read(str(twin)).cells
+
+
+def test_every_course_solution_is_marked_and_follows_its_stub():
+    """The stub a self-paced learner fills in is exactly the learner's copy of the solution cell."""
+    for name, cells in _course_cells():
+        solutions = [i for i, c in enumerate(cells) if "solution" in c.metadata.get("tags", [])]
+        assert solutions, f"{name} has no exercise"
+        for i in solutions:
+            assert "### BEGIN SOLUTION" in cells[i].source, f"{name}: solution cell {i} has no markers"
+            assert cells[i - 1].source == notebooks.clear_solution(cells[i].source), f"{name}: cell {i - 1}"
+
+
+def test_course_points_cover_every_grader_of_the_chapter():
+    import re
+
+    for name, _cells in _course_cells():
+        module = ROOT / "metaadv_edu" / "chapters" / f"{name[3:-3]}.py"
+        graded = re.findall(r'grading\.run\("([^"]+)"', module.read_text())
+        assert list(notebooks.course_points(name[:-3] + ".ipynb")) == graded, name
+        assert all(v > 0 for v in notebooks.course_points(name[:-3] + ".ipynb").values())
 
 
 def test_course_notebooks_hide_their_solutions():
@@ -229,3 +290,30 @@ def test_grade_runs_the_graders_over_submitted_notebooks(tmp_path, capsys):
     assert rows["cy/01_fgsm.ipynb"].split()[1:3] == ["0/0", "2"]
     assert (subs / "ada" / "01_fgsm.ipynb").read_text() == before  # submissions are not modified
     assert cli.main(["grade", str(tmp_path / "missing")]) == 2
+
+
+def test_grade_csv_round_trips_with_points(tmp_path, capsys):
+    import csv
+
+    subs = tmp_path / "submissions"
+    _submission(subs / "ada" / "week1" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n"
+                                                        "    return attacks.fgsm(model, x, y, eps)")
+    _submission(subs / "bob.ipynb", "def my_fgsm(model, x, y, eps):\n    return x")
+    (tmp_path / "points.json").write_text('{"FGSM": 3, "first-order gain": 0.5}')
+    out = tmp_path / "grades" / "week1.csv"
+    assert cli.main(["grade", str(subs), "--csv", str(out), "--points", str(tmp_path / "points.json")]) == 0
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    written = notebooks.gradebook_rows("ada/week1/01_fgsm.ipynb", {"FGSM": True}, {"FGSM": 3, "first-order gain": 0.5})
+    written += notebooks.gradebook_rows("bob.ipynb", {"FGSM": False}, {"FGSM": 3})
+    assert rows == written
+    by_key = {(r["learner"], r["exercise"]): r for r in rows}
+    assert by_key["ada", "FGSM"] == {"learner": "ada", "notebook": "01_fgsm.ipynb", "exercise": "FGSM",
+                                     "passed": "1", "points": "3", "max_points": "3"}
+    # every exercise of notebook 01 gets a row; one never run scores 0 of its weight
+    never_run = by_key["ada", "first-order gain"]
+    assert never_run["passed"] == "0" and never_run["points"] == "0" and never_run["max_points"] == "0.5"
+    assert by_key["bob", "FGSM"]["points"] == "0" and by_key["bob", "FGSM"]["notebook"] == "bob.ipynb"
+    assert "rows written to" in capsys.readouterr().out
+    (tmp_path / "bad.toml").write_text('FGSM = "many"')
+    assert cli.main(["grade", str(subs), "--no-execute", "--points", str(tmp_path / "bad.toml")]) == 2

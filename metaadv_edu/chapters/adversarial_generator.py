@@ -14,7 +14,13 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.start_here import digits_cnn
 from metaadv_edu.widgets import Explorer, int_slider
 
-__all__ = ["adversarial_generator", "check_bounded_perturbation", "digits_cnn_generator_hardened", "generator_explorer"]
+__all__ = [
+    "POINTS", "adversarial_generator", "check_bounded_perturbation", "check_generator_loss",
+    "digits_cnn_generator_hardened", "generator_explorer",
+]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"bounded perturbation": 1, "generator loss": 2}
 
 
 def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None, *, steps: int = 800):
@@ -140,3 +146,53 @@ def check_bounded_perturbation(my_output: Callable) -> bool:
         return "clip(x + ε·tanh(h), 0, 1): bounded and differentiable"
 
     return grading.run("bounded perturbation", body)
+
+
+def check_generator_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(logits, y, d_logits, gan_weight) -> loss``: AdvGAN's generator loss with κ = 0,
+    mean max(Z_y − max_{j≠y} Z_j, 0) + λ_GAN·(−mean log D(x_adv)), from the target classifier's logits
+    Z = f(x_adv), the true labels and the discriminator's logits on x_adv."""
+    import torch.nn.functional as F
+
+    from metaadv_edu import gan
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, scale, weight in ((0, 2.0, 0.5), (1, 30.0, 0.03), (2, 5.0, 1.0)):
+                g = torch.Generator().manual_seed(seed)
+                logits = (scale * torch.randn(12, 5, generator=g)).to(device)
+                y = torch.randint(5, (12,), generator=g).to(device)
+                d = (scale * torch.randn(12, 1, generator=g)).to(device)
+                d[0] = -200.0  # a generated input the discriminator is sure about
+                true = logits.gather(1, y[:, None])[:, 0]
+                other = logits.masked_fill(F.one_hot(y, 5).bool(), float("-inf")).amax(1)
+                fool, real = gan._margin_loss(logits, y), gan.generator_loss(d, "non-saturating")
+                ref = fool + weight * real
+                out = grading.call(my_loss, logits, y, d, weight)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the loss as a single-number tensor (means over the batch)")
+                value = out.detach().reshape(()).to(ref.dtype)
+                if grading.close(value, ref, 1e-4):
+                    continue
+                if not torch.isfinite(value):
+                    raise grading.Stop("not finite for a confident discriminator: log(sigmoid(s)) underflows to "
+                                       "log 0; use F.logsigmoid")
+                grading.first_mistake(value, [
+                    (fool - weight * torch.log(torch.sigmoid(d) + 1e-8).mean(), "log(σ(s) + 1e-8) flattens at "
+                     "log(1e-8) ≈ −18.4 where D is confident, so G gets no gradient there: use F.logsigmoid"),
+                    (fool + weight * F.logsigmoid(-d).mean(), "that realism term is the saturating log(1 − D); "
+                     "the generator minimises the non-saturating −log D(x_adv)"),
+                    ((true - other).mean() + weight * real, "without the floor max(·, −κ) with κ = 0 the loss keeps "
+                     "pushing examples f already gets wrong; clamp the margin at 0"),
+                    (torch.clamp(true - logits.amax(1), min=0).mean() + weight * real,
+                     "the max runs over the *other* classes j ≠ y (mask the true class out)"),
+                    (-F.cross_entropy(logits, y) + weight * real, "AdvGAN fools f with the Carlini–Wagner margin "
+                     "Z_y − max_{j≠y} Z_j, not by raising the cross-entropy"),
+                    (torch.clamp(other - true, min=0).mean() + weight * real, "the margin has the wrong sign: "
+                     "minimising it must push Z_y *below* the best other logit"),
+                    (fool + real, "scale the realism term by gan_weight (λ_GAN)"),
+                ], 1e-4)
+                raise grading.Stop("not the margin term plus λ_GAN times the non-saturating realism term")
+        return "fooling margin floored at 0, plus λ_GAN·(−log D), stable for confident logits"
+
+    return grading.run("generator loss", body)

@@ -15,9 +15,12 @@ from metaadv_edu.plotting import show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider
 
 __all__ = [
-    "check_mixed_loss", "check_pgd_step", "digits_cnn_adversarial", "library_cnn_adversarial",
-    "robustness_explorer",
+    "POINTS", "check_mixed_loss", "check_pgd_step", "check_robust_linear_loss", "digits_cnn_adversarial",
+    "library_cnn_adversarial", "robustness_explorer",
 ]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"PGD step": 1, "mixed loss": 1, "robust linear loss": 2}
 
 
 def digits_cnn_adversarial(method: str = "pgd", epsilon: float = 0.1, device=None):
@@ -190,3 +193,42 @@ def check_mixed_loss(my_loss: Callable) -> bool:
         return "α·J(x) + (1 − α)·J(x_FGSM), with a gradient for the model"
 
     return grading.run("mixed loss", body)
+
+
+def check_robust_linear_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(w, b, x, y, epsilon) -> loss``: the worst-case logistic loss of the linear model
+    f(x) = w·x + b with labels y ∈ {−1, +1} over ‖δ‖∞ ≤ ε (inputs not clamped), averaged over the batch."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, scale, eps in ((0, 1.0, 0.1), (1, 3.0, 0.3), (2, 1.0, 0.0), (3, 60.0, 0.05)):
+                g = torch.Generator().manual_seed(seed)
+                w, b = (scale * torch.randn(5, generator=g)).to(device), (torch.randn((), generator=g)).to(device)
+                x = torch.randn(7, 5, generator=g).to(device)
+                y = (2 * torch.randint(2, (7,), generator=g) - 1).float().to(device)
+                margin, l1 = y * (x @ w + b), w.abs().sum()
+                ref = F.softplus(-margin + eps * l1).mean()
+                out = grading.call(my_loss, w, b, x, y, eps)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the loss as a single-number tensor (the mean over the batch)")
+                value = out.detach().reshape(()).to(ref.dtype)
+                if grading.close(value, ref, 1e-4):
+                    continue
+                if not torch.isfinite(value):
+                    raise grading.Stop("the loss overflows for a large margin: log(1 + exp(z)) is F.softplus(z), "
+                                       "which stays finite")
+                if eps:
+                    grading.first_mistake(value, [
+                        (F.softplus(-margin + eps * w.norm()).mean(), "you used ‖w‖₂: for an L∞ budget the worst "
+                         "δ·w is ε‖w‖₁ (L1 is the dual norm of L∞)"),
+                        (F.softplus(-margin - eps * l1).mean(), "wrong sign: the adversary *lowers* the margin "
+                         "y(w·x + b), which raises the loss"),
+                        (F.softplus(-margin + eps * l1).sum(), "average over the batch instead of summing"),
+                        (F.softplus(-margin).mean(), "that is the clean loss: the worst δ changes the margin"),
+                    ], 1e-4)
+                grading.first_mistake(value, [(F.softplus(-(x @ w + b) + eps * l1).mean(),
+                                               "the margin includes the label: y(w·x + b)")], 1e-4)
+                raise grading.Stop("not the worst-case logistic loss; which δ with ‖δ‖∞ ≤ ε lowers y·w·δ most?")
+        return "the worst case in closed form, finite for large margins, ε = 0 included"
+
+    return grading.run("robust linear loss", body)

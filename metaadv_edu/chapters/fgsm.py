@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from metaadv_edu import attacks, cache, data, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
 
-__all__ = ["attack_explorer", "check_fgsm", "check_first_order_gain", "digits_logreg"]
+__all__ = ["POINTS", "attack_explorer", "check_fgsm", "check_first_order_gain", "check_pgd", "digits_logreg"]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"FGSM": 1, "first-order gain": 1, "PGD": 2}
 
 
 def digits_logreg(device=None):
@@ -120,3 +124,31 @@ def check_first_order_gain(my_gain: Callable) -> bool:
         return "ε‖g‖₁ per example, for every shape and ε"
 
     return grading.run("first-order gain", body)
+
+
+def check_pgd(my_pgd: Callable) -> bool:
+    """Grade ``my_pgd(model, x, y, epsilon, step_size, steps) -> x_adv``: untargeted L∞ PGD started at x,
+    each step an ascent of ``step_size`` along the sign of the input gradient, projected onto the ε-ball
+    around x and clamped to [0, 1]."""
+
+    def body() -> str:
+        for model, x, y, eps in grading.cases():
+            for step_size, steps in ((max(eps, 0.03) / 3, 6), (max(eps, 0.03) / 2, 1)):
+                model.zero_grad(set_to_none=True)
+                out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
+                out = grading.tensor_like(out, x, "x_adv")
+                if any(p.grad is not None for p in model.parameters()):
+                    raise grading.Stop("your function left gradients in the model's parameters: take the input "
+                                       "gradient with torch.autograd.grad(loss, x_adv)")
+                variants = grading.pgd_variants(lambda z, model=model, y=y: F.cross_entropy(model(z), y),
+                                                x, eps, step_size, steps)
+                if grading.close(out, variants.pop("ok")):
+                    continue
+                if eps and (out - x).abs().max() > eps + 1e-6:
+                    raise grading.Stop(grading.PGD_HINTS["no projection"])
+                grading.first_mistake(out, [(variants[k], grading.PGD_HINTS[k]) for k in variants])
+                raise grading.Stop("not the projected, clamped ascent; start at x (no random start) and check "
+                                   "each step: ascend, project onto the ε-ball around x, clamp")
+        return "several projected, clamped ascent steps, recomputing the gradient each time; ε = 0 included"
+
+    return grading.run("PGD", body)

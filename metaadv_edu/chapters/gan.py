@@ -14,7 +14,10 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer
 
-__all__ = ["check_discriminator_loss", "digits_gan", "gan_dynamics_explorer", "ring_gan"]
+__all__ = ["POINTS", "check_discriminator_loss", "check_gan_optimum", "digits_gan", "gan_dynamics_explorer", "ring_gan"]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"discriminator loss": 1, "D* and JSD": 2}
 
 
 def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1200):
@@ -162,3 +165,73 @@ def check_discriminator_loss(my_loss: Callable) -> bool:
         return "−E log D(x) − E log(1 − D(G(z))), stable for confident logits"
 
     return grading.run("discriminator loss", body)
+
+
+def _density_pairs(device):
+    grid = torch.linspace(-6, 6, 601, dtype=torch.float64)
+    dx = float(grid[1] - grid[0])
+
+    def normal(mu, sd):
+        return torch.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * (2 * torch.pi) ** 0.5)
+
+    def uniform(lo, hi):
+        return ((grid >= lo) & (grid < hi)).double() / (hi - lo)
+
+    for p, q in ((normal(-1, 1), normal(1.5, 0.7)), (normal(0, 1.5), uniform(0, 2)), (uniform(-4, -1), uniform(1, 3))):
+        yield p.to(device), q.to(device), dx
+
+
+def check_gan_optimum(my_optimum: Callable) -> bool:
+    """Grade ``my_optimum(p_data, p_g, dx) -> (d_star, jsd, d_loss)`` for densities sampled on a uniform
+    grid of spacing dx: the optimal discriminator on the grid, JSD(p_data ‖ p_g) in nats, and the
+    discriminator's loss L_D = −∫p_data log D* − ∫p_g log(1 − D*) at D*."""
+    from metaadv_edu import gan
+
+    def body() -> str:
+        for device in grading.devices():
+            for p, q, dx in _density_pairs(device):
+                out = grading.call(my_optimum, p, q, dx)
+                if not isinstance(out, tuple | list) or len(out) != 3:
+                    raise grading.Stop("return three things: (d_star, jsd, d_loss)")
+                both = (p + q) > 0
+                ref_d = gan.optimal_discriminator(p, q)
+                d_star = grading.tensor_like(out[0], ref_d, "d_star")
+                if not grading.close(d_star[both], ref_d[both]):
+                    grading.first_mistake(d_star[both], [((q / (p + q))[both], "D* is the probability that x is "
+                                          "*real*: the data density over the sum of both")])
+                    raise grading.Stop("d_star is not the optimal discriminator at every grid point")
+                ref_j = gan.js_divergence(p, q, dx)
+                values = []
+                for what, got in zip(("jsd", "d_loss"), out[1:]):
+                    if not isinstance(got, torch.Tensor | float) or torch.as_tensor(got).numel() != 1:
+                        raise grading.Stop(f"{what} should be a single number")
+                    values.append(torch.as_tensor(got).detach().double().reshape(()).cpu())
+                jsd, d_loss = values
+                mass = float((p.sum() + q.sum()) * dx)  # 2 up to the grid's rounding
+                ref_j = ref_j.double().cpu()
+                ref_l = mass * torch.log(torch.tensor(2.0, dtype=torch.float64)) - 2 * ref_j  # log 4 − 2·JSD
+                for value in values:
+                    if torch.isnan(value):
+                        raise grading.Stop("a NaN: where a density is 0 the term 0·log 0 counts as 0 — use "
+                                           "torch.xlogy(p, p / m), or keep only the points where p > 0")
+                    if torch.isinf(value):
+                        raise grading.Stop("infinite: where p_g ≪ p_data, 1 − D* rounds to 0 and its log to −∞; "
+                                           "write log(1 − D*) as the log of a ratio of densities instead")
+                if not grading.close(jsd, ref_j, 1e-6):
+                    grading.first_mistake(jsd, [
+                        (2 * ref_j, "JSD averages the two KLs to the mixture m = (p + p_g)/2: ½KL(p‖m) + ½KL(p_g‖m)"),
+                        (ref_j / dx, "integrate: multiply the sum over the grid by dx"),
+                        (ref_j / torch.log(torch.tensor(2.0)).double(), "use natural logarithms (nats), not log2"),
+                    ], 1e-6)
+                    raise grading.Stop("jsd is not the Jensen–Shannon divergence of the two densities")
+                if not grading.close(d_loss, ref_l, 1e-6):
+                    grading.first_mistake(d_loss, [
+                        (ref_l / 2, "that is half of L_D — the ½ that d2l puts in its discriminator loss "
+                         "(the mean of the two BCE terms); the loss of eq. (1) is their sum"),
+                        (-ref_l, "that is V(D*, G); the discriminator minimises −V"),
+                        (ref_l / dx, "integrate: multiply the sum over the grid by dx"),
+                    ], 1e-6)
+                    raise grading.Stop("d_loss is not −∫p log D* − ∫p_g log(1 − D*)")
+        return "D* = p/(p + p_g), the JSD in nats and L_D(D*) = log 4 − 2·JSD, disjoint supports included"
+
+    return grading.run("D* and JSD", body)

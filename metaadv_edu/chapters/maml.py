@@ -16,10 +16,13 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
 __all__ = [
-    "SINE_META", "check_inner_step", "check_maml_meta_loss", "data_swap", "maml_explorer", "sine_maml",
-    "sine_pretrained", "sine_sampler",
+    "POINTS", "SINE_META", "check_inner_step", "check_maml_hvp", "check_maml_meta_loss", "data_swap",
+    "maml_explorer", "sine_maml", "sine_pretrained", "sine_sampler",
 ]
 
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"MAML inner step": 1, "MAML meta-loss": 1, "MAML meta-gradient by HVP": 2}
 
 SINE_META = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.01, "outer_lr": 1e-3}
 
@@ -299,3 +302,49 @@ def data_swap(tasks):
     from metaadv_edu.data import Tasks
 
     return Tasks(tasks.x_support, tasks.y_support, tasks.x_support, tasks.y_support)
+
+
+def check_maml_hvp(my_meta_grad: Callable) -> bool:
+    """Grade ``my_meta_grad(support_loss, query_grad, theta, inner_lr) -> g``: MAML's one-step meta-gradient
+    (I − α∇²L_S(θ))∇L_Q(θ′) with θ′ = θ − α∇L_S(θ), for a flat θ; ``query_grad(θ′)`` returns ∇L_Q(θ′)
+    without a graph, so the Hessian term must come from a Hessian-vector product."""
+
+    def grad(fn, t, v=None):
+        t = t.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(t), t, create_graph=v is not None)
+        return g.detach() if v is None else torch.autograd.grad(g, t, v)[0].detach()
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, alpha in ((0, 0.05), (1, 0.2), (2, 0.0)):
+                theta, support, query = grading.toy_regression(device, seed)
+                q_grad = lambda t, query=query: grad(query, t)  # noqa: E731
+                adapted = theta - alpha * grad(support, theta)
+                g = q_grad(adapted)
+                ref = g - alpha * grad(support, theta, g)
+                try:
+                    out = grading.call(my_meta_grad, support, q_grad, theta.clone(), alpha)
+                except grading.Stop as stop:
+                    if "does not require grad" in str(stop):
+                        raise grading.Stop("to differentiate ∇L_S a second time (the Hessian-vector product), "
+                                           "compute it with create_graph=True") from None
+                    raise
+                out = grading.tensor_like(out, ref, "the meta-gradient")
+                if grading.close(out, ref, 1e-6):
+                    continue
+                grading.first_mistake(out, [
+                    (g, "that is ∇L_Q(θ′) alone — first-order MAML: the Hessian term −α∇²L_S(θ)∇L_Q(θ′) is missing"),
+                    (g + alpha * grad(support, theta, g),
+                     "the Hessian term has the wrong sign: dθ′/dθ = I − α∇²L_S(θ)"),
+                    (g - alpha * grad(support, adapted, g), "the Hessian belongs to the inner step: take it at θ, "
+                     "where the inner step starts, not at θ′"),
+                    (g - alpha * grad(query, adapted, g), "the Hessian is the *support* loss's (the inner step "
+                     "differentiates L_S), not the query loss's"),
+                    (-alpha * grad(support, theta, g), "(I − αH)v keeps v itself: add the query gradient"),
+                    (q_grad(theta) - alpha * grad(support, theta, q_grad(theta)),
+                     "the query gradient is taken at the adapted θ′ = θ − α∇L_S(θ), not at θ"),
+                ], 1e-6)
+                raise grading.Stop("not (I − α∇²L_S(θ))∇L_Q(θ′)")
+        return "(I − α∇²L_S(θ))∇L_Q(θ′) through a Hessian-vector product, α = 0 included"
+
+    return grading.run("MAML meta-gradient by HVP", body)

@@ -16,10 +16,14 @@ from metaadv_edu.plotting import perturbation_image, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, int_slider
 
 __all__ = [
-    "COVER_FEW_SHOT", "DETECTION", "check_adversarial_query_loss", "cover_attack_pools", "cover_detector",
+    "COVER_FEW_SHOT", "DETECTION", "POINTS", "check_adversarial_query_loss", "check_pgd_query_loss",
+    "cover_attack_pools", "cover_detector",
     "cover_maml", "cover_pretrained", "cover_task_generator", "robust_few_shot_explorer",
 ]
 
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"adversarial-query loss": 1, "PGD query loss": 2}
 
 COVER_FEW_SHOT = {"n_way": 5, "k_shot": 5, "k_query": 5, "size": 16, "width": 8, "meta_batch": 4,
                   "inner_lr": 0.2, "steps": 2, "outer_lr": 3e-3, "iterations": 300}
@@ -339,3 +343,49 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
         return "FGSM against θ′, clamped, scored by θ′; the meta-gradient flows through the adaptation"
 
     return grading.run("adversarial-query loss", body)
+
+
+def check_pgd_query_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(model, adapted, x, y, epsilon, step_size, steps) -> loss``: the query loss of the
+    adapted weights θ′ at the query inputs attacked by L∞ PGD against θ′ (start at x, projected, clamped,
+    held fixed). The grader checks the value and that the meta-gradient reaches θ through θ′ only."""
+    from metaadv_edu import maml
+    from metaadv_edu.functional import forward, params_of
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, eps in ((0, 0.3), (1, 0.1), (3, 0.2)):
+                model = grading.toy_classifier(device, seed)
+                (xs, ys), (x, y) = grading.toy_batch(device, seed + 20, n=8), grading.toy_batch(device, seed + 40)
+                theta = params_of(model)
+                adapted = maml.adapt(model, theta, xs, ys, inner_lr=0.5)
+                frozen = {k: p.detach() for k, p in adapted.items()}
+                ce = lambda p, z, model=model, y=y: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
+                attack = lambda p, a, k, ce=ce, x=x, eps=eps: grading.pgd_variants(  # noqa: E731
+                    lambda z: ce(p, z), x, eps, a, k)
+                variants = attack(frozen, eps / 4, 6)
+                ref = ce(adapted, variants.pop("ok"))
+                out = grading.call(my_loss, model, adapted, x, y, eps, eps / 4, 6)
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the loss as a single-number tensor (the mean over the query set)")
+                if not grading.close(out.detach().reshape(()), ref.detach(), 1e-4):
+                    theta0 = {k: p.detach() for k, p in theta.items()}
+                    grading.first_mistake(out.detach().reshape(()), [
+                        (ce(adapted, attack(theta0, eps / 4, 6)["ok"]),
+                         "PGD must attack the adapted weights θ′ (forward(model, adapted, ·)), not θ"),
+                        (ce(adapted, attack(frozen, eps, 1)["ok"]),
+                         "that is FGSM: take `steps` PGD steps of `step_size`, each projected and clamped"),
+                        (ce(adapted, x), "that is the clean query loss: attack the query inputs first"),
+                        *[(ce(adapted, wrong), grading.PGD_HINTS[k]) for k, wrong in variants.items()],
+                    ], 1e-4)
+                    raise grading.Stop("not the cross-entropy of θ′ at the PGD-attacked query inputs")
+                if not out.requires_grad:
+                    raise grading.Stop("the value is right but has no gradient: score with adapted, not detached")
+                g_out = torch.autograd.grad(out, list(theta.values()), retain_graph=True, allow_unused=True)
+                g_ref = torch.autograd.grad(ref, list(theta.values()))
+                if any(g is None for g in g_out) or not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                    raise grading.Stop("the value is right but the meta-gradient is not: hold the perturbation "
+                                       "fixed (detach x_adv) so θ is reached only through θ′")
+        return "PGD against θ′ (projected, clamped), scored by θ′; the meta-gradient flows through the adaptation"
+
+    return grading.run("PGD query loss", body)

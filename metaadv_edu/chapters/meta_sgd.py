@@ -14,7 +14,11 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import SINE_META, sine_sampler
 from metaadv_edu.widgets import Explorer, float_slider
 
-__all__ = ["check_meta_sgd_step", "learned_inner_lrs", "metasgd_explorer", "sine_metasgd"]
+__all__ = ["POINTS", "check_alpha_gradient", "check_meta_sgd_step", "learned_inner_lrs", "metasgd_explorer",
+           "sine_metasgd"]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"Meta-SGD step": 1, "Meta-SGD ∂L/∂α": 2}
 
 
 def sine_metasgd(device=None, *, iterations: int = 1200, k_support: int = 10,
@@ -159,3 +163,51 @@ def check_meta_sgd_step(my_step: Callable) -> bool:
         return "θ − α∘∇L, elementwise"
 
     return grading.run("Meta-SGD step", body)
+
+
+def check_alpha_gradient(my_grad: Callable) -> bool:
+    """Grade ``my_grad(support_loss, query_loss, theta, alpha) -> g``: ∂L_Q(θ′)/∂α for the Meta-SGD inner
+    step θ′ = θ − α ⊙ ∇L_S(θ), with θ and α flat tensors of the same shape; g has α's shape."""
+
+    def grad(fn, t):
+        t = t.detach().requires_grad_(True)
+        return torch.autograd.grad(fn(t), t)[0].detach()
+
+    detached = ("your ∂L/∂α is zero or missing: α was detached (or never required a gradient), so autograd "
+                "cannot see that L_Q depends on α through θ′")
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed in (0, 1, 2):
+                theta, support, query = grading.toy_regression(device, seed)
+                alpha = 0.01 + 0.05 * torch.rand(theta.shape, generator=torch.Generator().manual_seed(seed),
+                                                  dtype=theta.dtype).to(device)
+                g_s = grad(support, theta)
+                adapted = theta - alpha * g_s
+                ref = -grad(query, adapted) * g_s
+                try:
+                    out = grading.call(my_grad, support, query, theta.clone(), alpha.clone())
+                except grading.Stop as stop:
+                    if "does not require grad" in str(stop) or "not have been used in the graph" in str(stop):
+                        raise grading.Stop(detached) from None
+                    raise
+                if out is None:
+                    raise grading.Stop(detached)
+                if isinstance(out, torch.Tensor) and out.numel() == 1:
+                    raise grading.Stop("return one entry per learning rate (α's shape): the product with ∇L_S "
+                                       "is elementwise, not a dot product")
+                out = grading.tensor_like(out, alpha, "∂L/∂α")
+                if grading.close(out, ref, 1e-6):
+                    continue
+                if not out.abs().max():
+                    raise grading.Stop(detached)
+                grading.first_mistake(out, [
+                    (-ref, "wrong sign: θ′ moves by −α ⊙ ∇L_S(θ), so ∂θ′/∂α = −∇L_S(θ)"),
+                    (-grad(query, theta) * g_s, "∇L_Q is taken at the adapted θ′, not at θ"),
+                    (-grad(query, adapted) * grad(support, adapted), "∇L_S is the inner step's gradient, at θ"),
+                    (grad(query, adapted), "that is ∂L/∂θ′; the chain rule multiplies it by ∂θ′/∂α"),
+                ], 1e-6)
+                raise grading.Stop("not ∂L_Q(θ′)/∂α")
+        return "−∇L_Q(θ′) ⊙ ∇L_S(θ), one entry per learning rate"
+
+    return grading.run("Meta-SGD ∂L/∂α", body)

@@ -15,7 +15,10 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import sine_sampler
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
-__all__ = ["check_reptile_update", "reptile_explorer", "sine_reptile"]
+__all__ = ["POINTS", "check_reptile_joint_step", "check_reptile_update", "reptile_explorer", "sine_reptile"]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"Reptile update": 1, "one-step Reptile as SGD": 2}
 
 
 def sine_reptile(device=None, *, iterations: int = 2000):
@@ -171,3 +174,41 @@ def check_reptile_update(my_update: Callable) -> bool:
         return "θ + β·mean(φ̃ − θ) for one task and for many"
 
     return grading.run("Reptile update", body)
+
+
+def check_reptile_joint_step(my_step: Callable) -> bool:
+    """Grade ``my_step(joint_loss, theta, inner_lr, outer_lr) -> new_theta``: the plain gradient step on the
+    joint loss J(θ) = mean_i L_i(θ) that equals one Reptile iteration with one inner SGD step per task
+    (inner rate α, outer rate β). The grader runs Reptile on the separate tasks, which ``my_step`` never sees."""
+
+    def grad(fn, t):
+        t = t.detach().requires_grad_(True)
+        return torch.autograd.grad(fn(t), t)[0].detach()
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, n, alpha, beta in ((0, 3, 0.02, 0.5), (1, 1, 0.1, 1.0), (2, 5, 0.01, 0.3)):
+                theta = grading.toy_regression(device, seed)[0]
+                tasks = [grading.toy_regression(device, 10 * seed + i)[1] for i in range(n)]
+                joint = lambda t, tasks=tasks: torch.stack([L(t) for L in tasks]).mean()  # noqa: E731
+                phis = [theta - alpha * grad(L, theta) for L in tasks]
+                reptile = theta + beta * torch.stack([phi - theta for phi in phis]).mean(0)
+                out = grading.call(my_step, joint, theta.clone(), alpha, beta)
+                out = grading.tensor_like(out, theta, "new_theta")
+                if grading.close(out, reptile, 1e-8):
+                    continue
+                g = grad(joint, theta)
+                grading.first_mistake(out, [
+                    (theta + alpha * beta * g, "wrong sign: SGD on J descends, θ − (step)·∇J(θ)"),
+                    (theta - beta * g, "the step is not β alone: each φᵢ − θ is itself −α∇Lᵢ(θ), so what is the "
+                     "learning rate of the step on J?"),
+                    (theta - alpha * g, "the step is not α alone: Reptile moves only a fraction β of the way to "
+                     "the φᵢ, so what is the learning rate of the step on J?"),
+                    (theta - alpha * beta * grad(lambda t, n=n, joint=joint: n * joint(t), theta),
+                     "J is the *mean* of the task losses, not their sum"),
+                ], 1e-8)
+                raise grading.Stop("not the same point as one-step Reptile; write φᵢ − θ for one inner SGD step "
+                                   "and average over tasks")
+        return "one-step Reptile is SGD on the mean task loss, and your step lands exactly where Reptile does"
+
+    return grading.run("one-step Reptile as SGD", body)

@@ -3,6 +3,7 @@ its own hint; its explorer responds to every slider without training."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metaadv_edu import data, models
 from metaadv_edu.chapters import adversarial_generator as chapter
@@ -39,3 +40,27 @@ def test_generator_explorer_runs_forward_passes_only(device):
     assert len(images) == 4 and "30 generated examples" in ex.caption.value
     for k, m in pairs.items():
         assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
+
+
+def _margin(logits, y, *, floor=True, include_true=False, flip=False):
+    true = logits.gather(1, y[:, None])[:, 0]
+    masked = logits if include_true else logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    m = masked.amax(1) - true if flip else true - masked.amax(1)
+    return (m.clamp(min=0) if floor else m).mean()
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (lambda z, y, d, w: _margin(z, y) - w * F.logsigmoid(d).mean(), True, "stable"),
+    (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d) + 1e-8).mean(), False, "1e-8"),
+    (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d)).mean(), False, "not finite"),
+    (lambda z, y, d, w: _margin(z, y) + w * F.logsigmoid(-d).mean(), False, "saturating"),
+    (lambda z, y, d, w: _margin(z, y, floor=False) - w * F.logsigmoid(d).mean(), False, "floor"),
+    (lambda z, y, d, w: _margin(z, y, include_true=True) - w * F.logsigmoid(d).mean(), False, "*other* classes"),
+    (lambda z, y, d, w: -F.cross_entropy(z, y) - w * F.logsigmoid(d).mean(), False, "Carlini–Wagner"),
+    (lambda z, y, d, w: _margin(z, y, flip=True) - w * F.logsigmoid(d).mean(), False, "wrong sign"),
+    (lambda z, y, d, w: _margin(z, y) - F.logsigmoid(d).mean(), False, "gan_weight"),
+])
+def test_check_generator_loss(fn, ok, hint, capsys):
+    assert chapter.check_generator_loss(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out

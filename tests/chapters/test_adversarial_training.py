@@ -72,3 +72,36 @@ def test_robustness_explorer_switches_cached_models(device):
     assert len({first, second, third, ex.image.value}) == 4
     assert "accuracy on 40 test inputs" in ex.caption.value
     assert ex.values["train_epsilon"] in grid
+
+
+def robust(w, b, x, y, eps):
+    return F.softplus(-y * (x @ w + b) + eps * w.abs().sum()).mean()
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (robust, True, "closed form"),
+    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) + e * w.norm()).mean(), False, "‖w‖₂"),
+    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) - e * w.abs().sum()).mean(), False, "wrong sign"),
+    (lambda w, b, x, y, e: torch.log(1 + torch.exp(-y * (x @ w + b) + e * w.abs().sum())).mean(), False, "overflows"),
+    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) + e * w.abs().sum()).sum(), False, "average"),
+    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b)).mean(), False, "clean loss"),
+    (lambda w, b, x, y, e: F.softplus(-(x @ w + b) + e * w.abs().sum()).mean(), False, "includes the label"),
+])
+def test_check_robust_linear_loss(fn, ok, hint, capsys):
+    assert chapter.check_robust_linear_loss(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def test_robust_linear_loss_is_what_pgd_reaches():
+    """The closed form is the maximum: PGD on the same loss gets to it, and never above."""
+    g = torch.Generator().manual_seed(0)
+    w, b, x = torch.randn(5, generator=g), torch.randn((), generator=g), torch.randn(7, 5, generator=g)
+    y = (2 * torch.randint(2, (7,), generator=g) - 1).float()
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(20):
+        loss = F.softplus(-y * ((x + delta) @ w + b)).sum()
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta + 0.05 * grad.sign()).clamp(-0.3, 0.3).detach().requires_grad_(True)
+    pgd_loss = F.softplus(-y * ((x + delta) @ w + b)).mean()
+    assert float(pgd_loss.detach()) == pytest.approx(float(robust(w, b, x, y, 0.3)), rel=1e-5)

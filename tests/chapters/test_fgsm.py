@@ -99,3 +99,44 @@ def test_attack_explorer_every_slider_changes_the_figure(small_cnn, device):
     assert all(torch.equal(a, b) for a, b in zip(before_params, small_cnn.parameters()))
     assert no_grads(small_cnn)
     assert plt.get_fignums() == open_figures
+
+
+def _pgd(model, x, y, eps, a, k, *, project=True, clamp=True, sign=1.0, stale=False, backward=False):
+    x_adv, g0 = x.clone(), grad_of(model, x, y)
+    for _ in range(k):
+        if backward:
+            z = x_adv.clone().requires_grad_(True)
+            F.cross_entropy(model(z), y).backward()
+            g = z.grad
+        else:
+            g = g0 if stale else grad_of(model, x_adv, y)
+        x_adv = x_adv + sign * a * g.sign()
+        if project:
+            x_adv = x + (x_adv - x).clamp(-eps, eps)
+        if clamp:
+            x_adv = x_adv.clamp(0, 1)
+    return x_adv.detach()
+
+
+@pytest.mark.parametrize("kwargs, ok, hint", [
+    ({}, True, "several projected"),
+    ({"project": False}, False, "projected back onto the ε-ball"),
+    ({"clamp": False}, False, "clamp to [0, 1]"),
+    ({"stale": True}, False, "recomputed at the current iterate"),
+    ({"sign": -1.0}, False, "wrong sign"),
+    ({"backward": True}, False, "left gradients"),
+])
+def test_check_pgd(kwargs, ok, hint, capsys):
+    assert chapter.check_pgd(lambda m, x, y, e, a, k: _pgd(m, x, y, e, a, k, **kwargs)) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def test_check_pgd_names_a_single_step(capsys):
+    assert chapter.check_pgd(lambda m, x, y, e, a, k: _pgd(m, x, y, e, a, 1)) is False
+    assert "single step" in capsys.readouterr().out
+
+
+def test_check_pgd_accepts_the_library_attack(capsys):
+    assert chapter.check_pgd(lambda m, x, y, e, a, k: attacks.pgd(m, x, y, e, step_size=a, steps=k,
+                                                                  random_start=False))

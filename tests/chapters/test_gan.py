@@ -34,3 +34,42 @@ def test_gan_dynamics_explorer_scrubs_cached_runs():
         ex.sliders[name].value = value
         images.add(ex.image.value)
     assert len(images) == 4 and "modes covered" in ex.caption.value
+
+
+def _kl(p, q, dx):
+    return torch.xlogy(p, p / torch.where(q > 0, q, torch.ones_like(q))).sum() * dx
+
+
+def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=False, one_minus=False):
+    m, total = (p + q) / 2, torch.where(p + q > 0, p + q, 1.0)
+    d = torch.where(p + q > 0, (q if swap else p) / total, 0.5)  # any value is optimal where both vanish
+    kl = (lambda a, c, dx: (a * torch.log(a / c)).sum() * dx) if naive else _kl
+    jsd = half_kl * (kl(p, m, dx) + kl(q, m, dx))
+    log_fake = torch.log(1 - d) if one_minus else torch.log(q / total)  # log(1 − D*) = log(p_g / (p + p_g))
+    d_loss = -(torch.xlogy(p, d).sum() + torch.where(q > 0, q * log_fake, 0.0).sum()) * (1 if no_dx else dx)
+    return d, jsd, d2l * d_loss
+
+
+@pytest.mark.parametrize("kwargs, ok, hint", [
+    ({}, True, "log 4 − 2·JSD"),
+    ({"swap": True}, False, "*real*"),
+    ({"naive": True}, False, "0·log 0"),
+    ({"half_kl": 1.0}, False, "averages the two KLs"),
+    ({"d2l": 0.5}, False, "d2l"),
+    ({"d2l": -1.0}, False, "V(D*, G)"),
+    ({"no_dx": True}, False, "multiply the sum over the grid by dx"),
+    ({"one_minus": True}, False, "rounds to 0"),
+])
+def test_check_gan_optimum(kwargs, ok, hint, capsys):
+    assert chapter.check_gan_optimum(lambda p, q, dx: optimum(p, q, dx, **kwargs)) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def test_check_gan_optimum_names_bits_and_a_missing_output(capsys):
+    ln2 = torch.log(torch.tensor(2.0, dtype=torch.float64))
+    bits = lambda p, q, dx: (lambda d, j, lo: (d, j / ln2, lo))(*optimum(p, q, dx))  # noqa: E731
+    assert chapter.check_gan_optimum(bits) is False
+    assert "nats" in capsys.readouterr().out
+    assert chapter.check_gan_optimum(lambda p, q, dx: optimum(p, q, dx)[:2]) is False
+    assert "three things" in capsys.readouterr().out

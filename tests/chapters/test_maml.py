@@ -84,3 +84,63 @@ def test_maml_explorer_every_slider_changes_the_figure(device):
     assert "after 0 step(s)" in ex.caption.value
     assert all(torch.equal(a, b) for a, b in zip(before, meta.parameters()))
     assert all(p.grad is None for p in meta.parameters())
+
+
+def _hvp(loss, t, v, *, create_graph=True):
+    t = t.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss(t), t, create_graph=create_graph)
+    return torch.autograd.grad(g, t, v)[0]
+
+
+def _meta_grad(support, query_grad, theta, alpha, *, sign=-1.0, at_adapted=False, first_order=False,
+               query_at_theta=False, create_graph=True):
+    t = theta.detach().requires_grad_(True)
+    (g_s,) = torch.autograd.grad(support(t), t)
+    adapted = theta - alpha * g_s
+    g_q = query_grad(theta if query_at_theta else adapted)
+    if first_order:
+        return g_q
+    return g_q + sign * alpha * _hvp(support, adapted if at_adapted else theta, g_q, create_graph=create_graph)
+
+
+@pytest.mark.parametrize("kwargs, ok, hint", [
+    ({}, True, "Hessian-vector product"),
+    ({"first_order": True}, False, "first-order MAML"),
+    ({"sign": 1.0}, False, "wrong sign"),
+    ({"at_adapted": True}, False, "take it at θ"),
+    ({"query_at_theta": True}, False, "adapted θ′"),
+    ({"create_graph": False}, False, "create_graph=True"),
+])
+def test_check_maml_hvp(kwargs, ok, hint, capsys):
+    assert chapter.check_maml_hvp(lambda s, q, t, a: _meta_grad(s, q, t, a, **kwargs)) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def test_check_maml_hvp_names_the_query_hessian_and_a_dropped_identity(capsys):
+    def query_hessian(s, q, t, a):  # the query loss's HVP, by central differences of query_grad
+        adapted = t - a * torch.autograd.grad(s(t.requires_grad_(True)), t)[0]
+        g = q(adapted)
+        return g - a * (q(adapted + 1e-6 * g) - q(adapted - 1e-6 * g)) / 2e-6
+
+    assert chapter.check_maml_hvp(query_hessian) is False
+    assert "*support* loss" in capsys.readouterr().out
+    hessian_term_only = lambda s, q, t, a: _meta_grad(s, q, t, a) - _meta_grad(s, q, t, a, first_order=True)  # noqa: E731
+    assert chapter.check_maml_hvp(hessian_term_only) is False
+    assert "keeps v itself" in capsys.readouterr().out
+
+
+def test_the_hvp_meta_gradient_is_autograd_through_the_inner_step():
+    """The reference the grader uses equals differentiating L_Q(θ − α∇L_S(θ)) end to end."""
+    from metaadv_edu import grading
+
+    theta, support, query = grading.toy_regression("cpu", 3)
+    t = theta.clone().requires_grad_(True)
+    (g_s,) = torch.autograd.grad(support(t), t, create_graph=True)
+    (end_to_end,) = torch.autograd.grad(query(t - 0.1 * g_s), t)
+
+    def query_grad(z):
+        z = z.detach().requires_grad_(True)
+        return torch.autograd.grad(query(z), z)[0]
+
+    assert torch.allclose(_meta_grad(support, query_grad, theta, 0.1), end_to_end, atol=1e-10)

@@ -81,3 +81,31 @@ def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
         assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
         assert no_grads(m)
     assert plt.get_fignums() == open_figures
+
+
+def pgd_query_loss(model, adapted, x, y, eps, a, k, *, target="adapted", project=True, keep_graph=True, one=False):
+    params = adapted if target == "adapted" else dict(model.named_parameters())
+    frozen = {n: p.detach() for n, p in params.items()}
+    x_adv = x.clone()
+    for _ in range(1 if one else k):
+        z = x_adv.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(forward(model, frozen, z), y), z)
+        x_adv = x_adv + (eps if one else a) * g.sign()
+        if project:
+            x_adv = x + (x_adv - x).clamp(-eps, eps)
+        x_adv = x_adv.clamp(0, 1)
+    loss = F.cross_entropy(forward(model, adapted, x_adv), y)
+    return loss if keep_graph else loss.detach()
+
+
+@pytest.mark.parametrize("kwargs, ok, hint", [
+    ({}, True, "flows through the adaptation"),
+    ({"target": "theta"}, False, "not θ"),
+    ({"project": False}, False, "ε-ball"),
+    ({"one": True}, False, "that is FGSM"),
+    ({"keep_graph": False}, False, "no gradient"),
+])
+def test_check_pgd_query_loss(kwargs, ok, hint, capsys):
+    assert chapter.check_pgd_query_loss(lambda *args: pgd_query_loss(*args, **kwargs)) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out

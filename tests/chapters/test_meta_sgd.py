@@ -33,3 +33,43 @@ def test_metasgd_explorer_switches_models_and_scales_alpha(device):
         ex.sliders[name].value = value
         images.add(ex.image.value)
     assert len(images) == 4 and "K = 10" in ex.caption.value
+
+
+def _grad(fn, t, create_graph=False):
+    if not t.requires_grad:
+        t = t.detach().requires_grad_(True)
+    return torch.autograd.grad(fn(t), t, create_graph=create_graph)[0]
+
+
+def alpha_grad(S, Q, theta, alpha, *, detach=False, sign=1.0, q_at_theta=False, s_at_adapted=False, dot=False):
+    g_s = _grad(S, theta)
+    adapted = theta - alpha * g_s
+    if s_at_adapted:
+        g_s = _grad(S, adapted)
+    g_q = _grad(Q, theta if q_at_theta else adapted)
+    out = -sign * g_q * g_s
+    return out.sum() if dot else out
+
+
+def alpha_grad_autograd(S, Q, theta, alpha, detach=False):
+    a = alpha.clone().requires_grad_(True)
+    adapted = theta - (a.detach() if detach else a) * _grad(S, theta)
+    return torch.autograd.grad(Q(adapted), a)[0]
+
+
+@pytest.mark.parametrize("fn, ok, hint", [
+    (alpha_grad, True, "one entry per learning rate"),
+    (alpha_grad_autograd, True, "one entry per learning rate"),
+    (lambda S, Q, t, a: alpha_grad_autograd(S, Q, t, a, detach=True), False, "detached"),
+    (lambda S, Q, t, a: torch.zeros_like(a), False, "detached"),
+    (lambda S, Q, t, a: None, False, "detached"),
+    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, sign=-1.0), False, "wrong sign"),
+    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, q_at_theta=True), False, "adapted θ′"),
+    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, s_at_adapted=True), False, "inner step's gradient"),
+    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, dot=True), False, "elementwise"),
+    (lambda S, Q, t, a: _grad(Q, t - a * _grad(S, t)), False, "chain rule"),
+])
+def test_check_alpha_gradient(fn, ok, hint, capsys):
+    assert chapter.check_alpha_gradient(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
