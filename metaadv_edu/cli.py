@@ -114,7 +114,7 @@ def execute(args) -> int:
         print("no notebooks found", file=sys.stderr)
         return 2
     if args.check:
-        stale = [(p, r) for p in paths if (r := pair_difference(p) or stale_reason(p))]
+        stale = [(p, r) for p in paths if (r := stale_reason(p) or pair_difference(p))]
         for p, reason in stale:
             print(f"stale: {p.name}: {reason}")
         print(f"{len(paths) - len(stale)} of {len(paths)} notebooks have current outputs")
