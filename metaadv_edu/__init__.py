@@ -4,7 +4,7 @@ The notebooks in ``notebooks/`` are the course; this package holds every piece o
 they run, so that the same function is read, tested and used in one place.
 """
 
-from metaadv_edu.device import pick_device, seed_everything
+from metaadv_edu.device import float64_device, pick_device, seed_everything
 
-__all__ = ["__version__", "pick_device", "seed_everything"]
+__all__ = ["__version__", "float64_device", "pick_device", "seed_everything"]
 __version__ = "0.1.0"
