@@ -36,7 +36,7 @@ Tests mirror this: ``tests/test_<module>.py`` for the library (the derivation ch
 ``tests/chapters/test_<notebook>.py`` for each chapter's graders and explorer.
 """
 
-from metaadv_edu.device import pick_device, seed_everything
+from metaadv_edu.device import float64_device, pick_device, seed_everything
 
-__all__ = ["__version__", "pick_device", "seed_everything"]
+__all__ = ["__version__", "float64_device", "pick_device", "seed_everything"]
 __version__ = "0.1.0"

@@ -12,7 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["GPU_SETUP_COMMAND", "main"]
+
+#: The README's second setup command: the pinned environment with PyTorch's CUDA build.
+GPU_SETUP_COMMAND = "pip install -r binder/requirements-cuda.txt"
 
 
 def _notebooks_dir() -> Path:
@@ -69,6 +72,34 @@ def _cache_writable() -> tuple[bool, str]:
     return True, f"{path} (writable)"
 
 
+def _accelerators(torch) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """Rows about the GPU (NVIDIA or Apple) and hints for the lines below the table.
+
+    An NVIDIA GPU with a CPU-only build of torch is not an error (the course runs on the CPU), but
+    the hint gives the one command that installs the CUDA build.
+    """
+    import shutil
+
+    rows, hints = [], []
+    if shutil.which("nvidia-smi") is not None:
+        if torch.version.cuda is None:
+            rows.append(("NVIDIA GPU", "found (nvidia-smi), but this torch is a CPU-only build", True))
+            hints.append("To compute on the NVIDIA GPU, install PyTorch's CUDA build from the repository root:\n"
+                         f"    {GPU_SETUP_COMMAND}")
+        elif torch.cuda.is_available():
+            rows.append(("NVIDIA GPU", f"in use by torch: {torch.cuda.get_device_name(0)} "
+                         f"(CUDA {torch.version.cuda})", True))
+        else:
+            rows.append(("NVIDIA GPU", f"found (nvidia-smi), but torch (CUDA {torch.version.cuda}) cannot use it: "
+                         "update the NVIDIA driver, or see the README's Devices section", False))
+    backend = getattr(torch.backends, "mps", None)
+    if backend is not None and backend.is_available():
+        rows.append(("Apple MPS", "available: the notebooks compute on it; float64 checks run on the CPU", True))
+    elif sys.platform == "darwin":
+        rows.append(("Apple MPS", "not available (needs Apple silicon, macOS 12.3 or later): the CPU is used", True))
+    return rows, hints
+
+
 def doctor(_args) -> int:
     import torch
 
@@ -88,6 +119,8 @@ def doctor(_args) -> int:
         rows.append(("device", detail, True))
     except ValueError as exc:
         rows.append(("device", str(exc), False))
+    gpu_rows, hints = _accelerators(torch)
+    rows.extend(gpu_rows)
     widgets_ok, widgets_detail = _widgets_extension()
     rows.append(("widgets extension", widgets_detail, widgets_ok))
     cache_ok, cache_detail = _cache_writable()
@@ -101,6 +134,8 @@ def doctor(_args) -> int:
     for name, detail, good in rows:
         ok &= good
         print(f"{'✓' if good else '✗'} {name:<{width}}  {detail}")
+    for hint in hints:
+        print(hint)
     print("All good: open the course with `jupyter lab notebooks/`." if ok else
           "Some checks failed: see the lines marked ✗.")
     return 0 if ok else 1

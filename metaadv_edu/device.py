@@ -1,6 +1,6 @@
-"""Choosing the compute device and seeding every random number generator.
+"""Choosing the compute device, the device for float64 checks, and seeding every random number generator.
 
-Notebook ``00_start_here`` shows both in use.
+Notebook ``00_start_here`` shows them in use.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 import numpy as np
 import torch
 
-__all__ = ["available_devices", "pick_device", "seed_everything"]
+__all__ = ["available_devices", "float64_device", "pick_device", "seed_everything", "supports_float64"]
 
 ENV_VAR = "METAADV_DEVICE"
 _NAME = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
@@ -90,6 +90,27 @@ def pick_device(prefer: str | None = None) -> torch.device:
         return torch.device("cuda", 0)
     if _mps_available():
         return torch.device("mps")
+    return torch.device("cpu")
+
+
+def supports_float64(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in float64. The CPU and CUDA do; Apple's MPS does not."""
+    return torch.device(device).type != "mps"
+
+
+def float64_device(device: torch.device | str, *, verbose: bool = True) -> torch.device:
+    """The device on which a float64 derivation check runs: ``device`` itself when it computes in
+    float64, the CPU otherwise (Apple's MPS has no float64).
+
+    The course checks its derivations in float64 so that rounding does not hide an error of the
+    order of 1e-8. When the CPU stands in, a line saying so is printed (``verbose=False`` keeps
+    quiet), so the switch is never silent.
+    """
+    device = torch.device(device)
+    if supports_float64(device):
+        return device
+    if verbose:
+        print(f"float64 checks run on the CPU: {device.type} has no float64")
     return torch.device("cpu")
 
 

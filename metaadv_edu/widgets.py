@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 __all__ = ["Explorer", "epsilon_slider", "float_slider", "inner_lr_slider", "int_slider"]
 
 LABEL_STYLE = {"description_width": "15em"}
+_WIDGETS_MAJOR = int(w.__version__.split(".")[0])
 SLIDER_LAYOUT = {"width": "34em"}
 
 
@@ -153,10 +154,23 @@ class Explorer(w.VBox):
         self.update()
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        widget_bundle = getattr(super(), "_repr_mimebundle_", None)  # ipywidgets 8
+        bundle = (widget_bundle(**kwargs) if widget_bundle else self._widget_view_bundle()) or {}
         settings = ", ".join(f"{s.description} = {_fmt(s.value)}" for s in self.sliders.values())
         caption = re.sub(r"<[^>]+>", "", self.caption.value)
         bundle["text/plain"] = f"Explorer: {settings}" + (f"\n{html.unescape(caption)}" if caption else "")
         # A static copy of the current figure: shown where no widget frontend is running.
         bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
         return bundle
+
+    def _widget_view_bundle(self) -> dict:
+        """The display bundle ipywidgets 7 shows a widget with (ipywidgets 8 builds it itself)."""
+        return {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                             "model_id": self._model_id}}
+
+    if _WIDGETS_MAJOR < 8:  # ipywidgets 7 (Colab's) displays widgets through this hook, not the bundle
+        def _ipython_display_(self, **kwargs):
+            from IPython.display import display
+
+            display(self._repr_mimebundle_(), raw=True)
+            self._handle_displayed(**kwargs)

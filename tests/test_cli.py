@@ -83,45 +83,12 @@ def test_demo_rejects_an_unknown_notebook(capsys):
     assert "no notebook" in capsys.readouterr().err
 
 
-def test_binder_environment_is_pinned_and_consistent():
-    from packaging.requirements import Requirement
-
-    lines = [ln.strip() for ln in (ROOT / "binder" / "requirements.txt").read_text().splitlines()]
-    reqs = [ln for ln in lines if ln and not ln.startswith(("#", "-"))]
-    pins = {}
-    for line in reqs:
-        req = Requirement(line)
-        spec = list(req.specifier)
-        assert len(spec) == 1 and spec[0].operator == "==", f"not exactly pinned: {line}"
-        pins[req.name.lower().replace("_", "-")] = spec[0].version
-    assert pins["torch"].endswith("+cpu"), "the learner environment must use a CPU build of torch"
-    assert "-e ." in lines, "the environment installs this package itself"
-    # no remote index in the local setup file (pip would retry it for every package where it
-    # is unreachable); Binder adds PyTorch's CPU index around the same file
-    assert not any(ln.startswith(("--extra-index-url", "--index-url", "--find-links", "-f", "-i")) for ln in lines)
-    env = (ROOT / "binder" / "environment.yml").read_text()
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in env
-    assert "- -r requirements.txt" in env and "python=3.11" in env
-    for name in ("jupyterlab", "ipywidgets", "voila", "pytest", "nbval"):
-        assert name in pins
-    assert not any(name.startswith("nvidia-") for name in pins)
-    import tomllib
-
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = project["dependencies"] + project["optional-dependencies"]["test"]
-    for line in declared:
-        req = Requirement(line)
-        key = req.name.lower().replace("_", "-")
-        assert key in pins, f"{req.name} is declared in pyproject.toml but not pinned in binder/"
-        assert req.specifier.contains(pins[key], prereleases=True), f"{key}=={pins[key]} violates {req}"
-    assert (ROOT / "binder" / "runtime.txt").read_text().strip().startswith("python-3.")
-
-
-def test_readme_quickstart_has_exactly_three_commands():
+def test_readme_quickstart_gives_the_setup_open_and_test_commands():
     text = (ROOT / "README.md").read_text()
     quick = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("\n", 1)[1].strip() for b in quick.split("```")[1::2]]
-    assert blocks == ["pip install -r binder/requirements.txt", "jupyter lab notebooks/", "pytest"]
+    assert blocks == ["pip install -r binder/requirements.txt", "jupyter lab notebooks/",
+                      "pip install -r requirements-dev.txt\npytest"]
 
 
 SOLUTION = "def f():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\n\ncheck(f);"
