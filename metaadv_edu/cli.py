@@ -1,4 +1,4 @@
-"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo``, ``student`` and ``grade``.
+"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo``, ``student``, ``grade`` and ``site``.
 
 Run ``metaadv-edu COMMAND --help`` for the options of each.
 """
@@ -193,6 +193,24 @@ def grade(args) -> int:
     return 0
 
 
+def site(args) -> int:
+    import time
+
+    from metaadv_edu.site import build_site
+
+    start = time.perf_counter()
+    try:
+        pages = build_site(args.outdir, root=args.root)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.outdir)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{len(pages)} pages written to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
+          f"open {out / 'index.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metaadv-edu", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-execute", action="store_true", help="read the stored outputs instead of running")
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     p.set_defaults(func=grade)
+    p = sub.add_parser("site", help="build the course website from the stored notebooks (no execution)")
+    p.add_argument("outdir", nargs="?", default="build/site", help="output folder, replaced (default: build/site)")
+    p.add_argument("--root", default=None, help="repository with notebooks/ and README.md (default: this checkout)")
+    p.set_defaults(func=site)
     args = parser.parse_args(argv)
     return args.func(args)
 
