@@ -57,6 +57,7 @@ LAYOUT = r"""<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <title>{{ page.title }} · metaadv-edu</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="static/notebook.css">
 <link rel="stylesheet" href="static/site.css">
 <script>
@@ -119,14 +120,14 @@ main.jp-Notebook { padding: 0; overflow: visible; }
 .jp-InputArea, .jp-InputArea-editor { overflow: hidden; }
 .jp-OutputArea-output pre { line-height: inherit; font-family: inherit; }
 .jp-RenderedImage img { max-width: 100%; height: auto; }
+mjx-assistive-mml { height: 1px !important; }  /* MathML kept for screen readers must not stretch the page */
 .site-explorer-note { font-size: 13px; color: #456; font-style: italic; margin: .2rem 0 0 0; }
 .site-solution { margin: .5rem 0; border: 1px dashed #bbc; border-radius: 4px; padding: .3rem .6rem; }
 .site-solution summary { cursor: pointer; color: #0b57d0; }
 .site-footer { display: flex; justify-content: space-between; margin-top: 2rem; padding-top: 1rem;
   border-top: 1px solid #dde; }
 .site-landing table { border-collapse: collapse; margin: 1rem 0; font-size: 14px; }
-.site-landing th, .site-landing td { border: 1px solid #ccd; padding: .3rem .5rem; vertical-align: top;
-  text-align: left; }
+.site-landing th, .site-landing td { border: 1px solid #ccd; padding: .3rem .5rem; vertical-align: top; }
 .site-landing img { max-width: 100%; }
 @media (max-width: 50rem) {
   .site-nav { position: static; width: auto; border-right: none; }
@@ -307,7 +308,8 @@ def build_site(outdir: str | Path = "build/site", root: str | Path | None = None
         (out / "images").mkdir(exist_ok=True)
         shutil.copy2(root / image, out / "images" / Path(image).name)
     landing_md = landing_md.replace("](notebooks/images/", "](images/")
-    body = '<div class="site-landing jp-RenderedHTMLCommon">' + markdown2html_mistune(landing_md) + "</div>"
+    body = ('<div class="site-landing jp-RenderedHTMLCommon jp-RenderedMarkdown">'
+            + markdown2html_mistune(landing_md) + "</div>")
     home = Page("", "Course home")
     html = layout.render(page=home, pages=pages, mathjax=MATHJAX_BUNDLE, links=None,
                          body=Markup(_link_pages(body, stems)), prev=None, next=pages[0])

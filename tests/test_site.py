@@ -96,7 +96,7 @@ def test_every_referenced_file_exists_and_nothing_is_fetched_from_elsewhere(site
         for tag, attr in (("img", "src"), ("script", "src"), ("link", "href"), ("a", "href")):
             for el in soup.find_all(tag):
                 ref = el.get(attr)
-                if not ref or ref.startswith("#") or (tag == "a" and ref.startswith("https://")):
+                if not ref or ref.startswith(("#", "data:")) or (tag == "a" and ref.startswith("https://")):
                     continue
                 assert "://" not in ref and not ref.startswith("//"), f"{page.name}: {tag} loads {ref}"
                 target = site / urllib.parse.unquote(ref.split("#")[0])
@@ -211,6 +211,10 @@ def test_page_in_chromium_offline(browser, served, stem):
         text = "\n".join(page.locator("main .jp-MarkdownCell, .site-landing").all_inner_texts())
         raw = _RAW_TEX.search(text)
         assert raw is None, f"{stem}: raw TeX visible: …{text[max(0, raw.start() - 60):raw.end() + 60]}…"
+        gap = page.evaluate("""() => Math.max(0, ...[...document.querySelectorAll('.jp-RenderedMarkdown')]
+            .filter(m => m.lastElementChild)
+            .map(m => m.getBoundingClientRect().bottom - m.lastElementChild.getBoundingClientRect().bottom))""")
+        assert gap < 40, f"{stem}: {gap:.0f} px of empty space below a Markdown cell's text"
         sizes = page.evaluate("() => [...document.images].map(i => [i.getAttribute('src'), i.naturalWidth])")
         assert sizes and all(width > 0 for _, width in sizes), f"{stem}: images not loaded: {sizes}"
         if stem != "index":
