@@ -200,7 +200,7 @@ def site(args) -> int:
 
     start = time.perf_counter()
     try:
-        pages = build_site(args.outdir, root=args.root)
+        pages = build_site(args.outdir, root=args.root or _notebooks_dir().parent)
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=grade)
     p = sub.add_parser("site", help="build the course website from the stored notebooks (no execution)")
     p.add_argument("outdir", nargs="?", default="build/site", help="output folder, replaced (default: build/site)")
-    p.add_argument("--root", default=None, help="repository with notebooks/ and README.md (default: this checkout)")
+    p.add_argument("--root", default=None, help="repository with notebooks/ and README.md (default: the current folder "
+                        "if it has notebooks/, else this package's checkout)")
     p.set_defaults(func=site)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -254,7 +254,8 @@ def readme_sections(readme: str) -> str:
 def build_site(outdir: str | Path = "build/site", root: str | Path | None = None) -> list[Path]:
     """Write the site for the repository at ``root`` (default: this checkout) into ``outdir``.
 
-    Returns the written HTML pages, the landing page first. ``outdir`` is replaced.
+    Returns the written HTML pages, the landing page first. ``outdir`` must be new, empty or an earlier
+    build, which is replaced.
     """
     import jinja2
     import nbformat
@@ -269,8 +270,9 @@ def build_site(outdir: str | Path = "build/site", root: str | Path | None = None
     if not paths:
         raise ValueError(f"no course notebooks (NN_*.ipynb) in {root / 'notebooks'}")
     if out.exists():
-        if out.resolve() in (root.resolve(), (root / "notebooks").resolve()):
-            raise ValueError(f"outdir {out} would overwrite the course; choose a new folder such as build/site")
+        if any(out.iterdir()) and not (out / "static" / "site.css").is_file():
+            raise ValueError(f"outdir {out} is not empty and holds no earlier build of the site; refusing to "
+                             "overwrite it: choose a new folder such as build/site")
         shutil.rmtree(out)
     (out / "static" / "mathjax").mkdir(parents=True)
     mathjax = _mathjax_dir()

@@ -136,9 +136,12 @@ def test_launch_links_reject_a_name_that_is_not_a_notebook():
         launch_links("../etc", "x")
 
 
-def test_site_refuses_to_overwrite_the_notebooks(capsys):
+def test_site_refuses_to_overwrite_a_folder_it_did_not_build(capsys, tmp_path):
     assert main(["site", str(ROOT / "notebooks"), "--root", str(ROOT)]) == 2
-    assert "overwrite" in capsys.readouterr().err
+    assert "refusing to overwrite" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert main(["site", str(tmp_path), "--root", str(ROOT)]) == 2
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 # ---------------------------------------------------------------- in the browser, network off
