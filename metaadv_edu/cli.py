@@ -1,4 +1,4 @@
-"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo``, ``student`` and ``grade``.
+"""The ``metaadv-edu`` command: ``doctor``, ``execute``, ``demo``, ``student``, ``grade`` and ``site``.
 
 Run ``metaadv-edu COMMAND --help`` for the options of each.
 """
@@ -254,6 +254,24 @@ def grade(args) -> int:
     return 0
 
 
+def site(args) -> int:
+    import time
+
+    from metaadv_edu.site import build_site
+
+    start = time.perf_counter()
+    try:
+        pages = build_site(args.outdir, root=args.root or _notebooks_dir().parent)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.outdir)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{len(pages)} pages written to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
+          f"open {out / 'index.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metaadv-edu", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -285,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", help="also write one row per learner, notebook and exercise to this CSV file")
     p.add_argument("--points", help="JSON or TOML table of exercise name = points, overriding the course's")
     p.set_defaults(func=grade)
+    p = sub.add_parser("site", help="build the course website from the stored notebooks (no execution)")
+    p.add_argument("outdir", nargs="?", default="build/site", help="output folder, replaced (default: build/site)")
+    p.add_argument("--root", default=None, help="repository with notebooks/ and README.md (default: the current folder "
+                        "if it has notebooks/, else this package's checkout)")
+    p.set_defaults(func=site)
     args = parser.parse_args(argv)
     return args.func(args)
 
