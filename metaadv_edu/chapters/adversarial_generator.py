@@ -163,7 +163,8 @@ def generator_report(pair, classifier, x: torch.Tensor, y: torch.Tensor, epsilon
 
     * ``fooled_generator``, ``fooled_random``, ``fooled_fgsm``: share of inputs the classifier gets wrong
       after the generator, after random ±ε signs (clamped), and after FGSM, all at the same ε;
-    * ``d_real``, ``d_fake``, ``d_fake_max``: the discriminator's mean D(x), mean and largest D(G(x, z));
+    * ``d_real``, ``d_fake``, ``d_fake_max``: the discriminator's mean D(x), mean and largest D(G(x, z)),
+      and ``d_fooled`` the share of generated inputs it calls real (D > ½);
     * ``z_spread``: the per-pixel standard deviation of G(x, z) over ``n_noise`` noise draws, averaged
       over pixels and inputs (0 means the generator ignores z) and ``z_spread_max`` its largest value."""
     from metaadv_edu import attacks
@@ -180,7 +181,8 @@ def generator_report(pair, classifier, x: torch.Tensor, y: torch.Tensor, epsilon
         spread = outs.std(0)
         report = {"fooled_generator": wrong(outs[0]), "fooled_random": wrong(noisy),
                   "d_real": float(torch.sigmoid(D(x)).mean()), "d_fake": float(d_fake.mean()),
-                  "d_fake_max": float(d_fake.max()), "z_spread": float(spread.mean()),
+                  "d_fake_max": float(d_fake.max()), "d_fooled": float((d_fake > 0.5).float().mean()),
+                  "z_spread": float(spread.mean()),
                   "z_spread_max": float(spread.max())}
     x_fgsm = attacks.fgsm(classifier, x, y, epsilon)
     with torch.no_grad():
