@@ -149,7 +149,7 @@ def execute(args) -> int:
         print("no notebooks found", file=sys.stderr)
         return 2
     if args.check:
-        stale = [(p, r) for p in paths if (r := stale_reason(p) or pair_difference(p))]
+        stale = [(p, r) for p in paths if (r := "; ".join(filter(None, (stale_reason(p), pair_difference(p)))))]
         for p, reason in stale:
             print(f"stale: {p.name}: {reason}")
         print(f"{len(paths) - len(stale)} of {len(paths)} notebooks have current outputs")
@@ -162,6 +162,7 @@ def execute(args) -> int:
             continue
         print(f"executing {path.name} …", flush=True)
         seconds = execute_notebook(path, timeout=args.timeout)
+        sync_pair(path)  # execution may add notebook metadata (the kernel) that the twin records
         print(f"  done in {seconds:.1f} s", flush=True)
     return 0
 

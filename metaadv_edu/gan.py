@@ -23,7 +23,7 @@ from metaadv_edu import _validate as v
 
 __all__ = [
     "PerturbationGenerator", "adversarial_generator_losses", "discriminator_loss", "generator_loss",
-    "harden_with_generator", "js_divergence", "optimal_discriminator", "train_adversarial_generator",
+    "harden_with_generator", "js_divergence", "kl_divergence", "optimal_discriminator", "train_adversarial_generator",
     "train_gan", "value_function",
 ]
 
@@ -44,6 +44,14 @@ def optimal_discriminator(p_data: torch.Tensor, p_g: torch.Tensor) -> torch.Tens
 def _kl_on_grid(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:
     ratio = torch.where(p > 0, p / torch.where(q > 0, q, torch.ones_like(q)), torch.ones_like(p))
     return (torch.where(p > 0, p * torch.log(ratio), torch.zeros_like(p))).sum() * dx
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:
+    """KL(p‖q) = ∫ p log(p/q) dx (nats) of two densities on a uniform grid of spacing ``dx``, with 0·log 0 = 0."""
+    p, q = torch.as_tensor(p), torch.as_tensor(q)
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    return _kl_on_grid(p, q, v.positive("dx", dx))
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:

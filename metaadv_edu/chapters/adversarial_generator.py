@@ -12,11 +12,11 @@ from metaadv_edu import cache, data, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.start_here import digits_cnn
-from metaadv_edu.widgets import Explorer, int_slider
+from metaadv_edu.widgets import Explorer
 
 __all__ = [
-    "POINTS", "adversarial_generator", "check_bounded_perturbation", "check_generator_loss",
-    "digits_cnn_generator_hardened", "generator_explorer",
+    "POINTS", "adversarial_generator", "budget_holds", "check_bounded_perturbation", "check_generator_loss",
+    "digits_cnn_generator_hardened", "generator_explorer", "generator_report",
 ]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
@@ -76,7 +76,7 @@ def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: i
 def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classifier, x_show, y_show,
                        x_eval, y_eval) -> Explorer:
     """Cached adversarial generators on a grid of ε × generator learning rate: a slider move runs one
-    forward pass of the chosen generator (and a new noise draw), never a training step."""
+    forward pass of the chosen generator (with one fixed noise draw), never a training step."""
     import ipywidgets as w
 
     from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
@@ -90,9 +90,9 @@ def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classi
     def setup(fig):
         rows.append(panels.AttackPanels(fig, x_show, labels))
 
-    def draw(fig, *, epsilon, lr_g, noise):
+    def draw(fig, *, epsilon, lr_g):
         pair = pairs[(epsilon, lr_g)]
-        g = torch.Generator().manual_seed(noise)
+        g = torch.Generator().manual_seed(0)  # one fixed noise draw: the trained generators ignore z
         with torch.no_grad():
             z = torch.randn(len(x_show), pair["G"].noise_dim, generator=g).to(x_show.device)
             x_adv = pair["G"](x_show, z)
@@ -114,7 +114,6 @@ def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classi
                                      style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
         "lr_g": w.SelectionSlider(options=lrs, value=lrs[-1], description="generator learning rate",
                                   continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
-        "noise": int_slider("z — noise seed", 0, 0, 20),
     }
     return Explorer(draw, sliders, setup=setup, title="The adversarial generator (cached models)",
                     figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)
@@ -196,3 +195,49 @@ def check_generator_loss(my_loss: Callable) -> bool:
         return "fooling margin floored at 0, plus λ_GAN·(−log D), stable for confident logits"
 
     return grading.run("generator loss", body)
+
+
+# ------------------------------------------------------------------ measurements (notebook 04, §3–§4)
+def budget_holds(generator_net, x: torch.Tensor, epsilon: float, *, seed: int = 1) -> tuple[float, bool]:
+    """The check of §3: ``(max |G(x, z) − x|, whether every generated input satisfies ‖δ‖∞ ≤ ε)`` for fresh
+    noise z; a generator that scales its tanh by more than ε, or clips nothing, fails it."""
+    noise_dim = getattr(generator_net, "noise_dim", 0)
+    z = torch.randn(len(x), noise_dim, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    with torch.no_grad():
+        delta = generator_net(x, z) - x
+    worst = float(delta.abs().amax())
+    valid = bool(((x + delta) >= 0).all() and ((x + delta) <= 1).all())
+    return worst, bool((delta.abs() <= epsilon + 1e-6).all()) and valid
+
+
+def generator_report(pair, classifier, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
+                     n_noise: int = 8, seed: int = 0) -> dict[str, float]:
+    """What a cached generator does, measured on ``(x, y)``:
+
+    * ``fooled_generator``, ``fooled_random``, ``fooled_fgsm``: share of inputs the classifier gets wrong
+      after the generator, after random ±ε signs (clamped), and after FGSM, all at the same ε;
+    * ``d_real``, ``d_fake``, ``d_fake_max``: the discriminator's mean D(x), mean and largest D(G(x, z)),
+      and ``d_fooled`` the share of generated inputs it calls real (D > ½);
+    * ``z_spread``: the per-pixel standard deviation of G(x, z) over ``n_noise`` noise draws, averaged
+      over pixels and inputs (0 means the generator ignores z) and ``z_spread_max`` its largest value."""
+    from metaadv_edu import attacks
+
+    G, D = pair["G"], pair["D"]
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        zs = torch.randn(n_noise, len(x), G.noise_dim, generator=gen).to(x.device)
+        outs = torch.stack([G(x, z) for z in zs])
+        coin = torch.randint(0, 2, x.shape, generator=gen).to(x.device)
+        noisy = (x + epsilon * (2 * coin - 1)).clamp(0, 1)
+        wrong = lambda inputs: float((classifier(inputs).argmax(1) != y).float().mean())  # noqa: E731
+        d_fake = torch.sigmoid(D(outs[0])).view(-1)
+        spread = outs.std(0)
+        report = {"fooled_generator": wrong(outs[0]), "fooled_random": wrong(noisy),
+                  "d_real": float(torch.sigmoid(D(x)).mean()), "d_fake": float(d_fake.mean()),
+                  "d_fake_max": float(d_fake.max()), "d_fooled": float((d_fake > 0.5).float().mean()),
+                  "z_spread": float(spread.mean()),
+                  "z_spread_max": float(spread.max())}
+    x_fgsm = attacks.fgsm(classifier, x, y, epsilon)
+    with torch.no_grad():
+        report["fooled_fgsm"] = wrong(x_fgsm)
+    return report

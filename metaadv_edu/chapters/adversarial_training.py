@@ -15,8 +15,9 @@ from metaadv_edu.plotting import show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider
 
 __all__ = [
-    "POINTS", "check_mixed_loss", "check_pgd_step", "check_robust_linear_loss", "digits_cnn_adversarial",
-    "library_cnn_adversarial", "robustness_explorer",
+    "POINTS", "binary_logistic", "check_mixed_loss", "check_pgd_step", "check_robust_linear_loss",
+    "danskin_error", "digits_cnn_adversarial", "l2_maximiser", "library_cnn_adversarial", "logistic_loss",
+    "pgd_restart_gap", "robust_logistic_loss", "robustness_explorer",
 ]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
@@ -232,3 +233,83 @@ def check_robust_linear_loss(my_loss: Callable) -> bool:
         return "the worst case in closed form, finite for large margins, ε = 0 included"
 
     return grading.run("robust linear loss", body)
+
+
+# ------------------------------------------------------------------ Danskin's theorem, checked
+def binary_logistic(model: torch.nn.Module, class_a: int, class_b: int, dtype=torch.float64):
+    """The two-class restriction of a multinomial logistic regression: on digits of classes a and b the
+    softmax over (z_a, z_b) is σ(z_a − z_b), so the model is a binary logistic regression with
+    w = W_a − W_b, b = b_a − b_b (label +1 for a, −1 for b). Returns detached (w, b)."""
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    w = (linear.weight[class_a] - linear.weight[class_b]).detach().to(dtype)
+    b = (linear.bias[class_a] - linear.bias[class_b]).detach().to(dtype)
+    return w, b
+
+
+def l2_maximiser(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                 epsilon: float) -> torch.Tensor:
+    r"""The exact maximiser of softplus(−y(wᵀ(x+δ) + b)) over ‖δ‖₂ ≤ ε: δ* = −ε·y·w/‖w‖ (unique for w ≠ 0).
+
+    The loss decreases in the margin y·wᵀδ, and Cauchy–Schwarz gives y·wᵀδ ≥ −ε‖w‖ with equality only there.
+    ``x`` is (N, n), ``y`` in {−1, +1}."""
+    return -epsilon * y[:, None] * (w / w.norm())[None, :]
+
+
+def logistic_loss(w, b, x, y):
+    """Mean softplus(−y(wᵀx + b)): binary logistic loss with labels ±1."""
+    return F.softplus(-y * (x @ w + b)).mean()
+
+
+def robust_logistic_loss(w, b, x, y, epsilon: float) -> torch.Tensor:
+    r"""φ(θ) = mean max_{‖δ‖₂≤ε} softplus(−y(wᵀ(x+δ)+b)) = mean softplus(−y(wᵀx+b) + ε‖w‖), exactly."""
+    return F.softplus(-y * (x @ w + b) + epsilon * w.norm()).mean()
+
+
+DeltaFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def danskin_error(delta_fn: DeltaFn, w, b, x, y, epsilon: float, *, h: float = 1e-6,
+                  seed: int = 0) -> float:
+    r"""Relative error between Danskin's gradient and the true derivative of the robust loss.
+
+    ``delta_fn(w, b, x, y, ε) -> δ`` is the attack; its δ is **frozen** and ∇_θ L(θ, x + δ) (θ = (w, b)) is
+    projected on a random direction u. The reference is a central finite difference of the *exact*
+    max φ(θ) (:func:`robust_logistic_loss`) along u, the maximiser recomputed at θ ± hu. Only a δ that is
+    the maximiser gives a small error: δ* = −ε·y·w/‖w‖ moves with θ, so a δ that is not it is caught."""
+    g = torch.Generator().manual_seed(seed)
+    u_w = torch.randn(w.shape, generator=g, dtype=w.dtype).to(w.device)
+    u_b = torch.randn((), generator=g, dtype=w.dtype).to(w.device)
+    delta = delta_fn(w, b, x, y, epsilon).detach()
+    w_, b_ = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    gw, gb = torch.autograd.grad(logistic_loss(w_, b_, x + delta, y), (w_, b_))
+    danskin = float((gw * u_w).sum() + gb * u_b)
+    fd = (float(robust_logistic_loss(w + h * u_w, b + h * u_b, x, y, epsilon))
+          - float(robust_logistic_loss(w - h * u_w, b - h * u_b, x, y, epsilon))) / (2 * h)
+    return abs(danskin - fd) / abs(fd)
+
+
+def pgd_restart_gap(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, steps: int = 50,
+                    random_restarts: int = 5, generator: torch.Generator | None = None,
+                    tol: float = 1e-4) -> dict[str, float]:
+    """How far PGD (``steps`` sign steps of ε/4 from x, no clamp) is from the inner maximum: the share of
+    examples on which the best of ``random_restarts`` random starts and one targeted run towards every
+    other class reaches a loss higher by more than ``tol`` (relative), and the mean relative gain there."""
+    def losses(x_adv):
+        with torch.no_grad():
+            return F.cross_entropy(model(x_adv), y, reduction="none")
+
+    kwargs = {"step_size": epsilon / 4, "steps": steps, "clamp": None}
+    plain = losses(attacks.pgd(model, x, y, epsilon, random_start=False, **kwargs))
+    best = plain.clone()
+    for _ in range(random_restarts):
+        best = torch.maximum(best, losses(attacks.pgd(model, x, y, epsilon, generator=generator, **kwargs)))
+    with torch.no_grad():
+        n_classes = model(x[:1]).shape[1]
+    for shift in range(1, n_classes):
+        target = (y + shift) % n_classes
+        x_t = attacks.pgd(model, x, target, epsilon, random_start=False, targeted=True, **kwargs)
+        best = torch.maximum(best, losses(x_t))
+    higher = best > plain * (1 + tol)
+    gain = ((best - plain) / plain)[higher]
+    return {"share_higher": float(higher.float().mean()),
+            "mean_relative_gain": float(gain.mean()) if len(gain) else 0.0}

@@ -7,12 +7,16 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from metaadv_edu import _validate as v
 from metaadv_edu import attacks, cache, data, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
 
-__all__ = ["POINTS", "attack_explorer", "check_fgsm", "check_first_order_gain", "check_pgd", "digits_logreg"]
+__all__ = [
+    "POINTS", "attack_explorer", "brute_force_best_delta", "check_fgsm", "check_first_order_gain", "check_pgd",
+    "digits_logreg", "first_order_errors", "linearised_gain_check",
+]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"FGSM": 1, "first-order gain": 1, "PGD": 2}
@@ -152,3 +156,66 @@ def check_pgd(my_pgd: Callable) -> bool:
         return "several projected, clamped ascent steps, recomputing the gradient each time; ε = 0 included"
 
     return grading.run("PGD", body)
+
+
+# ------------------------------------------------------------------ checks of §2 (notebook 01, §4)
+def linearised_gain_check(delta: torch.Tensor, grad: torch.Tensor, epsilon: float, *, n_random: int = 10_000,
+                          generator: torch.Generator | None = None, tol: float = 1e-6) -> dict:
+    r"""Is ``delta`` the maximiser of the linearised gain δᵀg over the L∞ ball ‖δ‖∞ ≤ ε, example by example?
+
+    Without using the formula ε‖g‖₁: ``delta`` must be feasible, and no point of ``n_random`` random
+    feasible ones may beat it — random corners, uniform points of the ball, and random feasible moves away
+    from ``delta`` itself (a maximiser cannot be improved by any move that stays in the ball) — nor any
+    change of a single coordinate of ``delta`` to −ε, 0 or +ε.
+    Returns ``{"feasible", "beaten" (share of examples some sample beats), "passes"}``."""
+    v.nonnegative("epsilon", epsilon)
+    n_random = v.integer("n_random", n_random, low=3)
+    flat_d, flat_g = delta.flatten(1), grad.flatten(1)
+    feasible = bool((flat_d.abs() <= epsilon * (1 + tol) + 1e-12).all())
+    third = n_random // 3
+
+    def draw(n, d):
+        return torch.rand((n, d), generator=generator, dtype=flat_g.dtype).to(flat_g.device)
+
+    beaten = []
+    for d_i, g_i in zip(flat_d, flat_g):
+        n = d_i.numel()
+        corners = epsilon * (2 * (draw(third, n) > 0.5).to(g_i.dtype) - 1)
+        uniform = epsilon * (2 * draw(third, n) - 1)
+        moves = (d_i + epsilon * (draw(n_random - 2 * third, n) - 0.5)).clamp(-epsilon, epsilon)
+        single = d_i.repeat(3 * n, 1)  # every coordinate in turn set to −ε, 0 and +ε
+        rows = torch.arange(3 * n, device=d_i.device)
+        single[rows, rows % n] = epsilon * (rows // n - 1).to(d_i.dtype)
+        others = torch.cat([corners, uniform, moves, single]) @ g_i
+        gain = d_i @ g_i
+        beaten.append(bool((others > gain + tol * max(abs(float(gain)), 1e-12)).any()))
+    share = sum(beaten) / len(beaten)
+    return {"feasible": feasible, "beaten": share, "passes": feasible and share == 0}
+
+
+def brute_force_best_delta(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n_side: int = 201
+                           ) -> torch.Tensor:
+    """For a 2-D input ``x`` of shape (1, 2): the point of an ``n_side`` × ``n_side`` grid on the square
+    [−ε, ε]² with the largest *actual* cross-entropy (not the linearisation)."""
+    if x.shape != (1, 2):
+        raise ValueError(f"x must have shape (1, 2), got {tuple(x.shape)}")
+    side = torch.linspace(-epsilon, epsilon, v.integer("n_side", n_side, low=2), dtype=x.dtype).to(x.device)
+    deltas = torch.cartesian_prod(side, side)
+    with torch.no_grad():
+        losses = torch.nn.functional.cross_entropy(model(x + deltas), y.expand(len(deltas)), reduction="none")
+    return deltas[losses.argmax()]
+
+
+def first_order_errors(model, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float],
+                       direction: Callable[[torch.Tensor], torch.Tensor] = torch.sign) -> list[float]:
+    r"""|actual gain / predicted gain − 1| for δ = ε·direction(g), the prediction being eq. (3)'s ε‖g‖₁.
+
+    For the FGSM direction (sign) the errors shrink like ε; for any other direction they tend to a
+    non-zero constant, because its first-order gain is smaller than ε‖g‖₁."""
+    g, loss0 = attacks.input_gradient(model, x, y)
+    errors = []
+    for eps in epsilons:
+        _, loss1 = attacks.input_gradient(model, x + eps * direction(g), y)
+        ratio = (loss1 - loss0).sum() / (eps * g.abs().sum())
+        errors.append(abs(float(ratio) - 1))
+    return errors

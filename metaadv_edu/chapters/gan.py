@@ -14,7 +14,11 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer
 
-__all__ = ["POINTS", "check_discriminator_loss", "check_gan_optimum", "digits_gan", "gan_dynamics_explorer", "ring_gan"]
+__all__ = [
+    "POINTS", "check_discriminator_loss", "check_gan_optimum", "digits_gan", "gan_dynamics_explorer",
+    "mode_coverage", "ring_gan", "ring_run_summary", "shifted_generator_gradients", "value_maximiser_check",
+    "value_on_grid",
+]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"discriminator loss": 1, "D* and JSD": 2}
@@ -113,10 +117,8 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         art["ax_loss"].set_xlim(0, steps[-1] + 5)
         step = run["snapshot_steps"][snapshot]
         art["mark"].set_xdata([step, step])
-        dist = np.linalg.norm(pts[:, None, :] - means[None], axis=2)
-        near = dist.min(1) < 0.3
-        covered = len(set(dist.argmin(1)[near].tolist()))
-        art["ax"].set_title(f"step {step}: {covered}/8 modes, {near.mean():.0%} of samples on a mode", fontsize=9)
+        covered, on_mode = mode_coverage(pts, means)
+        art["ax"].set_title(f"step {step}: {covered}/8 modes, {on_mode:.0%} of samples on a mode", fontsize=9)
         return (f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
                 f"<b>{covered} of 8</b> modes covered")
 
@@ -235,3 +237,97 @@ def check_gan_optimum(my_optimum: Callable) -> bool:
         return "D* = p/(p + p_g), the JSD in nats and L_D(D*) = log 4 − 2·JSD, disjoint supports included"
 
     return grading.run("D* and JSD", body)
+
+
+# ------------------------------------------------------------------ checks of §2–§4 (notebook 03, §5)
+def value_on_grid(d: torch.Tensor, p: torch.Tensor, q: torch.Tensor, dx: float) -> float:
+    """V(D, G) = ∫ p log D + q log(1 − D) dx for densities and a discriminator sampled on a uniform grid."""
+    tiny = torch.finfo(d.dtype).tiny
+    return float((p * torch.log(d.clamp_min(tiny)) + q * torch.log((1 - d).clamp_min(tiny))).sum() * dx)
+
+
+def value_maximiser_check(d: torch.Tensor, p: torch.Tensor, q: torch.Tensor, dx: float, *,
+                          n_directions: int = 200, size: float = 0.05,
+                          generator: torch.Generator | None = None) -> dict:
+    """Does the discriminator ``d`` (sampled on the grid) maximise V(·, G)? Without using the formula
+    p/(p + q): ``n_directions`` random smooth perturbations d ± t·η (η a sum of a few random bumps, t up to
+    ``size``, kept inside (0, 1)) must all lower V. Returns ``{"value", "best_perturbed", "passes"}``."""
+    n_directions = v.integer("n_directions", n_directions)
+    grid = torch.linspace(0, 1, len(d), dtype=d.dtype)
+    value = value_on_grid(d, p, q, dx)
+    best = -float("inf")
+    for _ in range(n_directions):
+        centres = torch.rand(4, generator=generator, dtype=d.dtype)
+        widths = 0.02 + 0.2 * torch.rand(4, generator=generator, dtype=d.dtype)
+        signs = torch.randn(4, generator=generator, dtype=d.dtype)
+        eta = (signs[:, None] * torch.exp(-0.5 * ((grid[None] - centres[:, None]) / widths[:, None]) ** 2)).sum(0)
+        eta = eta / eta.abs().max()
+        t = size * float(torch.rand((), generator=generator, dtype=d.dtype))
+        for sign in (1, -1):
+            logit = torch.logit(d.clamp(1e-12, 1 - 1e-12)) + sign * t * eta * 4
+            best = max(best, value_on_grid(torch.sigmoid(logit), p, q, dx))
+    return {"value": value, "best_perturbed": best, "passes": best < value}
+
+
+def shifted_generator_gradients(p_dist, q_dist, x_grid: torch.Tensor, *, h: float = 1e-3) -> dict[str, float]:
+    r"""Move the generator's density along θ, q_θ(x) = q(x − θ) (a generator x = G(z) + θ), and freeze the
+    optimal discriminator D* = p/(p + q) of θ = 0. Central differences at θ = 0 of
+
+    * ``minimax``: E_{q_θ} log(1 − D*) — the generator's side of V;
+    * ``non_saturating``: −E_{q_θ} log D*;
+    * ``two_jsd``: 2·JSD(p‖q_θ), and ``kl_minus_two_jsd``: KL(q_θ‖p) − 2·JSD(p‖q_θ).
+
+    Goodfellow et al.: minimax ≈ two_jsd. Arjovsky & Bottou (2017, Thm 2.5): non_saturating ≈ kl_minus_two_jsd."""
+    from metaadv_edu import gan
+
+    dx = float(x_grid[1] - x_grid[0])
+    p = p_dist.density(x_grid)
+    d_star = gan.optimal_discriminator(p, q_dist.density(x_grid))
+    tiny = torch.finfo(x_grid.dtype).tiny
+
+    def at(theta):
+        q = q_dist.density(x_grid - theta)
+        return {"minimax": float((q * torch.log((1 - d_star).clamp_min(tiny))).sum() * dx),
+                "non_saturating": float(-(q * torch.log(d_star.clamp_min(tiny))).sum() * dx),
+                "two_jsd": 2 * float(gan.js_divergence(p, q, dx)),
+                "kl_minus_two_jsd": float(gan.kl_divergence(q, p, dx)) - 2 * float(gan.js_divergence(p, q, dx))}
+
+    plus, minus = at(h), at(-h)
+    return {k: (plus[k] - minus[k]) / (2 * h) for k in plus}
+
+
+def mode_coverage(points, means, *, radius: float = 0.3) -> tuple[int, float]:
+    """(number of modes with at least one sample within ``radius``, share of samples within ``radius`` of a mode)."""
+    pts, centres = np.asarray(points), np.asarray(means)
+    dist = np.linalg.norm(pts[:, None, :] - centres[None], axis=2)
+    near = dist.min(1) < radius
+    return len(set(dist.argmin(1)[near].tolist())), float(near.mean())
+
+
+def _modes_hit(points, means, radius: float = 0.3) -> frozenset:
+    pts, centres = np.asarray(points), np.asarray(means)
+    dist = np.linalg.norm(pts[:, None, :] - centres[None], axis=2)
+    return frozenset(dist.argmin(1)[dist.min(1) < radius].tolist())
+
+
+def ring_run_summary(runs: dict[tuple[float, int], dict], means) -> list[list]:
+    """One row per cached ring run: lr_D, k, modes covered at each snapshot, share of samples on a mode at
+    the end, and a verdict read off those numbers (all modes / collapsed / not yet on the ring / partial),
+    noting when the set of covered modes changes over the last snapshots."""
+    rows = []
+    for (lr, k), run in sorted(runs.items()):
+        counts = [mode_coverage(s, means) for s in run["snapshots"]]
+        final, share = counts[-1]
+        sets = {_modes_hit(s, means) for s in run["snapshots"][-4:]}
+        if share < 0.25:
+            verdict = "most samples off the ring's modes"
+        elif final == len(means):
+            verdict = "covers all modes"
+        elif final <= len(means) // 2:
+            verdict = f"collapsed onto {final} mode{'s' if final > 1 else ''}"
+        else:
+            verdict = f"covers {final} of {len(means)} modes"
+        if len(sets) > 1 and share >= 0.25:
+            verdict += "; the covered modes change between snapshots"
+        rows.append([f"{lr:g}", k, " ".join(str(c) for c, _ in counts), f"{share:.0%}", verdict])
+    return rows

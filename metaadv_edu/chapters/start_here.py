@@ -10,7 +10,7 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.plotting import show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider
 
-__all__ = ["digits_cnn", "first_look_explorer", "library_cnn"]
+__all__ = ["digits_cnn", "first_look_explorer", "library_cnn", "random_vs_worst_case", "same_seed_same_draw"]
 
 
 def digits_cnn(device=None):
@@ -74,3 +74,30 @@ def first_look_explorer(model: torch.nn.Module, digit: torch.Tensor, label: int,
 
     sliders = {"epsilon": epsilon_slider(0.1, max=0.5), "inner_lr": inner_lr_slider(0.05, -3, 0)}
     return Explorer(draw, sliders, title="ε and α: a first look", figsize=(10, 3))
+
+
+def random_vs_worst_case(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
+                         seed: int = 0) -> tuple[float, float]:
+    """Accuracy of ``model`` when every pixel moves by ±ε in a random direction (seeded), and under
+    FGSM's worst-case direction (notebook 01), both clamped to [0, 1]."""
+    from metaadv_edu import attacks
+
+    coin = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    noisy = (x + epsilon * (2 * coin - 1)).clamp(0, 1)
+    with torch.no_grad():
+        random_acc = float((model(noisy).argmax(1) == y).float().mean())
+    return random_acc, attacks.robust_accuracy(model, x, y, [epsilon])[0]
+
+
+def same_seed_same_draw(draw, seeds=(0, 1)) -> bool:
+    """The seeding check of notebook 00: ``draw(generator)`` returns a tensor or tuple of tensors; the same
+    seed must give the same draw, and a different seed a different one (a draw that ignores its generator
+    and uses the global random state fails the first, a constant one the second)."""
+    def flat(out):
+        items = out if isinstance(out, (tuple, list)) else (out,)
+        return [t for item in items for t in (item if isinstance(item, (tuple, list)) else (item,))]
+
+    first, again, other = (flat(draw(torch.Generator().manual_seed(s))) for s in (seeds[0], seeds[0], seeds[1]))
+    same = all(torch.equal(a, b) for a, b in zip(first, again))
+    differs = any(not torch.equal(a, b) for a, b in zip(first, other))
+    return same and differs

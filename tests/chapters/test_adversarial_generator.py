@@ -34,10 +34,11 @@ def test_generator_explorer_runs_forward_passes_only(device):
     before = {k: [p.detach().clone() for p in m.parameters()] for k, m in pairs.items()}
     ex = chapter.generator_explorer(pairs, f, x[:2], y[:2], x[:30], y[:30])
     images = {ex.image.value}
-    for name, value in (("epsilon", 0.1), ("lr_g", 1e-4), ("noise", 3)):
+    for name, value in (("epsilon", 0.1), ("lr_g", 1e-4)):
         ex.sliders[name].value = value
         images.add(ex.image.value)
-    assert len(images) == 4 and "30 generated examples" in ex.caption.value
+    assert len(images) == 3 and "30 generated examples" in ex.caption.value
+    assert set(ex.sliders) == {"epsilon", "lr_g"}
     for k, m in pairs.items():
         assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
 
@@ -64,3 +65,36 @@ def test_check_generator_loss(fn, ok, hint, capsys):
     assert chapter.check_generator_loss(fn) is ok
     out = capsys.readouterr().out
     assert hint in out and "Traceback" not in out
+
+
+def test_budget_check_rejects_a_generator_with_the_wrong_scale(device):
+    from metaadv_edu import gan
+
+    x, _ = data.load_digits("test", device=device)
+    torch.manual_seed(0)
+    right = gan.PerturbationGenerator((1, 8, 8), 0.1).to(device)
+    with torch.no_grad():
+        right.net[-1].bias.fill_(5.0)  # push tanh towards ±1: the bound is nearly active
+    assert chapter.budget_holds(right, x, 0.1)[1]
+    too_big = gan.PerturbationGenerator((1, 8, 8), 0.2).to(device)  # scales its tanh by 2ε
+    too_big.load_state_dict(right.state_dict())
+    worst, ok = chapter.budget_holds(too_big, x, 0.1)
+    assert not ok and worst > 0.1
+
+
+def test_generator_report_measures_noise_spread_and_fooling(device):
+    from torch import nn
+
+    from metaadv_edu import gan
+
+    x, y = data.load_digits("test", device=device)
+    torch.manual_seed(0)
+    f = models.TinyCNN(1, 10, width=4).to(device)
+    pair = nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), 0.2),
+                          "D": nn.Sequential(nn.Flatten(), nn.Linear(64, 1))}).to(device)
+    report = chapter.generator_report(pair, f, x[:50], y[:50], 0.2)
+    assert report["z_spread"] > 0  # an untrained generator does use its noise
+    with torch.no_grad():
+        pair["G"].net[0].weight[:, 64:] = 0  # cut z off: the spread must vanish
+    assert chapter.generator_report(pair, f, x[:50], y[:50], 0.2)["z_spread"] == 0
+    assert all(0 <= report[k] <= 1 for k in ("fooled_generator", "fooled_random", "fooled_fgsm", "d_real", "d_fake"))

@@ -105,3 +105,48 @@ def test_robust_linear_loss_is_what_pgd_reaches():
         delta = (delta + 0.05 * grad.sign()).clamp(-0.3, 0.3).detach().requires_grad_(True)
     pgd_loss = F.softplus(-y * ((x + delta) @ w + b)).mean()
     assert float(pgd_loss.detach()) == pytest.approx(float(robust(w, b, x, y, 0.3)), rel=1e-5)
+
+
+def _two_digit_classes(dtype=torch.float64):
+    from metaadv_edu.chapters import fgsm
+
+    logreg, _ = fgsm.digits_logreg("cpu")
+    x, y = data.load_digits("train")
+    two = (y == 3) | (y == 8)
+    w, b = chapter.binary_logistic(logreg, 3, 8)
+    return w, b, x[two].flatten(1).to(dtype), torch.where(y[two] == 3, 1.0, -1.0).to(dtype)
+
+
+def test_l2_maximiser_is_the_maximum():
+    w, b, x, y = _two_digit_classes()
+    delta = chapter.l2_maximiser(w, b, x, y, 1.0)
+    assert torch.allclose(delta.norm(dim=1), torch.ones(len(x), dtype=torch.float64))
+    exact = chapter.robust_logistic_loss(w, b, x, y, 1.0)
+    assert chapter.logistic_loss(w, b, x + delta, y) == pytest.approx(float(exact), rel=1e-12)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):  # no other point of the sphere does better
+        other = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        other = other / other.norm(dim=1, keepdim=True)
+        assert chapter.logistic_loss(w, b, x + other, y) < exact
+
+
+@pytest.mark.parametrize("name", ["wrong label", "random", "sign", "zero"])
+def test_danskin_check_rejects_a_non_maximiser(name):
+    w, b, x, y = _two_digit_classes()
+    point = torch.randn(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    wrong = {"wrong label": lambda w, b, x, y, e: chapter.l2_maximiser(w, b, x, -y, e),
+             "random": lambda w, b, x, y, e: (e * point / point.norm()).expand_as(x),
+             "sign": lambda w, b, x, y, e: -e / 8 * y[:, None] * w.sign(),
+             "zero": lambda w, b, x, y, e: torch.zeros_like(x)}[name]
+    assert chapter.danskin_error(chapter.l2_maximiser, w, b, x, y, 1.0) < 1e-6
+    assert chapter.danskin_error(wrong, w, b, x, y, 1.0) > 0.1
+
+
+def test_pgd_restart_gap_sees_a_weak_maximiser():
+    from metaadv_edu.chapters import fgsm
+
+    logreg, _ = fgsm.digits_logreg("cpu")
+    x, y = data.load_digits("test")
+    strong = chapter.pgd_restart_gap(logreg, x[:100], y[:100], 0.1, generator=torch.Generator().manual_seed(0))
+    weak = chapter.pgd_restart_gap(logreg, x[:100], y[:100], 0.1, steps=1, generator=torch.Generator().manual_seed(0))
+    assert 0 < strong["share_higher"] < weak["share_higher"] <= 1

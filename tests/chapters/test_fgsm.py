@@ -140,3 +140,55 @@ def test_check_pgd_names_a_single_step(capsys):
 def test_check_pgd_accepts_the_library_attack(capsys):
     assert chapter.check_pgd(lambda m, x, y, e, a, k: attacks.pgd(m, x, y, e, step_size=a, steps=k,
                                                                   random_start=False))
+
+
+def _gradients(device):
+    model = models_digits_cnn()
+    x, y = data.load_digits("test")
+    return attacks.input_gradient(model, x[:8], y[:8])[0]
+
+
+def models_digits_cnn():
+    from metaadv_edu.chapters import start_here
+
+    return start_here.digits_cnn("cpu")[0]
+
+
+@pytest.mark.parametrize("name, ok", [("fgsm", True), ("rescaled", False), ("l2", False), ("too big", False),
+                                      ("one sign flipped", False)])
+def test_linearised_gain_check_rejects_non_maximisers(name, ok):
+    g = _gradients("cpu")
+    eps = 0.1
+    per = lambda n: n.view(-1, 1, 1, 1)  # noqa: E731
+    flipped = eps * g.sign()
+    flipped.view(8, -1)[:, 0] *= -1
+    delta = {"fgsm": eps * g.sign(), "rescaled": eps * g / per(g.flatten(1).abs().amax(1)),
+             "l2": eps * g / per(g.flatten(1).norm(dim=1)), "too big": 2 * eps * g.sign(),
+             "one sign flipped": flipped}[name]
+    result = chapter.linearised_gain_check(delta, g, eps, generator=torch.Generator().manual_seed(1))
+    assert result["passes"] is ok
+
+
+def test_brute_force_finds_the_fgsm_corner_and_not_the_rescaled_gradient():
+    from torch import nn
+
+    torch.manual_seed(0)
+    toy = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    x, y = torch.tensor([[0.3, -0.2]], dtype=torch.float64), torch.tensor([1])
+    best = chapter.brute_force_best_delta(toy, x, y, 1e-3)
+    g, _ = attacks.input_gradient(toy, x, y)
+    assert torch.allclose(best, 1e-3 * g[0].sign())
+    assert not torch.allclose(best, 1e-3 * g[0] / g.abs().max())
+
+
+def test_first_order_errors_shrink_only_for_the_sign_direction():
+    import copy
+
+    model = copy.deepcopy(models_digits_cnn()).double()
+    x, y = data.load_digits("test")
+    x = x[:8].double() + 0.01 * torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eps = (1e-3, 1e-4, 1e-5)
+    right = chapter.first_order_errors(model, x, y[:8], eps)
+    wrong = chapter.first_order_errors(model, x, y[:8], eps, direction=lambda g: g / g.abs().amax())
+    assert right[0] > right[1] > right[2] and right[2] < 1e-2
+    assert wrong[2] > 0.1

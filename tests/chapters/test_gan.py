@@ -73,3 +73,36 @@ def test_check_gan_optimum_names_bits_and_a_missing_output(capsys):
     assert "nats" in capsys.readouterr().out
     assert chapter.check_gan_optimum(lambda p, q, dx: optimum(p, q, dx)[:2]) is False
     assert "three things" in capsys.readouterr().out
+
+
+def _densities():
+    from metaadv_edu import gan
+
+    x = torch.linspace(-8, 9, 20001, dtype=torch.float64)
+    p_dist = data.GaussianMixture.one_d([0.0], [1.0])
+    q_dist = data.GaussianMixture.one_d([1.5, -1.0], [0.7, 0.5], [0.7, 0.3])
+    p, q = p_dist.density(x), q_dist.density(x)
+    return x, float(x[1] - x[0]), p_dist, q_dist, p, q, gan.optimal_discriminator(p, q)
+
+
+@pytest.mark.parametrize("name, ok", [("D*", True), ("half", False), ("p/q", False), ("swapped", False),
+                                      ("slightly off", False)])
+def test_value_maximiser_check_rejects_a_wrong_optimal_discriminator(name, ok):
+    _, dx, _, _, p, q, d_star = _densities()
+    d = {"D*": d_star, "half": torch.full_like(d_star, 0.5), "p/q": (p / q).clamp(1e-12, 1 - 1e-12),
+         "swapped": 1 - d_star, "slightly off": d_star ** 1.1}[name]
+    result = chapter.value_maximiser_check(d, p, q, dx, generator=torch.Generator().manual_seed(0))
+    assert result["passes"] is ok
+
+
+def test_non_saturating_gradient_is_not_that_of_the_jsd():
+    x, _, p_dist, q_dist, *_ = _densities()
+    s = chapter.shifted_generator_gradients(p_dist, q_dist, x)
+    assert s["minimax"] == pytest.approx(s["two_jsd"], rel=1e-4)
+    assert s["non_saturating"] == pytest.approx(s["kl_minus_two_jsd"], rel=1e-4)
+    assert abs(s["non_saturating"] - s["two_jsd"]) > 0.5 * abs(s["two_jsd"])
+
+
+def test_mode_coverage_counts_modes_and_share():
+    means = [[0.0, 0.0], [3.0, 0.0]]
+    assert chapter.mode_coverage([[0.1, 0.0], [0.0, 0.1], [9.0, 9.0]], means) == (1, pytest.approx(2 / 3))
