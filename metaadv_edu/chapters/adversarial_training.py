@@ -236,13 +236,15 @@ def check_robust_linear_loss(my_loss: Callable) -> bool:
 
 
 # ------------------------------------------------------------------ Danskin's theorem, checked
-def binary_logistic(model: torch.nn.Module, class_a: int, class_b: int, dtype=torch.float64):
+def binary_logistic(model: torch.nn.Module, class_a: int, class_b: int, dtype=torch.float64, device=None):
     """The two-class restriction of a multinomial logistic regression: on digits of classes a and b the
     softmax over (z_a, z_b) is σ(z_a − z_b), so the model is a binary logistic regression with
-    w = W_a − W_b, b = b_a − b_b (label +1 for a, −1 for b). Returns detached (w, b)."""
+    w = W_a − W_b, b = b_a − b_b (label +1 for a, −1 for b). Returns detached (w, b) on ``device``
+    (default: the model's), moved there before the cast to ``dtype``."""
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    w = (linear.weight[class_a] - linear.weight[class_b]).detach().to(dtype)
-    b = (linear.bias[class_a] - linear.bias[class_b]).detach().to(dtype)
+    device = linear.weight.device if device is None else torch.device(device)
+    w = (linear.weight[class_a] - linear.weight[class_b]).detach().to(device).to(dtype)
+    b = (linear.bias[class_a] - linear.bias[class_b]).detach().to(device).to(dtype)
     return w, b
 
 
