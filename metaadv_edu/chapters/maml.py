@@ -17,8 +17,9 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
 __all__ = [
-    "AVERAGE_TASK_AMPLITUDE", "LI_2017_TABLE1", "SINE_META", "average_task_gap", "check_inner_step", "check_maml_meta_loss",
-    "data_swap", "maml_explorer", "one_step_shift", "sine_maml", "sine_pretrained", "sine_sampler",
+    "AVERAGE_TASK_AMPLITUDE", "LI_2017_TABLE1", "SINE_META", "average_task_gap", "check_inner_step",
+    "check_maml_meta_loss", "data_swap", "maml_explorer", "one_step_shift", "sine_maml", "sine_pretrained",
+    "sine_sampler",
 ]
 
 

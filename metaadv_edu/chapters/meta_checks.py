@@ -68,7 +68,8 @@ def vmap_loop_gap(meta_loss_fn: Callable | None = None, *, device=None, n_tasks:
     torch.manual_seed(0)
     net = models.SineRegressor().to(device)
     fast, slow = meta_loss_fn(net, batch, inner_lr=inner_lr), maml.meta_loss_loop(net, batch, inner_lr=inner_lr)
-    gap = max((a - b).abs().max().item() for a, b in zip(_grads(fast, net.parameters()), _grads(slow, net.parameters())))
+    g_fast, g_slow = _grads(fast, net.parameters()), _grads(slow, net.parameters())
+    gap = max((a - b).abs().max().item() for a, b in zip(g_fast, g_slow))
     loss_gap = abs(fast - slow).item()
     return loss_gap, gap, loss_gap < 1e-4 and gap < 1e-4
 
@@ -199,7 +200,8 @@ def alpha_gradient_errors(meta_loss_fn: Callable | None = None, *, formula: Call
     return error_alpha, error_theta
 
 
-def equal_alpha_gaps(meta_loss_fn: Callable | None = None, *, device=None, a: float = 0.03) -> tuple[float, float, float]:
+def equal_alpha_gaps(meta_loss_fn: Callable | None = None, *, device=None,
+                     a: float = 0.03) -> tuple[float, float, float]:
     """Meta-SGD with α = a·𝟙 against MAML written independently as a per-task loop
     (:func:`maml.meta_loss_loop`, ``torch.autograd.grad`` per task, no vmap) on 4 tasks, float64:
     |Δ loss|, max |Δ ∂L/∂θ|, and |Σⱼ ∂L/∂αⱼ − dL/da| (the α-gradient summed over its entries is the
