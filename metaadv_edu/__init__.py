@@ -15,6 +15,7 @@ module             holds                                                        
 ``maml``           MAML on ``torch.func`` (vmap over tasks), its loop reference 05
 ``reptile``        batched Reptile and its Taylor-analysis terms                06
 ``metasgd``        Meta-SGD with elementwise learnable α                        07
+``meta_checks``    the derivation checks of MAML, Reptile and Meta-SGD           05, 06, 07
 ``robust_meta``    adversarial querying, task-wise attacks, its exact check     08
 ``detection``      few-shot "clean or perturbed?" tasks                         08
 ``data``, ``covers``, ``models``, ``functional``, ``training``, ``device``       shared

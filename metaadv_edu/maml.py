@@ -28,7 +28,7 @@ from metaadv_edu.functional import LossFn, Params, default_loss, forward, params
 
 __all__ = [
     "adapt", "adaptation_losses", "mean_ci", "meta_gradient_by_formula", "meta_loss", "meta_loss_loop",
-    "meta_train",
+    "meta_train", "tune_inner_lr",
 ]
 
 
@@ -144,6 +144,24 @@ def adaptation_losses(model: nn.Module, tasks: Tasks, *, inner_lr, max_steps: in
         return torch.stack(out)
 
     return vmap(one_task)(*tasks).T.detach()
+
+
+def tune_inner_lr(model: nn.Module, tasks: Tasks, candidates, *, max_steps: int = 10,
+                  loss_fn: LossFn | None = None) -> tuple[float, torch.Tensor]:
+    """Choose a fine-tuning step size on held-out tasks: the candidate with the lowest mean query loss
+    over steps 1..``max_steps`` (a diverging candidate counts as infinitely bad).
+
+    Returns ``(best, mean_losses)`` with ``mean_losses[i, s]`` the mean query loss after ``s`` steps
+    of ``candidates[i]``.
+    """
+    candidates = [v.positive("candidates", c) for c in candidates]
+    if not candidates:
+        raise ValueError("candidates must hold at least one step size")
+    table = torch.stack([adaptation_losses(model, tasks, inner_lr=c, max_steps=max_steps,
+                                           loss_fn=loss_fn).mean(1) for c in candidates])
+    score = table[:, 1:].mean(1)
+    score = torch.where(torch.isfinite(score), score, torch.full_like(score, float("inf")))
+    return candidates[int(score.argmin())], table
 
 
 def mean_ci(values: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:

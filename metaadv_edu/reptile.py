@@ -100,16 +100,18 @@ def taylor_terms(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tenso
 
 def expected_updates(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
                      inner_lr: float, k: int = 2, loss_fn: LossFn | None = None) -> dict[str, torch.Tensor]:
-    r"""The measured expected gradients of MAML, FOMAML and Reptile for ``k`` SGD steps of size α on
-    minibatches 1..k, averaged over every ordered k-tuple of distinct minibatches.
+    r"""The measured expected gradients of MAML, FOMAML and Reptile with ``k`` inner SGD steps of
+    size α (Nichol et al.'s k), averaged over every ordered (k+1)-tuple of distinct minibatches.
 
-    g_MAML = ∂L_k(φ_k)/∂φ₁, g_FOMAML = L_k'(φ_k), g_Reptile = (φ₁ − φ_{k+1})/α.
+    The k inner steps use minibatches 1..k, φ₁ → φ_{k+1}; MAML and FOMAML take their outer gradient
+    on minibatch k+1: g_MAML = ∂L_{k+1}(φ_{k+1})/∂φ₁, g_FOMAML = L_{k+1}'(φ_{k+1}),
+    g_Reptile = (φ₁ − φ_{k+1})/α.
     """
     inner_lr = v.positive("inner_lr", inner_lr)
-    k = v.integer("k", k, low=1, high=len(batches))
+    k = v.integer("k", k, low=1, high=len(batches) - 1)
     loss_fn = loss_fn or default_loss(batches[0][1])
     sums = {"MAML": 0.0, "FOMAML": 0.0, "Reptile": 0.0}
-    tuples = list(itertools.permutations(range(len(batches)), k))
+    tuples = list(itertools.permutations(range(len(batches)), k + 1))
     for order in tuples:
         theta = params_of(model, detach=True)
         phi = theta
@@ -117,7 +119,7 @@ def expected_updates(model: nn.Module, batches: list[tuple[torch.Tensor, torch.T
             phi = sgd_step(phi, _grad(loss_fn, model, phi, *batches[idx]), inner_lr)
         last = _grad(loss_fn, model, phi, *batches[order[-1]])
         sums["FOMAML"] = sums["FOMAML"] + _flat(last).detach()
-        sums["Reptile"] = sums["Reptile"] + ((_flat(theta) - _flat(sgd_step(phi, last, inner_lr))) / inner_lr).detach()
+        sums["Reptile"] = sums["Reptile"] + ((_flat(theta) - _flat(phi)) / inner_lr).detach()
         final = task_loss(phi, model, *batches[order[-1]], loss_fn)
         maml_grad = torch.autograd.grad(final, list(theta.values()))
         sums["MAML"] = sums["MAML"] + torch.cat([g.reshape(-1) for g in maml_grad])
@@ -125,11 +127,11 @@ def expected_updates(model: nn.Module, batches: list[tuple[torch.Tensor, torch.T
 
 
 def predicted_updates(terms: dict[str, torch.Tensor], *, inner_lr: float, k: int = 2) -> dict[str, torch.Tensor]:
-    r"""Nichol et al.'s first-order predictions, up to O(α²):
+    r"""Nichol et al.'s first-order predictions for k inner SGD steps, up to O(α²):
 
-    E[g_MAML] = AvgGrad − 2(k−1)α·AvgGradInner, E[g_FOMAML] = AvgGrad − (k−1)α·AvgGradInner,
+    E[g_MAML] = AvgGrad − 2kα·AvgGradInner, E[g_FOMAML] = AvgGrad − kα·AvgGradInner,
     E[g_Reptile] = k·AvgGrad − ½k(k−1)α·AvgGradInner.
     """
     g, gi, a = terms["AvgGrad"], terms["AvgGradInner"], inner_lr
-    return {"MAML": g - 2 * (k - 1) * a * gi, "FOMAML": g - (k - 1) * a * gi,
+    return {"MAML": g - 2 * k * a * gi, "FOMAML": g - k * a * gi,
             "Reptile": k * g - 0.5 * k * (k - 1) * a * gi}

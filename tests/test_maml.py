@@ -181,3 +181,18 @@ def test_formula_helper_matches_autograd(device, steps):
     formula = maml.meta_gradient_by_formula(model, *(t[0] for t in tasks), inner_lr=0.07, steps=steps)
     for a, k in zip(auto, formula):
         torch.testing.assert_close(a, formula[k], rtol=1e-9, atol=1e-12)
+
+
+def test_tune_inner_lr_picks_the_best_candidate_and_survives_divergence(device):
+    torch.manual_seed(0)
+    model = models.SineRegressor().to(device)
+    tasks = data.sine_tasks(20, 10, 20, generator=torch.Generator().manual_seed(0), device=device)
+    best, table = maml.tune_inner_lr(model, tasks, [1e-4, 0.01, 100.0], max_steps=3)
+    assert table.shape == (3, 4)
+    assert not torch.isfinite(table[2, 1:]).all()  # a step of 100 diverges and is never chosen
+    scores = table[:2, 1:].mean(1)
+    assert best == [1e-4, 0.01][int(scores.argmin())]
+    with pytest.raises(ValueError, match="candidates"):
+        maml.tune_inner_lr(model, tasks, [])
+    with pytest.raises(ValueError, match="candidates"):
+        maml.tune_inner_lr(model, tasks, [-0.1])

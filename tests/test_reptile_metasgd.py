@@ -164,3 +164,18 @@ def test_meta_sgd_bad_inputs():
         metasgd.meta_loss(model, {k: torch.ones(2) for k, _ in model.named_parameters()}, sine(2, 3, "cpu"))
     with pytest.raises(ValueError, match="no entry"):
         metasgd.meta_loss(model, {}, sine(2, 3, "cpu"))
+
+
+def test_k_counts_inner_steps_one_step_reptile_has_no_meta_term():
+    model = tiny("cpu", torch.float64, seed=1)
+    x = torch.rand(12, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 10 - 5
+    batches = [(x[i : i + 4], 2 * torch.sin(x[i : i + 4] - 1)) for i in range(0, 12, 4)]
+    terms = reptile.taylor_terms(model, batches)
+    measured = reptile.expected_updates(model, batches, inner_lr=1e-3, k=1)
+    torch.testing.assert_close(measured["Reptile"], terms["AvgGrad"])  # exactly: one step is the gradient
+    predicted = reptile.predicted_updates(terms, inner_lr=1e-3, k=1)
+    for name in ("MAML", "FOMAML"):  # the meta-learning term is already there with one inner step
+        without = (measured[name] - terms["AvgGrad"]).norm()
+        assert (measured[name] - predicted[name]).norm() < 0.05 * without
+    with pytest.raises(ValueError, match="k"):
+        reptile.expected_updates(model, batches, inner_lr=1e-3, k=3)  # needs k + 1 = 4 minibatches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -16,13 +17,18 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
 __all__ = [
-    "POINTS", "SINE_META", "check_inner_step", "check_maml_hvp", "check_maml_meta_loss", "data_swap",
-    "maml_explorer", "sine_maml", "sine_pretrained", "sine_sampler",
+    "AVERAGE_TASK_AMPLITUDE", "LI_2017_TABLE1", "POINTS", "SINE_META", "average_task_gap", "check_inner_step",
+    "check_maml_hvp", "check_maml_meta_loss", "data_swap", "maml_explorer", "one_step_shift", "sine_maml",
+    "sine_pretrained", "sine_sampler",
 ]
 
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"MAML inner step": 1, "MAML meta-loss": 1, "MAML meta-gradient by HVP": 2}
+
+# Li, Zhou, Chen & Li (2017), Table 1: sinusoid regression, one adaptation step, MSE ± 95 % CI.
+LI_2017_TABLE1 = {("MAML", 5): (1.13, 0.18), ("MAML", 10): (0.77, 0.11), ("MAML", 20): (0.48, 0.08),
+                  ("Meta-SGD", 5): (0.90, 0.16), ("Meta-SGD", 10): (0.53, 0.09), ("Meta-SGD", 20): (0.31, 0.05)}
 
 SINE_META = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.01, "outer_lr": 1e-3}
 
@@ -84,6 +90,42 @@ def sine_pretrained(device=None, *, iterations: int = 6000):
         return {"loss": losses[::10]}
 
     return load_or_train("sine-pretrained", config, build, train, device=device)
+
+
+# E[A sin(x − φ)] = E[A]·E[sin(x − φ)] for independent A ~ U[0.1, 5], φ ~ U[0, π]:
+# E[A] = 2.55 and (1/π)∫₀^π sin(x − φ) dφ = −(2/π) cos x, so the average task is −(2·2.55/π) cos x.
+AVERAGE_TASK_AMPLITUDE = 2 * (0.1 + 5.0) / 2 / math.pi
+
+
+def average_task_gap(model: nn.Module) -> float:
+    """RMS distance on x ∈ [−5, 5] between ``model`` and the average task −1.62·cos x, relative to
+    the RMS of that function."""
+    device = next(model.parameters()).device
+    grid = torch.linspace(-5, 5, 201, device=device).view(-1, 1)
+    with torch.no_grad():
+        pred = model(grid)
+    target = -AVERAGE_TASK_AMPLITUDE * torch.cos(grid)
+    return ((pred - target).pow(2).mean().sqrt() / target.pow(2).mean().sqrt()).item()
+
+
+def one_step_shift(model: nn.Module, tasks: data.Tasks, inner_lr: float) -> tuple[float, float]:
+    """How far one step moves the function: the mean over tasks of the RMS change of the prediction
+    on the query inputs after one step of ``inner_lr`` on the support set, and of the RMS distance
+    from the prediction before the step to the query targets."""
+    from torch.func import vmap
+
+    from metaadv_edu import maml
+    from metaadv_edu.functional import forward, params_of
+
+    theta = params_of(model, detach=True)
+
+    def one(xs, ys, xq, yq):
+        before = forward(model, theta, xq)
+        after = forward(model, maml.adapt(model, theta, xs, ys, inner_lr=inner_lr), xq)
+        return (after - before).pow(2).mean().sqrt(), (yq - before).pow(2).mean().sqrt()
+
+    moved, needed = vmap(one)(*tasks)
+    return moved.mean().item(), needed.mean().item()
 
 
 def _adaptation_path(model, theta, xs, ys, grid, truth, inner_lr, keep_step, max_steps=10):

@@ -138,29 +138,31 @@ def metasgd_explorer(variants: dict[str, tuple], *, n_tasks: int = 10, seed: int
 
 def check_meta_sgd_step(my_step: Callable) -> bool:
     """Grade ``my_step(params, grads, inner_lrs) -> new_params``: θ′ = θ − α∘∇L with an α of the
-    same shape as each parameter (all three arguments are dicts of tensors)."""
+    same shape as each parameter (all three arguments are dicts of tensors). Meta-SGD learns α through
+    this step, so the result must stay differentiable with respect to ``inner_lrs`` (∂θ′/∂α = −∇L)
+    and to ``params``."""
 
     def body() -> str:
         for device in grading.devices():
             for seed in (0, 1):
                 g = torch.Generator().manual_seed(seed)
                 shapes = {"w": (4, 3), "b": (4,)}
-                params = {k: torch.randn(s, generator=g).to(device) for k, s in shapes.items()}
+                params = {k: torch.randn(s, generator=g).to(device).requires_grad_(True) for k, s in shapes.items()}
                 grads = {k: torch.randn(s, generator=g).to(device) for k, s in shapes.items()}
-                lrs = {k: torch.rand(s, generator=g).to(device) * 0.1 for k, s in shapes.items()}
+                lrs = {k: (torch.rand(s, generator=g).to(device) * 0.1).requires_grad_(True) for k, s in shapes.items()}
                 out = grading.call(my_step, params, grads, lrs)
                 if not isinstance(out, dict) or set(out) != set(params):
                     raise grading.Stop("return a dict with the same names as params")
-                ref = {k: params[k] - lrs[k] * grads[k] for k in params}
+                ref = {k: (params[k] - lrs[k] * grads[k]).detach() for k in params}
                 values = {k: grading.tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
-                if all(grading.close(values[k], ref[k]) for k in ref):
-                    continue
-                if all(grading.close(values[k], params[k] + lrs[k] * grads[k]) for k in ref):
-                    raise grading.Stop("wrong sign: the inner step descends, θ − α∘∇L")
-                if all(grading.close(values[k], params[k] - lrs[k].mean() * grads[k]) for k in ref):
-                    raise grading.Stop("α is not a scalar here: multiply elementwise, one rate per parameter")
-                raise grading.Stop("not θ − α∘∇L (elementwise product)")
-        return "θ − α∘∇L, elementwise"
+                if not all(grading.close(values[k], ref[k]) for k in ref):
+                    if all(grading.close(values[k], (params[k] + lrs[k] * grads[k]).detach()) for k in ref):
+                        raise grading.Stop("wrong sign: the inner step descends, θ − α∘∇L")
+                    if all(grading.close(values[k], (params[k] - lrs[k].mean() * grads[k]).detach()) for k in ref):
+                        raise grading.Stop("α is not a scalar here: multiply elementwise, one rate per parameter")
+                    raise grading.Stop("not θ − α∘∇L (elementwise product)")
+                _check_graph(out, params, grads, lrs)
+        return "θ − α∘∇L, elementwise, differentiable with respect to θ and α"
 
     return grading.run("Meta-SGD step", body)
 
@@ -211,3 +213,20 @@ def check_alpha_gradient(my_grad: Callable) -> bool:
         return "−∇L_Q(θ′) ⊙ ∇L_S(θ), one entry per learning rate"
 
     return grading.run("Meta-SGD ∂L/∂α", body)
+
+
+def _check_graph(out, params, grads, lrs) -> None:
+    """∂(Σ θ′)/∂α must be −∇L and ∂(Σ θ′)/∂θ must be 1: the graph to α and θ is kept."""
+    names = list(params)
+    if not all(out[k].requires_grad for k in names):
+        raise grading.Stop("the values are right, but θ′ is detached: Meta-SGD learns α (and θ) by "
+                           "differentiating through this step, so do not use .detach(), .item(), .data "
+                           "or torch.no_grad() here")
+    total = sum(out[k].sum() for k in names)
+    d_alpha = torch.autograd.grad(total, [lrs[k] for k in names], retain_graph=True, allow_unused=True)
+    if any(d is None for d in d_alpha) or not all(grading.close(d, -grads[k]) for d, k in zip(d_alpha, names)):
+        raise grading.Stop("the values are right, but the gradient does not reach α: ∂θ′/∂α must be "
+                           "−∇L — keep inner_lrs in the graph (no .detach() or .data on α)")
+    d_theta = torch.autograd.grad(total, [params[k] for k in names], allow_unused=True)
+    if any(d is None for d in d_theta) or not all(grading.close(d, torch.ones_like(d)) for d in d_theta):
+        raise grading.Stop("the values are right, but the gradient does not reach θ: keep params in the graph")

@@ -15,7 +15,8 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import sine_sampler
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
-__all__ = ["POINTS", "check_reptile_joint_step", "check_reptile_update", "reptile_explorer", "sine_reptile"]
+__all__ = ["POINTS", "check_reptile_joint_step", "check_reptile_update", "evaluate_own_rules",
+           "quadratic_fixed_points", "ranking", "reptile_explorer", "sine_reptile"]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"Reptile update": 1, "one-step Reptile as SGD": 2}
@@ -43,6 +44,36 @@ def sine_reptile(device=None, *, iterations: int = 2000):
     return load_or_train("sine-reptile", config, build, train, device=device)
 
 
+def evaluate_own_rules(learners: dict, tasks, *, max_steps: int = 10) -> dict[str, dict]:
+    """Evaluate each learner with the inner rule it was trained with.
+
+    ``learners[name] = (model, inner_lr, inner_steps)``; ``inner_lr`` is a number or Meta-SGD's dict
+    of per-parameter rates. Returns, per learner, the mean query loss and the half-width of its 95 %
+    confidence interval after its own ``inner_steps`` steps (``"own"``) and after ``max_steps`` steps
+    of its own α (``"long"``).
+    """
+    from metaadv_edu import maml
+
+    out = {}
+    for name, (model, inner_lr, steps) in learners.items():
+        steps = v.integer("inner_steps", steps, low=1, high=max_steps)
+        losses = maml.adaptation_losses(model, tasks, inner_lr=inner_lr, max_steps=max_steps)
+        out[name] = {"own": tuple(t.item() for t in maml.mean_ci(losses[steps])),
+                     "long": tuple(t.item() for t in maml.mean_ci(losses[max_steps]))}
+    return out
+
+
+def ranking(results: dict[str, tuple[float, float]]) -> str:
+    """Learners sorted by mean loss, joined by "<" where the 95 % intervals of neighbours are apart and
+    by "≈" where they overlap (the test tasks cannot tell those two apart)."""
+    order = sorted(results, key=lambda n: results[n][0])
+    text = f"{order[0]} {results[order[0]][0]:.3f}"
+    for a, b in zip(order, order[1:]):
+        (ma, ha), (mb, hb) = results[a], results[b]
+        text += f" {'<' if ma + ha < mb - hb else '≈'} {b} {mb:.3f}"
+    return text
+
+
 def _quadratic_tasks(n: int = 4, seed: int = 0):
     """n quadratic task losses ½(θ − cᵢ)ᵀAᵢ(θ − cᵢ) in a 2-D parameter space, with different
     minima and curvatures (eigenvalues 0.5–4, random orientations)."""
@@ -67,6 +98,18 @@ def _quadratic_updates(theta, centers, mats, alpha, k):
     fomaml = -grads_at_phi.mean(0)
     maml = -np.einsum("nij,nj->ni", powers, grads_at_phi).mean(0)
     return phis, reptile, fomaml, maml
+
+
+def quadratic_fixed_points(centers, mats, alpha: float, k: int) -> dict[str, np.ndarray]:
+    """Where each algorithm's outer updates stop on the quadratic tasks, exactly, and the minimum of the
+    average task loss. Every update is linear in θ, mean_i Bᵢ(cᵢ − θ) with Bᵢ = I − Pᵢ (Reptile), AᵢPᵢ
+    (FOMAML) or PᵢAᵢPᵢ (MAML), Pᵢ = (I − αAᵢ)^k, so it vanishes at θ* = (Σ Bᵢ)⁻¹ Σ Bᵢcᵢ.
+    With k = 1 Reptile's Bᵢ = αAᵢ: its fixed point is the average-loss minimum."""
+    eye = np.eye(2)
+    powers = [np.linalg.matrix_power(eye - alpha * a, k) for a in mats]
+    weights = {"Reptile": [eye - p for p in powers], "FOMAML": [a @ p for a, p in zip(mats, powers)],
+               "MAML": [p @ a @ p for a, p in zip(mats, powers)], "average loss": list(mats)}
+    return {name: np.linalg.solve(sum(b), sum(bi @ c for bi, c in zip(b, centers))) for name, b in weights.items()}
 
 
 def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int = 60) -> Explorer:
@@ -105,6 +148,8 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         art["paths"] = {name: ax.plot([], [], "o-", ms=2, lw=1.5, color=c, label=name)[0]
                         for name, c in colors.items()}
         ax.plot(*theta0, "ks", ms=6, label="start θ₀")
+        avg = quadratic_fixed_points(centers, mats, 0.1, 1)["average loss"]
+        ax.plot(*avg, "*", color="gold", mec="k", ms=12, label="minimum of the average loss")
         ax.set_xlim(-3.5, 3.5)
         ax.set_ylim(-3.5, 3.5)
         ax.set_aspect("equal")
@@ -132,8 +177,10 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
             ends[name] = theta
         spread = max(np.abs(np.linalg.eigvals(np.eye(2) - inner_lr * a)).max() for a in mats)
         warn = " — inner steps diverge (|1 − αλ| > 1)" if spread > 1 else ""
+        fixed = quadratic_fixed_points(centers, mats, inner_lr, inner_steps)
         return ("after " + f"{outer_iterations} outer steps: " + ", ".join(
-            f"{n} at ({e[0]:.2f}, {e[1]:.2f})" for n, e in ends.items()) + warn)
+            f"{n} at ({e[0]:.2f}, {e[1]:.2f})" for n, e in ends.items()) + warn + "<br>fixed points: " + ", ".join(
+            f"{n} ({e[0]:.2f}, {e[1]:.2f})" for n, e in fixed.items()))
 
     sliders = {
         "inner_lr": inner_lr_slider(0.1, -2, 0),

@@ -144,3 +144,36 @@ def test_the_hvp_meta_gradient_is_autograd_through_the_inner_step():
         return torch.autograd.grad(query(z), z)[0]
 
     assert torch.allclose(_meta_grad(support, query_grad, theta, 0.1), end_to_end, atol=1e-10)
+
+
+def test_average_task_is_minus_1_62_cos_x_and_the_gap_measures_it(device):
+    import math
+
+    assert abs(chapter.AVERAGE_TASK_AMPLITUDE - 2 * 2.55 / math.pi) < 1e-12
+    x = torch.rand(200_000, 1, generator=torch.Generator().manual_seed(0)) * 10 - 5
+    amp = 0.1 + 4.9 * torch.rand(200_000, 1, generator=torch.Generator().manual_seed(1))
+    phase = math.pi * torch.rand(200_000, 1, generator=torch.Generator().manual_seed(2))
+    y = amp * torch.sin(x - phase)
+    coef = (y * torch.cos(x)).mean() / (torch.cos(x) ** 2).mean()  # least-squares fit of c·cos x
+    assert abs(coef.item() + chapter.AVERAGE_TASK_AMPLITUDE) < 0.03
+
+    class Average(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(scale))
+
+        def forward(self, x):
+            return -self.w * chapter.AVERAGE_TASK_AMPLITUDE * torch.cos(x)
+    assert chapter.average_task_gap(Average(1.0).to(device)) < 1e-6
+    assert abs(chapter.average_task_gap(Average(0.0).to(device)) - 1.0) < 1e-6  # "zero everywhere" is 100 % off
+
+
+def test_one_step_shift_grows_with_the_step_size(device):
+    from metaadv_edu import data
+
+    torch.manual_seed(0)
+    net = models.SineRegressor().to(device)
+    tasks = data.sine_tasks(10, 10, 20, generator=torch.Generator().manual_seed(0), device=device)
+    small, needed = chapter.one_step_shift(net, tasks, 0.001)
+    large, needed_again = chapter.one_step_shift(net, tasks, 0.01)
+    assert 5 < large / small < 15 and needed == needed_again > 0

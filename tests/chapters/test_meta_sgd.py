@@ -8,11 +8,21 @@ from metaadv_edu import models
 from metaadv_edu.chapters import meta_sgd as chapter
 
 
+def no_grad_step(p, g, a):
+    with torch.no_grad():
+        return {k: p[k] - a[k] * g[k] for k in p}
+
+
 @pytest.mark.parametrize("fn, ok, hint", [
-    (lambda p, g, a: {k: p[k] - a[k] * g[k] for k in p}, True, "elementwise"),
+    (lambda p, g, a: {k: p[k] - a[k] * g[k] for k in p}, True, "differentiable with respect to θ and α"),
     (lambda p, g, a: {k: p[k] + a[k] * g[k] for k in p}, False, "wrong sign"),
     (lambda p, g, a: {k: p[k] - a[k].mean() * g[k] for k in p}, False, "not a scalar"),
     (lambda p, g, a: p, False, "not θ − α∘∇L"),
+    (lambda p, g, a: {k: p[k] - a[k].detach() * g[k] for k in p}, False, "does not reach α"),
+    (lambda p, g, a: {k: p[k] - a[k].data * g[k] for k in p}, False, "does not reach α"),
+    (lambda p, g, a: {k: (p[k] - a[k] * g[k]).detach() for k in p}, False, "detached"),
+    (lambda p, g, a: {k: p[k].detach() - a[k] * g[k] for k in p}, False, "does not reach θ"),
+    (no_grad_step, False, "detached"),
 ])
 def test_check_meta_sgd_step(fn, ok, hint, capsys):
     assert chapter.check_meta_sgd_step(fn) is ok

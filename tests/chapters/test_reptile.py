@@ -56,3 +56,42 @@ def test_check_reptile_joint_step_names_a_summed_joint_loss(capsys):
 
     assert chapter.check_reptile_joint_step(summed) is False
     assert "*mean* of the task losses" in capsys.readouterr().out
+
+
+def test_quadratic_fixed_points_are_where_the_updates_stop():
+    import numpy as np
+
+    centers, mats = chapter._quadratic_tasks(4, 3)
+    for alpha, k in ((0.1, 1), (0.1, 3), (0.3, 2)):
+        fixed = chapter.quadratic_fixed_points(centers, mats, alpha, k)
+        updates = chapter._quadratic_updates(fixed["Reptile"], centers, mats, alpha, k)
+        assert np.abs(updates[1]).max() < 1e-10
+        assert np.abs(chapter._quadratic_updates(fixed["FOMAML"], centers, mats, alpha, k)[2]).max() < 1e-10
+        assert np.abs(chapter._quadratic_updates(fixed["MAML"], centers, mats, alpha, k)[3]).max() < 1e-10
+
+
+def test_with_one_inner_step_only_reptile_stops_at_the_average_loss_minimum():
+    import numpy as np
+
+    centers, mats = chapter._quadratic_tasks(4, 3)
+    fixed = chapter.quadratic_fixed_points(centers, mats, 0.3, 1)
+    assert np.allclose(fixed["Reptile"], fixed["average loss"], atol=1e-12)
+    assert np.linalg.norm(fixed["FOMAML"] - fixed["average loss"]) > 0.5
+    assert np.linalg.norm(fixed["MAML"] - fixed["average loss"]) > 0.5
+    later = chapter.quadratic_fixed_points(centers, mats, 0.3, 3)
+    assert np.linalg.norm(later["Reptile"] - later["average loss"]) > 0.05
+
+
+def test_evaluate_own_rules_uses_each_learners_rule_and_ranking_marks_overlaps(device):
+    import torch
+
+    from metaadv_edu import data, maml, models
+
+    torch.manual_seed(0)
+    net = models.SineRegressor().to(device)
+    tasks = data.sine_tasks(20, 10, 30, generator=torch.Generator().manual_seed(0), device=device)
+    res = chapter.evaluate_own_rules({"a": (net, 0.01, 1), "b": (net, 0.02, 5)}, tasks)
+    five = maml.adaptation_losses(net, tasks, inner_lr=0.02, max_steps=5)[5]
+    assert abs(res["b"]["own"][0] - five.mean().item()) < 1e-6
+    assert res["a"]["own"] != res["b"]["own"]
+    assert chapter.ranking({"x": (1.0, 0.1), "y": (2.0, 0.1), "z": (2.1, 0.2)}) == "x 1.000 < y 2.000 ≈ z 2.100"
