@@ -214,7 +214,7 @@ def cover_detector(kind: str = "meta", device=None):
     """The perturbation detector of notebook 08, part B, trained on the ``DETECTION["train"]`` pools:
     ``"meta"`` meta-learns an initialisation with MAML over detection tasks, ``"joint"`` trains one
     detector on all of them together. Returns (model, record)."""
-    from metaadv_edu import maml, robust_meta
+    from metaadv_edu import detection, maml
 
     device = as_device(device)
     v.choice("kind", kind, ("meta", "joint"))
@@ -228,7 +228,7 @@ def cover_detector(kind: str = "meta", device=None):
         g = torch.Generator().manual_seed(config["seed"])
         if kind == "meta":
             def sample(gen):
-                return robust_meta.detection_tasks(pools["clean"], perturbed, DETECTION["meta_batch"],
+                return detection.detection_tasks(pools["clean"], perturbed, DETECTION["meta_batch"],
                                                    k_shot=DETECTION["k_shot"], k_query=DETECTION["k_query"],
                                                    generator=gen)
             h = maml.meta_train(model, sample, iterations=DETECTION["iterations"], inner_lr=DETECTION["inner_lr"],
