@@ -26,7 +26,7 @@ COVER_FEW_SHOT = {"n_way": 5, "k_shot": 5, "k_query": 5, "size": 16, "width": 8,
                   "inner_lr": 0.2, "steps": 2, "outer_lr": 3e-3}
 """5-way 5-shot tasks of 16×16 covers and the meta-training settings shared by notebook 08's learners."""
 
-BUDGET = {"image_gradients": 150_000, "adapt_steps": 2, "pretrain_genres": 64, "per_genre": 60, "pgd_steps": 3,
+BUDGET = {"image_gradients": 80_000, "adapt_steps": 2, "pretrain_genres": 64, "per_genre": 60, "pgd_steps": 3,
           "aq_attack_steps": 2, "inner_lrs": (0.003, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0)}
 """Notebook 08, part A: every learner gets the same training compute, counted in image-gradients (one
 forward and backward pass of one cover), and adapts with the same number of steps at test time, with its
@@ -142,7 +142,7 @@ def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, 
 
 DETECTION = {"epsilon": 32 / 255, "train": ("FGSM 16/255", "FGSM 32/255", "PGD 32/255"),
              "held_out": ("generator 32/255", "noise 32/255"), "k_shot": 5, "k_query": 10, "meta_batch": 8,
-             "inner_lr": 0.1, "steps": 2, "iterations": 300, "outer_lr": 3e-3}
+             "inner_lr": 0.1, "steps": 2, "iterations": 150, "outer_lr": 3e-3}
 """Notebook 08, part B: the perturbations used as tasks, and the detector's meta-training settings."""
 
 
