@@ -301,3 +301,24 @@ def test_bad_shapes_and_pools():
         detection.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3)
     with pytest.raises(ValueError, match="n_way"):
         robust_meta.with_new_head(model, 1)
+
+
+def test_tune_inner_lr_picks_the_best_rate_on_the_given_tasks(device):
+    model, tasks = _model(device), _tasks(device, n_tasks=4)
+    rates = [1e-4, 0.3, 3.0]
+    best, scores = robust_meta.tune_inner_lr(model, tasks, rates, steps=1)
+    assert len(scores) == 3 and best == rates[max(range(3), key=lambda i: (scores[i], -rates[i]))]
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=best, steps=1)
+    assert scores[rates.index(best)] == pytest.approx(
+        float(robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).mean()))
+    with pytest.raises(ValueError, match="inner_lrs"):
+        robust_meta.tune_inner_lr(model, tasks, [], steps=1)
+
+
+def test_perturbed_accuracy_reports_clean_and_every_perturbation(device):
+    model, tasks = _model(device), _tasks(device, n_tasks=4)
+    out = detection.perturbed_accuracy(model, tasks, {"PGD": ("pgd", 0.2), "noise": ("noise", 0.0)},
+                                       inner_lr=0.3, steps=1)
+    assert set(out) == {"clean", "PGD", "noise"} and all(a.shape == (4,) for a in out.values())
+    torch.testing.assert_close(out["noise"], out["clean"])  # ε = 0 changes nothing
+    assert out["PGD"].mean() <= out["clean"].mean()

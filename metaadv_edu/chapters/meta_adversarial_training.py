@@ -155,7 +155,7 @@ _pool_memo: dict = {}
 def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
     """Perturbed query covers for part B of notebook 08, ``{"meta-train"|"meta-test": {name: covers}}``.
 
-    Each pool holds the query covers of 40 tasks (1,000 covers) and every kind of perturbation of
+    Each pool holds the query covers of 32 tasks (800 covers) and every kind of perturbation of
     them, made against :func:`cover_maml` adapted to each task; ``"clean"`` holds the originals. The
     generator is :func:`cover_task_generator` with its budget raised to 32/255 (ε multiplies its tanh
     output). Deterministic; computed once per device and process, with :func:`pool_accuracy`.
@@ -174,7 +174,7 @@ def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
     perturber.epsilon = DETECTION["epsilon"]
     pools, accuracy = {}, {}
     for seed, pool in ((5, "meta-train"), (6, "meta-test")):
-        tasks = covers.cover_tasks(40, n_way=c["n_way"], k_shot=c["k_shot"], k_query=c["k_query"], pool=pool,
+        tasks = covers.cover_tasks(32, n_way=c["n_way"], k_shot=c["k_shot"], k_query=c["k_query"], pool=pool,
                                    size=c["size"], generator=torch.Generator().manual_seed(seed), device=device)
         adapted = robust_meta.adapt_tasks(victim, tasks, inner_lr=c["inner_lr"], steps=c["steps"])
         out = {}
@@ -192,7 +192,7 @@ def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
 
 def pool_accuracy(device=None) -> dict[str, dict[str, torch.Tensor]]:
     """MAML's per-task query accuracy (after adaptation) on every pool of :func:`cover_attack_pools`:
-    ``{"meta-train"|"meta-test": {name: (40,)}}`` — how much each perturbation actually fools it."""
+    ``{"meta-train"|"meta-test": {name: (32,)}}`` — how much each perturbation actually fools it."""
     cover_attack_pools(device)
     return _pool_memo[as_device(device)][1]
 
