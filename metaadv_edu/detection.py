@@ -17,9 +17,7 @@ from metaadv_edu import _validate as v
 from metaadv_edu import robust_meta
 from metaadv_edu.data import Tasks
 
-__all__ = ["detection_accuracy", "detection_tasks", "perturbation_pool"]
-
-
+__all__ = ["detection_accuracy", "detection_tasks", "perturbation_pool", "perturbation_pools", "perturbed_accuracy"]
 
 def perturbation_pool(model: nn.Module, tasks: Tasks, *, kind: str, epsilon: float, inner_lr, steps: int = 1,
                       perturber: nn.Module | None = None, attack_steps: int = 10,
@@ -48,6 +46,37 @@ def perturbation_pool(model: nn.Module, tasks: Tasks, *, kind: str, epsilon: flo
         x_adv = (xq + epsilon * signs).clamp(0, 1)
 
     return xq.flatten(0, 1), x_adv.flatten(0, 1).detach()
+
+
+def perturbation_pools(model: nn.Module, tasks: Tasks, specs: dict[str, tuple[str, float]], *, inner_lr,
+                       steps: int = 1, perturber: nn.Module | None = None, seed: int = 0):
+    """Every perturbation of ``specs`` (``{name: (kind, ε)}``, kinds as in :func:`perturbation_pool`) of the
+    query covers of ``tasks``, plus ``"clean"``, and the adapted ``model``'s per-task query accuracy on each:
+    ``({name: covers}, {name: (n_tasks,)})``. Each pool uses a generator seeded with ``seed``."""
+    out = {}
+    for name, (kind, eps) in specs.items():
+        out["clean"], out[name] = perturbation_pool(model, tasks, kind=kind, epsilon=eps, inner_lr=inner_lr,
+                                                    steps=steps, perturber=perturber,
+                                                    generator=torch.Generator().manual_seed(seed))
+    out["clean"] = out.pop("clean")  # last, as in the tables
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
+    accuracy = {name: robust_meta.task_accuracy(model, adapted, x.view_as(tasks.x_query), tasks.y_query)
+                for name, x in out.items()}
+    return out, accuracy
+
+
+def perturbed_accuracy(model: nn.Module, tasks: Tasks, perturbations: dict[str, tuple[str, float]], *, inner_lr,
+                       steps: int = 1, perturber: nn.Module | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-task query accuracy of ``model`` after adapting to each clean support set: ``"clean"``, and under
+    every perturbation ``{name: (kind, ε)}`` of :func:`perturbation_pool` (FGSM and PGD against the adapted
+    weights, the generator, random signs). A perturbation's fooling rate is its drop from clean."""
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
+    out = {"clean": robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query)}
+    for name, (kind, eps) in perturbations.items():
+        _, x = perturbation_pool(model, tasks, kind=kind, epsilon=eps, inner_lr=inner_lr, steps=steps,
+                                 perturber=perturber, generator=torch.Generator().manual_seed(seed))
+        out[name] = robust_meta.task_accuracy(model, adapted, x.view_as(tasks.x_query), tasks.y_query)
+    return out
 
 
 def detection_accuracy(learners: dict[str, robust_meta.Learner], clean: torch.Tensor, perturbed: torch.Tensor,

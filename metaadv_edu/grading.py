@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = [
     "PGD_HINTS", "Stop", "call", "cases", "close", "devices", "first_mistake", "pgd_variants", "report", "run",
-    "tensor_like", "toy_batch", "toy_classifier", "toy_regression",
+    "same_gradient", "scalar_loss", "tensor_like", "toy_batch", "toy_classifier", "toy_regression",
 ]
 
 
@@ -96,6 +96,21 @@ def first_mistake(value: torch.Tensor, mistakes, tol: float = 1e-5) -> None:
     for wrong, hint in mistakes:
         if close(value, wrong.detach().to(value.dtype), tol):
             raise Stop(hint)
+
+
+def scalar_loss(out) -> torch.Tensor:
+    """The learner's loss as a detached 0-d tensor, or :class:`Stop` when it is not one number."""
+    if not isinstance(out, torch.Tensor) or out.numel() != 1:
+        raise Stop("return the loss as a single-number tensor (the mean over the query set)")
+    return out.detach().reshape(())
+
+
+def same_gradient(out: torch.Tensor, ref: torch.Tensor, params: list, hint: str, tol: float = 1e-4) -> None:
+    """:class:`Stop` with ``hint`` unless ``out`` and ``ref`` have the same gradient with respect to ``params``."""
+    g_out = torch.autograd.grad(out, params, retain_graph=True, allow_unused=True)
+    g_ref = torch.autograd.grad(ref, params)
+    if any(g is None for g in g_out) or not all(close(a, b, tol) for a, b in zip(g_out, g_ref)):
+        raise Stop(hint)
 
 
 PGD_HINTS = {

@@ -1,5 +1,5 @@
-"""What the attack explorers of notebooks 00, 01, 02, 04 and 08 share: rows of clean image,
-perturbation, attacked image and class probabilities, updated in place on every slider move."""
+"""What the attack explorers of notebooks 00, 01, 02, 04 and 08 share: clean image, perturbation,
+attacked image (and class probabilities), updated in place on every slider move."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from metaadv_edu import attacks
 from metaadv_edu.plotting import perturbation_image, show_image
 
-__all__ = ["AttackPanels", "delta_hw", "image_hwc", "probabilities", "run_attack"]
+__all__ = ["AttackColumns", "AttackPanels", "delta_hw", "image_hwc", "probabilities", "run_attack"]
 
 
 def run_attack(model, x, y, epsilon, steps, step_size):
@@ -70,6 +70,30 @@ class AttackPanels:
                     rect.set_height(p)
             if i == 0:
                 a3.set_title(f"class probabilities (true: {labels[int(y[i])]})", fontsize=9)
+
+
+class AttackColumns:
+    """One column per example, rows clean image, perturbation and attacked image, each titled with the
+    predicted class (red when wrong); placed in ``grid[0:3, 0:n]`` of a gridspec, updated by :meth:`show`."""
+
+    def __init__(self, fig, grid, n: int, shape):
+        blank = torch.zeros(shape)
+        self.rows = []
+        for r in range(3):
+            axes = [fig.add_subplot(grid[r, c]) for c in range(n)]
+            draw = (lambda ax: perturbation_image(blank[0], 1.0, ax)) if r == 1 else (lambda ax: show_image(blank, ax))
+            self.rows.append([(ax, draw(ax).images[0]) for ax in axes])
+            axes[0].set_ylabel(("clean", "δ", "attacked")[r], fontsize=9)
+
+    def show(self, x, x_adv, y, pred_clean, pred_adv, epsilon):
+        for c in range(len(self.rows[0])):
+            (ax0, im0), (_, im1), (ax2, im2) = (row[c] for row in self.rows)
+            im0.set_data(image_hwc(x[c]))
+            im1.set_data(delta_hw(x_adv[c] - x[c]))
+            im1.set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
+            im2.set_data(image_hwc(x_adv[c]))
+            for ax, pred, prefix in ((ax0, pred_clean, f"class {int(y[c])} → "), (ax2, pred_adv, "→ ")):
+                ax.set_title(f"{prefix}{int(pred[c])}", fontsize=8, color="black" if pred[c] == y[c] else "tab:red")
 
 
 def image_hwc(image):

@@ -36,18 +36,20 @@ from metaadv_edu.functional import Params, forward, params_of
 
 __all__ = [
     "ATTACKS", "Learner", "adapt_tasks", "adversarial_query_loss", "attack_tasks", "evaluate_learners",
-    "finite_difference_gradient", "functional_attack", "generator_task_accuracy", "linear_robust_loss",
-    "meta_gradient_check", "meta_train_adversarial", "robust_task_accuracy", "task_accuracy",
-    "train_task_generator", "with_new_head",
+    "functional_attack", "generator_task_accuracy", "meta_train_adversarial", "representative_task",
+    "robust_task_accuracy", "task_accuracy", "train_task_generator", "tune_inner_lr", "with_new_head",
 ]
 
 ATTACKS = ("fgsm", "pgd")
+"""The L∞ attacks of the evaluation. ``"l2"`` (normalised-gradient steps in the L2 ball) is also accepted
+by the attack functions: its δ moves smoothly with the weights, which the derivation checks need."""
+_ALL_ATTACKS = ATTACKS + ("l2",)
 
 
 def _attack_settings(epsilon, attack: str, attack_steps, step_size) -> tuple[float, int, float]:
-    """(ε, steps, step size) after checks: FGSM is one step of ε; PGD defaults to 2.5ε/steps (Madry et al.)."""
+    """(ε, steps, step size) after checks: FGSM is one step of ε; PGD and L2 default to 2.5ε/steps (Madry et al.)."""
     epsilon = v.nonnegative("epsilon", epsilon)
-    v.choice("attack", attack, ATTACKS)
+    v.choice("attack", attack, _ALL_ATTACKS)
     attack_steps = v.integer("attack_steps", attack_steps)
     if attack == "fgsm":
         return epsilon, 1, epsilon
@@ -57,16 +59,19 @@ def _attack_settings(epsilon, attack: str, attack_steps, step_size) -> tuple[flo
 
 
 def _random_starts(x: torch.Tensor, epsilon: float, attack: str, generator: torch.Generator | None) -> torch.Tensor:
-    """PGD's uniform random start in the ε-ball (drawn on the CPU for reproducibility); FGSM starts at x."""
-    if attack == "fgsm" or epsilon == 0:
+    """PGD's uniform random start in the ε-ball (drawn on the CPU for reproducibility); FGSM and L2 start at x."""
+    if attack != "pgd" or epsilon == 0:
         return torch.zeros_like(x)
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1
     return epsilon * noise.to(x.device)
 
 
 def functional_attack(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, *,
-                      epsilon: float, steps: int, step_size: float, clamp: bool = True) -> torch.Tensor:
-    r"""L∞ PGD against ``model`` run with ``params``: :math:`x \leftarrow \Pi(x + a\,\mathrm{sign}\nabla_x L)`.
+                      epsilon: float, steps: int, step_size: float, clamp: bool = True,
+                      norm: str = "linf") -> torch.Tensor:
+    r"""PGD against ``model`` run with ``params``: :math:`x \leftarrow \Pi(x + a\,\mathrm{sign}\nabla_x L)` in the
+    L∞ ball, or :math:`x \leftarrow \Pi(x + a\,\nabla_x L / \|\nabla_x L\|_2)` per example in the L2 ball
+    (``norm="l2"``; one step of ε from ``start = 0`` is the exact maximiser for a linear model).
 
     One batch; runs inside ``vmap`` (it uses ``torch.func.grad``). ``start`` is the initial offset
     (zeros and one step of ε: FGSM). The parameters are detached, and so is the result: by Danskin's
@@ -81,12 +86,19 @@ def functional_attack(model: nn.Module, params: Params, x: torch.Tensor, y: torc
     def loss(z):
         return F.cross_entropy(forward(model, params, z), y, reduction="sum")
 
+    def per_example_norm(t):
+        return t.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (t.dim() - 1))
+
     x_adv = x0 + start
     if clamp:
         x_adv = x_adv.clamp(0, 1)
     for _ in range(steps):
-        x_adv = x_adv + step_size * grad(loss)(x_adv).sign()
-        x_adv = x0 + (x_adv - x0).clamp(-epsilon, epsilon)
+        g = grad(loss)(x_adv)
+        if norm == "l2":
+            delta = x_adv + step_size * g / per_example_norm(g) - x0
+            x_adv = x0 + delta * (epsilon / per_example_norm(delta)).clamp(max=1.0)
+        else:
+            x_adv = x0 + (x_adv + step_size * g.sign() - x0).clamp(-epsilon, epsilon)
         if clamp:
             x_adv = x_adv.clamp(0, 1)
     return x_adv.detach()
@@ -135,8 +147,10 @@ def attack_tasks(model: nn.Module, adapted: Params, x: torch.Tensor, y: torch.Te
     epsilon, steps, step = _attack_settings(epsilon, attack, attack_steps, step_size)
     starts = _random_starts(x, epsilon, attack, generator)
 
+    norm = "l2" if attack == "l2" else "linf"
+
     def one(p, xb, yb, sb):
-        return functional_attack(model, p, xb, yb, sb, epsilon=epsilon, steps=steps, step_size=step)
+        return functional_attack(model, p, xb, yb, sb, epsilon=epsilon, steps=steps, step_size=step, norm=norm)
 
     return vmap(one)(adapted, x, y, starts)
 
@@ -193,6 +207,21 @@ def evaluate_learners(learners: dict[str, Learner], tasks: Tasks, epsilons: Sequ
     return out
 
 
+def tune_inner_lr(model: nn.Module, tasks: Tasks, inner_lrs: Sequence[float], *, steps: int) -> tuple[float, list]:
+    """The inner learning rate among ``inner_lrs`` with the best mean clean query accuracy after ``steps``
+    steps on the support sets of ``tasks`` (meta-validation tasks, never the test tasks); ties go to the
+    smaller rate. Returns (best rate, mean accuracy for every rate)."""
+    _check_classification(tasks)
+    if not inner_lrs:
+        raise ValueError("inner_lrs must hold at least one learning rate")
+    scores = []
+    for lr in inner_lrs:
+        adapted = adapt_tasks(model, tasks, inner_lr=lr, steps=steps)
+        scores.append(float(task_accuracy(model, adapted, tasks.x_query, tasks.y_query).mean()))
+    best = max(range(len(scores)), key=lambda i: (scores[i], -inner_lrs[i]))
+    return float(inner_lrs[best]), scores
+
+
 def generator_task_accuracy(model: nn.Module, tasks: Tasks, perturber: nn.Module, *, inner_lr, steps: int = 1,
                             seed: int = 0) -> torch.Tensor:
     """Per-task query accuracy after adaptation when a trained generator perturbs the query covers."""
@@ -216,8 +245,9 @@ def adversarial_query_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: i
               \delta^\star_i \approx \arg\max_{\|\delta\|_\infty\le\epsilon} L_{Q_i}(\theta'_i, x_{Q_i} + \delta)
 
     with θ′ from the clean support set (as in :func:`metaadv_edu.maml.meta_loss`) and δ* from
-    FGSM/PGD held fixed (Danskin). ``target="initial"`` attacks θ instead of θ′ — the mistake the
-    notebook measures; ``loss_fn`` is accepted for :func:`metaadv_edu.maml.meta_train` and must be
+    FGSM/PGD (or, with ``attack="l2"``, normalised-gradient steps in the L2 ball) held fixed (Danskin).
+    ``target="initial"`` attacks θ instead of θ′ — the mistake the notebook measures; ``loss_fn`` is
+    accepted for :func:`metaadv_edu.maml.meta_train` and must be
     None (the loss is the cross-entropy).
     """
     _check_classification(tasks)
@@ -233,7 +263,7 @@ def adversarial_query_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: i
         adapted = maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps, first_order=first_order)
         attacked = adapted if target == "adapted" else params
         xq_adv = functional_attack(model, attacked, xq, yq, start, epsilon=epsilon, steps=a_steps,
-                                   step_size=a_step, clamp=clamp)
+                                   step_size=a_step, clamp=clamp, norm="l2" if attack == "l2" else "linf")
         return F.cross_entropy(forward(model, adapted, xq_adv), yq)
 
     return vmap(one_task)(*tasks, starts).mean()
@@ -253,85 +283,6 @@ def meta_train_adversarial(model: nn.Module, sample_tasks: Callable[[torch.Gener
     return maml.meta_train(model, sample_tasks, iterations=iterations, inner_lr=inner_lr, steps=steps,
                            outer_lr=outer_lr, generator=generator, progress=progress,
                            desc="adversarial querying", objective=objective)
-
-
-# ------------------------------------------------------------------------------ checks
-def linear_robust_loss(params: Params, x: torch.Tensor, y: torch.Tensor, epsilon: float) -> torch.Tensor:
-    r"""The exact inner maximum for a two-class linear model, in closed form.
-
-    With :math:`w = w_1 - w_0`, :math:`b = b_1 - b_0` and :math:`s = \pm1` for class 1/0, the
-    cross-entropy is :math:`\log(1 + e^{-s(w^\top x + b)})`, increasing as the margin falls, and the
-    margin is linear in δ, so the worst δ in the L∞ ball is :math:`-\epsilon s\,\mathrm{sign}(w)`:
-
-    .. math:: \max_{\|\delta\|_\infty\le\epsilon} L = \log\big(1 + e^{-s(w^\top x + b) + \epsilon\|w\|_1}\big).
-
-    ``params`` are a :class:`metaadv_edu.models.LogisticRegression` with two classes (no pixel clamp).
-    """
-    weight, bias = params["1.weight"], params["1.bias"]
-    if weight.shape[0] != 2:
-        raise ValueError(f"linear_robust_loss needs a two-class model, got {weight.shape[0]} classes")
-    w, b = weight[1] - weight[0], bias[1] - bias[0]
-    s = 2 * y.to(w.dtype) - 1
-    margin = s * (x.flatten(1) @ w + b)
-    return F.softplus(-margin + epsilon * w.abs().sum()).mean()
-
-
-def finite_difference_gradient(f: Callable[[Params], torch.Tensor], params: Params, *, h: float = 1e-6) -> Params:
-    """Central differences (f(θ + h·e_j) − f(θ − h·e_j)) / 2h for every coordinate j: for small models only."""
-    h = v.positive("h", h)
-    base = {k: p.detach().clone() for k, p in params.items()}
-    out = {}
-    with torch.no_grad():
-        for name, p in base.items():
-            g = torch.zeros_like(p)
-            for j in range(p.numel()):
-                shifted = dict(base)
-                for sign in (1.0, -1.0):
-                    q = p.clone()
-                    q.view(-1)[j] += sign * h
-                    shifted[name] = q
-                    g.view(-1)[j] += sign * float(f(shifted)) / (2 * h)
-            out[name] = g
-    return out
-
-
-def meta_gradient_check(*, epsilon: float = 0.05, inner_lr: float = 0.5, n_tasks: int = 2, seed: int = 0,
-                        h: float = 1e-6) -> dict[str, float]:
-    r"""Check the adversarial-querying meta-gradient on a tiny model where the inner maximum is exact.
-
-    Two-way tasks of 8×8 covers, a two-class :class:`metaadv_edu.models.LogisticRegression` in float64,
-    one inner step, FGSM without the pixel clamp (exact for this model, see :func:`linear_robust_loss`).
-    The true objective :math:`J(\theta) = \frac1n\sum_i \max_\delta L_{Q_i}(\theta'_i, x + \delta)` is
-    differentiated by central differences and compared with autograd through
-    :func:`adversarial_query_loss` (attack frozen), once attacking θ′ (``"adapted"``) and once
-    attacking θ (``"initial"``). Errors are max-abs differences relative to the largest FD entry.
-    """
-    from metaadv_edu import covers, models
-
-    epsilon, inner_lr = v.nonnegative("epsilon", epsilon), v.positive("inner_lr", inner_lr)
-    tasks = covers.cover_tasks(v.integer("n_tasks", n_tasks), n_way=2, k_shot=4, k_query=6, size=8,
-                               generator=torch.Generator().manual_seed(seed))
-    tasks = Tasks(*(t.double() if t.is_floating_point() else t for t in tasks))
-    torch.manual_seed(seed)
-    model = models.LogisticRegression(3 * 8 * 8, 2).double()
-    theta = params_of(model, detach=True)
-
-    def objective(p: Params) -> torch.Tensor:
-        total = 0.0
-        for xs, ys, xq, yq in zip(*tasks):
-            total = total + linear_robust_loss(maml.adapt(model, p, xs, ys, inner_lr=inner_lr), xq, yq, epsilon)
-        return total / len(tasks.x_support)
-
-    fd = finite_difference_gradient(objective, theta, h=h)
-    scale = max(float(g.abs().max()) for g in fd.values())
-    out = {"robust_loss": float(objective(theta).detach())}
-    for target in ("adapted", "initial"):
-        loss = adversarial_query_loss(model, tasks, inner_lr=inner_lr, epsilon=epsilon, attack="fgsm", clamp=False,
-                                      params=theta, target=target)
-        grads = torch.autograd.grad(loss, list(theta.values()))
-        out[f"loss_{target}"] = float(loss.detach())
-        out[f"error_{target}"] = max(float((g - fd[k]).abs().max()) for g, k in zip(grads, theta)) / scale
-    return out
 
 
 # --------------------------------------------------------------------- fine-tuning baseline
@@ -383,3 +334,14 @@ def train_task_generator(perturber: nn.Module, model: nn.Module, sample_tasks: C
     for p in model.parameters():
         p.grad = None
     return history
+
+
+def representative_task(learners: dict[str, torch.nn.Module], tasks, *, inner_lr: float, steps: int,
+                        epsilon: float, attack_steps: int = 10) -> tuple[int, torch.Tensor]:
+    """The task whose robust-accuracy gap (last learner minus first, PGD at ``epsilon`` against the adapted
+    weights) is closest to the mean gap over ``tasks``: the explorer's default. Returns (index, gaps)."""
+    accs = [robust_task_accuracy(m, tasks, [epsilon], inner_lr=inner_lr, steps=steps, attack_steps=attack_steps,
+                                 generator=torch.Generator().manual_seed(0))[0]
+            for m in learners.values()]
+    gaps = accs[-1] - accs[0]
+    return int((gaps - gaps.mean()).abs().argmin()), gaps

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import attacks, covers, detection, gan, maml, models, robust_meta
+from metaadv_edu import attacks, covers, detection, gan, maml, models, robust_checks, robust_meta
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import forward, params_of
 
@@ -21,14 +21,98 @@ def _model(device, n_way=3, seed=0):
     return models.TinyCNN(3, n_way, width=4, image_size=8).to(device)
 
 
+def _attached_l2(model, tasks, *, inner_lr, steps=1, epsilon, attack="l2", attack_steps=1, step_size=None,
+                 clamp=True, params=None, target="adapted", **_):
+    """A wrong adversarial-query loss: the L2 attack is left attached to the graph, so gradients flow
+    through δ(θ′) as well."""
+    params = params if params is not None else params_of(model)
+    a = step_size if step_size is not None else 2.5 * epsilon / attack_steps
+    losses = []
+    for xs, ys, xq, yq in zip(*tasks):
+        adapted = maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps)
+        at = adapted if target == "adapted" else params
+        x = xq.clone().requires_grad_(True)
+        for _ in range(attack_steps):
+            g, = torch.autograd.grad(F.cross_entropy(forward(model, at, x), yq, reduction="sum"), x, create_graph=True)
+            d = x + a * g / g.flatten(1).norm(dim=1).view(-1, *[1] * (g.dim() - 1)) - xq
+            x = xq + d * (epsilon / d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))).clamp(max=1)
+            x = x.clamp(0, 1) if clamp else x
+        losses.append(F.cross_entropy(forward(model, adapted, x), yq))
+    return torch.stack(losses).mean()
+
+
+def _first_order(model, tasks, **kw):
+    return robust_meta.adversarial_query_loss(model, tasks, first_order=True, **kw)
+
+
+def _aimed_at_theta(model, tasks, **kw):
+    return robust_meta.adversarial_query_loss(model, tasks, **{**kw, "target": "initial"})
+
+
+def _sign_step(model, tasks, **kw):
+    """A non-maximiser of the L2 ball: FGSM's sign step, scaled to lie inside it (‖δ‖₂ = ε·√192/16 < ε)."""
+    return robust_meta.adversarial_query_loss(model, tasks, **{**kw, "attack": "fgsm", "epsilon": kw["epsilon"] / 16})
+
+
 def test_meta_gradient_through_the_attacked_query_matches_finite_differences():
-    out = robust_meta.meta_gradient_check()
-    # FGSM is the exact inner maximiser for a two-class linear model: the losses agree to rounding.
+    out = robust_checks.meta_gradient_check()
+    # One L2 step of ε is the exact inner maximiser for a two-class linear model: the losses agree to rounding.
     assert out["loss_adapted"] == pytest.approx(out["robust_loss"], rel=1e-12)
     assert out["error_adapted"] < 1e-7
     # Attacking θ instead of θ′ is a weaker attack on the adapted model and a different gradient.
     assert out["loss_initial"] < out["robust_loss"] - 1e-3
-    assert out["error_initial"] > 1e-2
+    assert out["error_initial"] > 1e-1
+
+
+def test_meta_gradient_check_rejects_a_non_maximiser():
+    # δ = (ε/16)·sign(g) lies inside the L2 ball but is not its maximiser.
+    out = robust_checks.meta_gradient_check(query_loss=_sign_step)
+    assert out["error_adapted"] > 1e-2
+
+
+def test_meta_gradient_check_cannot_see_an_attached_exact_maximiser():
+    # Danskin (envelope theorem): at the exact maximiser the term through δ vanishes, so this check alone
+    # cannot catch an attack left attached; the frozen-attack check below does.
+    out = robust_checks.meta_gradient_check(query_loss=_attached_l2)
+    assert out["error_adapted"] < 1e-7
+
+
+def _cover_net_and_tasks(seed=0):
+    torch.manual_seed(seed)
+    model = models.TinyCNN(3, 5, width=8, image_size=16)
+    tasks = covers.cover_tasks(2, n_way=5, k_shot=5, k_query=5, size=16, pool="meta-test",
+                               generator=torch.Generator().manual_seed(seed))
+    return model, tasks
+
+
+def test_frozen_attack_check_accepts_adversarial_query_loss():
+    model, tasks = _cover_net_and_tasks()
+    out = robust_checks.frozen_attack_check(model, tasks, inner_lr=0.2, steps=2, epsilon=1.0)
+    assert out["loss_error"] < 1e-6 and out["grad_error"] < 1e-5
+
+
+@pytest.mark.parametrize("wrong", [_attached_l2, _first_order, _aimed_at_theta])
+def test_frozen_attack_check_rejects_wrong_meta_gradients(wrong):
+    # an attack left in the graph, the first-order shortcut, an attack on θ: each changes the gradient by > 5 %
+    model, tasks = _cover_net_and_tasks()
+    out = robust_checks.frozen_attack_check(model, tasks, inner_lr=0.2, steps=2, epsilon=1.0, query_loss=wrong)
+    assert out["grad_error"] > 5e-2
+
+
+def test_l2_attack_stays_in_the_ball_and_one_step_is_the_normalised_gradient(device):
+    model, tasks = _model(device), _tasks(device)
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
+    x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.5, attack="l2",
+                                     attack_steps=4)
+    assert ((x_adv - tasks.x_query).flatten(2).norm(dim=2) <= 0.5 + 1e-5).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    one = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.5, attack="l2",
+                                   attack_steps=1, step_size=0.5)
+    p0 = {k: p[0] for k, p in adapted.items()}
+    x = tasks.x_query[0].clone().requires_grad_(True)
+    g, = torch.autograd.grad(F.cross_entropy(forward(model, p0, x), tasks.y_query[0], reduction="sum"), x)
+    expected = (tasks.x_query[0] + 0.5 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+    torch.testing.assert_close(one[0], expected)
 
 
 def test_linear_robust_loss_is_the_loss_at_the_fgsm_point(device):
@@ -38,12 +122,13 @@ def test_linear_robust_loss_is_the_loss_at_the_fgsm_point(device):
     y = torch.randint(0, 2, (20,), device=device)
     x_adv = attacks.fgsm(model, x, y, 0.1, clamp=None)
     expected = F.cross_entropy(model(x_adv), y)
-    exact = robust_meta.linear_robust_loss(params_of(model), x, y, 0.1)
-    assert exact.item() == pytest.approx(expected.item(), rel=1e-10)
-    # and no other corner of the box does better
-    for _ in range(20):
-        corner = x + 0.1 * (torch.randint(0, 2, x.shape, device=device) * 2 - 1)
-        assert F.cross_entropy(model(corner), y) <= expected + 1e-12
+    exact = robust_checks.linear_robust_loss(params_of(model), x, y, 0.1, norm="linf")
+    torch.testing.assert_close(exact, expected)
+    # and over the L2 ball, at the normalised-gradient point
+    w = model[1].weight[1] - model[1].weight[0]
+    s = (2 * y - 1).double()[:, None]
+    expected = F.cross_entropy(model(x - 0.1 * s * w / w.norm()), y)
+    torch.testing.assert_close(robust_checks.linear_robust_loss(params_of(model), x, y, 0.1), expected)
 
 
 def test_functional_attack_is_pgd_of_the_attacks_module(device):
@@ -216,3 +301,24 @@ def test_bad_shapes_and_pools():
         detection.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3)
     with pytest.raises(ValueError, match="n_way"):
         robust_meta.with_new_head(model, 1)
+
+
+def test_tune_inner_lr_picks_the_best_rate_on_the_given_tasks(device):
+    model, tasks = _model(device), _tasks(device, n_tasks=4)
+    rates = [1e-4, 0.3, 3.0]
+    best, scores = robust_meta.tune_inner_lr(model, tasks, rates, steps=1)
+    assert len(scores) == 3 and best == rates[max(range(3), key=lambda i: (scores[i], -rates[i]))]
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=best, steps=1)
+    assert scores[rates.index(best)] == pytest.approx(
+        float(robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).mean()))
+    with pytest.raises(ValueError, match="inner_lrs"):
+        robust_meta.tune_inner_lr(model, tasks, [], steps=1)
+
+
+def test_perturbed_accuracy_reports_clean_and_every_perturbation(device):
+    model, tasks = _model(device), _tasks(device, n_tasks=4)
+    out = detection.perturbed_accuracy(model, tasks, {"PGD": ("pgd", 0.2), "noise": ("noise", 0.0)},
+                                       inner_lr=0.3, steps=1)
+    assert set(out) == {"clean", "PGD", "noise"} and all(a.shape == (4,) for a in out.values())
+    torch.testing.assert_close(out["noise"], out["clean"])  # ε = 0 changes nothing
+    assert out["PGD"].mean() <= out["clean"].mean()

@@ -12,13 +12,12 @@ from metaadv_edu import _validate as v
 from metaadv_edu import cache, covers, grading, models, panels, training
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.plotting import perturbation_image, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, int_slider
 
 __all__ = [
-    "COVER_FEW_SHOT", "DETECTION", "POINTS", "check_adversarial_query_loss", "check_pgd_query_loss",
-    "cover_attack_pools", "cover_detector",
-    "cover_maml", "cover_pretrained", "cover_task_generator", "robust_few_shot_explorer",
+    "BUDGET", "COVER_FEW_SHOT", "DETECTION", "POINTS", "check_adversarial_query_loss", "check_pgd_query_loss",
+    "cover_attack_pools", "cover_detector", "cover_maml", "cover_pretrained", "cover_task_generator",
+    "pool_accuracy", "robust_few_shot_explorer", "training_cost",
 ]
 
 
@@ -26,8 +25,30 @@ __all__ = [
 POINTS = {"adversarial-query loss": 1, "PGD query loss": 2}
 
 COVER_FEW_SHOT = {"n_way": 5, "k_shot": 5, "k_query": 5, "size": 16, "width": 8, "meta_batch": 4,
-                  "inner_lr": 0.2, "steps": 2, "outer_lr": 3e-3, "iterations": 300}
+                  "inner_lr": 0.2, "steps": 2, "outer_lr": 3e-3}
 """5-way 5-shot tasks of 16×16 covers and the meta-training settings shared by notebook 08's learners."""
+
+BUDGET = {"image_gradients": 80_000, "adapt_steps": 2, "pretrain_genres": 64, "per_genre": 60, "pgd_steps": 3,
+          "aq_attack_steps": 2, "inner_lrs": (0.003, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0)}
+"""Notebook 08, part A: every learner gets the same training compute, counted in image-gradients (one
+forward and backward pass of one cover), and adapts with the same number of steps at test time, with its
+inner learning rate chosen from ``inner_lrs`` on meta-validation tasks."""
+
+
+def training_cost(kind: str, epsilon: float = 0.0) -> int:
+    """Image-gradients per meta-iteration (``kind="meta"``) or per epoch (``"pretrained"``).
+
+    Meta-learning, per task: ``steps`` support gradients, their second-order backward (counted as as
+    many again), the query gradient, and ``aq_attack_steps`` query gradients for the attack when
+    ``epsilon > 0``. Pretraining, per cover: one gradient, plus ``pgd_steps`` for PGD when ``epsilon > 0``.
+    """
+    v.choice("kind", kind, ("meta", "pretrained"))
+    c, b = COVER_FEW_SHOT, BUDGET
+    if kind == "meta":
+        support, query = c["n_way"] * c["k_shot"], c["n_way"] * c["k_query"]
+        attack = b["aq_attack_steps"] * query if epsilon > 0 else 0
+        return c["meta_batch"] * (2 * c["steps"] * support + query + attack)
+    return b["pretrain_genres"] * b["per_genre"] * (1 + (b["pgd_steps"] if epsilon > 0 else 0))
 
 
 def _cover_sampler(device):
@@ -36,23 +57,26 @@ def _cover_sampler(device):
                                         k_query=c["k_query"], size=c["size"], generator=g, device=device)
 
 
-def cover_maml(epsilon: float = 0.0, device=None, *, attack_steps: int = 2):
+def cover_maml(epsilon: float = 0.0, device=None):
     """A few-shot cover classifier meta-trained on the meta-train genres (notebook 08).
 
     ``epsilon = 0``: MAML on clean tasks. ``epsilon > 0``: adversarial querying, with the query sets
-    attacked by PGD (``attack_steps`` steps) against the adapted weights. Returns (model, record).
+    attacked by PGD (``BUDGET["aq_attack_steps"]`` steps) against the adapted weights. Both run for
+    ``BUDGET["image_gradients"]`` (:func:`training_cost`). Returns (model, record).
     """
     from metaadv_edu import maml, robust_meta
 
     device = as_device(device)
     c = COVER_FEW_SHOT
-    config = {**c, "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
-              "attack_steps": v.integer("attack_steps", attack_steps), "seed": 0}
+    epsilon = v.nonnegative("epsilon", epsilon)
+    attack_steps = BUDGET["aq_attack_steps"]
+    config = {**c, "epsilon": round(epsilon, 6), "attack_steps": attack_steps, "seed": 0,
+              "iterations": BUDGET["image_gradients"] // training_cost("meta", epsilon)}
     build = cache.seeded(lambda: models.TinyCNN(3, c["n_way"], width=c["width"], image_size=c["size"]), config["seed"])
 
     def train(model):
         g = torch.Generator().manual_seed(config["seed"])
-        common = {"iterations": c["iterations"], "inner_lr": c["inner_lr"], "steps": c["steps"],
+        common = {"iterations": config["iterations"], "inner_lr": c["inner_lr"], "steps": c["steps"],
                   "outer_lr": c["outer_lr"], "generator": g}
         if epsilon == 0:
             h = maml.meta_train(model, _cover_sampler(device), desc="MAML on covers", **common)
@@ -65,17 +89,19 @@ def cover_maml(epsilon: float = 0.0, device=None, *, attack_steps: int = 2):
     return load_or_train(name, config, build, cache.timed(train), device=device)
 
 
-def cover_pretrained(epsilon: float = 0.0, device=None, *, n_genres: int = 64):
+def cover_pretrained(epsilon: float = 0.0, device=None):
     """A 64-way cover classifier on meta-train genres (standard, or PGD-trained when ``epsilon > 0``):
-    the body that the fine-tuning baseline of notebook 08 starts from. Returns (model, record)."""
+    the body that the fine-tuning baseline of notebook 08 starts from, trained for as many epochs as
+    ``BUDGET["image_gradients"]`` allows (:func:`training_cost`). Returns (model, record)."""
     from metaadv_edu import defenses
 
     device = as_device(device)
-    c = COVER_FEW_SHOT
-    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6),
-              "n_genres": v.integer("n_genres", n_genres, low=2), "per_genre": 60, "size": c["size"],
-              "width": c["width"], "epochs": 8, "lr": 3e-3, "pgd_steps": 3,
-              "seed": 0}
+    c, b = COVER_FEW_SHOT, BUDGET
+    epsilon = v.nonnegative("epsilon", epsilon)
+    n_genres = b["pretrain_genres"]
+    config = {"epsilon": round(epsilon, 6), "n_genres": n_genres, "per_genre": b["per_genre"], "size": c["size"],
+              "width": c["width"], "epochs": b["image_gradients"] // training_cost("pretrained", epsilon),
+              "lr": 3e-3, "pgd_steps": b["pgd_steps"], "seed": 0}
     build = cache.seeded(lambda: models.TinyCNN(3, n_genres, width=c["width"], image_size=c["size"]), config["seed"])
 
     def train(model):
@@ -118,7 +144,7 @@ def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, 
 
 DETECTION = {"epsilon": 32 / 255, "train": ("FGSM 16/255", "FGSM 32/255", "PGD 32/255"),
              "held_out": ("generator 32/255", "noise 32/255"), "k_shot": 5, "k_query": 10, "meta_batch": 8,
-             "inner_lr": 0.1, "steps": 2, "iterations": 300, "outer_lr": 3e-3}
+             "inner_lr": 0.1, "steps": 2, "iterations": 150, "outer_lr": 3e-3}
 """Notebook 08, part B: the perturbations used as tasks, and the detector's meta-training settings."""
 
 
@@ -131,43 +157,45 @@ _pool_memo: dict = {}
 def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
     """Perturbed query covers for part B of notebook 08, ``{"meta-train"|"meta-test": {name: covers}}``.
 
-    Each pool holds the query covers of 40 tasks (1,000 covers) and every kind of perturbation of
+    Each pool holds the query covers of 32 tasks (800 covers) and every kind of perturbation of
     them, made against :func:`cover_maml` adapted to each task; ``"clean"`` holds the originals. The
     generator is :func:`cover_task_generator` with its budget raised to 32/255 (ε multiplies its tanh
-    output). Deterministic; computed once per device and process.
+    output). Deterministic; computed once per device and process, with :func:`pool_accuracy`.
     """
     import copy
 
-    from metaadv_edu import robust_meta
+    from metaadv_edu import detection
 
     device = as_device(device)
     if device in _pool_memo:
-        return _pool_memo[device]
+        return _pool_memo[device][0]
     c = COVER_FEW_SHOT
     victim, _ = cover_maml(0.0, device)
     perturber, _ = cover_task_generator(0.0, 8 / 255, device)
     perturber = copy.deepcopy(perturber)
     perturber.epsilon = DETECTION["epsilon"]
-    pools = {}
+    pools, accuracy = {}, {}
     for seed, pool in ((5, "meta-train"), (6, "meta-test")):
-        tasks = covers.cover_tasks(40, n_way=c["n_way"], k_shot=c["k_shot"], k_query=c["k_query"], pool=pool,
+        tasks = covers.cover_tasks(32, n_way=c["n_way"], k_shot=c["k_shot"], k_query=c["k_query"], pool=pool,
                                    size=c["size"], generator=torch.Generator().manual_seed(seed), device=device)
-        out = {}
-        for name, (kind, eps) in _POOL_SPECS.items():
-            clean, out[name] = robust_meta.perturbation_pool(
-                victim, tasks, kind=kind, epsilon=eps, inner_lr=c["inner_lr"], steps=c["steps"], perturber=perturber,
-                generator=torch.Generator().manual_seed(7))
-        out["clean"] = clean
-        pools[pool] = out
-    _pool_memo[device] = pools
+        pools[pool], accuracy[pool] = detection.perturbation_pools(
+            victim, tasks, _POOL_SPECS, inner_lr=c["inner_lr"], steps=c["steps"], perturber=perturber, seed=7)
+    _pool_memo[device] = (pools, accuracy)
     return pools
+
+
+def pool_accuracy(device=None) -> dict[str, dict[str, torch.Tensor]]:
+    """MAML's per-task query accuracy (after adaptation) on every pool of :func:`cover_attack_pools`:
+    ``{"meta-train"|"meta-test": {name: (32,)}}`` — how much each perturbation actually fools it."""
+    cover_attack_pools(device)
+    return _pool_memo[as_device(device)][1]
 
 
 def cover_detector(kind: str = "meta", device=None):
     """The perturbation detector of notebook 08, part B, trained on the ``DETECTION["train"]`` pools:
     ``"meta"`` meta-learns an initialisation with MAML over detection tasks, ``"joint"`` trains one
     detector on all of them together. Returns (model, record)."""
-    from metaadv_edu import maml, robust_meta
+    from metaadv_edu import detection, maml
 
     device = as_device(device)
     v.choice("kind", kind, ("meta", "joint"))
@@ -181,7 +209,7 @@ def cover_detector(kind: str = "meta", device=None):
         g = torch.Generator().manual_seed(config["seed"])
         if kind == "meta":
             def sample(gen):
-                return robust_meta.detection_tasks(pools["clean"], perturbed, DETECTION["meta_batch"],
+                return detection.detection_tasks(pools["clean"], perturbed, DETECTION["meta_batch"],
                                                    k_shot=DETECTION["k_shot"], k_query=DETECTION["k_query"],
                                                    generator=gen)
             h = maml.meta_train(model, sample, iterations=DETECTION["iterations"], inner_lr=DETECTION["inner_lr"],
@@ -198,8 +226,8 @@ def cover_detector(kind: str = "meta", device=None):
     return load_or_train(f"cover-detector-{kind}", config, build, cache.timed(train), device=device)
 
 
-def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, steps: int = 2,
-                             inner_lr: float = 0.2, epsilon: float = 8 / 255, attack_steps: int = 10) -> Explorer:
+def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, steps: int = 2, inner_lr: float = 0.2,
+                             epsilon: float = 8 / 255, attack_steps: int = 10, task: int = 0) -> Explorer:
     """Notebook 08: ε and α together. Each cached meta-learned model adapts to one new-genre task
     (``steps`` steps of α on its clean support set), then PGD attacks the query covers against the
     adapted weights. Shows one query cover per class (clean, δ, attacked, with the selected learner's
@@ -218,18 +246,7 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
 
     def setup(fig):
         grid = fig.add_gridspec(3, n_way + 2, width_ratios=[1] * n_way + [0.15, 2.4])
-        blank = torch.zeros(3, *tasks.x_query.shape[-2:])
-        rows = []
-        for r in range(3):
-            row = []
-            for c in range(n_way):
-                ax = fig.add_subplot(grid[r, c])
-                im = (perturbation_image(blank[0], 1.0, ax) if r == 1 else show_image(blank, ax)).images[0]
-                row.append((ax, im))
-            rows.append(row)
-        rows[0][0][0].set_ylabel("clean", fontsize=9)
-        rows[1][0][0].set_ylabel("δ", fontsize=9)
-        rows[2][0][0].set_ylabel("attacked", fontsize=9)
+        artists["columns"] = panels.AttackColumns(fig, grid, n_way, (3, *tasks.x_query.shape[-2:]))
         bar_ax = fig.add_subplot(grid[:, -1])
         xs = np.arange(len(names))
         clean = bar_ax.bar(xs - 0.2, np.zeros(len(names)), width=0.4, color="tab:blue", label="clean")
@@ -239,7 +256,7 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
         bar_ax.axhline(1 / n_way, color="0.5", linestyle=":", linewidth=1)
         bar_ax.legend(fontsize=8, loc="upper right")
         bar_ax.set_title("query accuracy (this task)", fontsize=9)
-        artists.update(rows=rows, clean=clean, adv=adv, bar_ax=bar_ax)
+        artists.update(clean=clean, adv=adv, bar_ax=bar_ax)
 
     def draw(fig, *, epsilon, inner_lr, learner, task):
         one = tasks.task(task)
@@ -254,16 +271,9 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
             results[name] = (x_adv[0], pred_clean.argmax(-1), pred_adv.argmax(-1))
         x_adv, pred_clean, pred_adv = results[learner]
         y = one.y_query[0]
-        for c, i in enumerate(first[task]):
-            (ax0, im0), (_, im1), (ax2, im2) = (artists["rows"][r][c] for r in range(3))
-            im0.set_data(panels.image_hwc(one.x_query[0, i]))
-            ax0.set_title(f"class {c} → {int(pred_clean[i])}", fontsize=8,
-                          color="black" if int(pred_clean[i]) == c else "tab:red")
-            im1.set_data(panels.delta_hw(x_adv[i] - one.x_query[0, i]))
-            im1.set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
-            im2.set_data(panels.image_hwc(x_adv[i]))
-            ax2.set_title(f"→ {int(pred_adv[i])}", fontsize=8,
-                          color="black" if int(pred_adv[i]) == c else "tab:red")
+        shown = first[task]
+        artists["columns"].show(one.x_query[0, shown], x_adv[shown], y[shown], pred_clean[shown], pred_adv[shown],
+                                epsilon)
         summary = []
         for j, name in enumerate(names):
             _, pc, pa = results[name]
@@ -280,7 +290,8 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
         "inner_lr": inner_lr_slider(inner_lr, -3, 0),
         "learner": w.SelectionSlider(options=names, value=names[-1], description="covers shown for",
                                      continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
-        "task": int_slider("new-genre task", 0, 0, len(tasks.y_query) - 1),
+        "task": int_slider("new-genre task", v.integer("task", task, low=0, high=len(tasks.y_query) - 1), 0,
+                           len(tasks.y_query) - 1),
     }
     sliders["epsilon"].readout_format = ".3f"
     return Explorer(draw, sliders, setup=setup, title="Robust few-shot learning on new genres (cached models)",
@@ -289,19 +300,21 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
 
 def check_adversarial_query_loss(my_loss: Callable) -> bool:
     """Grade ``my_loss(model, adapted, x, y, epsilon) -> loss``: adversarial querying's outer loss for
-    one task. ``adapted`` holds θ′ (a dict, still attached to θ); attack the query inputs ``x`` with
-    FGSM against θ′ (clamped to [0, 1], held fixed), then return the cross-entropy of θ′ on them."""
+    one task. ``adapted`` holds θ′ (a dict, still attached to θ); attack the query inputs ``x`` with one
+    L2 step x + ε·g/‖g‖₂ per cover against θ′ (clamped to [0, 1], held fixed), then
+    return the cross-entropy of θ′ on them. The step moves smoothly with θ′, so an attack left attached
+    to the graph changes the meta-gradient, and the grader sees it."""
     from metaadv_edu import maml
     from metaadv_edu.functional import forward, params_of
     from metaadv_edu.robust_meta import functional_attack
 
-    def attacked(model, params, x, y, eps, clamp=True, sign=1.0):
+    def attacked(model, params, x, y, eps, clamp=True, sign=1.0, norm="l2"):
         return functional_attack(model, params, x, y, torch.zeros_like(x), epsilon=eps, steps=1,
-                                 step_size=sign * eps, clamp=clamp)
+                                 step_size=sign * eps, clamp=clamp, norm=norm)
 
     def body() -> str:
         for device in grading.devices():
-            for seed, eps in ((0, 0.3), (1, 0.1), (2, 0.0), (3, 0.2)):
+            for seed, eps in ((0, 0.8), (1, 0.3), (2, 0.0), (3, 0.5)):
                 model = grading.toy_classifier(device, seed)
                 xs, ys = grading.toy_batch(device, seed + 20, n=8)
                 x, y = grading.toy_batch(device, seed + 40, n=6)
@@ -310,37 +323,35 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
                 ce = lambda p, z, model=model, y=y: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
                 ref = ce(adapted, attacked(model, adapted, x, y, eps))
                 out = grading.call(my_loss, model, adapted, x, y, eps)
-                if not isinstance(out, torch.Tensor) or out.numel() != 1:
-                    raise grading.Stop("return the loss as a single-number tensor (the mean over the query set)")
-                value = out.detach().reshape(()).to(ref.dtype)
+                value = grading.scalar_loss(out).to(ref.dtype)
                 if not grading.close(value, ref.detach(), 1e-4):
                     theta0 = {k: p.detach() for k, p in theta.items()}
                     mistakes = [
                         (ce(adapted, x), "that is the clean query loss: perturb the query inputs first"),
                         (ce(adapted, attacked(model, theta0, x, y, eps)),
-                         "the attack targets θ, but the query is answered by θ′: compute the FGSM gradient "
+                         "the attack targets θ, but the query is answered by θ′: compute the input gradient "
                          "with forward(model, adapted, ·)"),
                         (ce(theta0, attacked(model, adapted, x, y, eps)),
                          "the attacked query must be scored by the adapted weights θ′, not by the model's own θ"),
                         (ce(adapted, attacked(model, adapted, x, y, eps, clamp=False)),
                          "forgot to clamp: the attacked covers must stay in [0, 1]"),
                         (ce(adapted, attacked(model, adapted, x, y, eps, sign=-1.0)),
-                         "wrong sign: the attack *raises* the loss, x + ε·sign(∇ₓL)"),
+                         "wrong sign: the attack *raises* the loss, x + ε·g/‖g‖₂"),
+                        (ce(adapted, attacked(model, adapted, x, y, eps, norm="linf")),
+                         "that is FGSM's L∞ step ε·sign(g); this exercise uses the L2 step ε·g/‖g‖₂"),
                     ]
                     for wrong, hint in mistakes:
                         if eps and grading.close(value, wrong.detach(), 1e-4):
                             raise grading.Stop(hint)
-                    raise grading.Stop("not the cross-entropy of θ′ at the FGSM-attacked query inputs")
+                    raise grading.Stop("not the cross-entropy of θ′ at the L2-attacked query inputs "
+                                       "(normalise g per cover, over its pixels)")
                 if not out.requires_grad:
                     raise grading.Stop("the value is right but has no gradient: keep θ′ attached "
                                        "(do not detach adapted)")
-                params = list(theta.values())
-                g_out = torch.autograd.grad(out, params, retain_graph=True, allow_unused=True)
-                g_ref = torch.autograd.grad(ref, params)
-                if any(g is None for g in g_out) or not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
-                    raise grading.Stop("the value is right but the meta-gradient is not: the loss must depend on θ "
-                                "only through θ′, with the perturbation held fixed (detach it)")
-        return "FGSM against θ′, clamped, scored by θ′; the meta-gradient flows through the adaptation"
+                grading.same_gradient(out, ref, list(theta.values()), "the value is right but the meta-gradient "
+                                      "is not: the loss must depend on θ only through θ′, with the perturbation "
+                                      "held fixed (detach it)")
+        return "L2 step against θ′, clamped, scored by θ′; the meta-gradient flows through the adaptation only"
 
     return grading.run("adversarial-query loss", body)
 
@@ -366,11 +377,9 @@ def check_pgd_query_loss(my_loss: Callable) -> bool:
                 variants = attack(frozen, eps / 4, 6)
                 ref = ce(adapted, variants.pop("ok"))
                 out = grading.call(my_loss, model, adapted, x, y, eps, eps / 4, 6)
-                if not isinstance(out, torch.Tensor) or out.numel() != 1:
-                    raise grading.Stop("return the loss as a single-number tensor (the mean over the query set)")
-                if not grading.close(out.detach().reshape(()), ref.detach(), 1e-4):
+                if not grading.close(value := grading.scalar_loss(out), ref.detach(), 1e-4):
                     theta0 = {k: p.detach() for k, p in theta.items()}
-                    grading.first_mistake(out.detach().reshape(()), [
+                    grading.first_mistake(value, [
                         (ce(adapted, attack(theta0, eps / 4, 6)["ok"]),
                          "PGD must attack the adapted weights θ′ (forward(model, adapted, ·)), not θ"),
                         (ce(adapted, attack(frozen, eps, 1)["ok"]),
@@ -381,11 +390,9 @@ def check_pgd_query_loss(my_loss: Callable) -> bool:
                     raise grading.Stop("not the cross-entropy of θ′ at the PGD-attacked query inputs")
                 if not out.requires_grad:
                     raise grading.Stop("the value is right but has no gradient: score with adapted, not detached")
-                g_out = torch.autograd.grad(out, list(theta.values()), retain_graph=True, allow_unused=True)
-                g_ref = torch.autograd.grad(ref, list(theta.values()))
-                if any(g is None for g in g_out) or not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
-                    raise grading.Stop("the value is right but the meta-gradient is not: hold the perturbation "
-                                       "fixed (detach x_adv) so θ is reached only through θ′")
+                grading.same_gradient(out, ref, list(theta.values()), "the value is right but the meta-gradient "
+                                      "is not: hold the perturbation fixed (detach x_adv) so θ is reached only "
+                                      "through θ′")
         return "PGD against θ′ (projected, clamped), scored by θ′; the meta-gradient flows through the adaptation"
 
     return grading.run("PGD query loss", body)

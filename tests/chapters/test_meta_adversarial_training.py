@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import attacks, models
+from metaadv_edu import models, robust_meta
 from metaadv_edu.chapters import meta_adversarial_training as chapter
 from metaadv_edu.functional import forward
 
@@ -15,12 +15,20 @@ def no_grads(model):
     return all(p.grad is None for p in model.parameters())
 
 
-def _fgsm_at(model, params, x, y, eps, *, clamp=True, sign=1.0):
-
-    frozen = {k: p.detach() for k, p in params.items()}
-    g = attacks.input_gradient(lambda z: forward(model, frozen, z), x, y)[0]
-    out = x + sign * eps * g.sign()
-    return out.clamp(0, 1) if clamp else out
+def _step_at(model, params, x, y, eps, *, clamp=True, sign=1.0, norm="l2", detach=True, per_cover=True):
+    """One attack step against ``params``: L2 (ε·g/‖g‖₂ per cover) or FGSM's L∞ sign step."""
+    used = {k: p.detach() for k, p in params.items()} if detach else params
+    z = x.clone().requires_grad_(True)
+    g, = torch.autograd.grad(F.cross_entropy(forward(model, used, z), y), z, create_graph=not detach)
+    if norm == "linf":
+        step = g.sign()
+    elif per_cover:
+        step = g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    else:
+        step = g / g.norm()
+    out = x + sign * eps * step
+    out = out.clamp(0, 1) if clamp else out
+    return out.detach() if detach else out
 
 
 def _aq(attack_params="adapted", score_params="adapted", **kw):
@@ -29,7 +37,7 @@ def _aq(attack_params="adapted", score_params="adapted", **kw):
         own = dict(model.named_parameters())
         at = adapted if attack_params == "adapted" else own
         scored = adapted if score_params == "adapted" else own
-        x_adv = _fgsm_at(model, at, x, y, eps, **kw)
+        x_adv = _step_at(model, at, x, y, eps, **kw)
         return F.cross_entropy(forward(model, scored, x_adv), y)
 
     return loss
@@ -51,6 +59,10 @@ def _aq_detached(model, adapted, x, y, eps):
     (_aq(score_params="initial"), False, "scored by the adapted weights"),
     (_aq(clamp=False), False, "forgot to clamp"),
     (_aq(sign=-1.0), False, "wrong sign"),
+    (_aq(norm="linf"), False, "FGSM's L∞ step"),
+    (_aq(per_cover=False), False, "normalise g per cover"),
+    # the attack left attached to the graph: the value is right, the meta-gradient is not
+    (_aq(detach=False), False, "perturbation held fixed (detach it)"),
     (_aq_detached, False, "do not detach adapted"),
     (lambda model, adapted, x, y, eps: torch.zeros(3), False, "single-number tensor"),
     (lambda model, adapted, x, y, eps: adapted["missing"], False, "KeyError"),
@@ -58,6 +70,29 @@ def _aq_detached(model, adapted, x, y, eps):
 def test_check_adversarial_query_loss(fn, ok, hint, capsys):
     assert chapter.check_adversarial_query_loss(fn) is ok
     assert hint in capsys.readouterr().out
+
+
+def test_training_budgets_match_across_learners():
+    budget = chapter.BUDGET["image_gradients"]
+    for kind in ("meta", "pretrained"):
+        for eps in (0.0, 8 / 255):
+            per_unit = chapter.training_cost(kind, eps)
+            assert budget - per_unit < budget // per_unit * per_unit <= budget  # within one iteration or epoch
+    assert chapter.training_cost("meta", 8 / 255) > chapter.training_cost("meta", 0.0)
+    assert chapter.training_cost("pretrained", 8 / 255) == 4 * chapter.training_cost("pretrained", 0.0)
+
+
+def test_representative_task_has_the_gap_closest_to_the_mean(device):
+    from metaadv_edu import covers
+
+    torch.manual_seed(0)
+    nets = {"a": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
+            "b": models.TinyCNN(3, 3, width=4, image_size=8).to(device)}
+    tasks = covers.cover_tasks(6, n_way=3, k_shot=2, k_query=3, size=8, pool="meta-test",
+                               generator=torch.Generator().manual_seed(0), device=device)
+    index, gaps = robust_meta.representative_task(nets, tasks, inner_lr=0.3, steps=1, epsilon=0.1)
+    assert gaps.shape == (6,)
+    assert abs(gaps[index] - gaps.mean()) == (gaps - gaps.mean()).abs().min()
 
 
 def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
