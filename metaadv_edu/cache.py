@@ -5,6 +5,11 @@ a hash of its training configuration, so changing any setting trains a new model
 stale one. Files are written atomically (a temporary file, then ``os.replace``), loaded with
 ``torch.load(..., weights_only=True)`` and checked against a digest of their weights; a corrupt or
 mismatched file is retrained with a warning, never a crash.
+
+The package ships the trained weights of every model the notebooks use (``metaadv_edu/weights/``, in
+the same format), so a first run needs no training: a model missing from the cache is loaded from there
+when its name and configuration match. ``METAADV_SHIPPED_WEIGHTS=0`` ignores them (everything is trained);
+``metaadv-edu execute --retrain`` retrains every model from scratch and replaces the shipped files.
 """
 
 from __future__ import annotations
@@ -25,12 +30,24 @@ from metaadv_edu import _validate as v
 from metaadv_edu import training
 
 __all__ = [
-    "CacheWarning", "cache_dir", "cache_path", "config_key", "fit_classifier", "load_or_train", "seeded",
+    "SHIPPED",
+    "CacheWarning",
+    "cache_dir",
+    "cache_path",
+    "config_key",
+    "fit_classifier",
+    "load_or_train",
+    "seeded",
+    "shipped_weights_enabled",
     "timed",
 ]
 
 ENV_VAR = "METAADV_CACHE"
+SHIPPED_ENV_VAR = "METAADV_SHIPPED_WEIGHTS"
 FORMAT = 1
+
+#: The trained weights that come with the package (written by ``metaadv-edu execute --retrain``).
+SHIPPED = Path(__file__).resolve().parent / "weights"
 
 
 class CacheWarning(UserWarning):
@@ -41,6 +58,11 @@ def cache_dir() -> Path:
     """The cache directory: ``$METAADV_CACHE`` or ``~/.cache/metaadv_edu``."""
     env = os.environ.get(ENV_VAR, "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "metaadv_edu"
+
+
+def shipped_weights_enabled() -> bool:
+    """False when ``$METAADV_SHIPPED_WEIGHTS`` is ``0`` (or ``false``/``no``): then every model is trained."""
+    return os.environ.get(SHIPPED_ENV_VAR, "1").strip().lower() not in {"0", "false", "no"}
 
 
 def config_key(name: str, config: dict) -> str:
@@ -130,6 +152,8 @@ def load_or_train(name: str, config: dict, build: Callable[[], nn.Module],
     if not isinstance(model, nn.Module):
         raise TypeError(f"build() must return an nn.Module, got {type(model).__name__}")
     extra = None if retrain else _try_load(path, name, config, model)
+    if extra is None and not retrain and shipped_weights_enabled() and (SHIPPED / path.name).exists():
+        extra = _try_load(SHIPPED / path.name, name, config, model)
     model.to(device)
     if extra is None:
         extra = train(model) or {}

@@ -154,6 +154,8 @@ def execute(args) -> int:
             print(f"stale: {p.name}: {reason}")
         print(f"{len(paths) - len(stale)} of {len(paths)} notebooks have current outputs")
         return 1 if stale else 0
+    if args.retrain:
+        return _retrain(paths, args.timeout)
     for path in paths:
         side = sync_pair(path)
         if side != "unchanged":
@@ -164,6 +166,42 @@ def execute(args) -> int:
         seconds = execute_notebook(path, timeout=args.timeout)
         sync_pair(path)  # execution may add notebook metadata (the kernel) that the twin records
         print(f"  done in {seconds:.1f} s", flush=True)
+    return 0
+
+
+def _retrain(paths, timeout: int) -> int:
+    """Execute the notebooks with an empty model cache and the shipped weights ignored, so every model
+    is trained from scratch; then make the models this run trained the package's shipped weights."""
+    import shutil
+
+    from metaadv_edu import cache
+    from metaadv_edu.notebooks import execute_notebook, find_notebooks, sync_pair
+
+    if {p.name for p in paths} != {p.name for p in find_notebooks(_notebooks_dir())}:
+        print("--retrain executes every notebook (the shipped weights are the set they use)", file=sys.stderr)
+        return 2
+    saved = {k: os.environ.get(k) for k in (cache.ENV_VAR, cache.SHIPPED_ENV_VAR)}
+    with tempfile.TemporaryDirectory(prefix="metaadv-retrain-") as tmp:
+        os.environ[cache.ENV_VAR], os.environ[cache.SHIPPED_ENV_VAR] = tmp, "0"
+        try:
+            for path in paths:
+                sync_pair(path)
+                print(f"executing {path.name}, training its models …", flush=True)
+                print(f"  done in {execute_notebook(path, timeout=timeout):.1f} s", flush=True)
+                sync_pair(path)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        trained = sorted(Path(tmp).glob("*.pt"))
+        shutil.rmtree(cache.SHIPPED, ignore_errors=True)
+        cache.SHIPPED.mkdir()
+        for file in trained:
+            shutil.copy2(file, cache.SHIPPED / file.name)
+    size = sum(f.stat().st_size for f in cache.SHIPPED.glob("*.pt")) / 2**20
+    print(f"{len(trained)} trained models ({size:.1f} MiB) written to {cache.SHIPPED}")
     return 0
 
 
@@ -284,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sync-only", action="store_true",
                    help="only sync each notebook with its text twin in notebooks/src/, do not execute")
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    p.add_argument("--retrain", action="store_true",
+                   help="train every model from scratch while executing all notebooks, and make those "
+                        "models the package's shipped weights (metaadv_edu/weights/)")
     p.set_defaults(func=execute)
     p = sub.add_parser("demo", help="serve a notebook as a Voilà app")
     p.add_argument("notebook", help="e.g. 01_fgsm")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from metaadv_edu import data, maml, metasgd, models, reptile
 from metaadv_edu._validate import as_device
+from metaadv_edu.device import float64_device
 from metaadv_edu.functional import forward, params_of
 
 __all__ = [
@@ -25,13 +26,18 @@ __all__ = [
 TOL = 1e-10  # float64 agreement of two computations of the same exact quantity
 
 
+def _device64(device) -> torch.device:
+    """``device`` if it computes in float64, else the CPU (the notebook says so where it picks the device)."""
+    return float64_device(as_device(device), verbose=False)
+
+
 def sine_net64(device=None, seed: int = 0, activation: str = "relu") -> torch.nn.Module:
     torch.manual_seed(seed)
-    return models.SineRegressor(activation=activation).to(as_device(device)).double()
+    return models.SineRegressor(activation=activation).to(_device64(device)).double()
 
 
 def sine_task64(device=None, seed: int = 1, n_tasks: int = 1, k: int = 10) -> data.Tasks:
-    tasks = data.sine_tasks(n_tasks, k, generator=torch.Generator().manual_seed(seed), device=as_device(device))
+    tasks = data.sine_tasks(n_tasks, k, generator=torch.Generator().manual_seed(seed), device=_device64(device))
     return data.Tasks(*(t.double() for t in tasks))
 
 
@@ -149,7 +155,7 @@ def taylor_residuals(predict: Callable | None = None, *, device=None, ks=(2, 3),
     ``predict(terms, inner_lr=, k=)`` gives the predicted expected updates (default
     :func:`reptile.predicted_updates`) and the measured ones come from running the algorithms."""
     predict = predict or reptile.predicted_updates
-    device = as_device(device)
+    device = _device64(device)
     net = sine_net64(device, seed=2, activation="tanh")
     xs = torch.rand(16, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(device) * 10 - 5
     batches = [(xs[i : i + 4], 2.5 * torch.sin(xs[i : i + 4] - 0.7)) for i in range(0, 16, 4)]

@@ -175,11 +175,19 @@ def _still_outputs(nb):
 
     A widget view cannot be rendered without a kernel; the course stores each explorer's first figure
     as a PNG in the same output, so the page shows that. Widget outputs with nothing else to show (a
-    progress bar's text) are dropped, and so is the notebook's widget state.
+    progress bar's text) are dropped, and so is the notebook's widget state. The Colab badge and the
+    Colab-only install cell are left out: the page's launch bar does their job.
     """
+    from metaadv_edu.colab import COLAB_CELL
+
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
+    # the launch bar opens Colab; its badge (a remote image) and its install cell stay in the notebook
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and c.source.strip() == COLAB_CELL.strip())]
     for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            lines = cell.source.splitlines()
+            cell.source = "\n".join(line for line in lines if not line.startswith("[![Open in Colab]"))
         kept = []
         for out in cell.get("outputs", []):
             data = out.get("data", {})
@@ -246,8 +254,8 @@ def readme_sections(readme: str) -> str:
         heading = part.splitlines()[0].strip()
         if heading == "The notebooks":
             keep.append("## " + part)
-        elif heading == "Performance" and "Results of the experiments" in part:
-            keep.append("## Results\n\n" + part[part.index("Results of the experiments"):])
+        elif heading == "Results":
+            keep.append("## " + part)
     return "\n\n".join(keep)
 
 

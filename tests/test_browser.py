@@ -189,9 +189,9 @@ def test_voila_demo_renders_and_responds(browser, tmp_path):
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     try:
         deadline = time.time() + 120  # Voilà starts slowly on a busy 2-core machine
-        while True:
+        while True:  # wait for the port only: every GET of the page would start a kernel and run the notebook
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
                 break
             except OSError:
                 if time.time() > deadline:

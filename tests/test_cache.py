@@ -133,3 +133,56 @@ def test_concurrent_writers_leave_a_valid_file(tmp_path, monkeypatch):
     assert extra["value"] in (1.0, 2.0, 3.0)
     assert float(model.weight[0, 0].detach()) == extra["value"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# ------------------------------------------------------------------ weights shipped with the package
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A private stand-in for metaadv_edu/weights holding one trained "lin" model."""
+    folder = tmp_path / "shipped"
+    monkeypatch.setattr(cache, "SHIPPED", folder)
+    monkeypatch.setenv("METAADV_CACHE", str(tmp_path / "maker"))
+    cache.load_or_train("lin", {"a": 1}, build, make_trainer([]))
+    folder.mkdir()
+    (tmp_path / "maker" / cache.cache_path("lin", {"a": 1}).name).rename(folder / cache.cache_path("lin", {"a": 1}).name)
+    monkeypatch.setenv("METAADV_CACHE", str(tmp_path / "learner"))
+    return folder
+
+
+def test_a_shipped_model_is_loaded_without_training(shipped):
+    calls = []
+    model, extra = cache.load_or_train("lin", {"a": 1}, build, make_trainer(calls))
+    assert calls == [] and extra["note"] == "trained" and float(model.weight[0, 0]) == 1.0
+    cache.load_or_train("lin", {"a": 2}, build, make_trainer(calls))  # another config is not shipped
+    assert calls == [1]
+
+
+def test_shipped_weights_can_be_switched_off_and_retrain_ignores_them(shipped, monkeypatch):
+    calls = []
+    monkeypatch.setenv("METAADV_SHIPPED_WEIGHTS", "0")
+    assert not cache.shipped_weights_enabled()
+    cache.load_or_train("lin", {"a": 1}, build, make_trainer(calls))
+    assert calls == [1]
+    monkeypatch.setenv("METAADV_SHIPPED_WEIGHTS", "1")
+    cache.load_or_train("lin", {"a": 1}, build, make_trainer(calls), retrain=True)
+    assert calls == [1, 1]
+
+
+def test_a_damaged_shipped_file_is_retrained_with_a_warning(shipped):
+    for file in shipped.glob("*.pt"):
+        file.write_bytes(b"not a model")
+    calls = []
+    with pytest.warns(cache.CacheWarning, match="unusable"):
+        cache.load_or_train("lin", {"a": 1}, build, make_trainer(calls))
+    assert calls == [1]
+
+
+def test_every_shipped_model_file_is_valid_and_named_by_its_config():
+    files = sorted(cache.SHIPPED.glob("*.pt"))
+    assert files, "the package ships the notebooks' trained models (metaadv-edu execute --retrain)"
+    for file in files:
+        record = torch.load(file, map_location="cpu", weights_only=True)
+        assert file.name == cache.cache_path(record["name"], record["config"]).name
+        assert cache._digest(record["state_dict"]) == record["digest"]
+        assert record["format"] == cache.FORMAT
+    assert sum(f.stat().st_size for f in files) < 16 * 2**20

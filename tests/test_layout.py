@@ -62,3 +62,12 @@ def test_every_notebook_has_its_course_module():
 @pytest.mark.parametrize("module, path", list(_modules()), ids=[m for m, _ in _modules()])
 def test_no_module_is_longer_than_400_lines(module, path):
     assert len(path.read_text(encoding="utf-8").splitlines()) <= 400
+
+
+def test_a_non_editable_install_gets_every_subpackage_and_the_shipped_weights():
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert set(setuptools["packages"]) == packages
+    assert "weights/*.pt" in setuptools["package-data"]["metaadv_edu"]

@@ -252,6 +252,26 @@ def test_float64_checks_leave_a_device_without_float64_visibly(monkeypatch, caps
     assert device.float64_device("mps", verbose=False) == torch.device("cpu")
 
 
+def test_meta_learning_checks_handed_a_device_without_float64_compute_on_the_cpu(monkeypatch):
+    from metaadv_edu import meta_checks
+
+    monkeypatch.setattr(device, "supports_float64", lambda d: torch.device(d).type == "cpu")
+    placed = []
+    real = torch.Tensor.to
+
+    def record(self, *args, **kwargs):  # every float64 tensor moved anywhere must land on the CPU
+        out = real(self, *args, **kwargs)
+        if out.dtype == torch.float64:
+            placed.append(out.device.type)
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", record)
+    net, task = meta_checks.sine_net64(torch.device("meta")), meta_checks.sine_task64(torch.device("meta"))
+    assert {p.device.type for p in net.parameters()} == {"cpu"} and task.x_support.device.type == "cpu"
+    assert max(meta_checks.meta_gradient_errors(device=torch.device("meta")).values()) < meta_checks.TOL
+    assert set(placed) <= {"cpu"}
+
+
 # --------------------------------------------------------------------------- Colab
 @pytest.fixture
 def pip_calls(monkeypatch):

@@ -63,7 +63,10 @@ def test_every_notebook_has_a_page_in_course_order(site):
     landing = _soup(site / "index.html")
     table_links = [a["href"] for a in landing.select(".site-landing table a")]
     assert [h for h in table_links if h.endswith(".html")] == [f"{s}.html" for s in STEMS]
-    assert "Results" in landing.get_text() and "0.574" in landing.get_text()
+    results = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    first_result = next(line for line in results.splitlines() if line.startswith("| ") and "---" not in line
+                        and not line.startswith("| experiment")).split("|")[2].strip()
+    assert "Results" in landing.get_text() and first_result in landing.get_text()
     for i, stem in enumerate(STEMS):  # previous / next follow the same order
         footer = _soup(site / f"{stem}.html").select_one(".site-footer")
         nxt = footer.select_one(".site-next")
@@ -241,3 +244,11 @@ def test_page_in_chromium_offline(browser, served, stem):
         raise
     finally:
         page.close()
+
+
+def test_pages_leave_out_the_colab_badge_and_install_cell_that_the_launch_bar_replaces(site):
+    for stem in STEMS:
+        nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+        assert "google.colab" in nb.cells[1].source and "colab-badge.svg" in nb.cells[0].source
+        main = _soup(site / f"{stem}.html").select_one("main")
+        assert "google.colab" not in main.get_text() and not main.select('img[src*="colab"]'), stem
