@@ -318,10 +318,6 @@ def test_colab_badge():
         colab.colab_badge(5)
 
 
-# Enabled by removing the xfail marker once the notebooks carry the Colab badge and first cell
-# (with xfail_strict, this test fails as soon as they all do, as a reminder to remove it).
-@pytest.mark.xfail(raises=AssertionError, strict=True,
-                   reason="the notebooks do not carry the Colab badge and first cell yet")
 def test_every_notebook_opens_with_the_colab_badge_and_cell():
     paths = notebooks.find_notebooks(ROOT / "notebooks")
     assert paths
