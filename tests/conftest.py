@@ -17,6 +17,12 @@ def pytest_configure(config):
     # workers share the cores instead of oversubscribing them. The notebook kernels that nbval starts
     # keep torch's default thread count: the stored outputs were computed with it, and a different
     # count can change the last digits of a trained model.
+    #
+    # The kernels' OpenMP threads must not spin while they wait: libgomp's default busy-waiting makes
+    # a two-thread kernel that shares a core with a busy process some fifty times slower (notebook 03
+    # takes 8 minutes instead of 9 s next to one busy core). Sleeping threads cost nothing measurable
+    # on a quiet machine and give the same numbers. Kernels and JupyterLab inherit this variable.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and int(workers) > 1:
         torch.set_num_threads(1)

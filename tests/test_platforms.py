@@ -174,6 +174,29 @@ def test_binder_environment_is_self_contained_and_matches_the_pins():
     assert not (ROOT / "binder" / "runtime.txt").exists(), "repo2docker ignores runtime.txt beside environment.yml"
 
 
+@pytest.mark.parametrize(("cpu_max", "preset", "threads"), [
+    ("150000 100000", None, "2"),   # a quota of 1.5 CPUs: two threads
+    ("50000 100000", None, "1"),
+    ("max 100000", None, None),     # no quota: torch's own choice
+    ("150000 100000", "1", "1"),    # the user's setting wins
+])
+def test_binder_start_matches_torch_threads_to_the_cpu_quota(tmp_path, cpu_max, preset, threads):
+    start = ROOT / "binder" / "start"
+    assert os.access(start, os.X_OK)
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    env["METAADV_CPU_MAX"] = str(tmp_path / "cpu.max")
+    if preset:
+        env["OMP_NUM_THREADS"] = preset
+    probe = ("import os, torch; "
+             "print(os.environ.get('OMP_NUM_THREADS'), os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
+    out = subprocess.run([str(start), sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out[:2] == [str(threads), "PASSIVE"]
+    if threads:
+        assert out[2] == threads, "torch did not take its thread count from OMP_NUM_THREADS"
+
+
 def test_readme_names_the_setup_gpu_and_test_commands():
     text = (ROOT / "README.md").read_text()
     quick = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
