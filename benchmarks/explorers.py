@@ -40,8 +40,10 @@ _start = {n: (s.index if hasattr(s, "options") else s.value) for n, s in explore
 for _name, _s in explorer.sliders.items():
     _mine = []
     for _how in _values(_s)[1:] + _values(_s)[:1]:
+        explorer.last_update_s = float("nan")
         _move(_s, _how)
-        _mine.append(explorer.last_update_s)
+        if explorer.last_update_s == explorer.last_update_s:  # a move to the current value redraws nothing
+            _mine.append(explorer.last_update_s)
     _per[_name] = _st.median(_mine)
     _times += _mine
     _move(_s, ("index" if hasattr(_s, "options") else "value", _start[_name]))

@@ -56,8 +56,12 @@ def inner_lr_slider(value: float = 0.01, min_exp: float = -4, max_exp: float = 0
 
 
 def _png(figure: Figure) -> bytes:
+    # One canvas per figure, kept: its renderer (and pixel buffer) is reused on every redraw. A new canvas
+    # per redraw allocates a new buffer each time, and the C allocator's free-list grows with them for the
+    # first hundred or so moves (tens of MiB) before it settles.
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
     buf = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buf, pil_kwargs={"compress_level": 1})
+    canvas.print_png(buf, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 

@@ -159,6 +159,29 @@ def test_every_task_is_attacked_against_its_own_adapted_model(device):
             torch.testing.assert_close(theta_i[k], ref[k].detach(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("epsilon", [0.0, 0.05])
+def test_attack_of_one_task_is_the_attack_of_attack_tasks(device, epsilon):
+    """The explorer's single-task PGD (plain autograd) equals attack_tasks's vmapped PGD: same random start,
+    step size and projection; one task's slice of the batch, attacked against that task's own weights."""
+    model, tasks = _model(device), _tasks(device)
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=2)
+    one = {k: p[1:2] for k, p in adapted.items()}
+    batch = robust_meta.attack_tasks(model, one, tasks.x_query[1:2], tasks.y_query[1:2], epsilon=epsilon,
+                                     attack_steps=4, generator=torch.Generator().manual_seed(3))[0]
+    x_adv, clean, attacked = robust_meta.attack_one_task(model, {k: p[0] for k, p in one.items()}, tasks.x_query[1],
+                                                         tasks.y_query[1], epsilon=epsilon, attack_steps=4, seed=3)
+    torch.testing.assert_close(x_adv, batch)
+    with torch.no_grad():
+        theta = {k: p[1] for k, p in adapted.items()}
+        assert torch.equal(clean, forward(model, theta, tasks.x_query[1]).argmax(-1))
+        assert torch.equal(attacked, forward(model, theta, batch).argmax(-1))
+    if epsilon:
+        # a different seed starts elsewhere: the comparison above could tell a wrong start apart
+        other = robust_meta.attack_one_task(model, {k: p[0] for k, p in one.items()}, tasks.x_query[1],
+                                            tasks.y_query[1], epsilon=epsilon, attack_steps=4, seed=4)[0]
+        assert not torch.equal(other, batch)
+
+
 def test_robust_accuracy_falls_with_epsilon_and_epsilon_zero_is_clean(device):
     model, tasks = _model(device), _tasks(device, n_tasks=4)
     acc = robust_meta.robust_task_accuracy(model, tasks, [0.0, 0.05, 0.3], inner_lr=0.3, steps=1,

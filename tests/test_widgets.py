@@ -77,6 +77,18 @@ def test_many_updates_do_not_leak_figures():
     assert len(ex.figure.axes) == 1
 
 
+def test_redraws_reuse_one_canvas_and_its_pixel_buffer():
+    # a new canvas per move allocates a new buffer each time, and the process's memory grows for a while
+    ex = make()
+    canvas, renderer = ex.figure.canvas, ex.figure.canvas.get_renderer()
+    images = set()
+    for value in (0.1, 0.2, 0.3):
+        ex.sliders["epsilon"].value = value
+        images.add(ex.image.value)
+        assert ex.figure.canvas is canvas and canvas.get_renderer() is renderer
+    assert len(images) == 3
+
+
 def test_static_png_in_the_display_bundle():
     ex = make()
     bundle = ex._repr_mimebundle_()

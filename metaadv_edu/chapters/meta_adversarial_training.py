@@ -228,14 +228,12 @@ def cover_detector(kind: str = "meta", device=None):
 
 def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, steps: int = 2, inner_lr: float = 0.2,
                              epsilon: float = 8 / 255, attack_steps: int = 10, task: int = 0) -> Explorer:
-    """Notebook 08: ε and α together. Each cached meta-learned model adapts to one new-genre task
-    (``steps`` steps of α on its clean support set), then PGD attacks the query covers against the
-    adapted weights. Shows one query cover per class (clean, δ, attacked, with the selected learner's
-    predictions) and the clean and attacked query accuracy of every learner. Nothing is trained."""
+    """Notebook 08: ε and α together. Each cached model adapts to one new-genre task (``steps`` steps of α on its
+    clean support set); PGD attacks the query covers against the adapted weights. Shows one query cover per class
+    (clean, δ, attacked; the chosen learner's predictions) and each learner's query accuracy. Nothing is trained."""
     import ipywidgets as w
 
     from metaadv_edu import robust_meta
-    from metaadv_edu.functional import forward
     from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
 
     names = list(learners)
@@ -252,26 +250,30 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
         clean = bar_ax.bar(xs - 0.2, np.zeros(len(names)), width=0.4, color="tab:blue", label="clean")
         adv = bar_ax.bar(xs + 0.2, np.zeros(len(names)), width=0.4, color="tab:red", label="PGD")
         bar_ax.set_xticks(xs.tolist(), [n.replace(" ", "\n") for n in names], fontsize=8)
-        bar_ax.set_ylim(0, 1)
+        bar_ax.set(ylim=(0, 1), yticks=[0, 0.5, 1])
         bar_ax.axhline(1 / n_way, color="0.5", linestyle=":", linewidth=1)
         bar_ax.legend(fontsize=8, loc="upper right")
-        bar_ax.set_title("query accuracy (this task)", fontsize=9)
         artists.update(clean=clean, adv=adv, bar_ax=bar_ax)
 
-    def draw(fig, *, epsilon, inner_lr, learner, task):
+    memo: dict = {"results_for": None}  # the last results and adaptation: a learner move recomputes nothing
+
+    def results_for(epsilon, inner_lr, task):
         one = tasks.task(task)
-        results = {}
-        for name, model in learners.items():
-            adapted = robust_meta.adapt_tasks(model, one, inner_lr=inner_lr, steps=steps)
-            x_adv = robust_meta.attack_tasks(model, adapted, one.x_query, one.y_query, epsilon=epsilon,
-                                             attack_steps=attack_steps, generator=torch.Generator().manual_seed(0))
-            with torch.no_grad():
-                pred_clean = forward(model, {k: p[0] for k, p in adapted.items()}, one.x_query[0])
-                pred_adv = forward(model, {k: p[0] for k, p in adapted.items()}, x_adv[0])
-            results[name] = (x_adv[0], pred_clean.argmax(-1), pred_adv.argmax(-1))
+        if memo.get("adapted_for") != (inner_lr, task):
+            memo.update(adapted_for=(inner_lr, task), results_for=None, adapted={
+                name: {k: p[0] for k, p in robust_meta.adapt_tasks(m, one, inner_lr=inner_lr, steps=steps).items()}
+                for name, m in learners.items()})
+        if memo["results_for"] != (epsilon, inner_lr, task):
+            memo.update(results_for=(epsilon, inner_lr, task), results={
+                name: robust_meta.attack_one_task(m, memo["adapted"][name], one.x_query[0], one.y_query[0],
+                                                  epsilon=epsilon, attack_steps=attack_steps)
+                for name, m in learners.items()})
+        return memo["results"]
+
+    def draw(fig, *, epsilon, inner_lr, learner, task):
+        one, results = tasks.task(task), results_for(epsilon, inner_lr, task)
         x_adv, pred_clean, pred_adv = results[learner]
-        y = one.y_query[0]
-        shown = first[task]
+        y, shown = one.y_query[0], first[task]
         artists["columns"].show(one.x_query[0, shown], x_adv[shown], y[shown], pred_clean[shown], pred_adv[shown],
                                 epsilon)
         summary = []

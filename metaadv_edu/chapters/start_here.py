@@ -55,25 +55,36 @@ def first_look_explorer(model: torch.nn.Module, digit: torch.Tensor, label: int,
     coin = torch.randint(0, 2, digit.shape, generator=torch.Generator().manual_seed(seed))
     random_sign = (coin * 2 - 1).to(digit.device)
     grid = torch.linspace(-3, 3, 200)
+    artists: dict = {}
+
+    def setup(fig):
+        ax_img, ax_prob, ax_gd = fig.subplots(1, 3, width_ratios=[1, 1.4, 1.6])
+        show_image(digit, ax_img, title=" ")
+        probability_bars(torch.zeros(10), ax_prob, highlight=label, title="CNN's class probabilities")
+        ax_gd.plot(grid, curvature / 2 * grid**2, color="0.6")
+        (path,) = ax_gd.plot([], [], "o-", markersize=3, color="tab:red")
+        ax_gd.set_xlim(-3.3, 3.3)
+        ax_gd.set_ylim(-2, 50)
+        ax_gd.set_title(" ", fontsize=9)
+        artists.update(image=ax_img.images[0], bars=ax_prob.patches, path=path, ax_img=ax_img, ax_gd=ax_gd)
 
     def draw(fig, *, epsilon, inner_lr):
-        ax_img, ax_prob, ax_gd = fig.subplots(1, 3, width_ratios=[1, 1.4, 1.6])
         noisy = (digit + epsilon * random_sign).clamp(0, 1)
         probs = panels.probabilities(model, noisy[None])[0]
-        show_image(noisy, ax_img, title=f"digit {label} + random ±{epsilon:.2f}")
-        probability_bars(probs, ax_prob, highlight=label, title="CNN's class probabilities")
+        artists["image"].set_data(panels.image_hwc(noisy))
+        artists["ax_img"].set_title(f"digit {label} + random ±{epsilon:.2f}", fontsize=9)
+        for bar, p in zip(artists["bars"], probs.tolist()):
+            bar.set_height(p)
         factor = 1 - inner_lr * curvature
         ws = (2.0 * factor ** torch.arange(13, dtype=torch.float64)).clamp(-3, 3)
-        ax_gd.plot(grid, curvature / 2 * grid**2, color="0.6")
-        ax_gd.plot(ws, curvature / 2 * ws**2, "o-", markersize=3, color="tab:red")
-        ax_gd.set_ylim(-2, 50)
-        ax_gd.set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}", fontsize=9)
+        artists["path"].set_data(ws, curvature / 2 * ws**2)
+        artists["ax_gd"].set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}", fontsize=9)
         verdict = "converges" if abs(factor) < 1 else "diverges"
         return (f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent {verdict} "
                 f"(|1 − αλ| = {abs(factor):.2f})")
 
     sliders = {"epsilon": epsilon_slider(0.1, max=0.5), "inner_lr": inner_lr_slider(0.05, -3, 0)}
-    return Explorer(draw, sliders, title="ε and α: a first look", figsize=(10, 3))
+    return Explorer(draw, sliders, setup=setup, title="ε and α: a first look", figsize=(10, 3))
 
 
 def random_vs_worst_case(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
