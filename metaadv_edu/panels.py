@@ -74,26 +74,48 @@ class AttackPanels:
 
 class AttackColumns:
     """One column per example, rows clean image, perturbation and attacked image, each titled with the
-    predicted class (red when wrong); placed in ``grid[0:3, 0:n]`` of a gridspec, updated by :meth:`show`."""
+    predicted class (red when wrong); placed in ``grid[0:3, 0:n]`` of a gridspec, updated by :meth:`show`.
+
+    Each row is one axes showing its ``n`` images side by side, white between them: three axes instead of
+    ``3n``, which redraws several times faster in an explorer.
+    """
+
+    GAP = 2  # pixels of white between two images of a row
 
     def __init__(self, fig, grid, n: int, shape):
-        blank = torch.zeros(shape)
-        self.rows = []
+        channels, height, width = shape
+        self.n, self.width = n, width
+        self.rows, self.labels = [], []
         for r in range(3):
-            axes = [fig.add_subplot(grid[r, c]) for c in range(n)]
-            draw = (lambda ax: perturbation_image(blank[0], 1.0, ax)) if r == 1 else (lambda ax: show_image(blank, ax))
-            self.rows.append([(ax, draw(ax).images[0]) for ax in axes])
-            axes[0].set_ylabel(("clean", "δ", "attacked")[r], fontsize=9)
+            ax = fig.add_subplot(grid[r, 0:n])
+            strip = self._strip(torch.zeros(n, 1 if r == 1 else channels, height, width), r == 1)
+            image = ax.imshow(strip, cmap="RdBu_r" if r == 1 else "gray", vmin=-1 if r == 1 else 0, vmax=1,
+                              interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+            ax.set_ylabel(("clean", "δ", "attacked")[r], fontsize=9)
+            self.rows.append((ax, image))
+            if r != 1:
+                self.labels.append([ax.text(c * (width + self.GAP) + (width - 1) / 2, -0.8, "", fontsize=8,
+                                            ha="center", va="bottom") for c in range(n)])
+
+    def _strip(self, images, delta: bool):
+        """``n`` images (n, C, H, W) as one (H, n·W + gaps[, 3]) array; gaps white (NaN: the δ colour map's blank)."""
+        tiles = [delta_hw(img) if delta else image_hwc(img) for img in images]
+        gap = np.full((tiles[0].shape[0], self.GAP, *tiles[0].shape[2:]), np.nan if delta else 1.0, dtype=np.float32)
+        parts = [part for tile in tiles for part in (tile, gap)][:-1]
+        return np.concatenate(parts, axis=1)
 
     def show(self, x, x_adv, y, pred_clean, pred_adv, epsilon):
-        for c in range(len(self.rows[0])):
-            (ax0, im0), (_, im1), (ax2, im2) = (row[c] for row in self.rows)
-            im0.set_data(image_hwc(x[c]))
-            im1.set_data(delta_hw(x_adv[c] - x[c]))
-            im1.set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
-            im2.set_data(image_hwc(x_adv[c]))
-            for ax, pred, prefix in ((ax0, pred_clean, f"class {int(y[c])} → "), (ax2, pred_adv, "→ ")):
-                ax.set_title(f"{prefix}{int(pred[c])}", fontsize=8, color="black" if pred[c] == y[c] else "tab:red")
+        self.rows[0][1].set_data(self._strip(x, False))
+        self.rows[1][1].set_data(self._strip(x_adv - x, True))
+        self.rows[1][1].set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
+        self.rows[2][1].set_data(self._strip(x_adv, False))
+        for texts, pred, prefix in ((self.labels[0], pred_clean, "class {} → "), (self.labels[1], pred_adv, "→ ")):
+            for c, text in enumerate(texts):
+                text.set_text(prefix.format(int(y[c])) + str(int(pred[c])))
+                text.set_color("black" if pred[c] == y[c] else "tab:red")
 
 
 def image_hwc(image):
