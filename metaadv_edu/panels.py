@@ -84,7 +84,6 @@ class AttackColumns:
 
     def __init__(self, fig, grid, n: int, shape):
         channels, height, width = shape
-        self.n, self.width = n, width
         self.rows, self.labels = [], []
         for r in range(3):
             ax = fig.add_subplot(grid[r, 0:n])

@@ -36,9 +36,9 @@ from metaadv_edu.functional import Params, forward, params_of
 
 __all__ = [
     "ATTACKS", "Learner", "adapt_tasks", "adversarial_query_loss", "attack_one_task", "attack_tasks",
-    "evaluate_learners",
-    "functional_attack", "generator_task_accuracy", "meta_train_adversarial", "representative_task",
-    "robust_task_accuracy", "task_accuracy", "train_task_generator", "tune_inner_lr", "with_new_head",
+    "evaluate_learners", "functional_attack", "generator_task_accuracy", "meta_train_adversarial",
+    "representative_task", "robust_task_accuracy", "task_accuracy", "train_task_generator", "tune_inner_lr",
+    "with_new_head",
 ]
 
 ATTACKS = ("fgsm", "pgd")
@@ -162,11 +162,13 @@ def attack_one_task(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
     step size 2.5ε/steps and the seeded random start of :func:`attack_tasks` (a test keeps the two equal),
     run with plain autograd: for a single task faster than ``vmap``, which is what an explorer needs.
     Returns ``(x_adv, clean predictions, attacked predictions)``."""
+    epsilon, steps, step = _attack_settings(epsilon, "pgd", attack_steps, None)
+
     def logits(z):
         return forward(model, params, z)
 
-    x_adv = x if epsilon == 0 else attacks.pgd(logits, x, y, epsilon, step_size=2.5 * epsilon / attack_steps,
-                                                 steps=attack_steps, generator=torch.Generator().manual_seed(seed))
+    x_adv = x if epsilon == 0 else attacks.pgd(logits, x, y, epsilon, step_size=step, steps=steps,
+                                                 generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return x_adv, logits(x).argmax(-1), logits(x_adv).argmax(-1)
 

@@ -308,6 +308,14 @@ def test_bad_arguments_name_the_parameter(kwargs, match):
         robust_meta.adversarial_query_loss(model, tasks, **args)
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [({"epsilon": -0.1}, "epsilon"), ({"attack_steps": 0}, "attack_steps")])
+def test_attack_of_one_task_names_a_bad_argument(kwargs, match):
+    model, tasks = _model("cpu"), _tasks("cpu")
+    args = {"epsilon": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        robust_meta.attack_one_task(model, params_of(model, detach=True), tasks.x_query[0], tasks.y_query[0], **args)
+
+
 def test_bad_shapes_and_pools():
     model, tasks = _model("cpu"), _tasks("cpu")
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3)
