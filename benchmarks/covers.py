@@ -1,6 +1,6 @@
 """Throughput of the procedural book covers, and the cover classifier's accuracy on ten genres.
 
-    python benchmarks/covers.py
+python benchmarks/covers.py
 """
 
 import time
@@ -26,8 +26,9 @@ def rate(n_genres: int) -> float:
 
 
 def rows() -> list[tuple[str, str]]:
-    return [("procedural book covers (32×32 RGB), 10 / 10,000 genres",
-             f"{rate(10):,.0f} / {rate(10_000):,.0f} covers/s")]
+    return [
+        ("procedural book covers (32×32 RGB), 10 / 10,000 genres", f"{rate(10):,.0f} / {rate(10_000):,.0f} covers/s")
+    ]
 
 
 def main() -> None:
@@ -36,8 +37,10 @@ def main() -> None:
     device = pick_device()
     start = time.perf_counter()
     _, record = start_here.library_cnn(device)
-    print(f"cover classifier on 10 genres: test accuracy {record['test_accuracy']:.1%} "
-          f"(loaded or trained in {time.perf_counter() - start:.1f} s on {device})")
+    print(
+        f"cover classifier on 10 genres: test accuracy {record['test_accuracy']:.1%} "
+        f"(loaded or trained in {time.perf_counter() - start:.1f} s on {device})"
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ def measure(path: Path, timeout: int = 600) -> dict:
     nb = nbformat.read(str(path), as_version=4)
     last = max(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "explorer =" in c.source)
     nb.cells = nb.cells[: last + 1] + [nbformat.v4.new_code_cell(PROBE)]
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
     return json.loads(text.strip().splitlines()[-1])
 
@@ -77,9 +78,16 @@ def rows(names: list[str] | None = None) -> list[tuple[str, str, dict]]:
     paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if names:
         paths = [p for p in paths if any(p.name.startswith(n) for n in names)]
-    return [(p.stem, f"{r['median_ms']:.0f} ms (worst {r['max_ms']:.0f} ms, {r['sliders']} sliders), "
-             f"memory after 300 moves {r['growth_mib']:+.1f} MiB", r)
-            for p in paths for r in [measure(p)]]
+    return [
+        (
+            p.stem,
+            f"{r['median_ms']:.0f} ms (worst {r['max_ms']:.0f} ms, {r['sliders']} sliders), "
+            f"memory after 300 moves {r['growth_mib']:+.1f} MiB",
+            r,
+        )
+        for p in paths
+        for r in [measure(p)]
+    ]
 
 
 def main(names: list[str]) -> None:

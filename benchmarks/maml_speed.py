@@ -14,8 +14,9 @@ from metaadv_edu.measure import graph_bytes, median_time
 
 
 def time_step(fn, model, tasks, device, **kwargs) -> float:
-    return median_time(lambda: fn(model, tasks, inner_lr=0.01, **kwargs).backward(), repeats=50,
-                       warmup=5, device=device)
+    return median_time(
+        lambda: fn(model, tasks, inner_lr=0.01, **kwargs).backward(), repeats=50, warmup=5, device=device
+    )
 
 
 def peak_memory(model, tasks, device, steps, first_order) -> float:
@@ -39,9 +40,11 @@ def speed(device, threads: int) -> dict[str, float]:
         torch.manual_seed(0)
         model = models.SineRegressor().to(device)
         tasks = data.sine_tasks(25, 10, generator=torch.Generator().manual_seed(0), device=device)
-        return {"loop": time_step(maml.meta_loss_loop, model, tasks, device),
-                "vmap": time_step(maml.meta_loss, model, tasks, device, fast_path=False),
-                "batched": time_step(maml.meta_loss, model, tasks, device)}
+        return {
+            "loop": time_step(maml.meta_loss_loop, model, tasks, device),
+            "vmap": time_step(maml.meta_loss, model, tasks, device, fast_path=False),
+            "batched": time_step(maml.meta_loss, model, tasks, device),
+        }
     finally:
         torch.set_num_threads(before)
 
@@ -50,20 +53,28 @@ def rows(device=None) -> list[tuple[str, str]]:
     """(what, measured) rows for the README's performance table."""
     device = device or pick_device()
     out = []
-    for threads in ((1, 2) if device.type == "cpu" else (torch.get_num_threads(),)):
+    for threads in (1, 2) if device.type == "cpu" else (torch.get_num_threads(),):
         t = speed(device, threads)
         label = f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else device.type
-        out.append((f"MAML meta-step, 25 tasks, K = 10, 2nd order ({label})",
-                    f"loop {t['loop'] * 1e3:.1f} ms · vmap {t['vmap'] * 1e3:.1f} ms "
-                    f"({t['loop'] / t['vmap']:.1f}×) · batched MLP {t['batched'] * 1e3:.1f} ms "
-                    f"(**{t['loop'] / t['batched']:.1f}×**)"))
+        out.append(
+            (
+                f"MAML meta-step, 25 tasks, K = 10, 2nd order ({label})",
+                f"loop {t['loop'] * 1e3:.1f} ms · vmap {t['vmap'] * 1e3:.1f} ms "
+                f"({t['loop'] / t['vmap']:.1f}×) · batched MLP {t['batched'] * 1e3:.1f} ms "
+                f"(**{t['loop'] / t['batched']:.1f}×**)",
+            )
+        )
     torch.manual_seed(0)
     model = models.SineRegressor().to(device)
     tasks = data.sine_tasks(25, 10, generator=torch.Generator().manual_seed(0), device=device)
     mem = [peak_memory(model, tasks, device, s, False) / 2**20 for s in (1, 2, 5, 10)]
     fo = peak_memory(model, tasks, device, 10, True) / 2**20
-    out.append(("memory of a MAML meta-step, 1 / 2 / 5 / 10 inner steps",
-                " / ".join(f"{m:.1f}" for m in mem) + f" MiB; first-order, 10 steps: {fo:.1f} MiB"))
+    out.append(
+        (
+            "memory of a MAML meta-step, 1 / 2 / 5 / 10 inner steps",
+            " / ".join(f"{m:.1f}" for m in mem) + f" MiB; first-order, 10 steps: {fo:.1f} MiB",
+        )
+    )
     return out
 
 

@@ -16,8 +16,12 @@ import torch
 from metaadv_edu import data, maml, metasgd, models, pick_device
 
 PAPER = {  # Li et al. (2017), Table 1: mean squared error, 95 % confidence interval
-    ("MAML", 5): "1.13 ± 0.18", ("MAML", 10): "0.77 ± 0.11", ("MAML", 20): "0.48 ± 0.08",
-    ("Meta-SGD", 5): "0.90 ± 0.16", ("Meta-SGD", 10): "0.53 ± 0.09", ("Meta-SGD", 20): "0.31 ± 0.05",
+    ("MAML", 5): "1.13 ± 0.18",
+    ("MAML", 10): "0.77 ± 0.11",
+    ("MAML", 20): "0.48 ± 0.08",
+    ("Meta-SGD", 5): "0.90 ± 0.16",
+    ("Meta-SGD", 10): "0.53 ± 0.09",
+    ("Meta-SGD", 20): "0.31 ± 0.05",
 }
 
 
@@ -37,19 +41,15 @@ def main() -> None:
             g = torch.Generator().manual_seed(0)
             start = time.perf_counter()
             if name == "MAML":
-                maml.meta_train(model, sample, iterations=args.iterations, inner_lr=0.01, generator=g,
-                                progress=False)
+                maml.meta_train(model, sample, iterations=args.iterations, inner_lr=0.01, generator=g, progress=False)
                 lr = 0.01
             else:
                 lr = metasgd.init_inner_lrs(model, (0.005, 0.1), generator=g)
-                metasgd.meta_train(model, lr, sample, iterations=args.iterations, generator=g,
-                                   progress=False)
+                metasgd.meta_train(model, lr, sample, iterations=args.iterations, generator=g, progress=False)
             seconds = time.perf_counter() - start
-            losses = torch.stack([maml.meta_loss(model, test.task(i), inner_lr=lr).detach()
-                                  for i in range(600)])
+            losses = torch.stack([maml.meta_loss(model, test.task(i), inner_lr=lr).detach() for i in range(600)])
             mean, half = maml.mean_ci(losses)
-            print(f"{k:>3}  {name:<9} {mean:>8.3f} ± {half:.3f}  {PAPER[(name, k)]:>12}  {seconds:>8.0f} s",
-                  flush=True)
+            print(f"{k:>3}  {name:<9} {mean:>8.3f} ± {half:.3f}  {PAPER[(name, k)]:>12}  {seconds:>8.0f} s", flush=True)
 
 
 if __name__ == "__main__":

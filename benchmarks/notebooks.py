@@ -30,8 +30,14 @@ def measure(path: Path) -> dict:
         copy = Path(tmp) / path.name
         shutil.copy(path, copy)
         env = {**os.environ, "METAADV_CACHE": str(Path(tmp) / "cache")}
-        out = subprocess.run([sys.executable, "-c", RUNNER, str(copy)], env=env, check=True,
-                             capture_output=True, text=True, cwd=path.parent)
+        out = subprocess.run(
+            [sys.executable, "-c", RUNNER, str(copy)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=path.parent,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -49,8 +55,7 @@ def main(names: list[str]) -> None:
     print(f"{'notebook':<34} {'cold wall time':>15} {'kernel peak RSS':>16}")
     for path in paths:
         result = measure(path)
-        print(f"{path.name:<34} {result['seconds']:>13.1f} s {result['kernel_peak_mib']:>12.0f} MiB",
-              flush=True)
+        print(f"{path.name:<34} {result['seconds']:>13.1f} s {result['kernel_peak_mib']:>12.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

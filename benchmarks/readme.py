@@ -38,8 +38,11 @@ README = ROOT / "README.md"
 def machine(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
@@ -57,14 +60,19 @@ def table(device: torch.device, suite: bool, explorers: bool = True) -> str:
         measured = f"{r['seconds']:.0f} s, kernel peak {r['kernel_peak_mib']:.0f} MiB{flag}"
         lines.append(f"| notebook {name}, empty model cache (shipped weights) | {measured} | ≤ 60 s, ≤ 1.5 GB |")
     if not explorers:
-        lines.append("| explorers: slider → redrawn figure | not measured by this run: "
-                     "`python benchmarks/explorers.py` | ≤ 100 ms, no growth |")
+        lines.append(
+            "| explorers: slider → redrawn figure | not measured by this run: "
+            "`python benchmarks/explorers.py` | ≤ 100 ms, no growth |"
+        )
     for name, text, r in explorers_bench.rows() if explorers else []:
         flag = "" if r["median_ms"] <= 100 and r["growth_mib"] <= 5 else " ✗"
         lines.append(f"| explorer of {name}: slider → redrawn figure, median | {text}{flag} | ≤ 100 ms, no growth |")
     for what, measured in maml_speed.rows(device):
-        lines.append(f"| {what} | {measured} | ≥ 10× the loop |" if "meta-step" in what and "memory" not in what
-                     else f"| {what} | {measured} | linear in steps |")
+        lines.append(
+            f"| {what} | {measured} | ≥ 10× the loop |"
+            if "meta-step" in what and "memory" not in what
+            else f"| {what} | {measured} | linear in steps |"
+        )
     if device.type == "cpu":
         for what, measured in covers_bench.rows():
             lines.append(f"| {what} | {measured} | ≥ 10,000 covers/s |")
@@ -73,8 +81,10 @@ def table(device: torch.device, suite: bool, explorers: bool = True) -> str:
         passed = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=ROOT, check=False).returncode == 0
         minutes = (time.perf_counter() - start) / 60
         flag = "" if passed and minutes <= 10 else " ✗" + ("" if passed else " (tests failed)")
-        lines.append(f"| `pytest` on 2 workers (units, nbval of every notebook, browser tests) | "
-                     f"{minutes:.1f} min{flag} | ≤ 10 min |")
+        lines.append(
+            f"| `pytest` on 2 workers (units, nbval of every notebook, browser tests) | "
+            f"{minutes:.1f} min{flag} | ≤ 10 min |"
+        )
     return "\n".join(lines)
 
 
@@ -92,12 +102,18 @@ def main() -> None:
     parser.add_argument("--section", default="cpu", choices=("cpu", "gpu"), help="which README table to rewrite")
     parser.add_argument("--suite", action="store_true", help="also time the whole test suite")
     parser.add_argument("--dry-run", action="store_true", help="print the table without writing README.md")
-    parser.add_argument("--skip-explorers", action="store_true",
-                        help="leave out the explorers' latency (their 300-move runs take most of the time)")
+    parser.add_argument(
+        "--skip-explorers",
+        action="store_true",
+        help="leave out the explorers' latency (their 300-move runs take most of the time)",
+    )
     args = parser.parse_args()
     device = pick_device()
-    command = "python benchmarks/readme.py" + (" --skip-explorers" if args.skip_explorers else "") + \
-        (" --suite" if args.suite else "")
+    command = (
+        "python benchmarks/readme.py"
+        + (" --skip-explorers" if args.skip_explorers else "")
+        + (" --suite" if args.suite else "")
+    )
     text = f"Measured on {machine(device)} by `{command}`:\n\n{table(device, args.suite, not args.skip_explorers)}"
     print(text)
     if not args.dry_run:

@@ -8,8 +8,9 @@ from numbers import Integral, Real
 import torch
 
 
-def finite_number(name: str, value, *, low: float | None = None, low_inclusive: bool = True,
-                  high: float | None = None) -> float:
+def finite_number(
+    name: str, value, *, low: float | None = None, low_inclusive: bool = True, high: float | None = None
+) -> float:
     """Return ``float(value)`` after checking that it is a finite real number within bounds."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:

@@ -40,8 +40,9 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"y must be int64 class labels of shape (batch,), got {y.dtype} {tuple(y.shape)}")
 
 
-def input_gradient(model: Model, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Return :math:`\nabla_x L(x, y)` and the per-example losses, parameters untouched.
 
     The summed cross-entropy is differentiated, so each example's gradient is its own loss's
@@ -55,15 +56,23 @@ def input_gradient(model: Model, x: torch.Tensor, y: torch.Tensor, *, targeted: 
             raise ValueError(f"model must return logits of shape (batch={x.shape[0]}, n_classes), got {shape}")
         if int(y.max()) >= logits.shape[1] or int(y.min()) < 0:
             what = "target labels" if targeted else "labels"
-            raise ValueError(f"y holds {what} outside [0, {logits.shape[1]}) for a model with "
-                             f"{logits.shape[1]} classes")
+            raise ValueError(
+                f"y holds {what} outside [0, {logits.shape[1]}) for a model with {logits.shape[1]} classes"
+            )
         losses = F.cross_entropy(logits, y, reduction="none")
         (grad,) = torch.autograd.grad(losses.sum(), x)
     return grad, losses.detach()
 
 
-def fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, targeted: bool = False,
-         clamp: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+def fgsm(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    *,
+    targeted: bool = False,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> torch.Tensor:
     r"""Fast gradient sign method (Goodfellow, Shlens & Szegedy 2015).
 
     .. math:: x_{adv} = \Pi_{clamp}\big(x + \epsilon\,\mathrm{sign}(\nabla_x L(x, y))\big)
@@ -85,10 +94,19 @@ def fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, targ
     return x_adv.detach()
 
 
-def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, step_size: float,
-        steps: int, random_start: bool = True, targeted: bool = False,
-        clamp: tuple[float, float] | None = (0.0, 1.0),
-        generator: torch.Generator | None = None) -> torch.Tensor:
+def pgd(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    *,
+    step_size: float,
+    steps: int,
+    random_start: bool = True,
+    targeted: bool = False,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Projected gradient descent on the negative loss, in the L∞ ball (Madry et al. 2018).
 
     .. math:: x^{t+1} = \Pi_{x + \mathcal{S}}\big(x^t + a\,\mathrm{sign}(\nabla_x L(x^t, y))\big),
@@ -120,10 +138,18 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, step_
     return x_adv.detach()
 
 
-def robust_accuracy(model: Model, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float], *,
-                    attack: str | Callable = "fgsm", batch_size: int = 512,
-                    steps: int = 10, step_size: float | None = None,
-                    generator: torch.Generator | None = None) -> list[float]:
+def robust_accuracy(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: Sequence[float],
+    *,
+    attack: str | Callable = "fgsm",
+    batch_size: int = 512,
+    steps: int = 10,
+    step_size: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[float]:
     r"""Accuracy on attacked inputs for each ε (ε = 0 gives the clean accuracy).
 
     ``attack`` is ``"fgsm"``, ``"pgd"`` (``steps`` steps of ``step_size``, default

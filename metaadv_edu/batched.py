@@ -28,9 +28,12 @@ ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.GELU, nn.S
 
 def supports(model: nn.Module) -> bool:
     """True for an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations only."""
-    return (isinstance(model, nn.Sequential) and len(model) > 0
-            and all(isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in model)
-            and any(isinstance(m, nn.Linear) for m in model))
+    return (
+        isinstance(model, nn.Sequential)
+        and len(model) > 0
+        and all(isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in model)
+        and any(isinstance(m, nn.Linear) for m in model)
+    )
 
 
 def batched_forward(model: nn.Sequential, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -39,8 +42,11 @@ def batched_forward(model: nn.Sequential, params: Params, x: torch.Tensor) -> to
         if isinstance(layer, nn.Linear):
             weight = params[f"{index}.weight"]
             bias = params.get(f"{index}.bias")
-            x = (torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2)) if bias is not None
-                 else torch.bmm(x, weight.transpose(1, 2)))
+            x = (
+                torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+                if bias is not None
+                else torch.bmm(x, weight.transpose(1, 2))
+            )
         else:
             x = layer(x)
     return x
@@ -51,8 +57,9 @@ def _task_mean_loss(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> torc
     return loss_fn(out.flatten(0, 1), y.flatten(0, 1))
 
 
-def meta_loss(model: nn.Sequential, params: Params, tasks, *, inner_lr, steps: int, first_order: bool,
-              loss_fn: LossFn) -> torch.Tensor:
+def meta_loss(
+    model: nn.Sequential, params: Params, tasks, *, inner_lr, steps: int, first_order: bool, loss_fn: LossFn
+) -> torch.Tensor:
     r""":math:`\frac1n\sum_i L_{Q_i}(\theta'_i)` for an MLP, all tasks in one batched pass per step.
 
     ``loss_fn`` must average over examples (``F.mse_loss``, ``F.cross_entropy`` with their default
@@ -63,14 +70,14 @@ def meta_loss(model: nn.Sequential, params: Params, tasks, *, inner_lr, steps: i
     outer_graph = torch.is_grad_enabled()
     with torch.enable_grad():  # the inner steps need gradients even where the caller evaluates without
         # Parameters that carry no gradient (detached, or under no_grad) get a leaf of their own.
-        leaves = {k: p if p.requires_grad and outer_graph else p.detach().requires_grad_(True)
-                  for k, p in params.items()}
+        leaves = {
+            k: p if p.requires_grad and outer_graph else p.detach().requires_grad_(True) for k, p in params.items()
+        }
         adapted = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in leaves.items()}
         for _ in range(steps):
             # n × (mean over tasks) = sum over tasks: its gradient in θ_i is task i's own ∇L_S.
             support = n * _task_mean_loss(loss_fn, batched_forward(model, adapted, xs), ys)
-            grads = torch.autograd.grad(support, list(adapted.values()),
-                                        create_graph=outer_graph and not first_order)
+            grads = torch.autograd.grad(support, list(adapted.values()), create_graph=outer_graph and not first_order)
             adapted = sgd_step(adapted, dict(zip(adapted, grads)), inner_lr)
     if not outer_graph:
         adapted = {k: a.detach() for k, a in adapted.items()}

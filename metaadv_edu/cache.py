@@ -119,15 +119,20 @@ def _try_load(path: Path, name: str, config: dict, model: nn.Module):
             raise ValueError("weights do not match their digest")
         model.load_state_dict(state)
     except Exception as exc:  # a broken cache file must never stop a lesson
-        warnings.warn(f"cached model {path.name} is unusable ({exc}); retraining it", CacheWarning,
-                      stacklevel=3)
+        warnings.warn(f"cached model {path.name} is unusable ({exc}); retraining it", CacheWarning, stacklevel=3)
         return None
     return record.get("extra") or {}
 
 
-def load_or_train(name: str, config: dict, build: Callable[[], nn.Module],
-                  train: Callable[[nn.Module], dict | None], *, device=None,
-                  retrain: bool = False) -> tuple[nn.Module, dict]:
+def load_or_train(
+    name: str,
+    config: dict,
+    build: Callable[[], nn.Module],
+    train: Callable[[nn.Module], dict | None],
+    *,
+    device=None,
+    retrain: bool = False,
+) -> tuple[nn.Module, dict]:
     """Return ``(model, extra)``: the cached model for ``(name, config)``, or a freshly trained one.
 
     Parameters
@@ -158,13 +163,22 @@ def load_or_train(name: str, config: dict, build: Callable[[], nn.Module],
     if extra is None:
         extra = train(model) or {}
         state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
-        record = {"format": FORMAT, "name": name, "config": json.loads(json.dumps(config)),
-                  "state_dict": state, "digest": _digest(state), "extra": extra}
+        record = {
+            "format": FORMAT,
+            "name": name,
+            "config": json.loads(json.dumps(config)),
+            "state_dict": state,
+            "digest": _digest(state),
+            "extra": extra,
+        }
         try:
             _save(path, record)
         except OSError as exc:
-            warnings.warn(f"could not write the model cache at {path} ({exc}); the model will be "
-                          "retrained next time", CacheWarning, stacklevel=2)
+            warnings.warn(
+                f"could not write the model cache at {path} ({exc}); the model will be retrained next time",
+                CacheWarning,
+                stacklevel=2,
+            )
     model.eval()
     return model, extra
 
@@ -172,6 +186,7 @@ def load_or_train(name: str, config: dict, build: Callable[[], nn.Module],
 # ------------------------------------------------------------------ pieces of the recipes
 def seeded(factory, seed: int):
     """A ``build`` function for the cache: the same initial weights every call."""
+
     def build():
         torch.manual_seed(seed)
         return factory()
@@ -183,13 +198,23 @@ def fit_classifier(model, x, y, eval_data, *, epochs, lr, batch_size=64, seed=0,
     """Train a classifier with a seeded shuffle; the record a recipe stores: history and test accuracy."""
     torch.manual_seed(seed)
     history = training.train_classifier(
-        model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, eval_data=eval_data,
-        generator=torch.Generator().manual_seed(seed), desc=desc, **kwargs)
+        model,
+        x,
+        y,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        eval_data=eval_data,
+        generator=torch.Generator().manual_seed(seed),
+        desc=desc,
+        **kwargs,
+    )
     return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
 
 
 def timed(train):
     """Wrap a ``train(model)`` so that its record also holds the wall-clock training time."""
+
     def timed(model):
         start = time.perf_counter()
         record = train(model) or {}

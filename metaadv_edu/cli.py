@@ -84,14 +84,23 @@ def _accelerators(torch) -> tuple[list[tuple[str, str, bool]], list[str]]:
     if shutil.which("nvidia-smi") is not None:
         if torch.version.cuda is None:
             rows.append(("NVIDIA GPU", "found (nvidia-smi), but this torch is a CPU-only build", True))
-            hints.append("To compute on the NVIDIA GPU, install PyTorch's CUDA build from the repository root:\n"
-                         f"    {GPU_SETUP_COMMAND}")
+            hints.append(
+                "To compute on the NVIDIA GPU, install PyTorch's CUDA build from the repository root:\n"
+                f"    {GPU_SETUP_COMMAND}"
+            )
         elif torch.cuda.is_available():
-            rows.append(("NVIDIA GPU", f"in use by torch: {torch.cuda.get_device_name(0)} "
-                         f"(CUDA {torch.version.cuda})", True))
+            rows.append(
+                ("NVIDIA GPU", f"in use by torch: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})", True)
+            )
         else:
-            rows.append(("NVIDIA GPU", f"found (nvidia-smi), but torch (CUDA {torch.version.cuda}) cannot use it: "
-                         "update the NVIDIA driver, or see the README's Devices section", False))
+            rows.append(
+                (
+                    "NVIDIA GPU",
+                    f"found (nvidia-smi), but torch (CUDA {torch.version.cuda}) cannot use it: "
+                    "update the NVIDIA driver, or see the README's Devices section",
+                    False,
+                )
+            )
     backend = getattr(torch.backends, "mps", None)
     if backend is not None and backend.is_available():
         rows.append(("Apple MPS", "available: the notebooks compute on it; float64 checks run on the CPU", True))
@@ -136,8 +145,11 @@ def doctor(_args) -> int:
         print(f"{'✓' if good else '✗'} {name:<{width}}  {detail}")
     for hint in hints:
         print(hint)
-    print("All good: open the course with `jupyter lab notebooks/`." if ok else
-          "Some checks failed: see the lines marked ✗.")
+    print(
+        "All good: open the course with `jupyter lab notebooks/`."
+        if ok
+        else "Some checks failed: see the lines marked ✗."
+    )
     return 0 if ok else 1
 
 
@@ -219,8 +231,7 @@ def demo(args) -> int:
     if voila is None:
         print("voila is not installed: pip install voila", file=sys.stderr)
         return 2
-    cmd = [voila, str(matches[0].name), f"--port={args.port}", f"--Voila.root_dir={nb_dir}",
-           "--strip_sources=True"]
+    cmd = [voila, str(matches[0].name), f"--port={args.port}", f"--Voila.root_dir={nb_dir}", "--strip_sources=True"]
     if args.no_browser:
         cmd.append("--no-browser")
     return subprocess.call(cmd, cwd=nb_dir)
@@ -280,8 +291,14 @@ def grade(args) -> int:
     for path in paths:
         verdicts, errors = grade_notebook(path, execute=not args.no_execute, timeout=args.timeout)
         failed = [name for name, ok in verdicts.items() if not ok]
-        rows.append((str(path.relative_to(folder)), f"{len(verdicts) - len(failed)}/{len(verdicts)}",
-                     str(errors), ", ".join(failed) or "—"))
+        rows.append(
+            (
+                str(path.relative_to(folder)),
+                f"{len(verdicts) - len(failed)}/{len(verdicts)}",
+                str(errors),
+                ", ".join(failed) or "—",
+            )
+        )
         records += gradebook_rows(path.relative_to(folder), verdicts, points)
     headers = ("notebook", "passed", "cells with errors", "not yet right")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
@@ -306,8 +323,10 @@ def site(args) -> int:
         return 2
     out = Path(args.outdir)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"{len(pages)} pages written to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
-          f"open {out / 'index.html'}")
+    print(
+        f"{len(pages)} pages written to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
+        f"open {out / 'index.html'}"
+    )
     return 0
 
 
@@ -319,12 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("execute", help="sync each notebook with its text twin, then re-execute it in place")
     p.add_argument("notebooks", nargs="*", help="notebooks or folders (default: notebooks/)")
     p.add_argument("--check", action="store_true", help="only report notebooks with stale outputs")
-    p.add_argument("--sync-only", action="store_true",
-                   help="only sync each notebook with its text twin in notebooks/src/, do not execute")
+    p.add_argument(
+        "--sync-only",
+        action="store_true",
+        help="only sync each notebook with its text twin in notebooks/src/, do not execute",
+    )
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
-    p.add_argument("--retrain", action="store_true",
-                   help="train every model from scratch while executing all notebooks, and make those "
-                        "models the package's shipped weights (metaadv_edu/weights/)")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every model from scratch while executing all notebooks, and make those "
+        "models the package's shipped weights (metaadv_edu/weights/)",
+    )
     p.set_defaults(func=execute)
     p = sub.add_parser("demo", help="serve a notebook as a Voilà app")
     p.add_argument("notebook", help="e.g. 01_fgsm")
@@ -334,9 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("student", help="write learner's copies: solutions cleared, outputs cleared")
     p.add_argument("outdir", help="folder for the copies")
     p.add_argument("--source", help="notebook folder (default: notebooks/)")
-    p.add_argument("--nbgrader-source", action="store_true",
-                   help="write nbgrader source notebooks instead (solutions kept, cells marked for "
-                        "`nbgrader generate_assignment`)")
+    p.add_argument(
+        "--nbgrader-source",
+        action="store_true",
+        help="write nbgrader source notebooks instead (solutions kept, cells marked for "
+        "`nbgrader generate_assignment`)",
+    )
     p.set_defaults(func=student)
     p = sub.add_parser("grade", help="run the exercise graders over a folder of submitted notebooks")
     p.add_argument("folder", help="folder of learners' notebooks (searched recursively)")
@@ -347,8 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=grade)
     p = sub.add_parser("site", help="build the course website from the stored notebooks (no execution)")
     p.add_argument("outdir", nargs="?", default="build/site", help="output folder, replaced (default: build/site)")
-    p.add_argument("--root", default=None, help="repository with notebooks/ and README.md (default: the current folder "
-                        "if it has notebooks/, else this package's checkout)")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="repository with notebooks/ and README.md (default: the current folder "
+        "if it has notebooks/, else this package's checkout)",
+    )
     p.set_defaults(func=site)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -22,13 +22,28 @@ from metaadv_edu import _validate as v
 from metaadv_edu.data import Tasks
 
 __all__ = [
-    "GENRE_NAMES", "MOTIFS", "POOLS", "cover_tasks", "genre_recipe", "library_dataset", "render_covers",
-    "sample_covers", "sample_genres",
+    "GENRE_NAMES",
+    "MOTIFS",
+    "POOLS",
+    "cover_tasks",
+    "genre_recipe",
+    "library_dataset",
+    "render_covers",
+    "sample_covers",
+    "sample_genres",
 ]
 
 GENRE_NAMES = (
-    "romance", "science fiction", "mystery", "fantasy", "horror",
-    "history", "poetry", "travel", "cookery", "children",
+    "romance",
+    "science fiction",
+    "mystery",
+    "fantasy",
+    "horror",
+    "history",
+    "poetry",
+    "travel",
+    "cookery",
+    "children",
 )
 MOTIFS = ("sun", "stripes", "diagonals", "checks", "mountain", "dots", "split", "rings")
 POOLS = {"meta-train": (0, 1_000_000), "meta-test": (1_000_000, 2_000_000)}
@@ -64,8 +79,13 @@ def _recipe(genre: int) -> tuple[tuple[str, torch.Tensor], ...]:
     motif = torch.randint(len(MOTIFS), (1,), generator=g)[0]
     band_y = torch.tensor([0.16, 0.5, 0.84])[torch.randint(3, (1,), generator=g)[0]]
     return (
-        ("background", background), ("accent", accent), ("band", band), ("motif", motif),
-        ("band_y", band_y), ("band_h", 0.12 + 0.12 * u[9]), ("freq", 2.0 + 4.0 * u[10]),
+        ("background", background),
+        ("accent", accent),
+        ("band", band),
+        ("motif", motif),
+        ("band_y", band_y),
+        ("band_h", 0.12 + 0.12 * u[9]),
+        ("freq", 2.0 + 4.0 * u[10]),
         ("size", 0.18 + 0.2 * u[11]),
     )
 
@@ -112,8 +132,7 @@ def _motif_masks(kind: torch.Tensor, cx, cy, freq, size, phase, xx, yy) -> torch
     return out
 
 
-def render_covers(genres, *, generator: torch.Generator | None = None, size: int = 32,
-                  device=None) -> torch.Tensor:
+def render_covers(genres, *, generator: torch.Generator | None = None, size: int = 32, device=None) -> torch.Tensor:
     """Render one cover per entry of ``genres`` (ids); returns float32 (B, 3, size, size) in [0, 1].
 
     All random numbers come from ``generator`` on the CPU, so a seed gives the same covers on
@@ -126,9 +145,7 @@ def render_covers(genres, *, generator: torch.Generator | None = None, size: int
         raise ValueError("genre ids must be >= 0")
     size = v.integer("size", size, low=8, high=256)
     device = v.as_device(device)
-    chunks = [
-        _render_chunk(genres[i : i + 4096], generator, size) for i in range(0, len(genres), 4096)
-    ]
+    chunks = [_render_chunk(genres[i : i + 4096], generator, size) for i in range(0, len(genres), 4096)]
     return torch.cat(chunks).to(device)
 
 
@@ -164,8 +181,7 @@ def _render_chunk(genres: torch.Tensor, generator, size: int) -> torch.Tensor:
     return img.clamp_(0, 1)
 
 
-def sample_genres(n: int, pool: str = "meta-train", *,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_genres(n: int, pool: str = "meta-train", *, generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` distinct genre ids drawn uniformly from a pool (``"meta-train"`` or ``"meta-test"``)."""
     n = v.integer("n", n)
     low, high = POOLS[v.choice("pool", pool, tuple(POOLS))]
@@ -175,8 +191,9 @@ def sample_genres(n: int, pool: str = "meta-train", *,
     return torch.tensor(sorted(ids)[:n])[torch.randperm(n, generator=generator)]
 
 
-def sample_covers(genres, n_per_genre: int, *, generator: torch.Generator | None = None,
-                  size: int = 32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_covers(
+    genres, n_per_genre: int, *, generator: torch.Generator | None = None, size: int = 32, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_per_genre`` covers of each genre; labels are positions in ``genres`` (0..len−1)."""
     genres = torch.as_tensor(genres, dtype=torch.int64).reshape(-1)
     n_per_genre = v.integer("n_per_genre", n_per_genre)
@@ -185,8 +202,9 @@ def sample_covers(genres, n_per_genre: int, *, generator: torch.Generator | None
     return x, labels.to(x.device)
 
 
-def library_dataset(split: str = "train", *, n_per_genre: int | None = None, size: int = 32,
-                    device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def library_dataset(
+    split: str = "train", *, n_per_genre: int | None = None, size: int = 32, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The library's ten named genres (:data:`GENRE_NAMES`): a fixed train or test set.
 
     Defaults: 300 covers per genre for ``"train"`` (seed 1), 100 for ``"test"`` (seed 2).
@@ -197,8 +215,17 @@ def library_dataset(split: str = "train", *, n_per_genre: int | None = None, siz
     return sample_covers(torch.arange(len(GENRE_NAMES)), n, generator=g, size=size, device=device)
 
 
-def cover_tasks(n_tasks: int, *, n_way: int, k_shot: int, k_query: int, pool: str = "meta-train",
-                generator: torch.Generator | None = None, size: int = 32, device=None) -> Tasks:
+def cover_tasks(
+    n_tasks: int,
+    *,
+    n_way: int,
+    k_shot: int,
+    k_query: int,
+    pool: str = "meta-train",
+    generator: torch.Generator | None = None,
+    size: int = 32,
+    device=None,
+) -> Tasks:
     """N-way K-shot tasks over freshly sampled genres of a pool, rendered on the fly.
 
     Shapes: x (n_tasks, n_way·k, 3, size, size), y (n_tasks, n_way·k) with labels 0..n_way−1.

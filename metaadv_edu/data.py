@@ -86,9 +86,15 @@ def _uniform(shape, low, high, generator, device):
     return (torch.rand(shape, generator=generator) * (high - low) + low).to(device)
 
 
-def sine_tasks(n_tasks: int, k_support: int, k_query: int | None = None, *,
-               generator: torch.Generator | None = None, device=None,
-               return_params: bool = False):
+def sine_tasks(
+    n_tasks: int,
+    k_support: int,
+    k_query: int | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    device=None,
+    return_params: bool = False,
+):
     """Sinusoid regression tasks: y = A·sin(x − φ), A ~ U[0.1, 5], φ ~ U[0, π], x ~ U[−5, 5].
 
     This is the task distribution of Finn et al. (2017), §5.1. Each tensor of the returned
@@ -183,8 +189,17 @@ def ring_mixture(n_modes: int = 8, radius: float = 2.0, std: float = 0.05) -> Ga
 
 
 # -------------------------------------------------------------------------------- few-shot tasks
-def few_shot_tasks(x: torch.Tensor, y: torch.Tensor, *, n_tasks: int, n_way: int, k_shot: int,
-                   k_query: int, classes=None, generator: torch.Generator | None = None) -> Tasks:
+def few_shot_tasks(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    n_tasks: int,
+    n_way: int,
+    k_shot: int,
+    k_query: int,
+    classes=None,
+    generator: torch.Generator | None = None,
+) -> Tasks:
     """N-way K-shot classification tasks drawn from a labelled dataset.
 
     Each task picks ``n_way`` distinct classes (from ``classes``, default: every label in ``y``),

@@ -37,8 +37,7 @@ def fgsm_mixed_loss(epsilon: float, alpha: float = 0.5) -> LossFn:
     return loss
 
 
-def pgd_loss(epsilon: float, *, step_size: float, steps: int,
-             generator: torch.Generator | None = None) -> LossFn:
+def pgd_loss(epsilon: float, *, step_size: float, steps: int, generator: torch.Generator | None = None) -> LossFn:
     """Madry's inner maximisation by PGD, then the loss at the attacked point (Danskin's theorem
     says its gradient in θ is the gradient of the robust loss)."""
     epsilon = v.nonnegative("epsilon", epsilon)
@@ -54,13 +53,23 @@ def pgd_loss(epsilon: float, *, step_size: float, steps: int,
     return loss
 
 
-def adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                         method: str = "pgd", epsilon: float = 0.1, alpha: float = 0.5,
-                         pgd_steps: int = 7, pgd_step_size: float | None = None,
-                         epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
-                         generator: torch.Generator | None = None,
-                         eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-                         progress: bool = True) -> dict[str, list[float]]:
+def adversarial_training(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: str = "pgd",
+    epsilon: float = 0.1,
+    alpha: float = 0.5,
+    pgd_steps: int = 7,
+    pgd_step_size: float | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    generator: torch.Generator | None = None,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
     """Train ``model`` in place by ``method`` (``"standard"``, ``"fgsm"`` or ``"pgd"``).
 
     ``pgd_step_size`` defaults to 2.5·ε / ``pgd_steps``. Returns the history of
@@ -76,6 +85,16 @@ def adversarial_training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         steps = v.integer("pgd_steps", pgd_steps)
         a = pgd_step_size if pgd_step_size is not None else 2.5 * max(epsilon, 1e-12) / steps
         loss_fn = pgd_loss(epsilon, step_size=a, steps=steps, generator=generator)
-    return train_classifier(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
-                            loss_fn=loss_fn, generator=generator, eval_data=eval_data,
-                            progress=progress, desc=f"{method} training (ε = {epsilon:g})")
+    return train_classifier(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        loss_fn=loss_fn,
+        generator=generator,
+        eval_data=eval_data,
+        progress=progress,
+        desc=f"{method} training (ε = {epsilon:g})",
+    )

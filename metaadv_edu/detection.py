@@ -19,9 +19,19 @@ from metaadv_edu.data import Tasks
 
 __all__ = ["detection_accuracy", "detection_tasks", "perturbation_pool", "perturbation_pools", "perturbed_accuracy"]
 
-def perturbation_pool(model: nn.Module, tasks: Tasks, *, kind: str, epsilon: float, inner_lr, steps: int = 1,
-                      perturber: nn.Module | None = None, attack_steps: int = 10,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+
+def perturbation_pool(
+    model: nn.Module,
+    tasks: Tasks,
+    *,
+    kind: str,
+    epsilon: float,
+    inner_lr,
+    steps: int = 1,
+    perturber: nn.Module | None = None,
+    attack_steps: int = 10,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean query covers and their perturbed versions, flattened over tasks: ``(clean, perturbed)``.
 
     ``kind`` is ``"fgsm"`` or ``"pgd"`` (against each task's adapted model), ``"generator"`` (``perturber``,
@@ -33,8 +43,9 @@ def perturbation_pool(model: nn.Module, tasks: Tasks, *, kind: str, epsilon: flo
     xq, yq = tasks.x_query, tasks.y_query
     if kind in robust_meta.ATTACKS:
         adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
-        x_adv = robust_meta.attack_tasks(model, adapted, xq, yq, epsilon=epsilon, attack=kind,
-                                         attack_steps=attack_steps, generator=generator)
+        x_adv = robust_meta.attack_tasks(
+            model, adapted, xq, yq, epsilon=epsilon, attack=kind, attack_steps=attack_steps, generator=generator
+        )
     elif kind == "generator":
         if perturber is None:
             raise ValueError("kind='generator' needs a perturber (a trained PerturbationGenerator)")
@@ -48,46 +59,87 @@ def perturbation_pool(model: nn.Module, tasks: Tasks, *, kind: str, epsilon: flo
     return xq.flatten(0, 1), x_adv.flatten(0, 1).detach()
 
 
-def perturbation_pools(model: nn.Module, tasks: Tasks, specs: dict[str, tuple[str, float]], *, inner_lr,
-                       steps: int = 1, perturber: nn.Module | None = None, seed: int = 0):
+def perturbation_pools(
+    model: nn.Module,
+    tasks: Tasks,
+    specs: dict[str, tuple[str, float]],
+    *,
+    inner_lr,
+    steps: int = 1,
+    perturber: nn.Module | None = None,
+    seed: int = 0,
+):
     """Every perturbation of ``specs`` (``{name: (kind, ε)}``, kinds as in :func:`perturbation_pool`) of the
     query covers of ``tasks``, plus ``"clean"``, and the adapted ``model``'s per-task query accuracy on each:
     ``({name: covers}, {name: (n_tasks,)})``. Each pool uses a generator seeded with ``seed``."""
     out = {}
     for name, (kind, eps) in specs.items():
-        out["clean"], out[name] = perturbation_pool(model, tasks, kind=kind, epsilon=eps, inner_lr=inner_lr,
-                                                    steps=steps, perturber=perturber,
-                                                    generator=torch.Generator().manual_seed(seed))
+        out["clean"], out[name] = perturbation_pool(
+            model,
+            tasks,
+            kind=kind,
+            epsilon=eps,
+            inner_lr=inner_lr,
+            steps=steps,
+            perturber=perturber,
+            generator=torch.Generator().manual_seed(seed),
+        )
     out["clean"] = out.pop("clean")  # last, as in the tables
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
-    accuracy = {name: robust_meta.task_accuracy(model, adapted, x.view_as(tasks.x_query), tasks.y_query)
-                for name, x in out.items()}
+    accuracy = {
+        name: robust_meta.task_accuracy(model, adapted, x.view_as(tasks.x_query), tasks.y_query)
+        for name, x in out.items()
+    }
     return out, accuracy
 
 
-def perturbed_accuracy(model: nn.Module, tasks: Tasks, perturbations: dict[str, tuple[str, float]], *, inner_lr,
-                       steps: int = 1, perturber: nn.Module | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+def perturbed_accuracy(
+    model: nn.Module,
+    tasks: Tasks,
+    perturbations: dict[str, tuple[str, float]],
+    *,
+    inner_lr,
+    steps: int = 1,
+    perturber: nn.Module | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Per-task query accuracy of ``model`` after adapting to each clean support set: ``"clean"``, and under
     every perturbation ``{name: (kind, ε)}`` of :func:`perturbation_pool` (FGSM and PGD against the adapted
     weights, the generator, random signs). A perturbation's fooling rate is its drop from clean."""
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
     out = {"clean": robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query)}
     for name, (kind, eps) in perturbations.items():
-        _, x = perturbation_pool(model, tasks, kind=kind, epsilon=eps, inner_lr=inner_lr, steps=steps,
-                                 perturber=perturber, generator=torch.Generator().manual_seed(seed))
+        _, x = perturbation_pool(
+            model,
+            tasks,
+            kind=kind,
+            epsilon=eps,
+            inner_lr=inner_lr,
+            steps=steps,
+            perturber=perturber,
+            generator=torch.Generator().manual_seed(seed),
+        )
         out[name] = robust_meta.task_accuracy(model, adapted, x.view_as(tasks.x_query), tasks.y_query)
     return out
 
 
-def detection_accuracy(learners: dict[str, robust_meta.Learner], clean: torch.Tensor, perturbed: torch.Tensor,
-                       shots: Sequence[int], *, n_tasks: int = 50, k_query: int = 10,
-                       seed: int = 0) -> dict[str, torch.Tensor]:
+def detection_accuracy(
+    learners: dict[str, robust_meta.Learner],
+    clean: torch.Tensor,
+    perturbed: torch.Tensor,
+    shots: Sequence[int],
+    *,
+    n_tasks: int = 50,
+    k_query: int = 10,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Accuracy of each detector after adapting to K clean and K perturbed covers, for every K in
     ``shots``: ``{learner: tensor (len(shots), n_tasks)}``. All learners see the same tasks."""
     out: dict[str, list[torch.Tensor]] = {name: [] for name in learners}
     for k in shots:
-        tasks = detection_tasks(clean, [perturbed], n_tasks, k_shot=k, k_query=k_query,
-                                generator=torch.Generator().manual_seed(seed + k))
+        tasks = detection_tasks(
+            clean, [perturbed], n_tasks, k_shot=k, k_query=k_query, generator=torch.Generator().manual_seed(seed + k)
+        )
         for name, (model, inner_lr, steps) in learners.items():
             adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
             out[name].append(robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query))
@@ -95,8 +147,15 @@ def detection_accuracy(learners: dict[str, robust_meta.Learner], clean: torch.Te
     return {name: torch.stack(rows) for name, rows in out.items()}
 
 
-def detection_tasks(clean: torch.Tensor, perturbed: Sequence[torch.Tensor], n_tasks: int, *, k_shot: int,
-                    k_query: int, generator: torch.Generator | None = None) -> Tasks:
+def detection_tasks(
+    clean: torch.Tensor,
+    perturbed: Sequence[torch.Tensor],
+    n_tasks: int,
+    *,
+    k_shot: int,
+    k_query: int,
+    generator: torch.Generator | None = None,
+) -> Tasks:
     """Binary tasks "clean (0) or perturbed (1)?", each drawn from one pool of ``perturbed`` chosen at random.
 
     Every task has ``k_shot`` clean and ``k_shot`` perturbed support covers and ``k_query`` of each in

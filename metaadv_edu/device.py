@@ -57,8 +57,7 @@ def _parse(name: str, source: str) -> torch.device:
     if i >= count:
         have = f"{count} CUDA device(s)" if count else "no CUDA device"
         raise ValueError(
-            f"{source}={name!r}: this machine has {have} "
-            f"(available here: {', '.join(available_devices())})"
+            f"{source}={name!r}: this machine has {have} (available here: {', '.join(available_devices())})"
         )
     return torch.device("cuda", i)
 

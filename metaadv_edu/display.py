@@ -33,13 +33,13 @@ def show_source(obj, *, docstring: bool = True) -> None:
 
 def table(rows: Sequence[Sequence], headers: Sequence[str], *, floatfmt: str = ".3f") -> str:
     """A plain-text table (returned and printed), aligned for a monospace font."""
+
     def fmt(value):
         return format(value, floatfmt) if isinstance(value, float) else str(value)
 
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     text = "\n".join(lines)
     print(text)

@@ -39,8 +39,7 @@ def default_loss(y: torch.Tensor) -> LossFn:
     return F.cross_entropy
 
 
-def task_loss(params: Params, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-              loss_fn: LossFn) -> torch.Tensor:
+def task_loss(params: Params, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
     """L(θ; x, y) with θ first, the form ``torch.func.grad`` differentiates."""
     return loss_fn(forward(model, params, x), y)
 

@@ -22,9 +22,17 @@ from tqdm.auto import tqdm
 from metaadv_edu import _validate as v
 
 __all__ = [
-    "PerturbationGenerator", "adversarial_generator_losses", "discriminator_loss", "generator_loss",
-    "harden_with_generator", "js_divergence", "kl_divergence", "optimal_discriminator", "train_adversarial_generator",
-    "train_gan", "value_function",
+    "PerturbationGenerator",
+    "adversarial_generator_losses",
+    "discriminator_loss",
+    "generator_loss",
+    "harden_with_generator",
+    "js_divergence",
+    "kl_divergence",
+    "optimal_discriminator",
+    "train_adversarial_generator",
+    "train_gan",
+    "value_function",
 ]
 
 
@@ -37,8 +45,9 @@ def optimal_discriminator(p_data: torch.Tensor, p_g: torch.Tensor) -> torch.Tens
     if bool((p_data < 0).any()) or bool((p_g < 0).any()):
         raise ValueError("densities must be >= 0")
     total = p_data + p_g
-    return torch.where(total > 0, p_data / torch.where(total > 0, total, torch.ones_like(total)),
-                       torch.full_like(total, 0.5))
+    return torch.where(
+        total > 0, p_data / torch.where(total > 0, total, torch.ones_like(total)), torch.full_like(total, 0.5)
+    )
 
 
 def _kl_on_grid(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:
@@ -72,8 +81,9 @@ def value_function(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torc
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """L_D = −E log D(x) − E log(1 − D(G(z))) = −V(D, G): binary cross-entropy, real = 1, fake = 0."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    return F.binary_cross_entropy_with_logits(
+        real_logits, torch.ones_like(real_logits)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
 def generator_loss(fake_logits: torch.Tensor, kind: str = "non-saturating") -> torch.Tensor:
@@ -84,12 +94,24 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non-saturating") -> t
     return -F.logsigmoid(fake_logits).mean()
 
 
-def train_gan(generator: nn.Module, discriminator: nn.Module,
-              sample_real: Callable[[int, torch.Generator], torch.Tensor], *, noise_dim: int,
-              steps: int, k_disc: int = 1, lr_g: float = 1e-3, lr_d: float = 1e-3,
-              batch_size: int = 128, kind: str = "non-saturating",
-              generator_rng: torch.Generator | None = None, snapshot_every: int = 0,
-              snapshot_size: int = 512, progress: bool = True, desc: str = "GAN") -> dict:
+def train_gan(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    sample_real: Callable[[int, torch.Generator], torch.Tensor],
+    *,
+    noise_dim: int,
+    steps: int,
+    k_disc: int = 1,
+    lr_g: float = 1e-3,
+    lr_d: float = 1e-3,
+    batch_size: int = 128,
+    kind: str = "non-saturating",
+    generator_rng: torch.Generator | None = None,
+    snapshot_every: int = 0,
+    snapshot_size: int = 512,
+    progress: bool = True,
+    desc: str = "GAN",
+) -> dict:
     """Alternate ``k_disc`` discriminator steps and one generator step, with Adam (β₁ = 0.5).
 
     ``sample_real(n, rng)`` draws real data. Returns a history with both losses per step and, every
@@ -141,15 +163,15 @@ class PerturbationGenerator(nn.Module):
     towards its clean value, so the bound survives it.
     """
 
-    def __init__(self, in_shape: tuple[int, ...], epsilon: float, *, noise_dim: int = 8,
-                 hidden: int = 256):
+    def __init__(self, in_shape: tuple[int, ...], epsilon: float, *, noise_dim: int = 8, hidden: int = 256):
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.epsilon = v.nonnegative("epsilon", epsilon)
         self.noise_dim = v.integer("noise_dim", noise_dim, low=0)
         n = math.prod(self.in_shape)
-        self.net = nn.Sequential(nn.Linear(n + self.noise_dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n))
+        self.net = nn.Sequential(
+            nn.Linear(n + self.noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n)
+        )
 
     def perturbation(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1:] != self.in_shape:
@@ -172,10 +194,17 @@ def _margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> t
     return torch.clamp(true - other, min=-kappa).mean()
 
 
-def adversarial_generator_losses(classifier: nn.Module, discriminator: nn.Module,
-                                 x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
-                                 gan_weight: float = 1.0, hinge_weight: float = 0.0,
-                                 hinge_bound: float = 0.0) -> dict[str, torch.Tensor]:
+def adversarial_generator_losses(
+    classifier: nn.Module,
+    discriminator: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor,
+    *,
+    gan_weight: float = 1.0,
+    hinge_weight: float = 0.0,
+    hinge_bound: float = 0.0,
+) -> dict[str, torch.Tensor]:
     r"""The losses of one training step of the adversarial generator.
 
     * L_D = −E log D(x) − E log(1 − D(x_adv))  (x_adv held fixed)
@@ -191,12 +220,23 @@ def adversarial_generator_losses(classifier: nn.Module, discriminator: nn.Module
     return {"d_loss": d_loss, "g_loss": g_loss, "adv": adv, "gan": gan, "hinge": hinge}
 
 
-def train_adversarial_generator(generator: PerturbationGenerator, discriminator: nn.Module,
-                                classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                                steps: int, lr_g: float = 1e-3, lr_d: float = 1e-3,
-                                batch_size: int = 128, gan_weight: float = 0.03,
-                                rng: torch.Generator | None = None, progress: bool = True,
-                                train_classifier: bool = False, lr_f: float = 1e-3) -> dict:
+def train_adversarial_generator(
+    generator: PerturbationGenerator,
+    discriminator: nn.Module,
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    lr_g: float = 1e-3,
+    lr_d: float = 1e-3,
+    batch_size: int = 128,
+    gan_weight: float = 0.03,
+    rng: torch.Generator | None = None,
+    progress: bool = True,
+    train_classifier: bool = False,
+    lr_f: float = 1e-3,
+) -> dict:
     """Train G against a fixed classifier f (or, with ``train_classifier``, against an f that learns
     from G's examples at the same time — the defence loop) while D learns to spot G's outputs.
 
@@ -242,12 +282,22 @@ def train_adversarial_generator(generator: PerturbationGenerator, discriminator:
     return history
 
 
-def harden_with_generator(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
-                          steps: int, rng: torch.Generator | None = None, progress: bool = True) -> dict:
+def harden_with_generator(
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epsilon: float,
+    steps: int,
+    rng: torch.Generator | None = None,
+    progress: bool = True,
+) -> dict:
     """The AI-vs-AI defence: a fresh generator and discriminator attack ``classifier`` while it
     trains on a mix of clean and generated examples. Returns the history."""
     gen = PerturbationGenerator(tuple(x.shape[1:]), epsilon).to(x.device)
-    disc = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(x.shape[1:]), 64), nn.LeakyReLU(0.2),
-                         nn.Linear(64, 1)).to(x.device)
-    return train_adversarial_generator(gen, disc, classifier, x, y, steps=steps, rng=rng,
-                                       progress=progress, train_classifier=True)
+    disc = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(x.shape[1:]), 64), nn.LeakyReLU(0.2), nn.Linear(64, 1)).to(
+        x.device
+    )
+    return train_adversarial_generator(
+        gen, disc, classifier, x, y, steps=steps, rng=rng, progress=progress, train_classifier=True
+    )

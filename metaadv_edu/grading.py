@@ -17,8 +17,22 @@ import torch
 from torch import nn
 
 __all__ = [
-    "PGD_HINTS", "Stop", "call", "cases", "close", "devices", "first_mistake", "pgd_variants", "report", "run",
-    "same_gradient", "scalar_loss", "tensor_like", "toy_batch", "toy_classifier", "toy_regression",
+    "PGD_HINTS",
+    "Stop",
+    "call",
+    "cases",
+    "close",
+    "devices",
+    "first_mistake",
+    "pgd_variants",
+    "report",
+    "run",
+    "same_gradient",
+    "scalar_loss",
+    "tensor_like",
+    "toy_batch",
+    "toy_classifier",
+    "toy_regression",
 ]
 
 
@@ -42,8 +56,9 @@ def call(fn: Callable, *args):
         raise Stop("not written yet — replace the `raise NotImplementedError` with your code") from None
     except Exception as exc:  # the learner's code may fail in any way; report it kindly
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        raise Stop(f"your function raised {type(exc).__name__}: {exc} (line {frame.lineno}: "
-                    f"`{(frame.line or '').strip()}`)") from None
+        raise Stop(
+            f"your function raised {type(exc).__name__}: {exc} (line {frame.lineno}: `{(frame.line or '').strip()}`)"
+        ) from None
 
 
 def tensor_like(out, ref: torch.Tensor, what: str) -> torch.Tensor:
@@ -52,8 +67,9 @@ def tensor_like(out, ref: torch.Tensor, what: str) -> torch.Tensor:
     if out.shape != ref.shape:
         raise Stop(f"{what} should have shape {tuple(ref.shape)}, got {tuple(out.shape)}")
     if out.device != ref.device:
-        raise Stop(f"{what} is on {out.device} but the inputs were on {ref.device}: create "
-                    "tensors on the device of the inputs")
+        raise Stop(
+            f"{what} is on {out.device} but the inputs were on {ref.device}: create tensors on the device of the inputs"
+        )
     return out.detach().to(ref.dtype)
 
 
@@ -79,8 +95,7 @@ def toy_classifier(device, seed: int, n_in: int = 16, n_classes: int = 4) -> nn.
 
 def toy_batch(device, seed: int, n: int = 6, n_classes: int = 4):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 1, 4, 4, generator=g).to(device),
-            torch.randint(n_classes, (n,), generator=g).to(device))
+    return (torch.rand(n, 1, 4, 4, generator=g).to(device), torch.randint(n_classes, (n,), generator=g).to(device))
 
 
 def cases():
@@ -115,7 +130,7 @@ def same_gradient(out: torch.Tensor, ref: torch.Tensor, params: list, hint: str,
 
 PGD_HINTS = {
     "no projection": "every step must be projected back onto the ε-ball around the clean x: clip x_adv − x to "
-                     "[−ε, ε] after each step (several steps of size a can walk further than ε)",
+    "[−ε, ε] after each step (several steps of size a can walk further than ε)",
     "no clamp": "almost: after projecting, clamp to [0, 1] so that each iterate stays a valid image",
     "one step": "that is a single step: PGD repeats the step `steps` times, each from the previous iterate",
     "stale gradient": "the gradient must be recomputed at the current iterate x_adv in every step, not reused from x",
@@ -123,8 +138,9 @@ PGD_HINTS = {
 }
 
 
-def pgd_variants(loss_of_x: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilon: float,
-                 step_size: float, steps: int) -> dict[str, torch.Tensor]:
+def pgd_variants(
+    loss_of_x: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilon: float, step_size: float, steps: int
+) -> dict[str, torch.Tensor]:
     """L∞ PGD from ``x`` (no random start) on ``loss_of_x``, and the typical wrong versions of it named
     in :data:`PGD_HINTS`; key ``"ok"`` is the right one."""
 
@@ -142,8 +158,14 @@ def pgd_variants(loss_of_x: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
                 x_adv = x_adv.clamp(0, 1)
         return x_adv.detach()
 
-    return {"ok": attack(), "no projection": attack(project=False), "no clamp": attack(clamp=False),
-            "one step": attack(n=1), "stale gradient": attack(stale=True), "descent": attack(sign=-1.0)}
+    return {
+        "ok": attack(),
+        "no projection": attack(project=False),
+        "no clamp": attack(clamp=False),
+        "one step": attack(n=1),
+        "stale gradient": attack(stale=True),
+        "descent": attack(sign=-1.0),
+    }
 
 
 def toy_regression(device, seed: int, hidden: int = 8):
@@ -156,9 +178,10 @@ def toy_regression(device, seed: int, hidden: int = 8):
 
     def loss(data):
         def of(t):
-            w1, b1, w2, b2 = t[:hidden], t[hidden:2 * hidden], t[2 * hidden:3 * hidden], t[3 * hidden]
+            w1, b1, w2, b2 = t[:hidden], t[hidden : 2 * hidden], t[2 * hidden : 3 * hidden], t[3 * hidden]
             pred = torch.tanh(data * w1 + b1) @ w2 + b2
             return ((pred - amp * torch.sin(data[:, 0] + phase)) ** 2).mean()
+
         return of
 
     return theta, loss(xs), loss(xq)

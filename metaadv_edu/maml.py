@@ -27,8 +27,14 @@ from metaadv_edu.data import Tasks
 from metaadv_edu.functional import LossFn, Params, default_loss, forward, params_of, sgd_step, task_loss
 
 __all__ = [
-    "adapt", "adaptation_losses", "mean_ci", "meta_gradient_by_formula", "meta_loss", "meta_loss_loop",
-    "meta_train", "tune_inner_lr",
+    "adapt",
+    "adaptation_losses",
+    "mean_ci",
+    "meta_gradient_by_formula",
+    "meta_loss",
+    "meta_loss_loop",
+    "meta_train",
+    "tune_inner_lr",
 ]
 
 
@@ -40,15 +46,20 @@ def _check_tasks(tasks: Tasks) -> None:
         if not isinstance(t, torch.Tensor) or t.ndim < 2:
             raise ValueError(f"tasks.{name} must be a tensor of shape (n_tasks, k, ...)")
     if len({xs.shape[0], ys.shape[0], xq.shape[0], yq.shape[0]}) != 1:
-        raise ValueError("tasks must hold the same number of tasks in every tensor; got "
-                         f"{[tuple(t.shape) for t in tasks]}")
+        raise ValueError(
+            f"tasks must hold the same number of tasks in every tensor; got {[tuple(t.shape) for t in tasks]}"
+        )
     if xs.shape[1] != ys.shape[1] or xq.shape[1] != yq.shape[1]:
-        raise ValueError("each support (query) set needs as many targets as inputs; got "
-                         f"x_support {tuple(xs.shape)}, y_support {tuple(ys.shape)}, "
-                         f"x_query {tuple(xq.shape)}, y_query {tuple(yq.shape)}")
+        raise ValueError(
+            "each support (query) set needs as many targets as inputs; got "
+            f"x_support {tuple(xs.shape)}, y_support {tuple(ys.shape)}, "
+            f"x_query {tuple(xq.shape)}, y_query {tuple(yq.shape)}"
+        )
     if xs.shape[2:] != xq.shape[2:]:
-        raise ValueError(f"support and query inputs must have the same shape per example; got "
-                         f"{tuple(xs.shape[2:])} and {tuple(xq.shape[2:])}")
+        raise ValueError(
+            f"support and query inputs must have the same shape per example; got "
+            f"{tuple(xs.shape[2:])} and {tuple(xq.shape[2:])}"
+        )
 
 
 def _check_inner(inner_lr, steps) -> tuple:
@@ -57,8 +68,17 @@ def _check_inner(inner_lr, steps) -> tuple:
     return inner_lr, v.integer("steps", steps)
 
 
-def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *, inner_lr,
-          steps: int = 1, first_order: bool = False, loss_fn: LossFn | None = None) -> Params:
+def adapt(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    inner_lr,
+    steps: int = 1,
+    first_order: bool = False,
+    loss_fn: LossFn | None = None,
+) -> Params:
     r"""``steps`` gradient steps on one task's support set,
     :math:`\theta \leftarrow \theta - \alpha\nabla_\theta L(\theta; x, y)`.
 
@@ -76,9 +96,17 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *,
     return params
 
 
-def meta_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1,
-              first_order: bool = False, params: Params | None = None,
-              loss_fn: LossFn | None = None, fast_path: bool = True) -> torch.Tensor:
+def meta_loss(
+    model: nn.Module,
+    tasks: Tasks,
+    *,
+    inner_lr,
+    steps: int = 1,
+    first_order: bool = False,
+    params: Params | None = None,
+    loss_fn: LossFn | None = None,
+    fast_path: bool = True,
+) -> torch.Tensor:
     r"""Mean query loss after adapting to each task's support set, vectorised over tasks.
 
     :math:`\frac1n\sum_i L_{Q_i}\big(\theta'_i\big)`; calling ``.backward()`` on it puts the
@@ -92,21 +120,34 @@ def meta_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1,
     inner_lr, steps = _check_inner(inner_lr, steps)
     params = params if params is not None else params_of(model)
     if fast_path and loss_fn is None and batched.supports(model):
-        return batched.meta_loss(model, params, tasks, inner_lr=inner_lr, steps=steps, first_order=first_order,
-                                 loss_fn=default_loss(tasks.y_support))
+        return batched.meta_loss(
+            model,
+            params,
+            tasks,
+            inner_lr=inner_lr,
+            steps=steps,
+            first_order=first_order,
+            loss_fn=default_loss(tasks.y_support),
+        )
     loss_fn = loss_fn or default_loss(tasks.y_support)
 
     def one_task(xs, ys, xq, yq):
-        adapted = adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps,
-                        first_order=first_order, loss_fn=loss_fn)
+        adapted = adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps, first_order=first_order, loss_fn=loss_fn)
         return loss_fn(forward(model, adapted, xq), yq)
 
     return vmap(one_task)(*tasks).mean()
 
 
-def meta_loss_loop(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1,
-                   first_order: bool = False, params: Params | None = None,
-                   loss_fn: LossFn | None = None) -> torch.Tensor:
+def meta_loss_loop(
+    model: nn.Module,
+    tasks: Tasks,
+    *,
+    inner_lr,
+    steps: int = 1,
+    first_order: bool = False,
+    params: Params | None = None,
+    loss_fn: LossFn | None = None,
+) -> torch.Tensor:
     """The same as :func:`meta_loss`, written as a plain loop over tasks with ``torch.autograd.grad``."""
     _check_tasks(tasks)
     inner_lr, steps = _check_inner(inner_lr, steps)
@@ -123,8 +164,15 @@ def meta_loss_loop(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1,
     return torch.stack(losses).mean()
 
 
-def adaptation_losses(model: nn.Module, tasks: Tasks, *, inner_lr, max_steps: int = 10,
-                      params: Params | None = None, loss_fn: LossFn | None = None) -> torch.Tensor:
+def adaptation_losses(
+    model: nn.Module,
+    tasks: Tasks,
+    *,
+    inner_lr,
+    max_steps: int = 10,
+    params: Params | None = None,
+    loss_fn: LossFn | None = None,
+) -> torch.Tensor:
     """Query loss of every task after 0, 1, …, ``max_steps`` inner steps: shape (max_steps+1, n_tasks).
 
     The evaluation protocol of MAML's sinusoid experiment: fine-tune on the K support points,
@@ -146,8 +194,9 @@ def adaptation_losses(model: nn.Module, tasks: Tasks, *, inner_lr, max_steps: in
     return vmap(one_task)(*tasks).T.detach()
 
 
-def tune_inner_lr(model: nn.Module, tasks: Tasks, candidates, *, max_steps: int = 10,
-                  loss_fn: LossFn | None = None) -> tuple[float, torch.Tensor]:
+def tune_inner_lr(
+    model: nn.Module, tasks: Tasks, candidates, *, max_steps: int = 10, loss_fn: LossFn | None = None
+) -> tuple[float, torch.Tensor]:
     """Choose a fine-tuning step size on held-out tasks: the candidate with the lowest mean query loss
     over steps 1..``max_steps`` (a diverging candidate counts as infinitely bad).
 
@@ -157,8 +206,9 @@ def tune_inner_lr(model: nn.Module, tasks: Tasks, candidates, *, max_steps: int 
     candidates = [v.positive("candidates", c) for c in candidates]
     if not candidates:
         raise ValueError("candidates must hold at least one step size")
-    table = torch.stack([adaptation_losses(model, tasks, inner_lr=c, max_steps=max_steps,
-                                           loss_fn=loss_fn).mean(1) for c in candidates])
+    table = torch.stack(
+        [adaptation_losses(model, tasks, inner_lr=c, max_steps=max_steps, loss_fn=loss_fn).mean(1) for c in candidates]
+    )
     score = table[:, 1:].mean(1)
     score = torch.where(torch.isfinite(score), score, torch.full_like(score, float("inf")))
     return candidates[int(score.argmin())], table
@@ -172,12 +222,23 @@ def mean_ci(values: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Te
     return values.mean(dim), 1.96 * values.std(dim) / math.sqrt(n)
 
 
-def meta_train(model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks], *,
-               iterations: int, inner_lr: float, steps: int = 1, first_order: bool = False,
-               outer_lr: float = 1e-3, generator: torch.Generator | None = None,
-               eval_tasks: Tasks | None = None, eval_every: int = 500,
-               loss_fn: LossFn | None = None, progress: bool = True,
-               desc: str = "meta-training", objective: Callable | None = None) -> dict[str, list[float]]:
+def meta_train(
+    model: nn.Module,
+    sample_tasks: Callable[[torch.Generator], Tasks],
+    *,
+    iterations: int,
+    inner_lr: float,
+    steps: int = 1,
+    first_order: bool = False,
+    outer_lr: float = 1e-3,
+    generator: torch.Generator | None = None,
+    eval_tasks: Tasks | None = None,
+    eval_every: int = 500,
+    loss_fn: LossFn | None = None,
+    progress: bool = True,
+    desc: str = "meta-training",
+    objective: Callable | None = None,
+) -> dict[str, list[float]]:
     """Meta-train ``model`` in place with Adam on the MAML objective.
 
     ``sample_tasks(generator)`` returns a fresh meta-batch each iteration. Returns a history with
@@ -192,23 +253,31 @@ def meta_train(model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks
     opt = torch.optim.Adam(model.parameters(), lr=outer_lr)
     history: dict[str, list[float]] = {"meta_loss": [], "eval_iteration": [], "eval_loss": []}
     for it in tqdm(range(iterations), desc=desc, disable=not progress, leave=False):
-        loss = objective(model, sample_tasks(generator), inner_lr=inner_lr, steps=steps,
-                         first_order=first_order, loss_fn=loss_fn)
+        loss = objective(
+            model, sample_tasks(generator), inner_lr=inner_lr, steps=steps, first_order=first_order, loss_fn=loss_fn
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         history["meta_loss"].append(float(loss.detach()))
         if eval_tasks is not None and ((it + 1) % eval_every == 0 or it + 1 == iterations):
-            after = adaptation_losses(model, eval_tasks, inner_lr=inner_lr, max_steps=steps,
-                                      loss_fn=loss_fn)[-1]
+            after = adaptation_losses(model, eval_tasks, inner_lr=inner_lr, max_steps=steps, loss_fn=loss_fn)[-1]
             history["eval_iteration"].append(it + 1)
             history["eval_loss"].append(float(after.mean()))
     return history
 
 
-def meta_gradient_by_formula(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor,
-                             yq: torch.Tensor, *, inner_lr: float, steps: int = 1,
-                             loss_fn: LossFn | None = None) -> Params:
+def meta_gradient_by_formula(
+    model: nn.Module,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    xq: torch.Tensor,
+    yq: torch.Tensor,
+    *,
+    inner_lr: float,
+    steps: int = 1,
+    loss_fn: LossFn | None = None,
+) -> Params:
     r"""The meta-gradient of one task from the chain rule, without differentiating through the loop.
 
     With :math:`\theta_0 = \theta`, :math:`\theta_{j+1} = \theta_j - \alpha\nabla L_S(\theta_j)`:
@@ -223,13 +292,13 @@ def meta_gradient_by_formula(model: nn.Module, xs: torch.Tensor, ys: torch.Tenso
     thetas = [params_of(model, detach=True)]
     for _ in range(steps):
         g = torch.autograd.grad(task_loss(thetas[-1], model, xs, ys, loss_fn), list(thetas[-1].values()))
-        thetas.append({k: (p - inner_lr * gi).detach().requires_grad_(True)
-                       for (k, p), gi in zip(thetas[-1].items(), g)})
+        thetas.append(
+            {k: (p - inner_lr * gi).detach().requires_grad_(True) for (k, p), gi in zip(thetas[-1].items(), g)}
+        )
     last = thetas[-1]
     vec = dict(zip(last, torch.autograd.grad(task_loss(last, model, xq, yq, loss_fn), list(last.values()))))
     for theta in reversed(thetas[:-1]):
-        g = torch.autograd.grad(task_loss(theta, model, xs, ys, loss_fn), list(theta.values()),
-                                create_graph=True)
+        g = torch.autograd.grad(task_loss(theta, model, xs, ys, loss_fn), list(theta.values()), create_graph=True)
         dot = sum((gi * vec[k]).sum() for gi, k in zip(g, theta))
         hv = dict(zip(theta, torch.autograd.grad(dot, list(theta.values()))))
         vec = {k: vec[k] - inner_lr * hv[k] for k in vec}

@@ -28,8 +28,9 @@ def graph_bytes(output: torch.Tensor) -> int:
     return total
 
 
-def median_time(fn: Callable[[], object], *, repeats: int = 20, warmup: int = 3,
-                device: torch.device | None = None) -> float:
+def median_time(
+    fn: Callable[[], object], *, repeats: int = 20, warmup: int = 3, device: torch.device | None = None
+) -> float:
     """Median wall time of ``fn()`` in seconds (synchronising CUDA when ``device`` is a GPU)."""
     sync = (lambda: torch.cuda.synchronize(device)) if device is not None and device.type == "cuda" else (lambda: None)
     for _ in range(warmup):

@@ -18,9 +18,18 @@ from metaadv_edu.device import float64_device
 from metaadv_edu.functional import forward, params_of
 
 __all__ = [
-    "FOMAML_MISTAKES", "TOL", "alpha_gradient_errors", "equal_alpha_gaps", "fomaml_term_errors",
-    "meta_gradient_errors", "reptile_one_step_gap", "sine_net64", "sine_task64", "taylor_residuals",
-    "taylor_slopes_ok", "vmap_loop_gap",
+    "FOMAML_MISTAKES",
+    "TOL",
+    "alpha_gradient_errors",
+    "equal_alpha_gaps",
+    "fomaml_term_errors",
+    "meta_gradient_errors",
+    "reptile_one_step_gap",
+    "sine_net64",
+    "sine_task64",
+    "taylor_residuals",
+    "taylor_slopes_ok",
+    "vmap_loop_gap",
 ]
 
 TOL = 1e-10  # float64 agreement of two computations of the same exact quantity
@@ -46,12 +55,13 @@ def _grads(loss: torch.Tensor, params) -> list[torch.Tensor]:
 
 
 def _norm(tensors) -> torch.Tensor:
-    return torch.sqrt(sum((t ** 2).sum() for t in tensors))
+    return torch.sqrt(sum((t**2).sum() for t in tensors))
 
 
 # -------------------------------------------------------------------------------- notebook 05
-def meta_gradient_errors(meta_loss_fn: Callable | None = None, *, device=None, steps=(1, 3),
-                         inner_lr: float = 0.01) -> dict[int, float]:
+def meta_gradient_errors(
+    meta_loss_fn: Callable | None = None, *, device=None, steps=(1, 3), inner_lr: float = 0.01
+) -> dict[int, float]:
     """Eq. (4)/(5) of notebook 05: max |autograd through ``meta_loss_fn`` − the chain-rule product
     (I − αH₀)…(I − αH_{k−1})∇L_Q(θ_k)| for each number of inner steps k. Passes below :data:`TOL`."""
     meta_loss_fn = meta_loss_fn or maml.meta_loss
@@ -64,8 +74,9 @@ def meta_gradient_errors(meta_loss_fn: Callable | None = None, *, device=None, s
     return out
 
 
-def vmap_loop_gap(meta_loss_fn: Callable | None = None, *, device=None, n_tasks: int = 25,
-                  inner_lr: float = 0.01) -> tuple[float, float, bool]:
+def vmap_loop_gap(
+    meta_loss_fn: Callable | None = None, *, device=None, n_tasks: int = 25, inner_lr: float = 0.01
+) -> tuple[float, float, bool]:
     """``meta_loss_fn`` (vectorised) against :func:`maml.meta_loss_loop` on ``n_tasks`` tasks in float32:
     (|Δ loss|, max |Δ meta-gradient|, both below 1e-4)."""
     meta_loss_fn = meta_loss_fn or maml.meta_loss
@@ -90,8 +101,9 @@ def _skip_adaptation(net, task, inner_lr):  # ∇L_Q(θ): the query gradient at 
 
 def _ascent_step(net, task, inner_lr):  # θ′ = θ + α∇L_S: the inner step with the wrong sign
     theta = params_of(net, detach=True)
-    g_s = torch.autograd.grad(F.mse_loss(forward(net, theta, task.x_support[0]), task.y_support[0]),
-                              list(theta.values()))
+    g_s = torch.autograd.grad(
+        F.mse_loss(forward(net, theta, task.x_support[0]), task.y_support[0]), list(theta.values())
+    )
     prime = {k: (p + inner_lr * g).detach().requires_grad_(True) for (k, p), g in zip(theta.items(), g_s)}
     return _grads(F.mse_loss(forward(net, prime, task.x_query[0]), task.y_query[0]), prime.values())
 
@@ -114,8 +126,9 @@ def hessian_term(net, task, inner_lr: float) -> list[torch.Tensor]:
     return [-inner_lr * h for h in hv]
 
 
-def fomaml_term_errors(first_order_grad: Callable | None = None, *, device=None,
-                       alphas=(1e-4, 1e-3, 1e-2, 1e-1)) -> list[tuple[float, float, float, bool]]:
+def fomaml_term_errors(
+    first_order_grad: Callable | None = None, *, device=None, alphas=(1e-4, 1e-3, 1e-2, 1e-1)
+) -> list[tuple[float, float, float, bool]]:
     """Eq. (6) of notebook 05: for each α, g_MAML (autograd, second order) minus the candidate
     first-order gradient ``first_order_grad(net, task, inner_lr)`` against the exact −αH∇L_Q(θ′).
 
@@ -134,8 +147,9 @@ def fomaml_term_errors(first_order_grad: Callable | None = None, *, device=None,
 
 
 # -------------------------------------------------------------------------------- notebook 06
-def reptile_one_step_gap(outer_step: Callable | None = None, *, device=None, inner_lr: float = 0.01,
-                         outer_lr: float = 0.5) -> float:
+def reptile_one_step_gap(
+    outer_step: Callable | None = None, *, device=None, inner_lr: float = 0.01, outer_lr: float = 0.5
+) -> float:
     """Eq. (2) of notebook 06: one Reptile update with k = 1 inner step against SGD on the mean of
     the tasks' losses with step αβ; the max parameter difference (passes below :data:`TOL`)."""
     outer_step = outer_step or reptile.outer_step
@@ -144,12 +158,14 @@ def reptile_one_step_gap(outer_step: Callable | None = None, *, device=None, inn
     joint = torch.stack([F.mse_loss(net(x), y) for x, y in zip(tasks.x_support, tasks.y_support)]).mean()
     grads = _grads(joint, net.parameters())
     outer_step(net, tasks, inner_lr=inner_lr, inner_steps=1, outer_lr=outer_lr)
-    return max((p - (p0 - inner_lr * outer_lr * g)).abs().max().item()
-               for p, p0, g in zip(net.parameters(), start, grads))
+    return max(
+        (p - (p0 - inner_lr * outer_lr * g)).abs().max().item() for p, p0, g in zip(net.parameters(), start, grads)
+    )
 
 
-def taylor_residuals(predict: Callable | None = None, *, device=None, ks=(2, 3),
-                     alphas=(1e-1, 1e-2, 1e-3, 1e-4)) -> dict[tuple[str, int], list[float]]:
+def taylor_residuals(
+    predict: Callable | None = None, *, device=None, ks=(2, 3), alphas=(1e-1, 1e-2, 1e-3, 1e-4)
+) -> dict[tuple[str, int], list[float]]:
     """Eq. (5) of notebook 06 on one sinusoid task split into 4 minibatches (tanh network, float64):
     |measured − predicted| / |measured| for each learner, number of inner steps k and α, where
     ``predict(terms, inner_lr=, k=)`` gives the predicted expected updates (default
@@ -183,21 +199,27 @@ def _alpha_formula(g_q, g_s):
     return -g_q * g_s
 
 
-def alpha_gradient_errors(meta_loss_fn: Callable | None = None, *, formula: Callable | None = None,
-                          device=None) -> tuple[float, float]:
+def alpha_gradient_errors(
+    meta_loss_fn: Callable | None = None, *, formula: Callable | None = None, device=None
+) -> tuple[float, float]:
     """Eqs. (2) and (3) of notebook 07 for one task and α ~ U[0.005, 0.1]: max |autograd ∂L/∂α −
     formula(∇L_Q(θ′), ∇L_S(θ))| (default −∇L_Q(θ′)∘∇L_S(θ)) and max |autograd ∂L/∂θ − (g_Q − H(α∘g_Q))|.
     ``meta_loss_fn(model, inner_lrs, tasks)`` defaults to :func:`metasgd.meta_loss`; both pass below :data:`TOL`."""
     meta_loss_fn, formula = meta_loss_fn or metasgd.meta_loss, formula or _alpha_formula
     net, task = sine_net64(device), sine_task64(device, seed=4)
-    lrs = {k: a.double().detach().requires_grad_(True) for k, a in
-           metasgd.init_inner_lrs(net, (0.005, 0.1), generator=torch.Generator().manual_seed(5)).items()}
+    lrs = {
+        k: a.double().detach().requires_grad_(True)
+        for k, a in metasgd.init_inner_lrs(net, (0.005, 0.1), generator=torch.Generator().manual_seed(5)).items()
+    }
     auto_alpha = _grads(meta_loss_fn(net, lrs, task), lrs.values())
     auto_theta = _grads(meta_loss_fn(net, lrs, task), net.parameters())
     xs, ys, xq, yq = (t[0] for t in task)
     theta = params_of(net, detach=True)
-    g_s = dict(zip(theta, torch.autograd.grad(F.mse_loss(forward(net, theta, xs), ys), list(theta.values()),
-                                              create_graph=True)))
+    g_s = dict(
+        zip(
+            theta, torch.autograd.grad(F.mse_loss(forward(net, theta, xs), ys), list(theta.values()), create_graph=True)
+        )
+    )
     prime = {k: (theta[k] - lrs[k] * g_s[k]).detach().requires_grad_(True) for k in theta}
     g_q = dict(zip(theta, _grads(F.mse_loss(forward(net, prime, xq), yq), prime.values())))
     error_alpha = max((a - formula(g_q[k], g_s[k].detach())).abs().max().item() for a, k in zip(auto_alpha, theta))
@@ -206,8 +228,9 @@ def alpha_gradient_errors(meta_loss_fn: Callable | None = None, *, formula: Call
     return error_alpha, error_theta
 
 
-def equal_alpha_gaps(meta_loss_fn: Callable | None = None, *, device=None,
-                     a: float = 0.03) -> tuple[float, float, float]:
+def equal_alpha_gaps(
+    meta_loss_fn: Callable | None = None, *, device=None, a: float = 0.03
+) -> tuple[float, float, float]:
     """Meta-SGD with α = a·𝟙 against MAML written independently as a per-task loop
     (:func:`maml.meta_loss_loop`, ``torch.autograd.grad`` per task, no vmap) on 4 tasks, float64:
     |Δ loss|, max |Δ ∂L/∂θ|, and |Σⱼ ∂L/∂αⱼ − dL/da| (the α-gradient summed over its entries is the

@@ -24,8 +24,9 @@ from metaadv_edu.functional import LossFn, Params
 __all__ = ["init_inner_lrs", "meta_loss", "meta_train"]
 
 
-def init_inner_lrs(model: nn.Module, value: float | tuple[float, float] = 0.01, *,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def init_inner_lrs(
+    model: nn.Module, value: float | tuple[float, float] = 0.01, *, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """A learnable α for every parameter, with the parameter's shape and device.
 
     ``value`` is a constant, or a range (low, high) to draw α uniformly from, as the paper does.
@@ -49,26 +50,41 @@ def _check_lrs(model: nn.Module, inner_lrs: dict[str, torch.Tensor]) -> None:
         if name not in inner_lrs:
             raise ValueError(f"inner_lrs has no entry for parameter {name!r}")
         if inner_lrs[name].shape != p.shape:
-            raise ValueError(f"inner_lrs[{name!r}] must have shape {tuple(p.shape)}, "
-                             f"got {tuple(inner_lrs[name].shape)}")
+            raise ValueError(
+                f"inner_lrs[{name!r}] must have shape {tuple(p.shape)}, got {tuple(inner_lrs[name].shape)}"
+            )
 
 
-def meta_loss(model: nn.Module, inner_lrs: dict[str, torch.Tensor], tasks: Tasks, *, steps: int = 1,
-              params: Params | None = None, loss_fn: LossFn | None = None) -> torch.Tensor:
+def meta_loss(
+    model: nn.Module,
+    inner_lrs: dict[str, torch.Tensor],
+    tasks: Tasks,
+    *,
+    steps: int = 1,
+    params: Params | None = None,
+    loss_fn: LossFn | None = None,
+) -> torch.Tensor:
     """Mean query loss after ``steps`` elementwise steps θ − α∘∇L_S; vectorised over tasks.
 
     ``.backward()`` puts gradients in the model's parameters and in ``inner_lrs``.
     """
     _check_lrs(model, inner_lrs)
-    return maml.meta_loss(model, tasks, inner_lr=inner_lrs, steps=steps, params=params,
-                          loss_fn=loss_fn)
+    return maml.meta_loss(model, tasks, inner_lr=inner_lrs, steps=steps, params=params, loss_fn=loss_fn)
 
 
-def meta_train(model: nn.Module, inner_lrs: dict[str, torch.Tensor],
-               sample_tasks: Callable[[torch.Generator], Tasks], *, iterations: int,
-               outer_lr: float = 1e-3, steps: int = 1, generator: torch.Generator | None = None,
-               loss_fn: LossFn | None = None, progress: bool = True,
-               desc: str = "Meta-SGD") -> dict[str, list[float]]:
+def meta_train(
+    model: nn.Module,
+    inner_lrs: dict[str, torch.Tensor],
+    sample_tasks: Callable[[torch.Generator], Tasks],
+    *,
+    iterations: int,
+    outer_lr: float = 1e-3,
+    steps: int = 1,
+    generator: torch.Generator | None = None,
+    loss_fn: LossFn | None = None,
+    progress: bool = True,
+    desc: str = "Meta-SGD",
+) -> dict[str, list[float]]:
     """Update θ and α together with Adam on the Meta-SGD objective."""
     _check_lrs(model, inner_lrs)
     iterations = v.integer("iterations", iterations)

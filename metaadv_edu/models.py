@@ -47,8 +47,7 @@ class TinyCNN(nn.Sequential):
     (up to 4×) in the next ones.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, *, width: int = 16,
-                 image_size: int = 8):
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, *, width: int = 16, image_size: int = 8):
         v.integer("in_channels", in_channels)
         v.integer("n_classes", n_classes, low=2)
         v.integer("width", width)
@@ -77,9 +76,7 @@ class SineRegressor(nn.Sequential):
     def __init__(self, hidden: int = 40, activation: str = "relu"):
         hidden = v.integer("hidden", hidden)
         act = {"relu": nn.ReLU, "tanh": nn.Tanh}[v.choice("activation", activation, ("relu", "tanh"))]
-        super().__init__(
-            nn.Linear(1, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 1)
-        )
+        super().__init__(nn.Linear(1, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, 1))
 
 
 def mlp(sizes, act, last=None) -> nn.Sequential:

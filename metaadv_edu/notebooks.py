@@ -21,9 +21,21 @@ from pathlib import Path
 import nbformat
 
 __all__ = [
-    "clear_solution", "course_points", "execute_notebook", "find_notebooks", "grade_notebook", "gradebook_rows",
-    "nbgrader_source", "package_digest", "pair_difference", "source_digest", "source_path", "stale_reason",
-    "student_copy", "sync_pair", "write_csv",
+    "clear_solution",
+    "course_points",
+    "execute_notebook",
+    "find_notebooks",
+    "grade_notebook",
+    "gradebook_rows",
+    "nbgrader_source",
+    "package_digest",
+    "pair_difference",
+    "source_digest",
+    "source_path",
+    "stale_reason",
+    "student_copy",
+    "sync_pair",
+    "write_csv",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -82,8 +94,9 @@ def execute_notebook(path: str | Path, *, timeout: int = 900, kernel_name: str =
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
     start = time.perf_counter()
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()
     seconds = time.perf_counter() - start
     nb.metadata[META_KEY] = {"source_digest": source_digest(nb), "package_digest": package_digest()}
@@ -107,8 +120,13 @@ def grade_notebook(path: str | Path, *, execute: bool = True, timeout: int = 600
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
     if execute:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
     verdicts: dict[str, bool] = {}
     errors = 0
     for cell in nb.cells:
@@ -181,8 +199,14 @@ def nbgrader_source(nb, name: str = "notebook"):
             if not shown:
                 cell.metadata.pop("jupyter", None)
             count += 1
-            cell.metadata["nbgrader"] = {"grade": False, "grade_id": f"{name}-solution-{count}", "locked": False,
-                                         "schema_version": 3, "solution": True, "task": False}
+            cell.metadata["nbgrader"] = {
+                "grade": False,
+                "grade_id": f"{name}-solution-{count}",
+                "locked": False,
+                "schema_version": 3,
+                "solution": True,
+                "task": False,
+            }
         _clear_outputs(cell)
         cells.append(cell)
     nb.cells = cells
@@ -230,8 +254,9 @@ def course_points(notebook: str) -> dict[str, float]:
     return dict(getattr(module, "POINTS", {}))
 
 
-def gradebook_rows(relative: str | Path, verdicts: dict[str, bool],
-                   points: dict[str, float] | None = None) -> list[dict[str, str]]:
+def gradebook_rows(
+    relative: str | Path, verdicts: dict[str, bool], points: dict[str, float] | None = None
+) -> list[dict[str, str]]:
     """One gradebook row per exercise of a submitted notebook at ``relative`` (its path under the
     submissions folder): the learner is the first folder of that path, or the file's stem when it has
     none. Every exercise of the course notebook gets a row — one the learner never ran scores 0 — and
@@ -249,8 +274,16 @@ def gradebook_rows(relative: str | Path, verdicts: dict[str, bool],
     for name in names:
         weight = float(weights.get(name, 1.0))
         passed = bool(verdicts.get(name, False))
-        rows.append({"learner": learner, "notebook": relative.name, "exercise": name, "passed": str(int(passed)),
-                     "points": fmt(weight if passed else 0.0), "max_points": fmt(weight)})
+        rows.append(
+            {
+                "learner": learner,
+                "notebook": relative.name,
+                "exercise": name,
+                "passed": str(int(passed)),
+                "points": fmt(weight if passed else 0.0),
+                "max_points": fmt(weight),
+            }
+        )
     return rows
 
 

@@ -40,8 +40,7 @@ class AttackPanels:
         for i in range(n):
             a0, a1, a2, a3 = self.axes[i]
             self.images.append(show_image(x[i], a0).images[0])
-            self.deltas.append(perturbation_image(torch.zeros_like(x[i]), 1.0, a1,
-                                                  title="δ (red +, blue −)").images[0])
+            self.deltas.append(perturbation_image(torch.zeros_like(x[i]), 1.0, a1, title="δ (red +, blue −)").images[0])
             self.advs.append(show_image(x[i], a2).images[0])
             clean = a3.bar(classes - 0.2, np.zeros(k), width=0.4, label="clean", color="tab:blue")
             adv = a3.bar(classes + 0.2, np.zeros(k), width=0.4, label="attacked", color="tab:red")
@@ -63,8 +62,11 @@ class AttackPanels:
             self.deltas[i].set_data(delta_hw(x_adv[i] - x[i]))
             self.deltas[i].set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
             self.advs[i].set_data(image_hwc(x_adv[i]))
-            a2.set_title(f"attacked → {labels[a]} ({p_adv[i, a]:.0%})", fontsize=9,
-                         color="tab:red" if a != int(y[i]) else "black")
+            a2.set_title(
+                f"attacked → {labels[a]} ({p_adv[i, a]:.0%})",
+                fontsize=9,
+                color="tab:red" if a != int(y[i]) else "black",
+            )
             for bars, probs in zip(self.bars[i], (p_clean[i], p_adv[i])):
                 for rect, p in zip(bars, probs.tolist()):
                     rect.set_height(p)
@@ -88,16 +90,23 @@ class AttackColumns:
         for r in range(3):
             ax = fig.add_subplot(grid[r, 0:n])
             strip = self._strip(torch.zeros(n, 1 if r == 1 else channels, height, width), r == 1)
-            image = ax.imshow(strip, cmap="RdBu_r" if r == 1 else "gray", vmin=-1 if r == 1 else 0, vmax=1,
-                              interpolation="nearest")
+            image = ax.imshow(
+                strip, cmap="RdBu_r" if r == 1 else "gray", vmin=-1 if r == 1 else 0, vmax=1, interpolation="nearest"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_frame_on(False)
             ax.set_ylabel(("clean", "δ", "attacked")[r], fontsize=9)
             self.rows.append((ax, image))
             if r != 1:
-                self.labels.append([ax.text(c * (width + self.GAP) + (width - 1) / 2, -0.8, "", fontsize=8,
-                                            ha="center", va="bottom") for c in range(n)])
+                self.labels.append(
+                    [
+                        ax.text(
+                            c * (width + self.GAP) + (width - 1) / 2, -0.8, "", fontsize=8, ha="center", va="bottom"
+                        )
+                        for c in range(n)
+                    ]
+                )
 
     def _strip(self, images, delta: bool):
         """``n`` images (n, C, H, W) as one (H, n·W + gaps[, 3]) array; gaps white (NaN: the δ colour map's blank)."""

@@ -30,8 +30,15 @@ def _to_hwc(image: torch.Tensor) -> np.ndarray:
     return img.numpy()
 
 
-def show_image(image: torch.Tensor, ax: Axes | None = None, *, title: str | None = None,
-               vmin: float = 0.0, vmax: float = 1.0, cmap: str = "gray") -> Axes:
+def show_image(
+    image: torch.Tensor,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "gray",
+) -> Axes:
     """An image tensor (H, W), (1, H, W) or (3, H, W) with values in [vmin, vmax]."""
     ax = _axes(ax, (2, 2))
     img = _to_hwc(image)
@@ -46,16 +53,18 @@ def show_image(image: torch.Tensor, ax: Axes | None = None, *, title: str | None
     return ax
 
 
-def image_row(images: torch.Tensor, axes: Sequence[Axes], *, titles: Sequence[str] | None = None,
-              **kwargs) -> Sequence[Axes]:
+def image_row(
+    images: torch.Tensor, axes: Sequence[Axes], *, titles: Sequence[str] | None = None, **kwargs
+) -> Sequence[Axes]:
     """Show ``images[i]`` in ``axes[i]``."""
     for i, ax in enumerate(axes):
         show_image(images[i], ax, title=None if titles is None else titles[i], **kwargs)
     return axes
 
 
-def perturbation_image(delta: torch.Tensor, epsilon: float, ax: Axes | None = None, *,
-                       title: str | None = None) -> Axes:
+def perturbation_image(
+    delta: torch.Tensor, epsilon: float, ax: Axes | None = None, *, title: str | None = None
+) -> Axes:
     """A perturbation δ with ‖δ‖∞ ≤ ε on a diverging scale (red +, blue −); channels averaged."""
     ax = _axes(ax, (2, 2))
     d = delta.detach().float().cpu()
@@ -70,8 +79,15 @@ def perturbation_image(delta: torch.Tensor, epsilon: float, ax: Axes | None = No
     return ax
 
 
-def probability_bars(probs: torch.Tensor, ax: Axes | None = None, *, labels=None,
-                     highlight: int | None = None, title: str | None = None, color="tab:blue") -> Axes:
+def probability_bars(
+    probs: torch.Tensor,
+    ax: Axes | None = None,
+    *,
+    labels=None,
+    highlight: int | None = None,
+    title: str | None = None,
+    color="tab:blue",
+) -> Axes:
     """Bar chart of class probabilities; ``highlight`` marks the true class."""
     ax = _axes(ax)
     p = probs.detach().float().cpu().numpy()
@@ -88,8 +104,17 @@ def probability_bars(probs: torch.Tensor, ax: Axes | None = None, *, labels=None
     return ax
 
 
-def plot_curves(x, curves: dict[str, Sequence[float]], ax: Axes | None = None, *, xlabel: str = "",
-                ylabel: str = "", title: str | None = None, marker: str = "o", ylim=None) -> Axes:
+def plot_curves(
+    x,
+    curves: dict[str, Sequence[float]],
+    ax: Axes | None = None,
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str | None = None,
+    marker: str = "o",
+    ylim=None,
+) -> Axes:
     """Several named curves over the same x values."""
     ax = _axes(ax)
     for label, ys in curves.items():

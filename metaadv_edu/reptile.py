@@ -27,8 +27,9 @@ from metaadv_edu.maml import _check_tasks
 __all__ = ["expected_updates", "outer_step", "predicted_updates", "taylor_terms", "train"]
 
 
-def _adapted(model: nn.Module, theta: Params, x, y, inner_lr: float, inner_steps: int,
-             loss_fn: LossFn) -> tuple[Params, torch.Tensor]:
+def _adapted(
+    model: nn.Module, theta: Params, x, y, inner_lr: float, inner_steps: int, loss_fn: LossFn
+) -> tuple[Params, torch.Tensor]:
     """φ̃ after ``inner_steps`` SGD steps from θ on (x, y), and the support loss there."""
     params = theta
     for _ in range(inner_steps):
@@ -36,8 +37,9 @@ def _adapted(model: nn.Module, theta: Params, x, y, inner_lr: float, inner_steps
     return params, task_loss(params, model, x, y, loss_fn)
 
 
-def outer_step(model: nn.Module, tasks: Tasks, *, inner_lr: float, inner_steps: int,
-               outer_lr: float, loss_fn: LossFn | None = None) -> float:
+def outer_step(
+    model: nn.Module, tasks: Tasks, *, inner_lr: float, inner_steps: int, outer_lr: float, loss_fn: LossFn | None = None
+) -> float:
     """One batched Reptile update of ``model``, in place; returns the mean post-adaptation support loss.
 
     Only the support sets of ``tasks`` are used (Reptile has no query set).
@@ -50,25 +52,36 @@ def outer_step(model: nn.Module, tasks: Tasks, *, inner_lr: float, inner_steps: 
     theta = params_of(model, detach=True)
     theta = {k: p.detach() for k, p in theta.items()}
     phis, losses = vmap(lambda x, y: _adapted(model, theta, x, y, inner_lr, inner_steps, loss_fn))(
-        tasks.x_support, tasks.y_support)
+        tasks.x_support, tasks.y_support
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.add_(outer_lr * (phis[name].mean(0) - p))
     return float(losses.mean())
 
 
-def train(model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks], *, iterations: int,
-          inner_lr: float, inner_steps: int, outer_lr: float = 0.1, anneal: bool = True,
-          generator: torch.Generator | None = None, progress: bool = True,
-          desc: str = "Reptile") -> dict[str, list[float]]:
+def train(
+    model: nn.Module,
+    sample_tasks: Callable[[torch.Generator], Tasks],
+    *,
+    iterations: int,
+    inner_lr: float,
+    inner_steps: int,
+    outer_lr: float = 0.1,
+    anneal: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    desc: str = "Reptile",
+) -> dict[str, list[float]]:
     """Reptile training; the outer step decays linearly from ``outer_lr`` to 0 when ``anneal``."""
     iterations = v.integer("iterations", iterations)
     outer_lr = v.positive("outer_lr", outer_lr)
     history: dict[str, list[float]] = {"support_loss": []}
     for it in tqdm(range(iterations), desc=desc, disable=not progress, leave=False):
         beta = outer_lr * (1 - it / iterations) if anneal else outer_lr
-        history["support_loss"].append(outer_step(model, sample_tasks(generator), inner_lr=inner_lr,
-                                                  inner_steps=inner_steps, outer_lr=beta))
+        history["support_loss"].append(
+            outer_step(model, sample_tasks(generator), inner_lr=inner_lr, inner_steps=inner_steps, outer_lr=beta)
+        )
     return history
 
 
@@ -82,8 +95,9 @@ def _flat(params: Params) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in params.values()])
 
 
-def taylor_terms(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
-                 loss_fn: LossFn | None = None) -> dict[str, torch.Tensor]:
+def taylor_terms(
+    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *, loss_fn: LossFn | None = None
+) -> dict[str, torch.Tensor]:
     r"""AvgGrad = E[ḡ₁] and AvgGradInner = E[H̄₂ ḡ₁] at the model's parameters, over ordered pairs of
     distinct minibatches of one task (Nichol et al. 2018, §5), as flat vectors."""
     loss_fn = loss_fn or default_loss(batches[0][1])
@@ -93,13 +107,20 @@ def taylor_terms(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tenso
     inner = []
     for i, j in itertools.permutations(range(len(batches)), 2):
         dot = sum((grads[j][k] * grads[i][k].detach()).sum() for k in theta)  # ḡ_j · ḡ_i, ḡ_i fixed
-        inner.append(torch.cat([h.reshape(-1) for h in torch.autograd.grad(dot, list(theta.values()),
-                                                                         retain_graph=True)]))
+        inner.append(
+            torch.cat([h.reshape(-1) for h in torch.autograd.grad(dot, list(theta.values()), retain_graph=True)])
+        )
     return {"AvgGrad": avg_grad, "AvgGradInner": torch.stack(inner).mean(0)}
 
 
-def expected_updates(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
-                     inner_lr: float, k: int = 2, loss_fn: LossFn | None = None) -> dict[str, torch.Tensor]:
+def expected_updates(
+    model: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    inner_lr: float,
+    k: int = 2,
+    loss_fn: LossFn | None = None,
+) -> dict[str, torch.Tensor]:
     r"""The measured expected gradients of MAML, FOMAML and Reptile with ``k`` inner SGD steps of
     size α (Nichol et al.'s k), averaged over every ordered (k+1)-tuple of distinct minibatches.
 
@@ -133,5 +154,4 @@ def predicted_updates(terms: dict[str, torch.Tensor], *, inner_lr: float, k: int
     E[g_Reptile] = k·AvgGrad − ½k(k−1)α·AvgGradInner.
     """
     g, gi, a = terms["AvgGrad"], terms["AvgGradInner"], inner_lr
-    return {"MAML": g - 2 * k * a * gi, "FOMAML": g - k * a * gi,
-            "Reptile": k * g - 0.5 * k * (k - 1) * a * gi}
+    return {"MAML": g - 2 * k * a * gi, "FOMAML": g - k * a * gi, "Reptile": k * g - 0.5 * k * (k - 1) * a * gi}

@@ -30,13 +30,17 @@ from metaadv_edu.data import Tasks
 from metaadv_edu.functional import Params, params_of
 
 __all__ = [
-    "directional_derivatives", "finite_difference_gradient", "frozen_attack_check", "linear_robust_loss",
+    "directional_derivatives",
+    "finite_difference_gradient",
+    "frozen_attack_check",
+    "linear_robust_loss",
     "meta_gradient_check",
 ]
 
 
-def linear_robust_loss(params: Params, x: torch.Tensor, y: torch.Tensor, epsilon: float,
-                       norm: str = "l2") -> torch.Tensor:
+def linear_robust_loss(
+    params: Params, x: torch.Tensor, y: torch.Tensor, epsilon: float, norm: str = "l2"
+) -> torch.Tensor:
     r"""The exact inner maximum for a two-class linear model, in closed form.
 
     With :math:`w = w_1 - w_0`, :math:`b = b_1 - b_0` and :math:`s = \pm1` for class 1/0, the
@@ -79,15 +83,20 @@ def finite_difference_gradient(f: Callable[[Params], torch.Tensor], params: Para
     return out
 
 
-def directional_derivatives(f: Callable[[Params], torch.Tensor], params: Params, directions: list[Params], *,
-                            h: float = 1e-6) -> torch.Tensor:
+def directional_derivatives(
+    f: Callable[[Params], torch.Tensor], params: Params, directions: list[Params], *, h: float = 1e-6
+) -> torch.Tensor:
     """Central differences (f(θ + h·v) − f(θ − h·v)) / 2h along each direction v: a gradient check that
     costs two evaluations per direction instead of two per coordinate."""
     h = v.positive("h", h)
     base = {k: p.detach() for k, p in params.items()}
     with torch.no_grad():
-        return torch.stack([(f({k: base[k] + h * d[k] for k in base}) - f({k: base[k] - h * d[k] for k in base}))
-                            / (2 * h) for d in directions])
+        return torch.stack(
+            [
+                (f({k: base[k] + h * d[k] for k in base}) - f({k: base[k] - h * d[k] for k in base})) / (2 * h)
+                for d in directions
+            ]
+        )
 
 
 def _relative_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -95,9 +104,16 @@ def _relative_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b)) / scale
 
 
-def meta_gradient_check(*, epsilon: float = 1.0, inner_lr: float = 0.5, n_tasks: int = 2, seed: int = 0,
-                        h: float = 1e-6, n_directions: int = 24,
-                        query_loss: Callable | None = None) -> dict[str, float]:
+def meta_gradient_check(
+    *,
+    epsilon: float = 1.0,
+    inner_lr: float = 0.5,
+    n_tasks: int = 2,
+    seed: int = 0,
+    h: float = 1e-6,
+    n_directions: int = 24,
+    query_loss: Callable | None = None,
+) -> dict[str, float]:
     r"""Check the adversarial-querying meta-gradient on a tiny model where the inner maximum is exact.
 
     Two-way tasks of 8×8 covers, a two-class :class:`metaadv_edu.models.LogisticRegression` in float64,
@@ -113,15 +129,23 @@ def meta_gradient_check(*, epsilon: float = 1.0, inner_lr: float = 0.5, n_tasks:
 
     query_loss = query_loss or robust_meta.adversarial_query_loss
     epsilon, inner_lr = v.nonnegative("epsilon", epsilon), v.positive("inner_lr", inner_lr)
-    tasks = covers.cover_tasks(v.integer("n_tasks", n_tasks), n_way=2, k_shot=4, k_query=6, size=8,
-                               generator=torch.Generator().manual_seed(seed))
+    tasks = covers.cover_tasks(
+        v.integer("n_tasks", n_tasks),
+        n_way=2,
+        k_shot=4,
+        k_query=6,
+        size=8,
+        generator=torch.Generator().manual_seed(seed),
+    )
     tasks = Tasks(*(t.double() if t.is_floating_point() else t for t in tasks))
     torch.manual_seed(seed)
     model = models.LogisticRegression(3 * 8 * 8, 2).double()
     theta = params_of(model, detach=True)
     g = torch.Generator().manual_seed(seed + 1)
-    directions = [{k: torch.randn(p.shape, generator=g, dtype=p.dtype) for k, p in theta.items()}
-                  for _ in range(v.integer("n_directions", n_directions))]
+    directions = [
+        {k: torch.randn(p.shape, generator=g, dtype=p.dtype) for k, p in theta.items()}
+        for _ in range(v.integer("n_directions", n_directions))
+    ]
 
     def objective(p: Params) -> torch.Tensor:
         total = 0.0
@@ -133,8 +157,18 @@ def meta_gradient_check(*, epsilon: float = 1.0, inner_lr: float = 0.5, n_tasks:
     out = {"robust_loss": float(objective(theta).detach())}
     for target in ("adapted", "initial"):
         params = {k: p.clone().requires_grad_(True) for k, p in theta.items()}
-        loss = query_loss(model, tasks, inner_lr=inner_lr, epsilon=epsilon, attack="l2", attack_steps=1,
-                          step_size=epsilon, clamp=False, params=params, target=target)
+        loss = query_loss(
+            model,
+            tasks,
+            inner_lr=inner_lr,
+            epsilon=epsilon,
+            attack="l2",
+            attack_steps=1,
+            step_size=epsilon,
+            clamp=False,
+            params=params,
+            target=target,
+        )
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
         along = torch.stack([sum((grads[k] * d[k]).sum() for k in grads) for d in directions])
         out[f"loss_{target}"] = float(loss.detach())
@@ -142,8 +176,16 @@ def meta_gradient_check(*, epsilon: float = 1.0, inner_lr: float = 0.5, n_tasks:
     return out
 
 
-def frozen_attack_check(model: nn.Module, tasks: Tasks, *, inner_lr: float, steps: int, epsilon: float,
-                        attack_steps: int = 5, query_loss: Callable | None = None) -> dict[str, float]:
+def frozen_attack_check(
+    model: nn.Module,
+    tasks: Tasks,
+    *,
+    inner_lr: float,
+    steps: int,
+    epsilon: float,
+    attack_steps: int = 5,
+    query_loss: Callable | None = None,
+) -> dict[str, float]:
     r"""Eqs. (3)–(4) of notebook 08 in the code: ``query_loss`` (default
     :func:`metaadv_edu.robust_meta.adversarial_query_loss`, L2 attack of ``attack_steps`` steps against θ′)
     must have the value and the θ-gradient of MAML's second-order meta-loss on the same tasks with the
@@ -154,15 +196,16 @@ def frozen_attack_check(model: nn.Module, tasks: Tasks, *, inner_lr: float, step
     """
     query_loss = query_loss or robust_meta.adversarial_query_loss
     params = [p for p in model.parameters()]
-    loss = query_loss(model, tasks, inner_lr=inner_lr, steps=steps, epsilon=epsilon, attack="l2",
-                      attack_steps=attack_steps)
+    loss = query_loss(
+        model, tasks, inner_lr=inner_lr, steps=steps, epsilon=epsilon, attack="l2", attack_steps=attack_steps
+    )
     grads = torch.autograd.grad(loss, params)
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
-    x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=epsilon, attack="l2",
-                                     attack_steps=attack_steps)
+    x_adv = robust_meta.attack_tasks(
+        model, adapted, tasks.x_query, tasks.y_query, epsilon=epsilon, attack="l2", attack_steps=attack_steps
+    )
     frozen = Tasks(tasks.x_support, tasks.y_support, x_adv, tasks.y_query)
     ref = maml.meta_loss(model, frozen, inner_lr=inner_lr, steps=steps)
     ref_grads = torch.autograd.grad(ref, params)
     loss, ref = float(loss.detach()), float(ref.detach())
-    return {"loss_error": abs(loss - ref) / ref,
-            "grad_error": _relative_error(list(grads), list(ref_grads))}
+    return {"loss_error": abs(loss - ref) / ref, "grad_error": _relative_error(list(grads), list(ref_grads))}

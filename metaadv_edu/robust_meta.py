@@ -35,9 +35,21 @@ from metaadv_edu.data import Tasks
 from metaadv_edu.functional import Params, forward, params_of
 
 __all__ = [
-    "ATTACKS", "Learner", "adapt_tasks", "adversarial_query_loss", "attack_one_task", "attack_tasks",
-    "evaluate_learners", "functional_attack", "generator_task_accuracy", "meta_train_adversarial",
-    "representative_task", "robust_task_accuracy", "task_accuracy", "train_task_generator", "tune_inner_lr",
+    "ATTACKS",
+    "Learner",
+    "adapt_tasks",
+    "adversarial_query_loss",
+    "attack_one_task",
+    "attack_tasks",
+    "evaluate_learners",
+    "functional_attack",
+    "generator_task_accuracy",
+    "meta_train_adversarial",
+    "representative_task",
+    "robust_task_accuracy",
+    "task_accuracy",
+    "train_task_generator",
+    "tune_inner_lr",
     "with_new_head",
 ]
 
@@ -67,9 +79,19 @@ def _random_starts(x: torch.Tensor, epsilon: float, attack: str, generator: torc
     return epsilon * noise.to(x.device)
 
 
-def functional_attack(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, *,
-                      epsilon: float, steps: int, step_size: float, clamp: bool = True,
-                      norm: str = "linf") -> torch.Tensor:
+def functional_attack(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: torch.Tensor,
+    *,
+    epsilon: float,
+    steps: int,
+    step_size: float,
+    clamp: bool = True,
+    norm: str = "linf",
+) -> torch.Tensor:
     r"""PGD against ``model`` run with ``params``: :math:`x \leftarrow \Pi(x + a\,\mathrm{sign}\nabla_x L)` in the
     L∞ ball, or :math:`x \leftarrow \Pi(x + a\,\nabla_x L / \|\nabla_x L\|_2)` per example in the L2 ball
     (``norm="l2"``; one step of ε from ``start = 0`` is the exact maximiser for a linear model).
@@ -125,8 +147,9 @@ def adapt_tasks(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, par
     n = tasks.x_support.shape[0]
     if steps == 0:
         return {k: p.expand(n, *p.shape) for k, p in params.items()}
-    adapted = vmap(lambda xs, ys: maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps,
-                                             first_order=True))(tasks.x_support, tasks.y_support)
+    adapted = vmap(lambda xs, ys: maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps, first_order=True))(
+        tasks.x_support, tasks.y_support
+    )
     return {k: p.detach() for k, p in adapted.items()}
 
 
@@ -135,13 +158,24 @@ def _check_adapted(adapted: Params, x: torch.Tensor) -> None:
         raise TypeError("adapted must be the dict of per-task parameters returned by adapt_tasks")
     n = {p.shape[0] for p in adapted.values()}
     if n != {x.shape[0]}:
-        raise ValueError(f"adapted parameters hold {sorted(n)} tasks but x holds {x.shape[0]}; "
-                         "pass the adapted parameters of the same tasks")
+        raise ValueError(
+            f"adapted parameters hold {sorted(n)} tasks but x holds {x.shape[0]}; "
+            "pass the adapted parameters of the same tasks"
+        )
 
 
-def attack_tasks(model: nn.Module, adapted: Params, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
-                 attack: str = "pgd", attack_steps: int = 10, step_size: float | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def attack_tasks(
+    model: nn.Module,
+    adapted: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epsilon: float,
+    attack: str = "pgd",
+    attack_steps: int = 10,
+    step_size: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Attack each task's inputs ``x`` (n_tasks, k, …) against that task's own adapted parameters."""
     _check_adapted(adapted, x)
     v.same_batch(x, y)
@@ -156,8 +190,16 @@ def attack_tasks(model: nn.Module, adapted: Params, x: torch.Tensor, y: torch.Te
     return vmap(one)(adapted, x, y, starts)
 
 
-def attack_one_task(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
-                    attack_steps: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def attack_one_task(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epsilon: float,
+    attack_steps: int = 10,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PGD on one task's inputs ``x`` (k, …) against its adapted ``params`` (no task dimension), with the
     step size 2.5ε/steps and the seeded random start of :func:`attack_tasks` (a test keeps the two equal),
     run with plain autograd: for a single task faster than ``vmap``, which is what an explorer needs.
@@ -167,8 +209,13 @@ def attack_one_task(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
     def logits(z):
         return forward(model, params, z)
 
-    x_adv = x if epsilon == 0 else attacks.pgd(logits, x, y, epsilon, step_size=step, steps=steps,
-                                                 generator=torch.Generator().manual_seed(seed))
+    x_adv = (
+        x
+        if epsilon == 0
+        else attacks.pgd(
+            logits, x, y, epsilon, step_size=step, steps=steps, generator=torch.Generator().manual_seed(seed)
+        )
+    )
     with torch.no_grad():
         return x_adv, logits(x).argmax(-1), logits(x_adv).argmax(-1)
 
@@ -181,24 +228,42 @@ def task_accuracy(model: nn.Module, adapted: Params, x: torch.Tensor, y: torch.T
     return (logits.argmax(-1) == y).float().mean(-1)
 
 
-def robust_task_accuracy(model: nn.Module, tasks: Tasks, epsilons: Sequence[float], *, inner_lr, steps: int = 1,
-                         attack: str = "pgd", attack_steps: int = 10, params: Params | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def robust_task_accuracy(
+    model: nn.Module,
+    tasks: Tasks,
+    epsilons: Sequence[float],
+    *,
+    inner_lr,
+    steps: int = 1,
+    attack: str = "pgd",
+    attack_steps: int = 10,
+    params: Params | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Adapt to each task's clean support set, then attack its query set at every ε (0 = clean).
 
     Returns the per-task query accuracies, shape (len(epsilons), n_tasks), for means with CIs.
     """
     _check_classification(tasks)
     adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps, params=params)
-    return _accuracy_under_attack(model, adapted, tasks, epsilons, attack=attack, attack_steps=attack_steps,
-                                  generator=generator)
+    return _accuracy_under_attack(
+        model, adapted, tasks, epsilons, attack=attack, attack_steps=attack_steps, generator=generator
+    )
 
 
 def _accuracy_under_attack(model, adapted, tasks, epsilons, *, attack, attack_steps, generator) -> torch.Tensor:
     rows = []
     for eps in epsilons:
-        x_adv = attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=eps, attack=attack,
-                             attack_steps=attack_steps, generator=generator)
+        x_adv = attack_tasks(
+            model,
+            adapted,
+            tasks.x_query,
+            tasks.y_query,
+            epsilon=eps,
+            attack=attack,
+            attack_steps=attack_steps,
+            generator=generator,
+        )
         rows.append(task_accuracy(model, adapted, x_adv, tasks.y_query))
     return torch.stack(rows)
 
@@ -207,9 +272,15 @@ Learner = tuple[nn.Module, float, int]
 """A few-shot learner for evaluation: (model, inner learning rate, inner steps)."""
 
 
-def evaluate_learners(learners: dict[str, Learner], tasks: Tasks, epsilons: Sequence[float], *,
-                      attacks: Sequence[str] = ATTACKS, attack_steps: int = 10,
-                      seed: int = 0) -> dict[tuple[str, str], torch.Tensor]:
+def evaluate_learners(
+    learners: dict[str, Learner],
+    tasks: Tasks,
+    epsilons: Sequence[float],
+    *,
+    attacks: Sequence[str] = ATTACKS,
+    attack_steps: int = 10,
+    seed: int = 0,
+) -> dict[tuple[str, str], torch.Tensor]:
     """:func:`robust_task_accuracy` for every learner and attack on the same tasks and random starts:
     ``{(learner, attack): accuracies of shape (len(epsilons), n_tasks)}``."""
     _check_classification(tasks)
@@ -219,9 +290,15 @@ def evaluate_learners(learners: dict[str, Learner], tasks: Tasks, epsilons: Sequ
     for name, (model, inner_lr, steps) in learners.items():
         adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)  # once, shared by the attacks
         for a in attacks:
-            out[name, a] = _accuracy_under_attack(model, adapted, tasks, epsilons, attack=a,
-                                                  attack_steps=attack_steps,
-                                                  generator=torch.Generator().manual_seed(seed))
+            out[name, a] = _accuracy_under_attack(
+                model,
+                adapted,
+                tasks,
+                epsilons,
+                attack=a,
+                attack_steps=attack_steps,
+                generator=torch.Generator().manual_seed(seed),
+            )
     return out
 
 
@@ -240,23 +317,38 @@ def tune_inner_lr(model: nn.Module, tasks: Tasks, inner_lrs: Sequence[float], *,
     return float(inner_lrs[best]), scores
 
 
-def generator_task_accuracy(model: nn.Module, tasks: Tasks, perturber: nn.Module, *, inner_lr, steps: int = 1,
-                            seed: int = 0) -> torch.Tensor:
+def generator_task_accuracy(
+    model: nn.Module, tasks: Tasks, perturber: nn.Module, *, inner_lr, steps: int = 1, seed: int = 0
+) -> torch.Tensor:
     """Per-task query accuracy after adaptation when a trained generator perturbs the query covers."""
     _check_classification(tasks)
     adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
     xq = tasks.x_query
-    z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim,
-                    generator=torch.Generator().manual_seed(seed)).to(xq.device)
+    z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim, generator=torch.Generator().manual_seed(seed)).to(
+        xq.device
+    )
     with torch.no_grad():
         x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
     return task_accuracy(model, adapted, x_adv, tasks.y_query)
 
 
-def adversarial_query_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, first_order: bool = False,
-                           epsilon: float, attack: str = "pgd", attack_steps: int = 3, step_size: float | None = None,
-                           target: str = "adapted", clamp: bool = True, params: Params | None = None,
-                           generator: torch.Generator | None = None, loss_fn=None) -> torch.Tensor:
+def adversarial_query_loss(
+    model: nn.Module,
+    tasks: Tasks,
+    *,
+    inner_lr,
+    steps: int = 1,
+    first_order: bool = False,
+    epsilon: float,
+    attack: str = "pgd",
+    attack_steps: int = 3,
+    step_size: float | None = None,
+    target: str = "adapted",
+    clamp: bool = True,
+    params: Params | None = None,
+    generator: torch.Generator | None = None,
+    loss_fn=None,
+) -> torch.Tensor:
     r"""The adversarial-querying meta-loss, vectorised over tasks:
 
     .. math:: \frac1n\sum_i L_{Q_i}\big(\theta'_i,\; x_{Q_i} + \delta^\star_i\big), \qquad
@@ -280,27 +372,57 @@ def adversarial_query_loss(model: nn.Module, tasks: Tasks, *, inner_lr, steps: i
     def one_task(xs, ys, xq, yq, start):
         adapted = maml.adapt(model, params, xs, ys, inner_lr=inner_lr, steps=steps, first_order=first_order)
         attacked = adapted if target == "adapted" else params
-        xq_adv = functional_attack(model, attacked, xq, yq, start, epsilon=epsilon, steps=a_steps,
-                                   step_size=a_step, clamp=clamp, norm="l2" if attack == "l2" else "linf")
+        xq_adv = functional_attack(
+            model,
+            attacked,
+            xq,
+            yq,
+            start,
+            epsilon=epsilon,
+            steps=a_steps,
+            step_size=a_step,
+            clamp=clamp,
+            norm="l2" if attack == "l2" else "linf",
+        )
         return F.cross_entropy(forward(model, adapted, xq_adv), yq)
 
     return vmap(one_task)(*tasks, starts).mean()
 
 
-def meta_train_adversarial(model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks], *, iterations: int,
-                           inner_lr: float, epsilon: float, steps: int = 1, attack: str = "pgd",
-                           attack_steps: int = 3, outer_lr: float = 1e-3, generator: torch.Generator | None = None,
-                           progress: bool = True) -> dict[str, list[float]]:
+def meta_train_adversarial(
+    model: nn.Module,
+    sample_tasks: Callable[[torch.Generator], Tasks],
+    *,
+    iterations: int,
+    inner_lr: float,
+    epsilon: float,
+    steps: int = 1,
+    attack: str = "pgd",
+    attack_steps: int = 3,
+    outer_lr: float = 1e-3,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
     """Meta-train ``model`` in place on :func:`adversarial_query_loss` with Adam (adversarial querying)."""
     _attack_settings(epsilon, attack, attack_steps, None)
 
     def objective(model, tasks, **kw):
-        return adversarial_query_loss(model, tasks, epsilon=epsilon, attack=attack, attack_steps=attack_steps,
-                                      generator=generator, **kw)
+        return adversarial_query_loss(
+            model, tasks, epsilon=epsilon, attack=attack, attack_steps=attack_steps, generator=generator, **kw
+        )
 
-    return maml.meta_train(model, sample_tasks, iterations=iterations, inner_lr=inner_lr, steps=steps,
-                           outer_lr=outer_lr, generator=generator, progress=progress,
-                           desc="adversarial querying", objective=objective)
+    return maml.meta_train(
+        model,
+        sample_tasks,
+        iterations=iterations,
+        inner_lr=inner_lr,
+        steps=steps,
+        outer_lr=outer_lr,
+        generator=generator,
+        progress=progress,
+        desc="adversarial querying",
+        objective=objective,
+    )
 
 
 # --------------------------------------------------------------------- fine-tuning baseline
@@ -320,9 +442,18 @@ def with_new_head(model: nn.Sequential, n_way: int) -> nn.Sequential:
 
 
 # ------------------------------------------------------------------ attacks as tasks (part B)
-def train_task_generator(perturber: nn.Module, model: nn.Module, sample_tasks: Callable[[torch.Generator], Tasks], *,
-                         inner_lr, steps: int = 1, iterations: int, lr: float = 1e-3,
-                         generator: torch.Generator | None = None, progress: bool = True) -> dict[str, list[float]]:
+def train_task_generator(
+    perturber: nn.Module,
+    model: nn.Module,
+    sample_tasks: Callable[[torch.Generator], Tasks],
+    *,
+    inner_lr,
+    steps: int = 1,
+    iterations: int,
+    lr: float = 1e-3,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
     r"""Train a :class:`metaadv_edu.gan.PerturbationGenerator` against ``model`` *after* adaptation.
 
     Each iteration samples tasks, adapts ``model`` to every support set (no graph), perturbs the query
@@ -354,12 +485,22 @@ def train_task_generator(perturber: nn.Module, model: nn.Module, sample_tasks: C
     return history
 
 
-def representative_task(learners: dict[str, torch.nn.Module], tasks, *, inner_lr: float, steps: int,
-                        epsilon: float, attack_steps: int = 10) -> tuple[int, torch.Tensor]:
+def representative_task(
+    learners: dict[str, torch.nn.Module], tasks, *, inner_lr: float, steps: int, epsilon: float, attack_steps: int = 10
+) -> tuple[int, torch.Tensor]:
     """The task whose robust-accuracy gap (last learner minus first, PGD at ``epsilon`` against the adapted
     weights) is closest to the mean gap over ``tasks``: the explorer's default. Returns (index, gaps)."""
-    accs = [robust_task_accuracy(m, tasks, [epsilon], inner_lr=inner_lr, steps=steps, attack_steps=attack_steps,
-                                 generator=torch.Generator().manual_seed(0))[0]
-            for m in learners.values()]
+    accs = [
+        robust_task_accuracy(
+            m,
+            tasks,
+            [epsilon],
+            inner_lr=inner_lr,
+            steps=steps,
+            attack_steps=attack_steps,
+            generator=torch.Generator().manual_seed(0),
+        )[0]
+        for m in learners.values()
+    ]
     gaps = accs[-1] - accs[0]
     return int((gaps - gaps.mean()).abs().argmin()), gaps

@@ -150,8 +150,10 @@ def launch_links(stem: str, title: str, repo: str = REPO, branch: str = BRANCH) 
     """Binder, Colab, download and "report a mistake" addresses for the notebook ``stem``."""
     if not re.fullmatch(r"[0-9]{2}_[A-Za-z0-9_]+", stem):
         raise ValueError(f"stem must name a course notebook like '05_maml', got {stem!r}")
-    body = (f"Page: {title} (notebooks/{stem}.ipynb)\n\n"
-            "Where (section or equation):\n\nWhat is wrong, and what it should say:\n")
+    body = (
+        f"Page: {title} (notebooks/{stem}.ipynb)\n\n"
+        "Where (section or equation):\n\nWhat is wrong, and what it should say:\n"
+    )
     query = urllib.parse.urlencode({"title": f"Mistake in {stem}: ", "body": body}, quote_via=urllib.parse.quote)
     return {
         "binder": f"https://mybinder.org/v2/gh/{repo}/HEAD?urlpath=lab%2Ftree%2Fnotebooks%2F{stem}.ipynb",
@@ -211,8 +213,13 @@ def _exporter():
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import ExtractOutputPreprocessor
 
-    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"site.j2": CELLS_TEMPLATE})],
-                            template_file="site.j2", exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[jinja2.DictLoader({"site.j2": CELLS_TEMPLATE})],
+        template_file="site.j2",
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
     exporter.register_preprocessor(ExtractOutputPreprocessor(), enabled=True)
     return exporter
 
@@ -279,8 +286,10 @@ def build_site(outdir: str | Path = "build/site", root: str | Path | None = None
         raise ValueError(f"no course notebooks (NN_*.ipynb) in {root / 'notebooks'}")
     if out.exists():
         if any(out.iterdir()) and not (out / "static" / "site.css").is_file():
-            raise ValueError(f"outdir {out} is not empty and holds no earlier build of the site; refusing to "
-                             "overwrite it: choose a new folder such as build/site")
+            raise ValueError(
+                f"outdir {out} is not empty and holds no earlier build of the site; refusing to "
+                "overwrite it: choose a new folder such as build/site"
+            )
         shutil.rmtree(out)
     (out / "static" / "mathjax").mkdir(parents=True)
     mathjax = _mathjax_dir()
@@ -296,18 +305,26 @@ def build_site(outdir: str | Path = "build/site", root: str | Path | None = None
     written = []
     inlined_css: list[str] = []
     for i, (path, nb, page) in enumerate(zip(paths, notebooks, pages)):
-        resources = {"metadata": {"name": page.stem, "path": str(path.parent)},
-                     "output_files_dir": f"{page.stem}_files", "unique_key": page.stem}
+        resources = {
+            "metadata": {"name": page.stem, "path": str(path.parent)},
+            "output_files_dir": f"{page.stem}_files",
+            "unique_key": page.stem,
+        }
         body, resources = exporter.from_notebook_node(_still_outputs(nb), resources=resources)
         inlined_css = inlined_css or list(resources.get("inlining", {}).get("css", []))
         for name, data in resources.get("outputs", {}).items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
         shutil.copy2(path, out / path.name)
-        html = layout.render(page=page, pages=pages, mathjax=MATHJAX_BUNDLE, links=launch_links(page.stem, page.title),
-                             body=Markup(_link_pages(body, stems)),
-                             prev=pages[i - 1] if i else Page("", "Course home"),
-                             next=pages[i + 1] if i + 1 < len(pages) else None)
+        html = layout.render(
+            page=page,
+            pages=pages,
+            mathjax=MATHJAX_BUNDLE,
+            links=launch_links(page.stem, page.title),
+            body=Markup(_link_pages(body, stems)),
+            prev=pages[i - 1] if i else Page("", "Course home"),
+            next=pages[i + 1] if i + 1 < len(pages) else None,
+        )
         written.append(out / page.href)
         written[-1].write_text(html, encoding="utf-8")
 
@@ -318,10 +335,20 @@ def build_site(outdir: str | Path = "build/site", root: str | Path | None = None
         (out / "images").mkdir(exist_ok=True)
         shutil.copy2(root / image, out / "images" / Path(image).name)
     landing_md = landing_md.replace("](notebooks/images/", "](images/")
-    body = ('<div class="site-landing jp-RenderedHTMLCommon jp-RenderedMarkdown">'
-            + markdown2html_mistune(landing_md) + "</div>")
+    body = (
+        '<div class="site-landing jp-RenderedHTMLCommon jp-RenderedMarkdown">'
+        + markdown2html_mistune(landing_md)
+        + "</div>"
+    )
     home = Page("", "Course home")
-    html = layout.render(page=home, pages=pages, mathjax=MATHJAX_BUNDLE, links=None,
-                         body=Markup(_link_pages(body, stems)), prev=None, next=pages[0])
+    html = layout.render(
+        page=home,
+        pages=pages,
+        mathjax=MATHJAX_BUNDLE,
+        links=None,
+        body=Markup(_link_pages(body, stems)),
+        prev=None,
+        next=pages[0],
+    )
     (out / "index.html").write_text(html, encoding="utf-8")
     return [out / "index.html", *written]

@@ -32,11 +32,21 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024)
     return float((predict(model, x, batch_size=batch_size).argmax(-1) == y).float().mean())
 
 
-def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 10,
-                     batch_size: int = 64, lr: float = 1e-2, weight_decay: float = 0.0,
-                     loss_fn: LossFn = cross_entropy_loss, generator: torch.Generator | None = None,
-                     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     progress: bool = True, desc: str = "training") -> dict[str, list[float]]:
+def train_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    loss_fn: LossFn = cross_entropy_loss,
+    generator: torch.Generator | None = None,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = True,
+    desc: str = "training",
+) -> dict[str, list[float]]:
     """Train ``model`` in place with Adam on shuffled mini-batches of ``(x, y)``.
 
     ``loss_fn(model, xb, yb)`` gives the loss of a batch (cross-entropy by default; the

@@ -28,31 +28,58 @@ _WIDGETS_MAJOR = int(w.__version__.split(".")[0])
 SLIDER_LAYOUT = {"width": "34em"}
 
 
-def float_slider(description: str, value: float, min: float, max: float, step: float, *,
-                 readout_format: str = ".2f") -> w.FloatSlider:
-    return w.FloatSlider(value=value, min=min, max=max, step=step, description=description,
-                         readout_format=readout_format, continuous_update=False,
-                         style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT))
+def float_slider(
+    description: str, value: float, min: float, max: float, step: float, *, readout_format: str = ".2f"
+) -> w.FloatSlider:
+    return w.FloatSlider(
+        value=value,
+        min=min,
+        max=max,
+        step=step,
+        description=description,
+        readout_format=readout_format,
+        continuous_update=False,
+        style=LABEL_STYLE,
+        layout=w.Layout(**SLIDER_LAYOUT),
+    )
 
 
 def int_slider(description: str, value: int, min: int, max: int, step: int = 1) -> w.IntSlider:
-    return w.IntSlider(value=value, min=min, max=max, step=step, description=description,
-                       continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT))
+    return w.IntSlider(
+        value=value,
+        min=min,
+        max=max,
+        step=step,
+        description=description,
+        continuous_update=False,
+        style=LABEL_STYLE,
+        layout=w.Layout(**SLIDER_LAYOUT),
+    )
 
 
-def epsilon_slider(value: float = 0.1, max: float = 0.5, step: float = 0.01,
-                   description: str = "ε — perturbation budget") -> w.FloatSlider:
+def epsilon_slider(
+    value: float = 0.1, max: float = 0.5, step: float = 0.01, description: str = "ε — perturbation budget"
+) -> w.FloatSlider:
     """The perturbation budget ε (L∞ radius, in pixel units of [0, 1])."""
     return float_slider(description, value, 0.0, max, step)
 
 
-def inner_lr_slider(value: float = 0.01, min_exp: float = -4, max_exp: float = 0,
-                    description: str = "α — inner learning rate") -> w.FloatLogSlider:
+def inner_lr_slider(
+    value: float = 0.01, min_exp: float = -4, max_exp: float = 0, description: str = "α — inner learning rate"
+) -> w.FloatLogSlider:
     """The inner learning rate α on a log scale: 10^min_exp … 10^max_exp."""
-    return w.FloatLogSlider(value=value, base=10, min=min_exp, max=max_exp, step=0.1,
-                            description=description, readout_format=".1e",
-                            continuous_update=False, style=LABEL_STYLE,
-                            layout=w.Layout(**SLIDER_LAYOUT))
+    return w.FloatLogSlider(
+        value=value,
+        base=10,
+        min=min_exp,
+        max=max_exp,
+        step=0.1,
+        description=description,
+        readout_format=".1e",
+        continuous_update=False,
+        style=LABEL_STYLE,
+        layout=w.Layout(**SLIDER_LAYOUT),
+    )
 
 
 def _png(figure: Figure) -> bytes:
@@ -97,9 +124,16 @@ class Explorer(w.VBox):
     last_update_s : float — wall time of the last :meth:`update`, in seconds.
     """
 
-    def __init__(self, draw: Callable[..., str | None], sliders: dict[str, w.Widget], *,
-                 title: str | None = None, figsize: tuple[float, float] = (9.0, 3.2),
-                 dpi: int = 80, setup: Callable | None = None):
+    def __init__(
+        self,
+        draw: Callable[..., str | None],
+        sliders: dict[str, w.Widget],
+        *,
+        title: str | None = None,
+        figsize: tuple[float, float] = (9.0, 3.2),
+        dpi: int = 80,
+        setup: Callable | None = None,
+    ):
         if not callable(draw):
             raise TypeError("draw must be callable as draw(fig, **values)")
         if not sliders:
@@ -169,10 +203,16 @@ class Explorer(w.VBox):
 
     def _widget_view_bundle(self) -> dict:
         """The display bundle ipywidgets 7 shows a widget with (ipywidgets 8 builds it itself)."""
-        return {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
-                                                             "model_id": self._model_id}}
+        return {
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2,
+                "version_minor": 0,
+                "model_id": self._model_id,
+            }
+        }
 
     if _WIDGETS_MAJOR < 8:  # ipywidgets 7 (Colab's) displays widgets through this hook, not the bundle
+
         def _ipython_display_(self, **kwargs):
             from IPython.display import display
 

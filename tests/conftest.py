@@ -55,5 +55,7 @@ def generator() -> torch.Generator:
 
 
 def pytest_report_header(config):
-    return f"metaadv-edu devices under test: {', '.join(DEVICES)}; torch {torch.__version__}; " \
-           f"METAADV_DEVICE={os.environ.get('METAADV_DEVICE', '(unset)')}"
+    return (
+        f"metaadv-edu devices under test: {', '.join(DEVICES)}; torch {torch.__version__}; "
+        f"METAADV_DEVICE={os.environ.get('METAADV_DEVICE', '(unset)')}"
+    )

@@ -33,13 +33,26 @@ def test_fgsm_stays_in_ball_and_clamp(epsilon, seed, targeted):
 
 
 @settings(max_examples=25, deadline=None)
-@given(epsilon=eps_strategy, steps=st.integers(1, 6), seed=st.integers(0, 10_000),
-       step_frac=st.floats(0.05, 1.0), random_start=st.booleans())
+@given(
+    epsilon=eps_strategy,
+    steps=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+    step_frac=st.floats(0.05, 1.0),
+    random_start=st.booleans(),
+)
 def test_pgd_stays_in_ball_and_clamp(epsilon, steps, seed, step_frac, random_start):
     model = tiny_model("cpu", seed % 5)
     x, y = batch("cpu", seed)
-    x_adv = attacks.pgd(model, x, y, epsilon, step_size=step_frac * 0.3 + 1e-3, steps=steps,
-                        random_start=random_start, generator=torch.Generator().manual_seed(seed))
+    x_adv = attacks.pgd(
+        model,
+        x,
+        y,
+        epsilon,
+        step_size=step_frac * 0.3 + 1e-3,
+        steps=steps,
+        random_start=random_start,
+        generator=torch.Generator().manual_seed(seed),
+    )
     assert float((x_adv - x).abs().max()) <= epsilon + 1e-6
     assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
 
@@ -88,8 +101,10 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_a_trained_model(device):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    f, p = attacks.robust_accuracy(model, x, y, [0.1], attack="fgsm"), attacks.robust_accuracy(
-        model, x, y, [0.1], attack="pgd", steps=20, generator=torch.Generator().manual_seed(0))
+    f, p = (
+        attacks.robust_accuracy(model, x, y, [0.1], attack="fgsm"),
+        attacks.robust_accuracy(model, x, y, [0.1], attack="pgd", steps=20, generator=torch.Generator().manual_seed(0)),
+    )
     assert p[0] <= f[0]
     clean = attacks.robust_accuracy(model, x, y, [0.0])[0]
     assert clean > 0.9 and f[0] < clean
@@ -119,8 +134,11 @@ def test_works_with_any_callable_and_inside_no_grad(device):
 def test_pgd_random_start_is_seeded(device):
     model = tiny_model(device)
     x, y = batch(device)
-    run = lambda s: attacks.pgd(model, x, y, 0.2, step_size=0.01, steps=2,  # noqa: E731
-                                generator=torch.Generator().manual_seed(s))
+
+    def run(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return attacks.pgd(model, x, y, 0.2, step_size=0.01, steps=2, generator=generator)
+
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
 
 
@@ -135,11 +153,18 @@ def test_robust_accuracy_curve_is_batched_and_starts_at_clean(device):
     assert custom[0] == pytest.approx(clean)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"epsilon": -0.1}, "epsilon"), ({"epsilon": float("nan")}, "epsilon"),
-    ({"epsilon": float("inf")}, "epsilon"), ({"step_size": 0.0}, "step_size"),
-    ({"step_size": -1.0}, "step_size"), ({"steps": 0}, "steps"), ({"clamp": (1, 0)}, "clamp"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epsilon": -0.1}, "epsilon"),
+        ({"epsilon": float("nan")}, "epsilon"),
+        ({"epsilon": float("inf")}, "epsilon"),
+        ({"step_size": 0.0}, "step_size"),
+        ({"step_size": -1.0}, "step_size"),
+        ({"steps": 0}, "steps"),
+        ({"clamp": (1, 0)}, "clamp"),
+    ],
+)
 def test_bad_arguments_raise_before_any_work(kwargs, match):
     calls = []
 

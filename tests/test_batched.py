@@ -32,8 +32,12 @@ def test_classification_mlp_with_cross_entropy(device):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(device)
     g = torch.Generator().manual_seed(2)
-    tasks = data.Tasks(torch.randn(5, 6, 4, generator=g).to(device), torch.randint(3, (5, 6), generator=g).to(device),
-                       torch.randn(5, 4, 4, generator=g).to(device), torch.randint(3, (5, 4), generator=g).to(device))
+    tasks = data.Tasks(
+        torch.randn(5, 6, 4, generator=g).to(device),
+        torch.randint(3, (5, 6), generator=g).to(device),
+        torch.randn(5, 4, 4, generator=g).to(device),
+        torch.randint(3, (5, 4), generator=g).to(device),
+    )
     fast = maml.meta_loss(model, tasks, inner_lr=0.3, steps=2)
     loop = maml.meta_loss_loop(model, tasks, inner_lr=0.3, steps=2)
     assert torch.allclose(_grad(fast, model), _grad(loop, model), rtol=1e-4, atol=1e-6)
@@ -48,12 +52,14 @@ def test_the_inner_gradients_need_the_sum_over_tasks():
     params = params_of(model)
     n = tasks.x_support.shape[0]
     adapted = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in params.items()}
-    mean_support = F.mse_loss(batched.batched_forward(model, adapted, tasks.x_support).flatten(0, 1),
-                              tasks.y_support.flatten(0, 1))
+    mean_support = F.mse_loss(
+        batched.batched_forward(model, adapted, tasks.x_support).flatten(0, 1), tasks.y_support.flatten(0, 1)
+    )
     grads = torch.autograd.grad(mean_support, list(adapted.values()), create_graph=True)
     wrong = {k: a - 0.5 * g for (k, a), g in zip(adapted.items(), grads)}
-    wrong_loss = F.mse_loss(batched.batched_forward(model, wrong, tasks.x_query).flatten(0, 1),
-                            tasks.y_query.flatten(0, 1))
+    wrong_loss = F.mse_loss(
+        batched.batched_forward(model, wrong, tasks.x_query).flatten(0, 1), tasks.y_query.flatten(0, 1)
+    )
     loop = maml.meta_loss_loop(model, tasks, inner_lr=0.5)
     right = maml.meta_loss(model, tasks, inner_lr=0.5)
     assert torch.allclose(right, loop, rtol=1e-5)

@@ -25,8 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,15 +62,21 @@ def lab(tmp_path_factory):
     work = base / "notebooks"
     shutil.copytree(ROOT / "notebooks", work)
     env = {**os.environ}
-    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                     ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                     ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "mpl")):
+    for var, sub in (
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("IPYTHONDIR", "ipython"),
+        ("MPLCONFIGDIR", "mpl"),
+    ):
         env[var] = str(base / sub)
     # no "news" toast, no autosave over the copies
     settings = base / "settings" / "@jupyterlab"
     (settings / "apputils-extension").mkdir(parents=True)
     (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     (settings / "docmanager-extension").mkdir(parents=True)
     (settings / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
     # render every cell: with windowing, cells far from the viewport are hidden and cannot be clicked
@@ -70,9 +84,22 @@ def lab(tmp_path_factory):
     (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     port, token = _free_port(), secrets.token_hex(16)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=(base / "server.log").open("w"), start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(base / "server.log").open("w"),
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -111,7 +138,9 @@ def browser():
 def _wait_idle(page, timeout_s: float) -> None:
     page.wait_for_function(
         """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
-                 .some(e => e.textContent.includes('| Idle'))""", timeout=timeout_s * 1000)
+                 .some(e => e.textContent.includes('| Idle'))""",
+        timeout=timeout_s * 1000,
+    )
 
 
 def _move(page, slider) -> None:
@@ -142,10 +171,13 @@ def test_every_slider_changes_the_figure(lab, browser, name):
         page.wait_for_function(
             """() => document.querySelectorAll('.jp-InputPrompt').length > 0 &&
                      ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))""",
-            timeout=240_000)
+            timeout=240_000,
+        )
         _wait_idle(page, 240)
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] "
-                              ".jp-RenderedText:has-text('Traceback')")
+        errors = page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] "
+            ".jp-RenderedText:has-text('Traceback')"
+        )
         assert errors.count() == 0, f"{name}: a cell raised an error"
         panel = page.locator(".jp-NotebookPanel:visible")
         sliders = panel.locator(".widget-slider")
@@ -161,8 +193,8 @@ def test_every_slider_changes_the_figure(lab, browser, name):
             label = slider.locator(".widget-label").first.inner_text()
             _move(page, slider)
             page.wait_for_function(
-                "([el, old]) => el.getAttribute('src') !== old", arg=[image.element_handle(), before],
-                timeout=15_000)
+                "([el, old]) => el.getAttribute('src') !== old", arg=[image.element_handle(), before], timeout=15_000
+            )
             assert image.get_attribute("src") != before, f"{name}: slider {label!r} did not change the figure"
         page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), full_page=True)
     except Exception:
@@ -180,12 +212,28 @@ def test_voila_demo_renders_and_responds(browser, tmp_path):
     work = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", work)
     voila = shutil.which("voila") or str(Path(sys.executable).parent / "voila")
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "MPLCONFIGDIR": str(tmp_path / "mpl")}
-    proc = subprocess.Popen([voila, "01_fgsm.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-                             f"--Voila.root_dir={work}", "--strip_sources=True"],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "MPLCONFIGDIR": str(tmp_path / "mpl"),
+    }
+    proc = subprocess.Popen(
+        [
+            voila,
+            "01_fgsm.ipynb",
+            "--no-browser",
+            f"--port={port}",
+            "--Voila.ip=127.0.0.1",
+            f"--Voila.root_dir={work}",
+            "--strip_sources=True",
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     try:
         deadline = time.time() + 120  # Voilà starts slowly on a busy 2-core machine
@@ -205,8 +253,9 @@ def test_voila_demo_renders_and_responds(browser, tmp_path):
         image = slider.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]").locator(".widget-image").first
         before = image.get_attribute("src")
         _move(page, slider)
-        page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
-                               arg=[image.element_handle(), before], timeout=15_000)
+        page.wait_for_function(
+            "([el, old]) => el.getAttribute('src') !== old", arg=[image.element_handle(), before], timeout=15_000
+        )
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "voila_01_fgsm.png"), full_page=True)
     finally:

@@ -73,8 +73,7 @@ def test_find_notebooks_orders_the_course(tmp_path):
 
 
 def test_stored_course_notebooks_are_current():
-    stale = [(p.name, r) for p in notebooks.find_notebooks(ROOT / "notebooks")
-             if (r := notebooks.stale_reason(p))]
+    stale = [(p.name, r) for p in notebooks.find_notebooks(ROOT / "notebooks") if (r := notebooks.stale_reason(p))]
     assert not stale, f"run `metaadv-edu execute` to refresh: {stale}"
 
 
@@ -87,8 +86,11 @@ def test_readme_quickstart_gives_the_setup_open_and_test_commands():
     text = (ROOT / "README.md").read_text()
     quick = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("\n", 1)[1].strip() for b in quick.split("```")[1::2]]
-    assert blocks == ["pip install -r binder/requirements.txt", "jupyter lab notebooks/",
-                      "pip install -r requirements-dev.txt\npytest"]
+    assert blocks == [
+        "pip install -r binder/requirements.txt",
+        "jupyter lab notebooks/",
+        "pip install -r requirements-dev.txt\npytest",
+    ]
 
 
 SOLUTION = "def f():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\n\ncheck(f);"
@@ -110,10 +112,14 @@ def _exercise_notebook(folder):
 
 def test_clear_solution_replaces_each_marked_region_like_nbgrader():
     assert notebooks.clear_solution(SOLUTION) == STUB
-    two = ("a = 1\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION\n"
-           "if a:\n    ### BEGIN SOLUTION\n    c = 3\n    ### END SOLUTION")
-    assert notebooks.clear_solution(two) == ("a = 1\n# YOUR CODE HERE\nraise NotImplementedError()\nif a:\n"
-                                            "    # YOUR CODE HERE\n    raise NotImplementedError()")
+    two = (
+        "a = 1\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION\n"
+        "if a:\n    ### BEGIN SOLUTION\n    c = 3\n    ### END SOLUTION"
+    )
+    assert notebooks.clear_solution(two) == (
+        "a = 1\n# YOUR CODE HERE\nraise NotImplementedError()\nif a:\n"
+        "    # YOUR CODE HERE\n    raise NotImplementedError()"
+    )
     for bad in ("### BEGIN SOLUTION\nx", "x\n### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN SOLUTION"):
         with pytest.raises(ValueError, match="source"):
             notebooks.clear_solution(bad)
@@ -136,8 +142,14 @@ def test_nbgrader_source_marks_solution_cells_for_generate_assignment(tmp_path):
     assert cli.main(["student", str(tmp_path / "source" / "ps1"), "--source", str(src), "--nbgrader-source"]) == 0
     nb = nbformat.read(str(tmp_path / "source" / "ps1" / "01_ex.ipynb"), as_version=4)
     assert [c.source for c in nb.cells] == ["# ex", SOLUTION, "x = 1"]
-    assert nb.cells[1].metadata["nbgrader"] == {"grade": False, "grade_id": "01_ex-solution-1", "locked": False,
-                                                "schema_version": 3, "solution": True, "task": False}
+    assert nb.cells[1].metadata["nbgrader"] == {
+        "grade": False,
+        "grade_id": "01_ex-solution-1",
+        "locked": False,
+        "schema_version": 3,
+        "solution": True,
+        "task": False,
+    }
     assert "jupyter" not in nb.cells[1].metadata and nb.cells[1].outputs == []
     unmarked = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["solution"]})])
     with pytest.raises(ValueError, match="BEGIN SOLUTION"):
@@ -234,17 +246,20 @@ def test_execute_sync_only_reports_and_fixes_a_stale_twin(tmp_path, capsys):
 
 def _submission(path, body):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("from metaadv_edu import attacks\nfrom metaadv_edu.chapters import fgsm"),
-                nbformat.v4.new_code_cell(body),
-                nbformat.v4.new_code_cell("fgsm.check_fgsm(my_fgsm);")]
+    nb.cells = [
+        nbformat.v4.new_code_cell("from metaadv_edu import attacks\nfrom metaadv_edu.chapters import fgsm"),
+        nbformat.v4.new_code_cell(body),
+        nbformat.v4.new_code_cell("fgsm.check_fgsm(my_fgsm);"),
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
 
 
 def test_grade_runs_the_graders_over_submitted_notebooks(tmp_path, capsys):
     subs = tmp_path / "submissions"
-    _submission(subs / "ada" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n"
-                                              "    return attacks.fgsm(model, x, y, eps)")
+    _submission(
+        subs / "ada" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n    return attacks.fgsm(model, x, y, eps)"
+    )
     _submission(subs / "bob" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n    raise NotImplementedError")
     _submission(subs / "cy" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps) syntax error")
     before = (subs / "ada" / "01_fgsm.ipynb").read_text()
@@ -263,8 +278,10 @@ def test_grade_csv_round_trips_with_points(tmp_path, capsys):
     import csv
 
     subs = tmp_path / "submissions"
-    _submission(subs / "ada" / "week1" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n"
-                                                        "    return attacks.fgsm(model, x, y, eps)")
+    _submission(
+        subs / "ada" / "week1" / "01_fgsm.ipynb",
+        "def my_fgsm(model, x, y, eps):\n    return attacks.fgsm(model, x, y, eps)",
+    )
     _submission(subs / "bob.ipynb", "def my_fgsm(model, x, y, eps):\n    return x")
     (tmp_path / "points.json").write_text('{"FGSM": 3, "first-order gain": 0.5}')
     out = tmp_path / "grades" / "week1.csv"
@@ -275,8 +292,14 @@ def test_grade_csv_round_trips_with_points(tmp_path, capsys):
     written += notebooks.gradebook_rows("bob.ipynb", {"FGSM": False}, {"FGSM": 3})
     assert rows == written
     by_key = {(r["learner"], r["exercise"]): r for r in rows}
-    assert by_key["ada", "FGSM"] == {"learner": "ada", "notebook": "01_fgsm.ipynb", "exercise": "FGSM",
-                                     "passed": "1", "points": "3", "max_points": "3"}
+    assert by_key["ada", "FGSM"] == {
+        "learner": "ada",
+        "notebook": "01_fgsm.ipynb",
+        "exercise": "FGSM",
+        "passed": "1",
+        "points": "3",
+        "max_points": "3",
+    }
     # every exercise of notebook 01 gets a row; one never run scores 0 of its weight
     never_run = by_key["ada", "first-order gain"]
     assert never_run["passed"] == "0" and never_run["points"] == "0" and never_run["max_points"] == "0.5"

@@ -46,8 +46,7 @@ def test_pools_are_disjoint(generator):
 
 
 def test_cover_tasks(generator, device):
-    tasks = covers.cover_tasks(3, n_way=5, k_shot=2, k_query=4, pool="meta-test",
-                               generator=generator, device=device)
+    tasks = covers.cover_tasks(3, n_way=5, k_shot=2, k_query=4, pool="meta-test", generator=generator, device=device)
     assert tasks.x_support.shape == (3, 10, 3, 32, 32)
     assert tasks.x_query.shape == (3, 20, 3, 32, 32)
     assert tasks.y_support.shape == (3, 10) and tasks.y_support.device.type == device.type
@@ -61,14 +60,17 @@ def test_library_dataset_is_fixed():
     assert y1.tolist() == [i for i in range(10) for _ in range(5)]
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: covers.render_covers([-1]), "genre ids"),
-    (lambda: covers.render_covers([]), "genres"),
-    (lambda: covers.render_covers([1], size=3), "size"),
-    (lambda: covers.sample_genres(3, "validation"), "pool"),
-    (lambda: covers.cover_tasks(1, n_way=1, k_shot=1, k_query=1), "n_way"),
-    (lambda: covers.library_dataset("dev"), "split"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: covers.render_covers([-1]), "genre ids"),
+        (lambda: covers.render_covers([]), "genres"),
+        (lambda: covers.render_covers([1], size=3), "size"),
+        (lambda: covers.sample_genres(3, "validation"), "pool"),
+        (lambda: covers.cover_tasks(1, n_way=1, k_shot=1, k_query=1), "n_way"),
+        (lambda: covers.library_dataset("dev"), "split"),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()

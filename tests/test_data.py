@@ -44,8 +44,7 @@ def test_digits_bad_split():
 
 
 def test_sine_tasks_distribution(generator, device):
-    tasks, amp, phase = data.sine_tasks(500, 10, 15, generator=generator, device=device,
-                                        return_params=True)
+    tasks, amp, phase = data.sine_tasks(500, 10, 15, generator=generator, device=device, return_params=True)
     assert tasks.x_support.shape == (500, 10, 1) and tasks.x_query.shape == (500, 15, 1)
     assert all(t.device.type == device.type for t in tasks)
     assert 0.1 <= float(amp.min()) and float(amp.max()) <= 5.0
@@ -63,8 +62,10 @@ def test_sine_tasks_reproducible_across_calls():
     assert a.x_query.shape == a.x_support.shape
 
 
-@pytest.mark.parametrize("kwargs", [{"n_tasks": 0, "k_support": 5}, {"n_tasks": 2, "k_support": -1},
-                                    {"n_tasks": 2, "k_support": 5, "k_query": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"n_tasks": 0, "k_support": 5}, {"n_tasks": 2, "k_support": -1}, {"n_tasks": 2, "k_support": 5, "k_query": 0}],
+)
 def test_sine_tasks_bad_sizes(kwargs):
     with pytest.raises(ValueError, match=r"n_tasks|k_support|k_query"):
         data.sine_tasks(**kwargs)

@@ -15,9 +15,17 @@ def train(method, epsilon, digits, device, epochs=12):
     torch.manual_seed(0)
     model = models.TinyCNN(1, 10, width=8).to(device)
     history = defenses.adversarial_training(
-        model, x, y, method=method, epsilon=epsilon, epochs=epochs, pgd_steps=5,
-        generator=torch.Generator().manual_seed(0), eval_data=tuple(t.to(device) for t in test),
-        progress=False)
+        model,
+        x,
+        y,
+        method=method,
+        epsilon=epsilon,
+        epochs=epochs,
+        pgd_steps=5,
+        generator=torch.Generator().manual_seed(0),
+        eval_data=tuple(t.to(device) for t in test),
+        progress=False,
+    )
     return model, history
 
 

@@ -67,8 +67,16 @@ def test_a_tiny_gan_moves_its_mean_towards_the_data(device):
     target = data.GaussianMixture.one_d([3.0], [0.5])
     with torch.no_grad():
         before = g_net(torch.randn(2000, 4, device=device)).mean().item()
-    hist = gan.train_gan(g_net, d_net, lambda n, g: target.sample(n, generator=g), noise_dim=4, steps=600,
-                         generator_rng=torch.Generator().manual_seed(0), snapshot_every=200, progress=False)
+    hist = gan.train_gan(
+        g_net,
+        d_net,
+        lambda n, g: target.sample(n, generator=g),
+        noise_dim=4,
+        steps=600,
+        generator_rng=torch.Generator().manual_seed(0),
+        snapshot_every=200,
+        progress=False,
+    )
     with torch.no_grad():
         after = g_net(torch.randn(2000, 4, device=device)).mean().item()
     assert abs(after - 3.0) < 0.5 < abs(before - 3.0)
@@ -104,8 +112,9 @@ def test_generator_attack_beats_chance_on_a_fixed_model(device):
     before = [p.detach().clone() for p in f.parameters()]
     gen = gan.PerturbationGenerator((1, 8, 8), 0.2).to(device)
     disc = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1)).to(device)
-    hist = gan.train_adversarial_generator(gen, disc, f, x, y, steps=500, rng=torch.Generator().manual_seed(0),
-                                           progress=False)
+    hist = gan.train_adversarial_generator(
+        gen, disc, f, x, y, steps=500, rng=torch.Generator().manual_seed(0), progress=False
+    )
     with torch.no_grad():
         clean = (f(x).argmax(1) == y).float().mean().item()
         attacked = (f(gen(x, torch.randn(len(x), 8, device=device))).argmax(1) == y).float().mean().item()

@@ -1,5 +1,6 @@
-"""The package keeps its shape: three layers that import only downwards, a course module for every
-notebook, and no module too long to read in one sitting."""
+"""The package keeps its shape: three layers that import only downwards, and a course module for every
+notebook. How long a module may be is a guideline (CONTRIBUTING.md: about 500 formatted lines for one
+concept), not a test; ruff's complexity rules (C901, PLR0915 in pyproject.toml) bound each function."""
 
 import ast
 from pathlib import Path
@@ -57,11 +58,6 @@ def test_every_notebook_has_its_course_module():
     names = {p.stem.split("_", 1)[1] for p in notebooks.find_notebooks(ROOT / "notebooks")}
     modules = {p.stem for p in (PACKAGE / "chapters").glob("*.py") if p.stem != "__init__"}
     assert names == modules
-
-
-@pytest.mark.parametrize("module, path", list(_modules()), ids=[m for m, _ in _modules()])
-def test_no_module_is_longer_than_400_lines(module, path):
-    assert len(path.read_text(encoding="utf-8").splitlines()) <= 400
 
 
 def test_a_non_editable_install_gets_every_subpackage_and_the_shipped_weights():

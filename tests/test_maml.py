@@ -39,8 +39,9 @@ def test_classification_tasks_use_cross_entropy(device):
     torch.manual_seed(0)
     model = models.MLP(64, (16,), 3).to(device)
     x, y = data.load_digits("train", device=device)
-    tasks = data.few_shot_tasks(x, y, n_tasks=4, n_way=3, k_shot=2, k_query=3,
-                                generator=torch.Generator().manual_seed(0))
+    tasks = data.few_shot_tasks(
+        x, y, n_tasks=4, n_way=3, k_shot=2, k_query=3, generator=torch.Generator().manual_seed(0)
+    )
     a = maml.meta_loss(model, tasks, inner_lr=0.1)
     b = maml.meta_loss_loop(model, tasks, inner_lr=0.1)
     torch.testing.assert_close(a, b)
@@ -67,7 +68,7 @@ def test_one_step_meta_gradient_is_the_hessian_formula(device):
     theta_prime = {k: (p - alpha * g).detach().requires_grad_(True) for (k, p), g in zip(theta.items(), g_s)}
     g_q = dict(zip(theta, torch.autograd.grad(query(theta_prime), list(theta_prime.values()))))
     h_g = hvp(support, theta, g_q)
-    explicit = [g_q[k] - alpha * h_g[k] for k in theta]          # (I − α H_S) ∇L_Q(θ′)
+    explicit = [g_q[k] - alpha * h_g[k] for k in theta]  # (I − α H_S) ∇L_Q(θ′)
     for a, e in zip(auto, explicit):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
     # and the Hessian term matters: dropping it (FOMAML) gives a different vector
@@ -142,19 +143,32 @@ def test_meta_training_lowers_the_post_adaptation_loss():
     eval_tasks = sine(50, 10, "cpu", seed=99)
     before = maml.adaptation_losses(model, eval_tasks, inner_lr=0.01, max_steps=1)[-1].mean().item()
     sample = lambda g: data.sine_tasks(10, 10, generator=g)  # noqa: E731
-    history = maml.meta_train(model, sample, iterations=400, inner_lr=0.01, outer_lr=3e-3,
-                              generator=torch.Generator().manual_seed(0), eval_tasks=eval_tasks,
-                              eval_every=100, progress=False)
+    history = maml.meta_train(
+        model,
+        sample,
+        iterations=400,
+        inner_lr=0.01,
+        outer_lr=3e-3,
+        generator=torch.Generator().manual_seed(0),
+        eval_tasks=eval_tasks,
+        eval_every=100,
+        progress=False,
+    )
     assert history["eval_iteration"] == [100, 200, 300, 400]
     assert len(history["meta_loss"]) == 400
     assert history["eval_loss"][-1] < 0.75 * before
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"inner_lr": 0.0}, "inner_lr"), ({"inner_lr": -0.1}, "inner_lr"),
-    ({"inner_lr": float("nan")}, "inner_lr"), ({"inner_lr": float("inf")}, "inner_lr"),
-    ({"steps": 0}, "steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"inner_lr": 0.0}, "inner_lr"),
+        ({"inner_lr": -0.1}, "inner_lr"),
+        ({"inner_lr": float("nan")}, "inner_lr"),
+        ({"inner_lr": float("inf")}, "inner_lr"),
+        ({"steps": 0}, "steps"),
+    ],
+)
 def test_bad_hyperparameters(kwargs, match):
     model = models.SineRegressor()
     args = {"inner_lr": 0.01, "steps": 1, **kwargs}

@@ -56,8 +56,12 @@ def test_fomaml_check_rejects_the_support_gradient_at_theta_prime():
     from metaadv_edu.chapters.maml import data_swap
 
     def support(net, task, a):
-        return list(torch.autograd.grad(maml.meta_loss(net, data_swap(task), inner_lr=a, first_order=True),
-                                        list(net.parameters())))
+        return list(
+            torch.autograd.grad(
+                maml.meta_loss(net, data_swap(task), inner_lr=a, first_order=True), list(net.parameters())
+            )
+        )
+
     assert not any(ok for *_, ok in mc.fomaml_term_errors(support))
 
 
@@ -77,14 +81,17 @@ def test_reptile_one_step_check_passes_and_rejects_a_summed_update():
     assert mc.reptile_one_step_gap() < mc.TOL
 
     def summed(model, tasks, *, inner_lr, inner_steps, outer_lr):  # Σ instead of mean over tasks
-        return reptile.outer_step(model, tasks, inner_lr=inner_lr, inner_steps=inner_steps,
-                                  outer_lr=outer_lr * tasks.n_tasks)
+        return reptile.outer_step(
+            model, tasks, inner_lr=inner_lr, inner_steps=inner_steps, outer_lr=outer_lr * tasks.n_tasks
+        )
+
     assert mc.reptile_one_step_gap(summed) > 1e-4
 
 
 def test_reptile_one_step_check_rejects_two_inner_steps():
     def two(model, tasks, *, inner_lr, inner_steps, outer_lr):
         return reptile.outer_step(model, tasks, inner_lr=inner_lr, inner_steps=2, outer_lr=outer_lr / 2)
+
     assert mc.reptile_one_step_gap(two) > 1e-8
 
 
@@ -96,6 +103,7 @@ def test_taylor_check_passes_and_rejects_gradient_evaluation_counting():
         out = reptile.predicted_updates(terms, inner_lr=inner_lr, k=k - 1)
         out["Reptile"] = reptile.predicted_updates(terms, inner_lr=inner_lr, k=k)["Reptile"]
         return out
+
     wrong = mc.taylor_residuals(old_convention, ks=(2,))
     assert not mc.taylor_slopes_ok(wrong[("MAML", 2)]) and not mc.taylor_slopes_ok(wrong[("FOMAML", 2)])
 
@@ -103,6 +111,7 @@ def test_taylor_check_passes_and_rejects_gradient_evaluation_counting():
 def test_taylor_check_rejects_a_wrong_sign():
     def flipped(terms, *, inner_lr, k):
         return reptile.predicted_updates(terms, inner_lr=-inner_lr, k=k)
+
     wrong = mc.taylor_residuals(flipped, ks=(2,))
     assert not any(mc.taylor_slopes_ok(r) for r in wrong.values())
 
@@ -113,18 +122,22 @@ def test_alpha_gradient_check_passes():
     assert error_alpha < mc.TOL and error_theta < mc.TOL
 
 
-@pytest.mark.parametrize("formula", [
-    lambda g_q, g_s: g_q * g_s,               # wrong sign
-    lambda g_q, g_s: -g_q,                    # the support gradient factor missing
-    lambda g_q, g_s: -0.5 * g_q * g_s,        # a stray factor
-])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        lambda g_q, g_s: g_q * g_s,  # wrong sign
+        lambda g_q, g_s: -g_q,  # the support gradient factor missing
+        lambda g_q, g_s: -0.5 * g_q * g_s,  # a stray factor
+    ],
+)
 def test_alpha_gradient_check_rejects_wrong_formulas(formula):
     assert mc.alpha_gradient_errors(formula=formula)[0] > 1e-6
 
 
 def detached_alpha(model, lrs, tasks):
     return metasgd.meta_loss(model, {k: a.detach() for k, a in lrs.items()}, tasks) + 0 * sum(
-        a.sum() for a in lrs.values())
+        a.sum() for a in lrs.values()
+    )
 
 
 def ascent_alpha(model, lrs, tasks):
@@ -135,8 +148,10 @@ def first_order_metasgd(model, lrs, tasks):
     return maml.meta_loss(model, tasks, inner_lr=lrs, first_order=True)
 
 
-@pytest.mark.parametrize("fn, bad_alpha, bad_theta", [
-    (detached_alpha, True, False), (ascent_alpha, True, True), (first_order_metasgd, False, True)])
+@pytest.mark.parametrize(
+    "fn, bad_alpha, bad_theta",
+    [(detached_alpha, True, False), (ascent_alpha, True, True), (first_order_metasgd, False, True)],
+)
 def test_alpha_gradient_check_rejects_wrong_meta_losses(fn, bad_alpha, bad_theta):
     error_alpha, error_theta = mc.alpha_gradient_errors(fn)
     assert (error_alpha > 1e-6) is bad_alpha and (error_theta > 1e-6) is bad_theta

@@ -32,8 +32,13 @@ PYTHONS = ("3.11", "3.12")
 
 def environment(platform: str, python: str) -> dict[str, str]:
     env = dict(default_environment())
-    env.update(PLATFORMS[platform], python_version=python, python_full_version=f"{python}.0",
-               implementation_name="cpython", platform_python_implementation="CPython")
+    env.update(
+        PLATFORMS[platform],
+        python_version=python,
+        python_full_version=f"{python}.0",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+    )
     return env
 
 
@@ -174,12 +179,15 @@ def test_binder_environment_is_self_contained_and_matches_the_pins():
     assert not (ROOT / "binder" / "runtime.txt").exists(), "repo2docker ignores runtime.txt beside environment.yml"
 
 
-@pytest.mark.parametrize(("cpu_max", "preset", "threads"), [
-    ("150000 100000", None, "2"),   # a quota of 1.5 CPUs: two threads
-    ("50000 100000", None, "1"),
-    ("max 100000", None, None),     # no quota: torch's own choice
-    ("150000 100000", "1", "1"),    # the user's setting wins
-])
+@pytest.mark.parametrize(
+    ("cpu_max", "preset", "threads"),
+    [
+        ("150000 100000", None, "2"),  # a quota of 1.5 CPUs: two threads
+        ("50000 100000", None, "1"),
+        ("max 100000", None, None),  # no quota: torch's own choice
+        ("150000 100000", "1", "1"),  # the user's setting wins
+    ],
+)
 def test_binder_start_matches_torch_threads_to_the_cpu_quota(tmp_path, cpu_max, preset, threads):
     start = ROOT / "binder" / "start"
     assert os.access(start, os.X_OK)
@@ -188,10 +196,13 @@ def test_binder_start_matches_torch_threads_to_the_cpu_quota(tmp_path, cpu_max, 
     env["METAADV_CPU_MAX"] = str(tmp_path / "cpu.max")
     if preset:
         env["OMP_NUM_THREADS"] = preset
-    probe = ("import os, torch; "
-             "print(os.environ.get('OMP_NUM_THREADS'), os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
-    out = subprocess.run([str(start), sys.executable, "-c", probe], env=env, capture_output=True, text=True,
-                         check=True, timeout=120).stdout.split()
+    probe = (
+        "import os, torch; "
+        "print(os.environ.get('OMP_NUM_THREADS'), os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())"
+    )
+    out = subprocess.run(
+        [str(start), sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
     assert out[:2] == [str(threads), "PASSIVE"]
     if threads:
         assert out[2] == threads, "torch did not take its thread count from OMP_NUM_THREADS"
@@ -320,8 +331,14 @@ def test_colab_cell_installs_the_package_with_loose_dependencies_on_colab(monkey
     exec(compile(colab.COLAB_CELL, "<colab cell>", "exec"), {})
     assert len(pip_calls) == 1
     (argv,), kwargs = pip_calls[0]
-    assert argv == [sys.executable, "-m", "pip", "install", "--quiet",
-                    "metaadv-edu @ git+https://github.com/metaadv-edu/metaadv-edu"]
+    assert argv == [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "metaadv-edu @ git+https://github.com/metaadv-edu/metaadv-edu",
+    ]
     assert kwargs == {"check": True}
     assert not any("binder" in a or "requirements" in a for a in argv), "never the Binder pins on Colab"
     assert "installed metaadv-edu" in capsys.readouterr().out
@@ -333,7 +350,10 @@ def test_colab_cell_is_plain_python():
 
 def test_colab_badge():
     url = "https://colab.research.google.com/github/metaadv-edu/metaadv-edu/blob/main/notebooks/05_maml.ipynb"
-    assert colab.colab_badge("05_maml") == f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+    assert (
+        colab.colab_badge("05_maml")
+        == f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+    )
     assert colab.colab_badge("05_maml.ipynb") == colab.colab_badge("05_maml")
     with pytest.raises(ValueError, match="name"):
         colab.colab_badge("../secrets")

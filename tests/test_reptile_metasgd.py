@@ -58,9 +58,16 @@ def test_reptile_training_anneals_and_learns():
     model = models.SineRegressor()
     evals = sine(100, 10, "cpu", seed=5)
     before = maml.adaptation_losses(model, evals, inner_lr=0.01, max_steps=5)[-1].mean()
-    hist = reptile.train(model, lambda g: data.sine_tasks(10, 10, generator=g), iterations=300,
-                         inner_lr=0.02, inner_steps=5, outer_lr=0.5,
-                         generator=torch.Generator().manual_seed(0), progress=False)
+    hist = reptile.train(
+        model,
+        lambda g: data.sine_tasks(10, 10, generator=g),
+        iterations=300,
+        inner_lr=0.02,
+        inner_steps=5,
+        outer_lr=0.5,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     after = maml.adaptation_losses(model, evals, inner_lr=0.01, max_steps=5)[-1].mean()
     assert len(hist["support_loss"]) == 300 and after < 0.8 * before
 
@@ -125,8 +132,7 @@ def test_gradient_wrt_alpha_is_the_closed_form(device):
     xs, ys, xq, yq = (t[0] for t in tasks)
     params = list(model.parameters())
     g_s = torch.autograd.grad(F.mse_loss(model(xs), ys), params)
-    adapted = {n: (p - lrs[n] * g).detach().requires_grad_(True)
-               for (n, p), g in zip(model.named_parameters(), g_s)}
+    adapted = {n: (p - lrs[n] * g).detach().requires_grad_(True) for (n, p), g in zip(model.named_parameters(), g_s)}
     from torch.func import functional_call
 
     g_q = torch.autograd.grad(F.mse_loss(functional_call(model, adapted, (xq,)), yq), list(adapted.values()))
@@ -150,8 +156,14 @@ def test_meta_sgd_trains_theta_and_alpha():
     model = models.SineRegressor()
     lrs = metasgd.init_inner_lrs(model, 0.01)
     start = {k: v.detach().clone() for k, v in lrs.items()}
-    hist = metasgd.meta_train(model, lrs, lambda g: data.sine_tasks(10, 10, generator=g), iterations=50,
-                              generator=torch.Generator().manual_seed(0), progress=False)
+    hist = metasgd.meta_train(
+        model,
+        lrs,
+        lambda g: data.sine_tasks(10, 10, generator=g),
+        iterations=50,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert len(hist["meta_loss"]) == 50
     assert any(not torch.equal(start[k], lrs[k].detach()) for k in lrs)
 

@@ -12,8 +12,16 @@ from metaadv_edu.functional import forward, params_of
 
 
 def _tasks(device, n_tasks=3, n_way=3, k_shot=2, k_query=3, seed=0, pool="meta-train"):
-    return covers.cover_tasks(n_tasks, n_way=n_way, k_shot=k_shot, k_query=k_query, size=8, pool=pool,
-                              generator=torch.Generator().manual_seed(seed), device=device)
+    return covers.cover_tasks(
+        n_tasks,
+        n_way=n_way,
+        k_shot=k_shot,
+        k_query=k_query,
+        size=8,
+        pool=pool,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+    )
 
 
 def _model(device, n_way=3, seed=0):
@@ -21,8 +29,21 @@ def _model(device, n_way=3, seed=0):
     return models.TinyCNN(3, n_way, width=4, image_size=8).to(device)
 
 
-def _attached_l2(model, tasks, *, inner_lr, steps=1, epsilon, attack="l2", attack_steps=1, step_size=None,
-                 clamp=True, params=None, target="adapted", **_):
+def _attached_l2(
+    model,
+    tasks,
+    *,
+    inner_lr,
+    steps=1,
+    epsilon,
+    attack="l2",
+    attack_steps=1,
+    step_size=None,
+    clamp=True,
+    params=None,
+    target="adapted",
+    **_,
+):
     """A wrong adversarial-query loss: the L2 attack is left attached to the graph, so gradients flow
     through δ(θ′) as well."""
     params = params if params is not None else params_of(model)
@@ -33,7 +54,9 @@ def _attached_l2(model, tasks, *, inner_lr, steps=1, epsilon, attack="l2", attac
         at = adapted if target == "adapted" else params
         x = xq.clone().requires_grad_(True)
         for _ in range(attack_steps):
-            g, = torch.autograd.grad(F.cross_entropy(forward(model, at, x), yq, reduction="sum"), x, create_graph=True)
+            (g,) = torch.autograd.grad(
+                F.cross_entropy(forward(model, at, x), yq, reduction="sum"), x, create_graph=True
+            )
             d = x + a * g / g.flatten(1).norm(dim=1).view(-1, *[1] * (g.dim() - 1)) - xq
             x = xq + d * (epsilon / d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))).clamp(max=1)
             x = x.clamp(0, 1) if clamp else x
@@ -80,8 +103,9 @@ def test_meta_gradient_check_cannot_see_an_attached_exact_maximiser():
 def _cover_net_and_tasks(seed=0):
     torch.manual_seed(seed)
     model = models.TinyCNN(3, 5, width=8, image_size=16)
-    tasks = covers.cover_tasks(2, n_way=5, k_shot=5, k_query=5, size=16, pool="meta-test",
-                               generator=torch.Generator().manual_seed(seed))
+    tasks = covers.cover_tasks(
+        2, n_way=5, k_shot=5, k_query=5, size=16, pool="meta-test", generator=torch.Generator().manual_seed(seed)
+    )
     return model, tasks
 
 
@@ -102,15 +126,17 @@ def test_frozen_attack_check_rejects_wrong_meta_gradients(wrong):
 def test_l2_attack_stays_in_the_ball_and_one_step_is_the_normalised_gradient(device):
     model, tasks = _model(device), _tasks(device)
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
-    x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.5, attack="l2",
-                                     attack_steps=4)
+    x_adv = robust_meta.attack_tasks(
+        model, adapted, tasks.x_query, tasks.y_query, epsilon=0.5, attack="l2", attack_steps=4
+    )
     assert ((x_adv - tasks.x_query).flatten(2).norm(dim=2) <= 0.5 + 1e-5).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-    one = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.5, attack="l2",
-                                   attack_steps=1, step_size=0.5)
+    one = robust_meta.attack_tasks(
+        model, adapted, tasks.x_query, tasks.y_query, epsilon=0.5, attack="l2", attack_steps=1, step_size=0.5
+    )
     p0 = {k: p[0] for k, p in adapted.items()}
     x = tasks.x_query[0].clone().requires_grad_(True)
-    g, = torch.autograd.grad(F.cross_entropy(forward(model, p0, x), tasks.y_query[0], reduction="sum"), x)
+    (g,) = torch.autograd.grad(F.cross_entropy(forward(model, p0, x), tasks.y_query[0], reduction="sum"), x)
     expected = (tasks.x_query[0] + 0.5 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
     torch.testing.assert_close(one[0], expected)
 
@@ -136,8 +162,9 @@ def test_functional_attack_is_pgd_of_the_attacks_module(device):
     x = torch.rand(6, 3, 8, 8, device=device)
     y = torch.randint(0, 3, (6,), device=device)
     params = params_of(model, detach=True)
-    mine = robust_meta.functional_attack(model, params, x, y, torch.zeros_like(x), epsilon=0.05, steps=5,
-                                         step_size=0.02)
+    mine = robust_meta.functional_attack(
+        model, params, x, y, torch.zeros_like(x), epsilon=0.05, steps=5, step_size=0.02
+    )
     reference = attacks.pgd(model, x, y, 0.05, step_size=0.02, steps=5, random_start=False)
     torch.testing.assert_close(mine, reference)
     assert (mine - x).abs().max() <= 0.05 + 1e-6
@@ -153,8 +180,9 @@ def test_every_task_is_attacked_against_its_own_adapted_model(device):
         expected = attacks.fgsm(lambda z, p=theta_i: forward(model, p, z), tasks.x_query[i], tasks.y_query[i], 0.05)
         torch.testing.assert_close(x_adv[i], expected)
         # adapt_tasks is maml.adapt, task by task
-        ref = maml.adapt(model, params_of(model, detach=True), tasks.x_support[i], tasks.y_support[i],
-                         inner_lr=0.3, steps=2)
+        ref = maml.adapt(
+            model, params_of(model, detach=True), tasks.x_support[i], tasks.y_support[i], inner_lr=0.3, steps=2
+        )
         for k in ref:
             torch.testing.assert_close(theta_i[k], ref[k].detach(), rtol=1e-4, atol=1e-5)
 
@@ -166,10 +194,24 @@ def test_attack_of_one_task_is_the_attack_of_attack_tasks(device, epsilon):
     model, tasks = _model(device), _tasks(device)
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=2)
     one = {k: p[1:2] for k, p in adapted.items()}
-    batch = robust_meta.attack_tasks(model, one, tasks.x_query[1:2], tasks.y_query[1:2], epsilon=epsilon,
-                                     attack_steps=4, generator=torch.Generator().manual_seed(3))[0]
-    x_adv, clean, attacked = robust_meta.attack_one_task(model, {k: p[0] for k, p in one.items()}, tasks.x_query[1],
-                                                         tasks.y_query[1], epsilon=epsilon, attack_steps=4, seed=3)
+    batch = robust_meta.attack_tasks(
+        model,
+        one,
+        tasks.x_query[1:2],
+        tasks.y_query[1:2],
+        epsilon=epsilon,
+        attack_steps=4,
+        generator=torch.Generator().manual_seed(3),
+    )[0]
+    x_adv, clean, attacked = robust_meta.attack_one_task(
+        model,
+        {k: p[0] for k, p in one.items()},
+        tasks.x_query[1],
+        tasks.y_query[1],
+        epsilon=epsilon,
+        attack_steps=4,
+        seed=3,
+    )
     torch.testing.assert_close(x_adv, batch)
     with torch.no_grad():
         theta = {k: p[1] for k, p in adapted.items()}
@@ -177,15 +219,23 @@ def test_attack_of_one_task_is_the_attack_of_attack_tasks(device, epsilon):
         assert torch.equal(attacked, forward(model, theta, batch).argmax(-1))
     if epsilon:
         # a different seed starts elsewhere: the comparison above could tell a wrong start apart
-        other = robust_meta.attack_one_task(model, {k: p[0] for k, p in one.items()}, tasks.x_query[1],
-                                            tasks.y_query[1], epsilon=epsilon, attack_steps=4, seed=4)[0]
+        other = robust_meta.attack_one_task(
+            model,
+            {k: p[0] for k, p in one.items()},
+            tasks.x_query[1],
+            tasks.y_query[1],
+            epsilon=epsilon,
+            attack_steps=4,
+            seed=4,
+        )[0]
         assert not torch.equal(other, batch)
 
 
 def test_robust_accuracy_falls_with_epsilon_and_epsilon_zero_is_clean(device):
     model, tasks = _model(device), _tasks(device, n_tasks=4)
-    acc = robust_meta.robust_task_accuracy(model, tasks, [0.0, 0.05, 0.3], inner_lr=0.3, steps=1,
-                                           generator=torch.Generator().manual_seed(0))
+    acc = robust_meta.robust_task_accuracy(
+        model, tasks, [0.0, 0.05, 0.3], inner_lr=0.3, steps=1, generator=torch.Generator().manual_seed(0)
+    )
     assert acc.shape == (3, 4)
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
     torch.testing.assert_close(acc[0], robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query))
@@ -204,8 +254,10 @@ def test_adversarial_query_loss_is_the_loss_at_the_attacked_query(device):
     aq = robust_meta.adversarial_query_loss(model, tasks, inner_lr=0.3, steps=1, epsilon=0.05, attack="fgsm")
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
     x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.05, attack="fgsm")
-    losses = [F.cross_entropy(forward(model, {k: p[i] for k, p in adapted.items()}, x_adv[i]), tasks.y_query[i])
-              for i in range(len(x_adv))]
+    losses = [
+        F.cross_entropy(forward(model, {k: p[i] for k, p in adapted.items()}, x_adv[i]), tasks.y_query[i])
+        for i in range(len(x_adv))
+    ]
     assert aq.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-4)
     clean = maml.meta_loss(model, tasks, inner_lr=0.3, steps=1)
     assert aq > clean
@@ -216,12 +268,20 @@ def test_adversarial_query_meta_gradient_flows_only_through_the_adaptation(devic
     # adversarial ones.
     model, tasks = _model(device), _tasks(device)
     g = torch.Generator().manual_seed(3)
-    loss = robust_meta.adversarial_query_loss(model, tasks, inner_lr=0.3, steps=1, epsilon=0.05, attack_steps=3,
-                                              generator=g)
+    loss = robust_meta.adversarial_query_loss(
+        model, tasks, inner_lr=0.3, steps=1, epsilon=0.05, attack_steps=3, generator=g
+    )
     grads = torch.autograd.grad(loss, list(model.parameters()))
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=0.3, steps=1)
-    x_adv = robust_meta.attack_tasks(model, adapted, tasks.x_query, tasks.y_query, epsilon=0.05, attack_steps=3,
-                                     generator=torch.Generator().manual_seed(3))
+    x_adv = robust_meta.attack_tasks(
+        model,
+        adapted,
+        tasks.x_query,
+        tasks.y_query,
+        epsilon=0.05,
+        attack_steps=3,
+        generator=torch.Generator().manual_seed(3),
+    )
     frozen = Tasks(tasks.x_support, tasks.y_support, x_adv, tasks.y_query)
     ref = torch.autograd.grad(maml.meta_loss(model, frozen, inner_lr=0.3, steps=1), list(model.parameters()))
     for a, b in zip(grads, ref):
@@ -234,14 +294,20 @@ def test_adversarial_querying_makes_few_shot_learning_more_robust():
     accs = {}
     for eps in (0.0, 0.06):
         model = _model("cpu", seed=1)
-        common = {"iterations": 80, "inner_lr": 0.3, "outer_lr": 1e-2, "generator": torch.Generator().manual_seed(0),
-                  "progress": False}
+        common = {
+            "iterations": 80,
+            "inner_lr": 0.3,
+            "outer_lr": 1e-2,
+            "generator": torch.Generator().manual_seed(0),
+            "progress": False,
+        }
         if eps:
             robust_meta.meta_train_adversarial(model, sample, epsilon=eps, attack_steps=2, **common)
         else:
             maml.meta_train(model, sample, **common)
-        accs[eps] = robust_meta.robust_task_accuracy(model, test, [0.0, 0.06], inner_lr=0.3, steps=1,
-                                                     generator=torch.Generator().manual_seed(0)).mean(1)
+        accs[eps] = robust_meta.robust_task_accuracy(
+            model, test, [0.0, 0.06], inner_lr=0.3, steps=1, generator=torch.Generator().manual_seed(0)
+        ).mean(1)
     assert accs[0.0][0] > 0.5  # it learned to classify new genres
     assert accs[0.06][1] > accs[0.0][1] + 0.05  # and adversarial querying is more robust
 
@@ -260,8 +326,16 @@ def test_task_generator_learns_to_fool_adapted_models():
     model = _model("cpu")
     sample = lambda g: _tasks("cpu", n_tasks=2, seed=int(torch.randint(100, (1,), generator=g)))  # noqa: E731
     perturber = gan.PerturbationGenerator((3, 8, 8), 0.1, hidden=32)
-    h = robust_meta.train_task_generator(perturber, model, sample, inner_lr=0.3, iterations=60, lr=3e-3,
-                                         generator=torch.Generator().manual_seed(0), progress=False)
+    h = robust_meta.train_task_generator(
+        perturber,
+        model,
+        sample,
+        inner_lr=0.3,
+        iterations=60,
+        lr=3e-3,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert sum(h["margin"][-10:]) < sum(h["margin"][:10])
     assert all(p.grad is None for p in model.parameters())
 
@@ -270,8 +344,15 @@ def test_task_generator_learns_to_fool_adapted_models():
 def test_perturbation_pools_stay_in_the_budget(device, kind):
     model, tasks = _model(device), _tasks(device)
     perturber = gan.PerturbationGenerator((3, 8, 8), 0.05, hidden=16).to(device)
-    clean, pert = detection.perturbation_pool(model, tasks, kind=kind, epsilon=0.05, inner_lr=0.3,
-                                                perturber=perturber, generator=torch.Generator().manual_seed(0))
+    clean, pert = detection.perturbation_pool(
+        model,
+        tasks,
+        kind=kind,
+        epsilon=0.05,
+        inner_lr=0.3,
+        perturber=perturber,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert clean.shape == pert.shape == (3 * 9, 3, 8, 8)
     assert (pert - clean).abs().max() <= 0.05 + 1e-6
     assert pert.min() >= 0 and pert.max() <= 1
@@ -281,8 +362,9 @@ def test_perturbation_pools_stay_in_the_budget(device, kind):
 def test_detection_tasks_are_balanced_and_use_different_originals(device):
     clean = torch.arange(40, device=device, dtype=torch.float32).view(40, 1).expand(40, 4).reshape(40, 1, 2, 2)
     perturbed = clean + 0.5
-    tasks = detection.detection_tasks(clean, [perturbed], 5, k_shot=3, k_query=4,
-                                        generator=torch.Generator().manual_seed(0))
+    tasks = detection.detection_tasks(
+        clean, [perturbed], 5, k_shot=3, k_query=4, generator=torch.Generator().manual_seed(0)
+    )
     assert tasks.x_support.shape == (5, 6, 1, 2, 2) and tasks.x_query.shape == (5, 8, 1, 2, 2)
     assert (tasks.y_support.sum(1) == 3).all() and (tasks.y_query.sum(1) == 4).all()
     for t in range(5):
@@ -293,14 +375,17 @@ def test_detection_tasks_are_balanced_and_use_different_originals(device):
         assert len(set(xs.floor().tolist())) == len(xs)  # no original appears twice
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"epsilon": -0.1}, "epsilon"),
-    ({"epsilon": float("nan")}, "epsilon"),
-    ({"epsilon": 0.1, "inner_lr": 0.0}, "inner_lr"),
-    ({"epsilon": 0.1, "attack_steps": 0}, "attack_steps"),
-    ({"epsilon": 0.1, "attack": "cw"}, "attack"),
-    ({"epsilon": 0.1, "target": "query"}, "target"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epsilon": -0.1}, "epsilon"),
+        ({"epsilon": float("nan")}, "epsilon"),
+        ({"epsilon": 0.1, "inner_lr": 0.0}, "inner_lr"),
+        ({"epsilon": 0.1, "attack_steps": 0}, "attack_steps"),
+        ({"epsilon": 0.1, "attack": "cw"}, "attack"),
+        ({"epsilon": 0.1, "target": "query"}, "target"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(kwargs, match):
     model, tasks = _model("cpu"), _tasks("cpu")
     args = {"inner_lr": 0.3, **kwargs}
@@ -326,8 +411,12 @@ def test_bad_shapes_and_pools():
     with pytest.raises(ValueError, match="k_shot"):
         detection.detection_tasks(torch.rand(10, 3), [torch.rand(10, 3)], 2, k_shot=3, k_query=3)
     with pytest.raises(TypeError, match="integer class labels"):
-        robust_meta.robust_task_accuracy(model, Tasks(tasks.x_support, tasks.y_support.float(), tasks.x_query,
-                                                      tasks.y_query.float()), [0.1], inner_lr=0.3)
+        robust_meta.robust_task_accuracy(
+            model,
+            Tasks(tasks.x_support, tasks.y_support.float(), tasks.x_query, tasks.y_query.float()),
+            [0.1],
+            inner_lr=0.3,
+        )
     with pytest.raises(ValueError, match="perturber"):
         detection.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3)
     with pytest.raises(ValueError, match="n_way"):
@@ -341,15 +430,17 @@ def test_tune_inner_lr_picks_the_best_rate_on_the_given_tasks(device):
     assert len(scores) == 3 and best == rates[max(range(3), key=lambda i: (scores[i], -rates[i]))]
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=best, steps=1)
     assert scores[rates.index(best)] == pytest.approx(
-        float(robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).mean()))
+        float(robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).mean())
+    )
     with pytest.raises(ValueError, match="inner_lrs"):
         robust_meta.tune_inner_lr(model, tasks, [], steps=1)
 
 
 def test_perturbed_accuracy_reports_clean_and_every_perturbation(device):
     model, tasks = _model(device), _tasks(device, n_tasks=4)
-    out = detection.perturbed_accuracy(model, tasks, {"PGD": ("pgd", 0.2), "noise": ("noise", 0.0)},
-                                       inner_lr=0.3, steps=1)
+    out = detection.perturbed_accuracy(
+        model, tasks, {"PGD": ("pgd", 0.2), "noise": ("noise", 0.0)}, inner_lr=0.3, steps=1
+    )
     assert set(out) == {"clean", "PGD", "noise"} and all(a.shape == (4,) for a in out.values())
     torch.testing.assert_close(out["noise"], out["clean"])  # ε = 0 changes nothing
     assert out["PGD"].mean() <= out["clean"].mean()

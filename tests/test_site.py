@@ -23,8 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "site"
 STEMS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 REPO = "metaadv-edu/metaadv-edu"
 
 
@@ -51,8 +59,11 @@ def _math_spans(stem: str) -> tuple[int, int]:
 
 def _widget_images(stem: str) -> int:
     nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
-    return sum("application/vnd.jupyter.widget-view+json" in o.get("data", {}) and "image/png" in o["data"]
-               for c in nb.cells for o in c.get("outputs", []))
+    return sum(
+        "application/vnd.jupyter.widget-view+json" in o.get("data", {}) and "image/png" in o["data"]
+        for c in nb.cells
+        for o in c.get("outputs", [])
+    )
 
 
 def test_every_notebook_has_a_page_in_course_order(site):
@@ -64,8 +75,15 @@ def test_every_notebook_has_a_page_in_course_order(site):
     table_links = [a["href"] for a in landing.select(".site-landing table a")]
     assert [h for h in table_links if h.endswith(".html")] == [f"{s}.html" for s in STEMS]
     results = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
-    first_result = next(line for line in results.splitlines() if line.startswith("| ") and "---" not in line
-                        and not line.startswith("| experiment")).split("|")[2].strip()
+    first_result = (
+        next(
+            line
+            for line in results.splitlines()
+            if line.startswith("| ") and "---" not in line and not line.startswith("| experiment")
+        )
+        .split("|")[2]
+        .strip()
+    )
     assert "Results" in landing.get_text() and first_result in landing.get_text()
     for i, stem in enumerate(STEMS):  # previous / next follow the same order
         footer = _soup(site / f"{stem}.html").select_one(".site-footer")
@@ -78,9 +96,11 @@ def test_launch_bar_and_report_link_name_the_page(site, stem):
     soup = _soup(site / f"{stem}.html")
     bar = soup.select_one(".site-launch")
     assert bar.select_one(".site-binder")["href"] == (
-        f"https://mybinder.org/v2/gh/{REPO}/HEAD?urlpath=lab%2Ftree%2Fnotebooks%2F{stem}.ipynb")
+        f"https://mybinder.org/v2/gh/{REPO}/HEAD?urlpath=lab%2Ftree%2Fnotebooks%2F{stem}.ipynb"
+    )
     assert bar.select_one(".site-colab")["href"] == (
-        f"https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{stem}.ipynb")
+        f"https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{stem}.ipynb"
+    )
     download = bar.select_one(".site-download")
     assert download["href"] == f"{stem}.ipynb" and download.has_attr("download")
     assert (site / f"{stem}.ipynb").read_bytes() == (ROOT / "notebooks" / f"{stem}.ipynb").read_bytes()
@@ -206,8 +226,7 @@ def test_page_in_chromium_offline(browser, served, stem):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page, record = _open(browser, f"{served}/{stem}.html")
     try:
-        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
-                               timeout=30_000)
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
         page.evaluate("() => MathJax.startup.promise")
         if stem != "index":  # every TeX span of the notebook became a MathJax element
             inline, display = _math_spans(stem)
@@ -216,7 +235,7 @@ def test_page_in_chromium_offline(browser, served, stem):
         assert page.locator("mjx-merror").count() == 0, f"{stem}: MathJax reports a TeX error"
         text = "\n".join(page.locator("main .jp-MarkdownCell, .site-landing").all_inner_texts())
         raw = _RAW_TEX.search(text)
-        assert raw is None, f"{stem}: raw TeX visible: …{text[max(0, raw.start() - 60):raw.end() + 60]}…"
+        assert raw is None, f"{stem}: raw TeX visible: …{text[max(0, raw.start() - 60) : raw.end() + 60]}…"
         gap = page.evaluate("""() => Math.max(0, ...[...document.querySelectorAll('.jp-RenderedMarkdown')]
             .filter(m => m.lastElementChild)
             .map(m => m.getBoundingClientRect().bottom - m.lastElementChild.getBoundingClientRect().bottom))""")

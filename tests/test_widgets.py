@@ -15,8 +15,9 @@ def draw_line(fig, *, epsilon, inner_lr):
 
 
 def make():
-    return widgets.Explorer(draw_line, {"epsilon": widgets.epsilon_slider(0.1),
-                                        "inner_lr": widgets.inner_lr_slider(0.01)}, title="demo")
+    return widgets.Explorer(
+        draw_line, {"epsilon": widgets.epsilon_slider(0.1), "inner_lr": widgets.inner_lr_slider(0.01)}, title="demo"
+    )
 
 
 def test_contract_attributes():
@@ -130,7 +131,7 @@ def test_ipywidgets_7_displays_the_bundle_with_its_static_png(monkeypatch):
     monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.append((objs, kw)))
     ex = make()
     ex._ipython_display_()
-    ((bundle,), kwargs), = shown
+    (((bundle,), kwargs),) = shown
     assert kwargs == {"raw": True}
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.model_id
     assert base64.b64decode(bundle["image/png"])[:4] == b"\x89PNG"

@@ -15,8 +15,14 @@ from metaadv_edu.chapters.start_here import digits_cnn
 from metaadv_edu.widgets import Explorer
 
 __all__ = [
-    "POINTS", "adversarial_generator", "budget_holds", "check_bounded_perturbation", "check_generator_loss",
-    "digits_cnn_generator_hardened", "generator_explorer", "generator_report",
+    "POINTS",
+    "adversarial_generator",
+    "budget_holds",
+    "check_bounded_perturbation",
+    "check_generator_loss",
+    "digits_cnn_generator_hardened",
+    "generator_explorer",
+    "generator_report",
 ]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
@@ -30,21 +36,42 @@ def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None,
     from metaadv_edu import gan
 
     device = as_device(device)
-    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "lr_g": v.positive("lr_g", lr_g),
-              "lr_d": 1e-3, "gan_weight": 0.03, "steps": v.integer("steps", steps), "batch_size": 128,
-              "seed": 0}
+    config = {
+        "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+        "lr_g": v.positive("lr_g", lr_g),
+        "lr_d": 1e-3,
+        "gan_weight": 0.03,
+        "steps": v.integer("steps", steps),
+        "batch_size": 128,
+        "seed": 0,
+    }
     target, _ = digits_cnn(device)
     x, y = data.load_digits("train", device=device)
 
-    build = cache.seeded(lambda: nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), epsilon),
-                              "D": nn.Sequential(nn.Flatten(), models.mlp([64, 64, 1], lambda: nn.LeakyReLU(0.2)))}),
-                    config["seed"])
+    build = cache.seeded(
+        lambda: nn.ModuleDict(
+            {
+                "G": gan.PerturbationGenerator((1, 8, 8), epsilon),
+                "D": nn.Sequential(nn.Flatten(), models.mlp([64, 64, 1], lambda: nn.LeakyReLU(0.2))),
+            }
+        ),
+        config["seed"],
+    )
 
     def train(pair):
         h = gan.train_adversarial_generator(
-            pair["G"], pair["D"], target, x, y, steps=config["steps"], lr_g=config["lr_g"],
-            lr_d=config["lr_d"], batch_size=config["batch_size"], gan_weight=config["gan_weight"],
-            rng=torch.Generator().manual_seed(config["seed"]))
+            pair["G"],
+            pair["D"],
+            target,
+            x,
+            y,
+            steps=config["steps"],
+            lr_g=config["lr_g"],
+            lr_d=config["lr_d"],
+            batch_size=config["batch_size"],
+            gan_weight=config["gan_weight"],
+            rng=torch.Generator().manual_seed(config["seed"]),
+        )
         return {k: h[k][::5] for k in ("d_loss", "g_loss", "fooled")}
 
     return load_or_train("adversarial-generator", config, build, train, device=device)
@@ -56,8 +83,12 @@ def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: i
     from metaadv_edu import gan
 
     device = as_device(device)
-    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "steps": v.integer("steps", steps),
-              "seed": 0, "start": "digits-cnn"}
+    config = {
+        "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+        "steps": v.integer("steps", steps),
+        "seed": 0,
+        "start": "digits-cnn",
+    }
     x, y = data.load_digits("train", device=device)
 
     build = cache.seeded(lambda: models.TinyCNN(1, 10, width=16, image_size=8), config["seed"])
@@ -66,15 +97,17 @@ def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: i
         start, _ = digits_cnn(device)
         model.load_state_dict(start.state_dict())
         torch.manual_seed(config["seed"])
-        h = gan.harden_with_generator(model, x, y, epsilon=epsilon, steps=config["steps"],
-                                      rng=torch.Generator().manual_seed(config["seed"]))
+        h = gan.harden_with_generator(
+            model, x, y, epsilon=epsilon, steps=config["steps"], rng=torch.Generator().manual_seed(config["seed"])
+        )
         return {"fooled": h["fooled"][::5], "f_loss": h["f_loss"][::5]}
 
     return load_or_train("digits-cnn-generator-hardened", config, build, train, device=device)
 
 
-def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classifier, x_show, y_show,
-                       x_eval, y_eval) -> Explorer:
+def generator_explorer(
+    pairs: dict[tuple[float, float], torch.nn.Module], classifier, x_show, y_show, x_eval, y_eval
+) -> Explorer:
     """Cached adversarial generators on a grid of ε × generator learning rate: a slider move runs one
     forward pass of the chosen generator (with one fixed noise draw), never a training step."""
     import ipywidgets as w
@@ -105,18 +138,37 @@ def generator_explorer(pairs: dict[tuple[float, float], torch.nn.Module], classi
         rows[0].show(x_show, x_adv, y_show, p_clean, panels.probabilities(classifier, x_adv), epsilon)
         for i, ax in enumerate(rows[0].axes[:, 1]):
             ax.set_title(f"δ = G(x, z) − x · D(x_adv) = {score[i]:.2f}", fontsize=8)
-        return (f"generator ε = {epsilon:g}, lr_G = {lr_g:g}: classifier accuracy on {len(x_eval)} generated "
-                f"examples <b>{acc:.1%}</b>; discriminator's mean score: real {d_real:.2f}, generated {d_fake:.2f}")
+        return (
+            f"generator ε = {epsilon:g}, lr_G = {lr_g:g}: classifier accuracy on {len(x_eval)} generated "
+            f"examples <b>{acc:.1%}</b>; discriminator's mean score: real {d_real:.2f}, generated {d_fake:.2f}"
+        )
 
     sliders = {
-        "epsilon": w.SelectionSlider(options=epsilons, value=epsilons[len(epsilons) // 2],
-                                     description="ε — perturbation budget", continuous_update=False,
-                                     style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
-        "lr_g": w.SelectionSlider(options=lrs, value=lrs[-1], description="generator learning rate",
-                                  continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "epsilon": w.SelectionSlider(
+            options=epsilons,
+            value=epsilons[len(epsilons) // 2],
+            description="ε — perturbation budget",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
+        "lr_g": w.SelectionSlider(
+            options=lrs,
+            value=lrs[-1],
+            description="generator learning rate",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
     }
-    return Explorer(draw, sliders, setup=setup, title="The adversarial generator (cached models)",
-                    figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)
+    return Explorer(
+        draw,
+        sliders,
+        setup=setup,
+        title="The adversarial generator (cached models)",
+        figsize=(9, 1.9 * len(x_show) + 0.3),
+        dpi=72,
+    )
 
 
 def check_bounded_perturbation(my_output: Callable) -> bool:
@@ -135,10 +187,13 @@ def check_bounded_perturbation(my_output: Callable) -> bool:
                     continue
                 if grading.close(out, x + eps * torch.tanh(h)):
                     raise grading.Stop("clip the result to [0, 1]: it must stay a valid image")
-                if grading.close(out, (x + (x + torch.tanh(h)).clamp(x - eps, x + eps) - x).clamp(0, 1)) or \
-                        grading.close(out, (x + h.clamp(-eps, eps)).clamp(0, 1)):
-                    raise grading.Stop("bounded, but clamping h kills the gradient wherever the bound is active; "
-                                "ε·tanh(h) is smooth and still strictly inside the ball")
+                if grading.close(
+                    out, (x + (x + torch.tanh(h)).clamp(x - eps, x + eps) - x).clamp(0, 1)
+                ) or grading.close(out, (x + h.clamp(-eps, eps)).clamp(0, 1)):
+                    raise grading.Stop(
+                        "bounded, but clamping h kills the gradient wherever the bound is active; "
+                        "ε·tanh(h) is smooth and still strictly inside the ball"
+                    )
                 if grading.close(out, (x + torch.tanh(h)).clamp(0, 1)):
                     raise grading.Stop("scale the tanh by ε: tanh alone lies in (−1, 1)")
                 raise grading.Stop("not clip(x + ε·tanh(h), 0, 1)")
@@ -174,23 +229,45 @@ def check_generator_loss(my_loss: Callable) -> bool:
                 if grading.close(value, ref, 1e-4):
                     continue
                 if not torch.isfinite(value):
-                    raise grading.Stop("not finite for a confident discriminator: log(sigmoid(s)) underflows to "
-                                       "log 0; use F.logsigmoid")
-                grading.first_mistake(value, [
-                    (fool - weight * torch.log(torch.sigmoid(d) + 1e-8).mean(), "log(σ(s) + 1e-8) flattens at "
-                     "log(1e-8) ≈ −18.4 where D is confident, so G gets no gradient there: use F.logsigmoid"),
-                    (fool + weight * F.logsigmoid(-d).mean(), "that realism term is the saturating log(1 − D); "
-                     "the generator minimises the non-saturating −log D(x_adv)"),
-                    ((true - other).mean() + weight * real, "without the floor max(·, −κ) with κ = 0 the loss keeps "
-                     "pushing examples f already gets wrong; clamp the margin at 0"),
-                    (torch.clamp(true - logits.amax(1), min=0).mean() + weight * real,
-                     "the max runs over the *other* classes j ≠ y (mask the true class out)"),
-                    (-F.cross_entropy(logits, y) + weight * real, "AdvGAN fools f with the Carlini–Wagner margin "
-                     "Z_y − max_{j≠y} Z_j, not by raising the cross-entropy"),
-                    (torch.clamp(other - true, min=0).mean() + weight * real, "the margin has the wrong sign: "
-                     "minimising it must push Z_y *below* the best other logit"),
-                    (fool + real, "scale the realism term by gan_weight (λ_GAN)"),
-                ], 1e-4)
+                    raise grading.Stop(
+                        "not finite for a confident discriminator: log(sigmoid(s)) underflows to "
+                        "log 0; use F.logsigmoid"
+                    )
+                grading.first_mistake(
+                    value,
+                    [
+                        (
+                            fool - weight * torch.log(torch.sigmoid(d) + 1e-8).mean(),
+                            "log(σ(s) + 1e-8) flattens at "
+                            "log(1e-8) ≈ −18.4 where D is confident, so G gets no gradient there: use F.logsigmoid",
+                        ),
+                        (
+                            fool + weight * F.logsigmoid(-d).mean(),
+                            "that realism term is the saturating log(1 − D); "
+                            "the generator minimises the non-saturating −log D(x_adv)",
+                        ),
+                        (
+                            (true - other).mean() + weight * real,
+                            "without the floor max(·, −κ) with κ = 0 the loss keeps "
+                            "pushing examples f already gets wrong; clamp the margin at 0",
+                        ),
+                        (
+                            torch.clamp(true - logits.amax(1), min=0).mean() + weight * real,
+                            "the max runs over the *other* classes j ≠ y (mask the true class out)",
+                        ),
+                        (
+                            -F.cross_entropy(logits, y) + weight * real,
+                            "AdvGAN fools f with the Carlini–Wagner margin "
+                            "Z_y − max_{j≠y} Z_j, not by raising the cross-entropy",
+                        ),
+                        (
+                            torch.clamp(other - true, min=0).mean() + weight * real,
+                            "the margin has the wrong sign: minimising it must push Z_y *below* the best other logit",
+                        ),
+                        (fool + real, "scale the realism term by gan_weight (λ_GAN)"),
+                    ],
+                    1e-4,
+                )
                 raise grading.Stop("not the margin term plus λ_GAN times the non-saturating realism term")
         return "fooling margin floored at 0, plus λ_GAN·(−log D), stable for confident logits"
 
@@ -210,8 +287,9 @@ def budget_holds(generator_net, x: torch.Tensor, epsilon: float, *, seed: int = 
     return worst, bool((delta.abs() <= epsilon + 1e-6).all()) and valid
 
 
-def generator_report(pair, classifier, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
-                     n_noise: int = 8, seed: int = 0) -> dict[str, float]:
+def generator_report(
+    pair, classifier, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n_noise: int = 8, seed: int = 0
+) -> dict[str, float]:
     """What a cached generator does, measured on ``(x, y)``:
 
     * ``fooled_generator``, ``fooled_random``, ``fooled_fgsm``: share of inputs the classifier gets wrong
@@ -232,11 +310,16 @@ def generator_report(pair, classifier, x: torch.Tensor, y: torch.Tensor, epsilon
         wrong = lambda inputs: float((classifier(inputs).argmax(1) != y).float().mean())  # noqa: E731
         d_fake = torch.sigmoid(D(outs[0])).view(-1)
         spread = outs.std(0)
-        report = {"fooled_generator": wrong(outs[0]), "fooled_random": wrong(noisy),
-                  "d_real": float(torch.sigmoid(D(x)).mean()), "d_fake": float(d_fake.mean()),
-                  "d_fake_max": float(d_fake.max()), "d_fooled": float((d_fake > 0.5).float().mean()),
-                  "z_spread": float(spread.mean()),
-                  "z_spread_max": float(spread.max())}
+        report = {
+            "fooled_generator": wrong(outs[0]),
+            "fooled_random": wrong(noisy),
+            "d_real": float(torch.sigmoid(D(x)).mean()),
+            "d_fake": float(d_fake.mean()),
+            "d_fake_max": float(d_fake.max()),
+            "d_fooled": float((d_fake > 0.5).float().mean()),
+            "z_spread": float(spread.mean()),
+            "z_spread_max": float(spread.max()),
+        }
     x_fgsm = attacks.fgsm(classifier, x, y, epsilon)
     with torch.no_grad():
         report["fooled_fgsm"] = wrong(x_fgsm)

@@ -15,9 +15,19 @@ from metaadv_edu.plotting import show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider
 
 __all__ = [
-    "POINTS", "binary_logistic", "check_mixed_loss", "check_pgd_step", "check_robust_linear_loss",
-    "danskin_error", "digits_cnn_adversarial", "l2_maximiser", "library_cnn_adversarial", "logistic_loss",
-    "pgd_restart_gap", "robust_logistic_loss", "robustness_explorer",
+    "POINTS",
+    "binary_logistic",
+    "check_mixed_loss",
+    "check_pgd_step",
+    "check_robust_linear_loss",
+    "danskin_error",
+    "digits_cnn_adversarial",
+    "l2_maximiser",
+    "library_cnn_adversarial",
+    "logistic_loss",
+    "pgd_restart_gap",
+    "robust_logistic_loss",
+    "robustness_explorer",
 ]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
@@ -33,18 +43,34 @@ def digits_cnn_adversarial(method: str = "pgd", epsilon: float = 0.1, device=Non
 
     device = as_device(device)
     v.choice("method", method, defenses.METHODS)
-    config = {"method": method, "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16,
-              "epochs": 25, "lr": 3e-3, "batch_size": 64, "pgd_steps": 5, "alpha": 0.5, "seed": 0}
+    config = {
+        "method": method,
+        "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+        "width": 16,
+        "epochs": 25,
+        "lr": 3e-3,
+        "batch_size": 64,
+        "pgd_steps": 5,
+        "alpha": 0.5,
+        "seed": 0,
+    }
 
     build = cache.seeded(lambda: models.TinyCNN(1, 10, width=config["width"], image_size=8), config["seed"])
 
     def train(model):
         history = defenses.adversarial_training(
-            model, *data.load_digits("train", device=device), method=method, epsilon=epsilon,
-            alpha=config["alpha"], pgd_steps=config["pgd_steps"], epochs=config["epochs"],
-            lr=config["lr"], batch_size=config["batch_size"],
+            model,
+            *data.load_digits("train", device=device),
+            method=method,
+            epsilon=epsilon,
+            alpha=config["alpha"],
+            pgd_steps=config["pgd_steps"],
+            epochs=config["epochs"],
+            lr=config["lr"],
+            batch_size=config["batch_size"],
             generator=torch.Generator().manual_seed(config["seed"]),
-            eval_data=data.load_digits("test", device=device))
+            eval_data=data.load_digits("test", device=device),
+        )
         return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
 
     return load_or_train(f"digits-cnn-{method}", config, build, train, device=device)
@@ -55,27 +81,52 @@ def library_cnn_adversarial(epsilon: float = 16 / 255, device=None):
     from metaadv_edu import defenses
 
     device = as_device(device)
-    config = {"epsilon": round(v.nonnegative("epsilon", epsilon), 6), "width": 16, "epochs": 6,
-              "lr": 3e-3, "batch_size": 64, "pgd_steps": 2, "seed": 0, "size": 32}
+    config = {
+        "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+        "width": 16,
+        "epochs": 6,
+        "lr": 3e-3,
+        "batch_size": 64,
+        "pgd_steps": 2,
+        "seed": 0,
+        "size": 32,
+    }
 
-    build = cache.seeded(lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32),
-                    config["seed"])
+    build = cache.seeded(
+        lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32), config["seed"]
+    )
 
     def train(model):
         history = defenses.adversarial_training(
-            model, *covers.library_dataset("train", device=device), method="pgd", epsilon=epsilon,
-            pgd_steps=config["pgd_steps"], epochs=config["epochs"], lr=config["lr"],
-            batch_size=config["batch_size"], generator=torch.Generator().manual_seed(config["seed"]),
-            eval_data=covers.library_dataset("test", device=device))
+            model,
+            *covers.library_dataset("train", device=device),
+            method="pgd",
+            epsilon=epsilon,
+            pgd_steps=config["pgd_steps"],
+            epochs=config["epochs"],
+            lr=config["lr"],
+            batch_size=config["batch_size"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+            eval_data=covers.library_dataset("test", device=device),
+        )
         return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
 
     return load_or_train("library-cnn-pgd", config, build, train, device=device)
 
 
-def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_eval, y_eval, *,
-                        curves: dict[float, Sequence[float]], curve_epsilons: Sequence[float],
-                        labels: Sequence[str] | None = None, max_epsilon: float = 0.3,
-                        steps: int = 10) -> Explorer:
+def robustness_explorer(
+    models: dict[float, torch.nn.Module],
+    x_show,
+    y_show,
+    x_eval,
+    y_eval,
+    *,
+    curves: dict[float, Sequence[float]],
+    curve_epsilons: Sequence[float],
+    labels: Sequence[str] | None = None,
+    max_epsilon: float = 0.3,
+    steps: int = 10,
+) -> Explorer:
     """Training ε (a cached model per grid value) × evaluation ε × attack step size.
 
     ``curves[train_eps]`` holds precomputed PGD accuracies at ``curve_epsilons``; a slider move
@@ -92,8 +143,9 @@ def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_
     def setup(fig):
         left, right = fig.subfigures(1, 2, width_ratios=[1, 1.25])
         ax = right.subplots()
-        art["lines"] = {e: ax.plot(curve_epsilons, curves[e], marker="o", ms=3,
-                                   label=f"trained at ε = {e:g}")[0] for e in grid}
+        art["lines"] = {
+            e: ax.plot(curve_epsilons, curves[e], marker="o", ms=3, label=f"trained at ε = {e:g}")[0] for e in grid
+        }
         (art["star"],) = ax.plot([], [], "k*", ms=12, label="attack below")
         ax.set_xlabel(f"evaluation ε (PGD-{steps})")
         ax.set_ylabel("test accuracy")
@@ -102,8 +154,9 @@ def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_
         ax.legend(fontsize=7)
         axes = left.subplots(len(x_show), 2, squeeze=False)
         art["axes"] = axes
-        art["clean"] = [show_image(x_show[i], axes[i, 0], title=f"clean ({labels[int(y_show[i])]})")
-                        for i in range(len(x_show))]
+        art["clean"] = [
+            show_image(x_show[i], axes[i, 0], title=f"clean ({labels[int(y_show[i])]})") for i in range(len(x_show))
+        ]
         art["adv"] = [show_image(x_show[i], axes[i, 1]).images[0] for i in range(len(x_show))]
 
     def draw(fig, *, train_epsilon, epsilon, step_size):
@@ -119,20 +172,27 @@ def robustness_explorer(models: dict[float, torch.nn.Module], x_show, y_show, x_
         for i, image in enumerate(art["adv"]):
             a = int(p_adv[i].argmax())
             image.set_data(panels.image_hwc(x_adv[i]))
-            art["axes"][i, 1].set_title(f"attacked → {labels[a]} ({p_adv[i, a]:.0%})", fontsize=9,
-                                        color="tab:red" if a != int(y_show[i]) else "black")
-        return (f"model trained at ε = {train_epsilon:g}, attacked by PGD-{steps} (a = {step_size:.3f}) "
-                f"at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs <b>{acc:.1%}</b>")
+            art["axes"][i, 1].set_title(
+                f"attacked → {labels[a]} ({p_adv[i, a]:.0%})",
+                fontsize=9,
+                color="tab:red" if a != int(y_show[i]) else "black",
+            )
+        return (
+            f"model trained at ε = {train_epsilon:g}, attacked by PGD-{steps} (a = {step_size:.3f}) "
+            f"at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs <b>{acc:.1%}</b>"
+        )
 
     sliders = {
-        "train_epsilon": w.SelectionSlider(options=grid, value=grid[len(grid) // 2],
-                                           description="training ε (cached models)",
-                                           continuous_update=False, style=LABEL_STYLE,
-                                           layout=w.Layout(**SLIDER_LAYOUT)),
-        "epsilon": epsilon_slider(0.1, max=max_epsilon, step=0.01,
-                                  description="ε — evaluation budget"),
-        "step_size": float_slider("a — attack step size", 0.025, 0.005, 0.1, 0.005,
-                                  readout_format=".3f"),
+        "train_epsilon": w.SelectionSlider(
+            options=grid,
+            value=grid[len(grid) // 2],
+            description="training ε (cached models)",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
+        "epsilon": epsilon_slider(0.1, max=max_epsilon, step=0.01, description="ε — evaluation budget"),
+        "step_size": float_slider("a — attack step size", 0.025, 0.005, 0.1, 0.005, readout_format=".3f"),
     }
     return Explorer(draw, sliders, setup=setup, title="Train ε × test ε", figsize=(9.5, 4.2), dpi=72)
 
@@ -153,8 +213,9 @@ def check_pgd_step(my_step: Callable) -> bool:
                 if grading.close(out, ref):
                     continue
                 if grading.close(out, (x_adv + a * grad.sign()).clamp(0, 1)):
-                    raise grading.Stop("you forgot the projection: clamp δ = x_next − x to [−ε, ε] so the "
-                                "iterate stays in the ball")
+                    raise grading.Stop(
+                        "you forgot the projection: clamp δ = x_next − x to [−ε, ε] so the iterate stays in the ball"
+                    )
                 if grading.close(out, x + (x_adv + a * grad.sign() - x).clamp(-eps, eps)):
                     raise grading.Stop("project onto the ball, then clamp the image to [0, 1]")
                 if grading.close(out, (x + (x_adv - a * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)):
@@ -181,8 +242,10 @@ def check_mixed_loss(my_loss: Callable) -> bool:
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
                     raise grading.Stop("return the loss as a single-number tensor")
                 if not out.requires_grad:
-                    raise grading.Stop("the loss has no gradient: do not detach it or compute it under "
-                                "torch.no_grad(), the model must learn from it")
+                    raise grading.Stop(
+                        "the loss has no gradient: do not detach it or compute it under "
+                        "torch.no_grad(), the model must learn from it"
+                    )
                 value = out.detach().reshape(())
                 if grading.close(value, ref.detach()):
                     continue
@@ -216,19 +279,31 @@ def check_robust_linear_loss(my_loss: Callable) -> bool:
                 if grading.close(value, ref, 1e-4):
                     continue
                 if not torch.isfinite(value):
-                    raise grading.Stop("the loss overflows for a large margin: log(1 + exp(z)) is F.softplus(z), "
-                                       "which stays finite")
+                    raise grading.Stop(
+                        "the loss overflows for a large margin: log(1 + exp(z)) is F.softplus(z), which stays finite"
+                    )
                 if eps:
-                    grading.first_mistake(value, [
-                        (F.softplus(-margin + eps * w.norm()).mean(), "you used ‖w‖₂: for an L∞ budget the worst "
-                         "δ·w is ε‖w‖₁ (L1 is the dual norm of L∞)"),
-                        (F.softplus(-margin - eps * l1).mean(), "wrong sign: the adversary *lowers* the margin "
-                         "y(w·x + b), which raises the loss"),
-                        (F.softplus(-margin + eps * l1).sum(), "average over the batch instead of summing"),
-                        (F.softplus(-margin).mean(), "that is the clean loss: the worst δ changes the margin"),
-                    ], 1e-4)
-                grading.first_mistake(value, [(F.softplus(-(x @ w + b) + eps * l1).mean(),
-                                               "the margin includes the label: y(w·x + b)")], 1e-4)
+                    grading.first_mistake(
+                        value,
+                        [
+                            (
+                                F.softplus(-margin + eps * w.norm()).mean(),
+                                "you used ‖w‖₂: for an L∞ budget the worst δ·w is ε‖w‖₁ (L1 is the dual norm of L∞)",
+                            ),
+                            (
+                                F.softplus(-margin - eps * l1).mean(),
+                                "wrong sign: the adversary *lowers* the margin y(w·x + b), which raises the loss",
+                            ),
+                            (F.softplus(-margin + eps * l1).sum(), "average over the batch instead of summing"),
+                            (F.softplus(-margin).mean(), "that is the clean loss: the worst δ changes the margin"),
+                        ],
+                        1e-4,
+                    )
+                grading.first_mistake(
+                    value,
+                    [(F.softplus(-(x @ w + b) + eps * l1).mean(), "the margin includes the label: y(w·x + b)")],
+                    1e-4,
+                )
                 raise grading.Stop("not the worst-case logistic loss; which δ with ‖δ‖∞ ≤ ε lowers y·w·δ most?")
         return "the worst case in closed form, finite for large margins, ε = 0 included"
 
@@ -248,8 +323,7 @@ def binary_logistic(model: torch.nn.Module, class_a: int, class_b: int, dtype=to
     return w, b
 
 
-def l2_maximiser(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                 epsilon: float) -> torch.Tensor:
+def l2_maximiser(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, epsilon: float) -> torch.Tensor:
     r"""The exact maximiser of softplus(−y(wᵀ(x+δ) + b)) over ‖δ‖₂ ≤ ε: δ* = −ε·y·w/‖w‖ (unique for w ≠ 0).
 
     The loss decreases in the margin y·wᵀδ, and Cauchy–Schwarz gives y·wᵀδ ≥ −ε‖w‖ with equality only there.
@@ -270,8 +344,7 @@ def robust_logistic_loss(w, b, x, y, epsilon: float) -> torch.Tensor:
 DeltaFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
-def danskin_error(delta_fn: DeltaFn, w, b, x, y, epsilon: float, *, h: float = 1e-6,
-                  seed: int = 0) -> float:
+def danskin_error(delta_fn: DeltaFn, w, b, x, y, epsilon: float, *, h: float = 1e-6, seed: int = 0) -> float:
     r"""Relative error between Danskin's gradient and the true derivative of the robust loss.
 
     ``delta_fn(w, b, x, y, ε) -> δ`` is the attack; its δ is **frozen** and ∇_θ L(θ, x + δ) (θ = (w, b)) is
@@ -285,17 +358,28 @@ def danskin_error(delta_fn: DeltaFn, w, b, x, y, epsilon: float, *, h: float = 1
     w_, b_ = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
     gw, gb = torch.autograd.grad(logistic_loss(w_, b_, x + delta, y), (w_, b_))
     danskin = float((gw * u_w).sum() + gb * u_b)
-    fd = (float(robust_logistic_loss(w + h * u_w, b + h * u_b, x, y, epsilon))
-          - float(robust_logistic_loss(w - h * u_w, b - h * u_b, x, y, epsilon))) / (2 * h)
+    fd = (
+        float(robust_logistic_loss(w + h * u_w, b + h * u_b, x, y, epsilon))
+        - float(robust_logistic_loss(w - h * u_w, b - h * u_b, x, y, epsilon))
+    ) / (2 * h)
     return abs(danskin - fd) / abs(fd)
 
 
-def pgd_restart_gap(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, steps: int = 50,
-                    random_restarts: int = 5, generator: torch.Generator | None = None,
-                    tol: float = 1e-4) -> dict[str, float]:
+def pgd_restart_gap(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    *,
+    steps: int = 50,
+    random_restarts: int = 5,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-4,
+) -> dict[str, float]:
     """How far PGD (``steps`` sign steps of ε/4 from x, no clamp) is from the inner maximum: the share of
     examples on which the best of ``random_restarts`` random starts and one targeted run towards every
     other class reaches a loss higher by more than ``tol`` (relative), and the mean relative gain there."""
+
     def losses(x_adv):
         with torch.no_grad():
             return F.cross_entropy(model(x_adv), y, reduction="none")
@@ -313,5 +397,7 @@ def pgd_restart_gap(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, 
         best = torch.maximum(best, losses(x_t))
     higher = best > plain * (1 + tol)
     gain = ((best - plain) / plain)[higher]
-    return {"share_higher": float(higher.float().mean()),
-            "mean_relative_gain": float(gain.mean()) if len(gain) else 0.0}
+    return {
+        "share_higher": float(higher.float().mean()),
+        "mean_relative_gain": float(gain.mean()) if len(gain) else 0.0,
+    }

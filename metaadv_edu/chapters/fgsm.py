@@ -14,8 +14,15 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
 
 __all__ = [
-    "POINTS", "attack_explorer", "brute_force_best_delta", "check_fgsm", "check_first_order_gain", "check_pgd",
-    "digits_logreg", "first_order_errors", "linearised_gain_check",
+    "POINTS",
+    "attack_explorer",
+    "brute_force_best_delta",
+    "check_fgsm",
+    "check_first_order_gain",
+    "check_pgd",
+    "digits_logreg",
+    "first_order_errors",
+    "linearised_gain_check",
 ]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
@@ -30,16 +37,29 @@ def digits_logreg(device=None):
     build = cache.seeded(lambda: models.LogisticRegression(64, 10), config["seed"])
 
     def train(model):
-        return cache.fit_classifier(model, *data.load_digits("train", device=device),
-                    data.load_digits("test", device=device), epochs=config["epochs"],
-                    lr=config["lr"], desc="logistic regression")
+        return cache.fit_classifier(
+            model,
+            *data.load_digits("train", device=device),
+            data.load_digits("test", device=device),
+            epochs=config["epochs"],
+            lr=config["lr"],
+            desc="logistic regression",
+        )
 
     return load_or_train("digits-logreg", config, build, train, device=device)
 
 
-def attack_explorer(model, x_show: torch.Tensor, y_show: torch.Tensor, x_eval: torch.Tensor,
-                    y_eval: torch.Tensor, *, labels: Sequence[str] | None = None,
-                    epsilon: float = 0.1, max_epsilon: float = 0.3) -> Explorer:
+def attack_explorer(
+    model,
+    x_show: torch.Tensor,
+    y_show: torch.Tensor,
+    x_eval: torch.Tensor,
+    y_eval: torch.Tensor,
+    *,
+    labels: Sequence[str] | None = None,
+    epsilon: float = 0.1,
+    max_epsilon: float = 0.3,
+) -> Explorer:
     """ε, attack steps and step size → clean image, perturbation, attacked image and class
     probabilities for a few inputs, and the accuracy under the same attack on ``(x_eval, y_eval)``."""
     labels = list(labels) if labels is not None else [str(i) for i in range(10)]
@@ -55,16 +75,16 @@ def attack_explorer(model, x_show: torch.Tensor, y_show: torch.Tensor, x_eval: t
         adv_eval = panels.run_attack(model, x_eval, y_eval, epsilon, steps, step_size)
         acc = float((panels.probabilities(model, adv_eval).argmax(-1) == y_eval).float().mean())
         name = "FGSM (one step of size ε)" if steps == 1 else f"PGD, {steps} steps of a = {step_size:.3f}"
-        return (f"{name} at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs "
-                f"<b>{acc:.1%}</b>")
+        return f"{name} at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs <b>{acc:.1%}</b>"
 
     sliders = {
         "epsilon": epsilon_slider(epsilon, max=max_epsilon, step=0.005),
         "steps": int_slider("k — attack steps (1 = FGSM)", 1, 1, 20),
         "step_size": float_slider("a — PGD step size", 0.02, 0.005, 0.1, 0.005, readout_format=".3f"),
     }
-    return Explorer(draw, sliders, setup=setup, title="FGSM and PGD on test inputs",
-                    figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72)
+    return Explorer(
+        draw, sliders, setup=setup, title="FGSM and PGD on test inputs", figsize=(9, 1.9 * len(x_show) + 0.3), dpi=72
+    )
 
 
 def check_fgsm(my_fgsm: Callable) -> bool:
@@ -75,26 +95,34 @@ def check_fgsm(my_fgsm: Callable) -> bool:
             model.zero_grad(set_to_none=True)
             out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
             if any(p.grad is not None for p in model.parameters()):
-                raise grading.Stop("your function left gradients in the model's parameters (that is what "
-                            "loss.backward() does): use torch.autograd.grad(loss, x) to get the "
-                            "gradient with respect to the input only")
+                raise grading.Stop(
+                    "your function left gradients in the model's parameters (that is what "
+                    "loss.backward() does): use torch.autograd.grad(loss, x) to get the "
+                    "gradient with respect to the input only"
+                )
             ref = attacks.fgsm(model, x, y, eps)
             if grading.close(out, ref):
                 continue
             grad, _ = attacks.input_gradient(model, x, y)
             if grading.close(out, (x - eps * grad.sign()).clamp(0, 1)):
-                raise grading.Stop("wrong sign: you stepped *down* the loss. FGSM adds ε·sign(∇ₓL) to "
-                            "increase the loss of the true class")
+                raise grading.Stop(
+                    "wrong sign: you stepped *down* the loss. FGSM adds ε·sign(∇ₓL) to "
+                    "increase the loss of the true class"
+                )
             if grading.close(out, x + eps * grad.sign()):
                 raise grading.Stop("almost: the result must stay a valid image — clamp it to [0, 1]")
             if grading.close(out, (x + eps * grad).clamp(0, 1)) or grading.close(out, x + eps * grad):
-                raise grading.Stop("you moved along the gradient itself; the L∞ maximiser uses only its "
-                            "sign, so that every pixel moves by exactly ε")
+                raise grading.Stop(
+                    "you moved along the gradient itself; the L∞ maximiser uses only its "
+                    "sign, so that every pixel moves by exactly ε"
+                )
             if eps == 0 and not grading.close(out, x):
                 raise grading.Stop("with ε = 0 the attack must return x unchanged")
-            raise grading.Stop(f"differs from the reference by up to {float((out - ref).abs().max()):.3g}; "
-                        "check that you differentiate the cross-entropy of (model(x), y) with "
-                        "respect to x")
+            raise grading.Stop(
+                f"differs from the reference by up to {float((out - ref).abs().max()):.3g}; "
+                "check that you differentiate the cross-entropy of (model(x), y) with "
+                "respect to x"
+            )
         return "matches the reference on every case, ε = 0 included, and leaves the model untouched"
 
     return grading.run("FGSM", body)
@@ -112,14 +140,16 @@ def check_first_order_gain(my_gain: Callable) -> bool:
                     ref = eps * g.flatten(1).abs().sum(1)
                     out = grading.call(my_gain, g, eps)
                     if isinstance(out, torch.Tensor) and out.ndim == 0:
-                        raise grading.Stop("return one gain per example (shape (B,)), not a single number "
-                                    "for the whole batch")
+                        raise grading.Stop(
+                            "return one gain per example (shape (B,)), not a single number for the whole batch"
+                        )
                     out = grading.tensor_like(out, ref, "gain")
                     if grading.close(out, ref):
                         continue
                     if eps and grading.close(out, eps * g.flatten(1).norm(dim=1)):
-                        raise grading.Stop("you used the L2 norm: the dual norm of L∞ is L1, so the gain "
-                                    "is ε times the sum of |gᵢ|")
+                        raise grading.Stop(
+                            "you used the L2 norm: the dual norm of L∞ is L1, so the gain is ε times the sum of |gᵢ|"
+                        )
                     if eps and grading.close(out, g.flatten(1).abs().sum(1)):
                         raise grading.Stop("the gain scales with the budget: multiply by ε")
                     if eps and grading.close(out, eps * g.flatten(1).sum(1)):
@@ -142,25 +172,37 @@ def check_pgd(my_pgd: Callable) -> bool:
                 out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
                 out = grading.tensor_like(out, x, "x_adv")
                 if any(p.grad is not None for p in model.parameters()):
-                    raise grading.Stop("your function left gradients in the model's parameters: take the input "
-                                       "gradient with torch.autograd.grad(loss, x_adv)")
-                variants = grading.pgd_variants(lambda z, model=model, y=y: F.cross_entropy(model(z), y),
-                                                x, eps, step_size, steps)
+                    raise grading.Stop(
+                        "your function left gradients in the model's parameters: take the input "
+                        "gradient with torch.autograd.grad(loss, x_adv)"
+                    )
+                variants = grading.pgd_variants(
+                    lambda z, model=model, y=y: F.cross_entropy(model(z), y), x, eps, step_size, steps
+                )
                 if grading.close(out, variants.pop("ok")):
                     continue
                 if eps and (out - x).abs().max() > eps + 1e-6:
                     raise grading.Stop(grading.PGD_HINTS["no projection"])
                 grading.first_mistake(out, [(variants[k], grading.PGD_HINTS[k]) for k in variants])
-                raise grading.Stop("not the projected, clamped ascent; start at x (no random start) and check "
-                                   "each step: ascend, project onto the ε-ball around x, clamp")
+                raise grading.Stop(
+                    "not the projected, clamped ascent; start at x (no random start) and check "
+                    "each step: ascend, project onto the ε-ball around x, clamp"
+                )
         return "several projected, clamped ascent steps, recomputing the gradient each time; ε = 0 included"
 
     return grading.run("PGD", body)
 
 
 # ------------------------------------------------------------------ checks of §2 (notebook 01, §4)
-def linearised_gain_check(delta: torch.Tensor, grad: torch.Tensor, epsilon: float, *, n_random: int = 10_000,
-                          generator: torch.Generator | None = None, tol: float = 1e-6) -> dict:
+def linearised_gain_check(
+    delta: torch.Tensor,
+    grad: torch.Tensor,
+    epsilon: float,
+    *,
+    n_random: int = 10_000,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-6,
+) -> dict:
     r"""Is ``delta`` the maximiser of the linearised gain δᵀg over the L∞ ball ‖δ‖∞ ≤ ε, example by example?
 
     Without using the formula ε‖g‖₁: ``delta`` must be feasible, and no point of ``n_random`` random
@@ -193,8 +235,9 @@ def linearised_gain_check(delta: torch.Tensor, grad: torch.Tensor, epsilon: floa
     return {"feasible": feasible, "beaten": share, "passes": feasible and share == 0}
 
 
-def brute_force_best_delta(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n_side: int = 201
-                           ) -> torch.Tensor:
+def brute_force_best_delta(
+    model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n_side: int = 201
+) -> torch.Tensor:
     """For a 2-D input ``x`` of shape (1, 2): the point of an ``n_side`` × ``n_side`` grid on the square
     [−ε, ε]² with the largest *actual* cross-entropy (not the linearisation)."""
     if x.shape != (1, 2):
@@ -206,8 +249,13 @@ def brute_force_best_delta(model, x: torch.Tensor, y: torch.Tensor, epsilon: flo
     return deltas[losses.argmax()]
 
 
-def first_order_errors(model, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float],
-                       direction: Callable[[torch.Tensor], torch.Tensor] = torch.sign) -> list[float]:
+def first_order_errors(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: Sequence[float],
+    direction: Callable[[torch.Tensor], torch.Tensor] = torch.sign,
+) -> list[float]:
     r"""|actual gain / predicted gain − 1| for δ = ε·direction(g), the prediction being eq. (3)'s ε‖g‖₁.
 
     For the FGSM direction (sign) the errors shrink like ε; for any other direction they tend to a

@@ -15,8 +15,16 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer
 
 __all__ = [
-    "POINTS", "check_discriminator_loss", "check_gan_optimum", "digits_gan", "gan_dynamics_explorer",
-    "mode_coverage", "ring_gan", "ring_run_summary", "shifted_generator_gradients", "value_maximiser_check",
+    "POINTS",
+    "check_discriminator_loss",
+    "check_gan_optimum",
+    "digits_gan",
+    "gan_dynamics_explorer",
+    "mode_coverage",
+    "ring_gan",
+    "ring_run_summary",
+    "shifted_generator_gradients",
+    "value_maximiser_check",
     "value_on_grid",
 ]
 
@@ -32,22 +40,46 @@ def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1
     from metaadv_edu import gan
 
     device = as_device(device)
-    config = {"lr_d": v.positive("lr_d", lr_d), "k_disc": v.integer("k_disc", k_disc), "lr_g": 1e-3,
-              "steps": v.integer("steps", steps), "batch_size": 128, "noise_dim": 8, "seed": 0,
-              "ring": [8, 2.0, 0.05]}
+    config = {
+        "lr_d": v.positive("lr_d", lr_d),
+        "k_disc": v.integer("k_disc", k_disc),
+        "lr_g": 1e-3,
+        "steps": v.integer("steps", steps),
+        "batch_size": 128,
+        "noise_dim": 8,
+        "seed": 0,
+        "ring": [8, 2.0, 0.05],
+    }
     ring = data.ring_mixture(*config["ring"])
 
-    build = cache.seeded(lambda: nn.ModuleDict({"G": models.mlp([8, 128, 128, 2], nn.ReLU),
-                              "D": models.mlp([2, 128, 128, 1], lambda: nn.LeakyReLU(0.2))}), config["seed"])
+    build = cache.seeded(
+        lambda: nn.ModuleDict(
+            {"G": models.mlp([8, 128, 128, 2], nn.ReLU), "D": models.mlp([2, 128, 128, 1], lambda: nn.LeakyReLU(0.2))}
+        ),
+        config["seed"],
+    )
 
     def train(pair):
-        h = gan.train_gan(pair["G"], pair["D"], lambda n, g: ring.sample(n, generator=g),
-                          noise_dim=config["noise_dim"], steps=config["steps"], k_disc=config["k_disc"],
-                          lr_g=config["lr_g"], lr_d=config["lr_d"], batch_size=config["batch_size"],
-                          generator_rng=torch.Generator().manual_seed(config["seed"]),
-                          snapshot_every=config["steps"] // 6, desc=f"ring GAN (lr_D={lr_d:g}, k={k_disc})")
-        return {"d_loss": h["d_loss"][::5], "g_loss": h["g_loss"][::5], "snapshot_steps": h["snapshot_steps"],
-                "snapshots": h["snapshots"]}
+        h = gan.train_gan(
+            pair["G"],
+            pair["D"],
+            lambda n, g: ring.sample(n, generator=g),
+            noise_dim=config["noise_dim"],
+            steps=config["steps"],
+            k_disc=config["k_disc"],
+            lr_g=config["lr_g"],
+            lr_d=config["lr_d"],
+            batch_size=config["batch_size"],
+            generator_rng=torch.Generator().manual_seed(config["seed"]),
+            snapshot_every=config["steps"] // 6,
+            desc=f"ring GAN (lr_D={lr_d:g}, k={k_disc})",
+        )
+        return {
+            "d_loss": h["d_loss"][::5],
+            "g_loss": h["g_loss"][::5],
+            "snapshot_steps": h["snapshot_steps"],
+            "snapshots": h["snapshots"],
+        }
 
     return load_or_train("ring-gan", config, build, train, device=device)
 
@@ -63,15 +95,29 @@ def digits_gan(device=None, *, steps: int = 3000):
     x, _ = data.load_digits("train", device=device)
     flat = x.flatten(1)
 
-    build = cache.seeded(lambda: nn.ModuleDict({"G": models.mlp([16, 128, 128, 64], nn.ReLU, nn.Sigmoid()),
-                              "D": models.mlp([64, 128, 1], lambda: nn.LeakyReLU(0.2))}), config["seed"])
+    build = cache.seeded(
+        lambda: nn.ModuleDict(
+            {
+                "G": models.mlp([16, 128, 128, 64], nn.ReLU, nn.Sigmoid()),
+                "D": models.mlp([64, 128, 1], lambda: nn.LeakyReLU(0.2)),
+            }
+        ),
+        config["seed"],
+    )
 
     def train(pair):
-        h = gan.train_gan(pair["G"], pair["D"],
-                          lambda n, g: flat[torch.randint(len(flat), (n,), generator=g).to(device)],
-                          noise_dim=config["noise_dim"], steps=config["steps"], lr_g=config["lr"],
-                          lr_d=config["lr"], batch_size=config["batch_size"],
-                          generator_rng=torch.Generator().manual_seed(config["seed"]), desc="digits GAN")
+        h = gan.train_gan(
+            pair["G"],
+            pair["D"],
+            lambda n, g: flat[torch.randint(len(flat), (n,), generator=g).to(device)],
+            noise_dim=config["noise_dim"],
+            steps=config["steps"],
+            lr_g=config["lr"],
+            lr_d=config["lr"],
+            batch_size=config["batch_size"],
+            generator_rng=torch.Generator().manual_seed(config["seed"]),
+            desc="digits GAN",
+        )
         return {"d_loss": h["d_loss"][::10], "g_loss": h["g_loss"][::10]}
 
     return load_or_train("digits-gan", config, build, train, device=device)
@@ -119,21 +165,35 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         art["mark"].set_xdata([step, step])
         covered, on_mode = mode_coverage(pts, means)
         art["ax"].set_title(f"step {step}: {covered}/8 modes, {on_mode:.0%} of samples on a mode", fontsize=9)
-        return (f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
-                f"<b>{covered} of 8</b> modes covered")
+        return (
+            f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
+            f"<b>{covered} of 8</b> modes covered"
+        )
 
     def selection(options, value, description):
-        return w.SelectionSlider(options=options, value=value, description=description,
-                                 continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT))
+        return w.SelectionSlider(
+            options=options,
+            value=value,
+            description=description,
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        )
 
     sliders = {
         "lr_d": selection(lrs, lrs[len(lrs) // 2], "discriminator (inner) lr"),
         "k_disc": selection(ks, ks[0], "k — D steps per G step"),
-        "snapshot": w.IntSlider(value=n_snap - 1, min=0, max=n_snap - 1, description="training snapshot",
-                                continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "snapshot": w.IntSlider(
+            value=n_snap - 1,
+            min=0,
+            max=n_snap - 1,
+            description="training snapshot",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
     }
-    return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)",
-                    figsize=(10, 4), dpi=72)
+    return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)", figsize=(10, 4), dpi=72)
 
 
 def check_discriminator_loss(my_loss: Callable) -> bool:
@@ -155,8 +215,10 @@ def check_discriminator_loss(my_loss: Callable) -> bool:
                 if grading.close(value, ref, 1e-4):
                     continue
                 if not torch.isfinite(value):
-                    raise grading.Stop("the loss is not finite for confident logits: log(sigmoid(s)) underflows; "
-                                "use F.logsigmoid or binary_cross_entropy_with_logits")
+                    raise grading.Stop(
+                        "the loss is not finite for confident logits: log(sigmoid(s)) underflows; "
+                        "use F.logsigmoid or binary_cross_entropy_with_logits"
+                    )
                 if grading.close(value, -ref, 1e-4):
                     raise grading.Stop("that is V(D, G) itself; the discriminator *maximises* V, so its loss is −V")
                 if grading.close(value, gan.discriminator_loss(fake, real), 1e-4):
@@ -199,8 +261,15 @@ def check_gan_optimum(my_optimum: Callable) -> bool:
                 ref_d = gan.optimal_discriminator(p, q)
                 d_star = grading.tensor_like(out[0], ref_d, "d_star")
                 if not grading.close(d_star[both], ref_d[both]):
-                    grading.first_mistake(d_star[both], [((q / (p + q))[both], "D* is the probability that x is "
-                                          "*real*: the data density over the sum of both")])
+                    grading.first_mistake(
+                        d_star[both],
+                        [
+                            (
+                                (q / (p + q))[both],
+                                "D* is the probability that x is *real*: the data density over the sum of both",
+                            )
+                        ],
+                    )
                     raise grading.Stop("d_star is not the optimal discriminator at every grid point")
                 ref_j = gan.js_divergence(p, q, dx)
                 values = []
@@ -214,25 +283,43 @@ def check_gan_optimum(my_optimum: Callable) -> bool:
                 ref_l = mass * torch.log(torch.tensor(2.0, dtype=torch.float64)) - 2 * ref_j  # log 4 − 2·JSD
                 for value in values:
                     if torch.isnan(value):
-                        raise grading.Stop("a NaN: where a density is 0 the term 0·log 0 counts as 0 — use "
-                                           "torch.xlogy(p, p / m), or keep only the points where p > 0")
+                        raise grading.Stop(
+                            "a NaN: where a density is 0 the term 0·log 0 counts as 0 — use "
+                            "torch.xlogy(p, p / m), or keep only the points where p > 0"
+                        )
                     if torch.isinf(value):
-                        raise grading.Stop("infinite: where p_g ≪ p_data, 1 − D* rounds to 0 and its log to −∞; "
-                                           "write log(1 − D*) as the log of a ratio of densities instead")
+                        raise grading.Stop(
+                            "infinite: where p_g ≪ p_data, 1 − D* rounds to 0 and its log to −∞; "
+                            "write log(1 − D*) as the log of a ratio of densities instead"
+                        )
                 if not grading.close(jsd, ref_j, 1e-6):
-                    grading.first_mistake(jsd, [
-                        (2 * ref_j, "JSD averages the two KLs to the mixture m = (p + p_g)/2: ½KL(p‖m) + ½KL(p_g‖m)"),
-                        (ref_j / dx, "integrate: multiply the sum over the grid by dx"),
-                        (ref_j / torch.log(torch.tensor(2.0)).double(), "use natural logarithms (nats), not log2"),
-                    ], 1e-6)
+                    grading.first_mistake(
+                        jsd,
+                        [
+                            (
+                                2 * ref_j,
+                                "JSD averages the two KLs to the mixture m = (p + p_g)/2: ½KL(p‖m) + ½KL(p_g‖m)",
+                            ),
+                            (ref_j / dx, "integrate: multiply the sum over the grid by dx"),
+                            (ref_j / torch.log(torch.tensor(2.0)).double(), "use natural logarithms (nats), not log2"),
+                        ],
+                        1e-6,
+                    )
                     raise grading.Stop("jsd is not the Jensen–Shannon divergence of the two densities")
                 if not grading.close(d_loss, ref_l, 1e-6):
-                    grading.first_mistake(d_loss, [
-                        (ref_l / 2, "that is half of L_D — the ½ that d2l puts in its discriminator loss "
-                         "(the mean of the two BCE terms); the loss of eq. (1) is their sum"),
-                        (-ref_l, "that is V(D*, G); the discriminator minimises −V"),
-                        (ref_l / dx, "integrate: multiply the sum over the grid by dx"),
-                    ], 1e-6)
+                    grading.first_mistake(
+                        d_loss,
+                        [
+                            (
+                                ref_l / 2,
+                                "that is half of L_D — the ½ that d2l puts in its discriminator loss "
+                                "(the mean of the two BCE terms); the loss of eq. (1) is their sum",
+                            ),
+                            (-ref_l, "that is V(D*, G); the discriminator minimises −V"),
+                            (ref_l / dx, "integrate: multiply the sum over the grid by dx"),
+                        ],
+                        1e-6,
+                    )
                     raise grading.Stop("d_loss is not −∫p log D* − ∫p_g log(1 − D*)")
         return "D* = p/(p + p_g), the JSD in nats and L_D(D*) = log 4 − 2·JSD, disjoint supports included"
 
@@ -246,9 +333,16 @@ def value_on_grid(d: torch.Tensor, p: torch.Tensor, q: torch.Tensor, dx: float) 
     return float((p * torch.log(d.clamp_min(tiny)) + q * torch.log((1 - d).clamp_min(tiny))).sum() * dx)
 
 
-def value_maximiser_check(d: torch.Tensor, p: torch.Tensor, q: torch.Tensor, dx: float, *,
-                          n_directions: int = 200, size: float = 0.05,
-                          generator: torch.Generator | None = None) -> dict:
+def value_maximiser_check(
+    d: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    dx: float,
+    *,
+    n_directions: int = 200,
+    size: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> dict:
     """Does the discriminator ``d`` (sampled on the grid) maximise V(·, G)? Without using the formula
     p/(p + q): ``n_directions`` random smooth perturbations d ± t·η (η a sum of a few random bumps, t up to
     ``size``, kept inside (0, 1)) must all lower V. Returns ``{"value", "best_perturbed", "passes"}``."""
@@ -287,10 +381,12 @@ def shifted_generator_gradients(p_dist, q_dist, x_grid: torch.Tensor, *, h: floa
 
     def at(theta):
         q = q_dist.density(x_grid - theta)
-        return {"minimax": float((q * torch.log((1 - d_star).clamp_min(tiny))).sum() * dx),
-                "non_saturating": float(-(q * torch.log(d_star.clamp_min(tiny))).sum() * dx),
-                "two_jsd": 2 * float(gan.js_divergence(p, q, dx)),
-                "kl_minus_two_jsd": float(gan.kl_divergence(q, p, dx)) - 2 * float(gan.js_divergence(p, q, dx))}
+        return {
+            "minimax": float((q * torch.log((1 - d_star).clamp_min(tiny))).sum() * dx),
+            "non_saturating": float(-(q * torch.log(d_star.clamp_min(tiny))).sum() * dx),
+            "two_jsd": 2 * float(gan.js_divergence(p, q, dx)),
+            "kl_minus_two_jsd": float(gan.kl_divergence(q, p, dx)) - 2 * float(gan.js_divergence(p, q, dx)),
+        }
 
     plus, minus = at(h), at(-h)
     return {k: (plus[k] - minus[k]) / (2 * h) for k in plus}

@@ -17,9 +17,20 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
 __all__ = [
-    "AVERAGE_TASK_AMPLITUDE", "LI_2017_TABLE1", "POINTS", "SINE_META", "average_task_gap", "check_inner_step",
-    "check_maml_hvp", "check_maml_meta_loss", "data_swap", "maml_explorer", "one_step_shift", "sine_maml",
-    "sine_pretrained", "sine_sampler",
+    "AVERAGE_TASK_AMPLITUDE",
+    "LI_2017_TABLE1",
+    "POINTS",
+    "SINE_META",
+    "average_task_gap",
+    "check_inner_step",
+    "check_maml_hvp",
+    "check_maml_meta_loss",
+    "data_swap",
+    "maml_explorer",
+    "one_step_shift",
+    "sine_maml",
+    "sine_pretrained",
+    "sine_sampler",
 ]
 
 
@@ -27,8 +38,14 @@ __all__ = [
 POINTS = {"MAML inner step": 1, "MAML meta-loss": 1, "MAML meta-gradient by HVP": 2}
 
 # Li, Zhou, Chen & Li (2017), Table 1: sinusoid regression, one adaptation step, MSE ± 95 % CI.
-LI_2017_TABLE1 = {("MAML", 5): (1.13, 0.18), ("MAML", 10): (0.77, 0.11), ("MAML", 20): (0.48, 0.08),
-                  ("Meta-SGD", 5): (0.90, 0.16), ("Meta-SGD", 10): (0.53, 0.09), ("Meta-SGD", 20): (0.31, 0.05)}
+LI_2017_TABLE1 = {
+    ("MAML", 5): (1.13, 0.18),
+    ("MAML", 10): (0.77, 0.11),
+    ("MAML", 20): (0.48, 0.08),
+    ("Meta-SGD", 5): (0.90, 0.16),
+    ("Meta-SGD", 10): (0.53, 0.09),
+    ("Meta-SGD", 20): (0.31, 0.05),
+}
 
 SINE_META = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.01, "outer_lr": 1e-3}
 
@@ -38,27 +55,34 @@ def sine_sampler(config: dict, device):
     return lambda g: data.sine_tasks(config["n_tasks"], config["k_support"], generator=g, device=device)
 
 
-def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False,
-              k_support: int = 10):
+def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False, k_support: int = 10):
     """The 1-40-40-1 regressor meta-trained by MAML on sinusoids (notebook 05): one inner step,
     K = 10, α = 0.01, Adam with β = 1e-3, meta-batch 25, as in Finn et al. (2017, §5.1) but with
     fewer iterations (the paper ran 70,000)."""
     from metaadv_edu import maml
 
     device = as_device(device)
-    config = {**SINE_META, "iterations": v.integer("iterations", iterations),
-              "first_order": bool(first_order), "seed": 0,
-              "k_support": v.integer("k_support", k_support)}
+    config = {
+        **SINE_META,
+        "iterations": v.integer("iterations", iterations),
+        "first_order": bool(first_order),
+        "seed": 0,
+        "k_support": v.integer("k_support", k_support),
+    }
 
     build = cache.seeded(models.SineRegressor, config["seed"])
 
     def train(model):
         history = maml.meta_train(
-            model, sine_sampler(config, device),
-            iterations=config["iterations"], inner_lr=config["inner_lr"],
-            outer_lr=config["outer_lr"], first_order=config["first_order"],
+            model,
+            sine_sampler(config, device),
+            iterations=config["iterations"],
+            inner_lr=config["inner_lr"],
+            outer_lr=config["outer_lr"],
+            first_order=config["first_order"],
             generator=torch.Generator().manual_seed(config["seed"]),
-            desc="FOMAML meta-training" if first_order else "MAML meta-training")
+            desc="FOMAML meta-training" if first_order else "MAML meta-training",
+        )
         return {"meta_loss": history["meta_loss"][::10]}
 
     name = "sine-fomaml" if first_order else "sine-maml"
@@ -150,8 +174,15 @@ def _adaptation_path(model, theta, xs, ys, grid, truth, inner_lr, keep_step, max
     return torch.stack(losses), kept
 
 
-def maml_explorer(meta_model: torch.nn.Module, baseline: torch.nn.Module, *, n_tasks: int = 10,
-                  pool: int = 20, seed: int = 2024, inner_lr: float = 0.01) -> Explorer:
+def maml_explorer(
+    meta_model: torch.nn.Module,
+    baseline: torch.nn.Module,
+    *,
+    n_tasks: int = 10,
+    pool: int = 20,
+    seed: int = 2024,
+    inner_lr: float = 0.01,
+) -> Explorer:
     """Adapt a meta-learned sinusoid regressor (and a baseline) to a new task, live.
 
     Sliders: α (log), inner steps, K support points, ε (an FGSM-style shift of the K support
@@ -166,8 +197,9 @@ def maml_explorer(meta_model: torch.nn.Module, baseline: torch.nn.Module, *, n_t
     from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
 
     device = next(meta_model.parameters()).device
-    tasks, amp, phase = data.sine_tasks(n_tasks, pool, generator=torch.Generator().manual_seed(seed),
-                                        device=device, return_params=True)
+    tasks, amp, phase = data.sine_tasks(
+        n_tasks, pool, generator=torch.Generator().manual_seed(seed), device=device, return_params=True
+    )
     grid = torch.linspace(-5, 5, 200, device=device).view(-1, 1)
     nets = {"MAML": meta_model, "pretrained": baseline}
     thetas = {name: params_of(net, detach=True) for name, net in nets.items()}
@@ -212,8 +244,7 @@ def maml_explorer(meta_model: torch.nn.Module, baseline: torch.nn.Module, *, n_t
             xs_used = xs
         losses, preds = {}, {}
         for name, net in nets.items():
-            losses[name], preds[name] = _adaptation_path(net, thetas[name], xs_used, ys, grid, truth,
-                                                         inner_lr, steps)
+            losses[name], preds[name] = _adaptation_path(net, thetas[name], xs_used, ys, grid, truth, inner_lr, steps)
         with torch.no_grad():
             init = forward(meta_model, thetas["MAML"], grid)
         g = grid[:, 0].cpu()
@@ -226,22 +257,29 @@ def maml_explorer(meta_model: torch.nn.Module, baseline: torch.nn.Module, *, n_t
         art["loss_maml"].set_ydata(losses["MAML"].clamp(1e-3, 30).cpu())
         art["loss_pre"].set_ydata(losses["pretrained"].clamp(1e-3, 30).cpu())
         art["marker"].set_xdata([steps, steps])
-        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}",
-                            fontsize=9)
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}", fontsize=9)
         m, p = losses["MAML"][steps].item(), losses["pretrained"][steps].item()
-        return (f"after {steps} step(s) of α = {inner_lr:.2g} on K = {k_support} points (ε = {epsilon:.2f}): "
-                f"MSE <b>{m:.3f}</b> (MAML) vs <b>{p:.3f}</b> (pretrained)")
+        return (
+            f"after {steps} step(s) of α = {inner_lr:.2g} on K = {k_support} points (ε = {epsilon:.2f}): "
+            f"MSE <b>{m:.3f}</b> (MAML) vs <b>{p:.3f}</b> (pretrained)"
+        )
 
     sliders = {
         "inner_lr": inner_lr_slider(inner_lr, -3, 0),
         "steps": int_slider("k — inner steps", 1, 0, 10),
         "k_support": int_slider("K — support points", 10, 2, pool),
         "epsilon": float_slider("ε — shift of support inputs", 0.0, 0.0, 1.0, 0.05),
-        "task": w.IntSlider(value=0, min=0, max=n_tasks - 1, description="test task",
-                            continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "task": w.IntSlider(
+            value=0,
+            min=0,
+            max=n_tasks - 1,
+            description="test task",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
     }
-    return Explorer(draw, sliders, setup=setup, title="MAML: adapt to a new sine wave",
-                    figsize=(10, 3.6), dpi=72)
+    return Explorer(draw, sliders, setup=setup, title="MAML: adapt to a new sine wave", figsize=(10, 3.6), dpi=72)
 
 
 def _sine_case(device, seed: int, n_tasks: int = 3, k: int = 5):
@@ -268,29 +306,37 @@ def check_inner_step(my_step: Callable) -> bool:
                 params = params_of(model)
                 out = grading.call(my_step, model, params, x, y, alpha)
                 if any(not torch.equal(b, p) for b, p in zip(before, model.parameters())):
-                    raise grading.Stop("your step changed the model's own parameters: return a new dict "
-                                "θ′ and leave the module untouched")
+                    raise grading.Stop(
+                        "your step changed the model's own parameters: return a new dict "
+                        "θ′ and leave the module untouched"
+                    )
                 if not isinstance(out, dict) or set(out) != set(params):
                     raise grading.Stop("return a dict with the same keys as params (name → tensor)")
                 ref = maml.adapt(model, params, x, y, inner_lr=alpha)
                 values = {k: grading.tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
                 if all(grading.close(values[k], ref[k].detach()) for k in ref):
                     if not all(out[k].requires_grad for k in out):
-                        raise grading.Stop("the values are right, but θ′ is detached from θ: MAML needs to "
-                                    "differentiate through the step (torch.autograd.grad(..., "
-                                    "create_graph=True) or torch.func.grad)")
+                        raise grading.Stop(
+                            "the values are right, but θ′ is detached from θ: MAML needs to "
+                            "differentiate through the step (torch.autograd.grad(..., "
+                            "create_graph=True) or torch.func.grad)"
+                        )
                     g_out = torch.autograd.grad(sum(t.sum() ** 2 for t in out.values()), list(params.values()))
                     g_ref = torch.autograd.grad(sum(t.sum() ** 2 for t in ref.values()), list(params.values()))
                     if not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
-                        raise grading.Stop("θ′ has the right values but the wrong derivative with respect to θ: "
-                                    "the gradient term must stay in the graph (create_graph=True) — "
-                                    "without it the Hessian term of the meta-gradient is lost")
+                        raise grading.Stop(
+                            "θ′ has the right values but the wrong derivative with respect to θ: "
+                            "the gradient term must stay in the graph (create_graph=True) — "
+                            "without it the Hessian term of the meta-gradient is lost"
+                        )
                     continue
                 flipped = {k: (2 * params[k] - ref[k]).detach() for k in ref}
                 if all(grading.close(values[k], flipped[k]) for k in ref):
                     raise grading.Stop("wrong sign: gradient *descent* subtracts α·∇L")
-                raise grading.Stop("θ′ differs from θ − α∇L(θ); differentiate the loss of "
-                            "functional_call(model, params, (x,)) with respect to params")
+                raise grading.Stop(
+                    "θ′ differs from θ − α∇L(θ); differentiate the loss of "
+                    "functional_call(model, params, (x,)) with respect to params"
+                )
         return "θ′ = θ − α∇L(θ), differentiable, model untouched"
 
     return grading.run("MAML inner step", body)
@@ -331,8 +377,10 @@ def check_maml_meta_loss(my_meta_loss: Callable) -> bool:
                 g_fo = torch.autograd.grad(maml.meta_loss(model, tasks, inner_lr=alpha, first_order=True), params)
                 if not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
                     if all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_fo)):
-                        raise grading.Stop("Hessian term missing: the value is right but the gradient is "
-                                    "first-order MAML's; keep create_graph=True in the inner step")
+                        raise grading.Stop(
+                            "Hessian term missing: the value is right but the gradient is "
+                            "first-order MAML's; keep create_graph=True in the inner step"
+                        )
                     raise grading.Stop("the value is right but the meta-gradient is not")
         return "value and second-order meta-gradient both match"
 
@@ -368,24 +416,43 @@ def check_maml_hvp(my_meta_grad: Callable) -> bool:
                     out = grading.call(my_meta_grad, support, q_grad, theta.clone(), alpha)
                 except grading.Stop as stop:
                     if "does not require grad" in str(stop):
-                        raise grading.Stop("to differentiate ∇L_S a second time (the Hessian-vector product), "
-                                           "compute it with create_graph=True") from None
+                        raise grading.Stop(
+                            "to differentiate ∇L_S a second time (the Hessian-vector product), "
+                            "compute it with create_graph=True"
+                        ) from None
                     raise
                 out = grading.tensor_like(out, ref, "the meta-gradient")
                 if grading.close(out, ref, 1e-6):
                     continue
-                grading.first_mistake(out, [
-                    (g, "that is ∇L_Q(θ′) alone — first-order MAML: the Hessian term −α∇²L_S(θ)∇L_Q(θ′) is missing"),
-                    (g + alpha * grad(support, theta, g),
-                     "the Hessian term has the wrong sign: dθ′/dθ = I − α∇²L_S(θ)"),
-                    (g - alpha * grad(support, adapted, g), "the Hessian belongs to the inner step: take it at θ, "
-                     "where the inner step starts, not at θ′"),
-                    (g - alpha * grad(query, adapted, g), "the Hessian is the *support* loss's (the inner step "
-                     "differentiates L_S), not the query loss's"),
-                    (-alpha * grad(support, theta, g), "(I − αH)v keeps v itself: add the query gradient"),
-                    (q_grad(theta) - alpha * grad(support, theta, q_grad(theta)),
-                     "the query gradient is taken at the adapted θ′ = θ − α∇L_S(θ), not at θ"),
-                ], 1e-6)
+                grading.first_mistake(
+                    out,
+                    [
+                        (
+                            g,
+                            "that is ∇L_Q(θ′) alone — first-order MAML: the Hessian term −α∇²L_S(θ)∇L_Q(θ′) is missing",
+                        ),
+                        (
+                            g + alpha * grad(support, theta, g),
+                            "the Hessian term has the wrong sign: dθ′/dθ = I − α∇²L_S(θ)",
+                        ),
+                        (
+                            g - alpha * grad(support, adapted, g),
+                            "the Hessian belongs to the inner step: take it at θ, "
+                            "where the inner step starts, not at θ′",
+                        ),
+                        (
+                            g - alpha * grad(query, adapted, g),
+                            "the Hessian is the *support* loss's (the inner step "
+                            "differentiates L_S), not the query loss's",
+                        ),
+                        (-alpha * grad(support, theta, g), "(I − αH)v keeps v itself: add the query gradient"),
+                        (
+                            q_grad(theta) - alpha * grad(support, theta, q_grad(theta)),
+                            "the query gradient is taken at the adapted θ′ = θ − α∇L_S(θ), not at θ",
+                        ),
+                    ],
+                    1e-6,
+                )
                 raise grading.Stop("not (I − α∇²L_S(θ))∇L_Q(θ′)")
         return "(I − α∇²L_S(θ))∇L_Q(θ′) through a Hessian-vector product, α = 0 included"
 

@@ -15,21 +15,48 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, epsilon_slider, int_slider
 
 __all__ = [
-    "BUDGET", "COVER_FEW_SHOT", "DETECTION", "POINTS", "check_adversarial_query_loss", "check_pgd_query_loss",
-    "cover_attack_pools", "cover_detector", "cover_maml", "cover_pretrained", "cover_task_generator",
-    "pool_accuracy", "robust_few_shot_explorer", "training_cost",
+    "BUDGET",
+    "COVER_FEW_SHOT",
+    "DETECTION",
+    "POINTS",
+    "check_adversarial_query_loss",
+    "check_pgd_query_loss",
+    "cover_attack_pools",
+    "cover_detector",
+    "cover_maml",
+    "cover_pretrained",
+    "cover_task_generator",
+    "pool_accuracy",
+    "robust_few_shot_explorer",
+    "training_cost",
 ]
 
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"adversarial-query loss": 1, "PGD query loss": 2}
 
-COVER_FEW_SHOT = {"n_way": 5, "k_shot": 5, "k_query": 5, "size": 16, "width": 8, "meta_batch": 4,
-                  "inner_lr": 0.2, "steps": 2, "outer_lr": 3e-3}
+COVER_FEW_SHOT = {
+    "n_way": 5,
+    "k_shot": 5,
+    "k_query": 5,
+    "size": 16,
+    "width": 8,
+    "meta_batch": 4,
+    "inner_lr": 0.2,
+    "steps": 2,
+    "outer_lr": 3e-3,
+}
 """5-way 5-shot tasks of 16×16 covers and the meta-training settings shared by notebook 08's learners."""
 
-BUDGET = {"image_gradients": 80_000, "adapt_steps": 2, "pretrain_genres": 64, "per_genre": 60, "pgd_steps": 3,
-          "aq_attack_steps": 2, "inner_lrs": (0.003, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0)}
+BUDGET = {
+    "image_gradients": 80_000,
+    "adapt_steps": 2,
+    "pretrain_genres": 64,
+    "per_genre": 60,
+    "pgd_steps": 3,
+    "aq_attack_steps": 2,
+    "inner_lrs": (0.003, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0),
+}
 """Notebook 08, part A: every learner gets the same training compute, counted in image-gradients (one
 forward and backward pass of one cover), and adapts with the same number of steps at test time, with its
 inner learning rate chosen from ``inner_lrs`` on meta-validation tasks."""
@@ -53,8 +80,15 @@ def training_cost(kind: str, epsilon: float = 0.0) -> int:
 
 def _cover_sampler(device):
     c = COVER_FEW_SHOT
-    return lambda g: covers.cover_tasks(c["meta_batch"], n_way=c["n_way"], k_shot=c["k_shot"],
-                                        k_query=c["k_query"], size=c["size"], generator=g, device=device)
+    return lambda g: covers.cover_tasks(
+        c["meta_batch"],
+        n_way=c["n_way"],
+        k_shot=c["k_shot"],
+        k_query=c["k_query"],
+        size=c["size"],
+        generator=g,
+        device=device,
+    )
 
 
 def cover_maml(epsilon: float = 0.0, device=None):
@@ -70,19 +104,30 @@ def cover_maml(epsilon: float = 0.0, device=None):
     c = COVER_FEW_SHOT
     epsilon = v.nonnegative("epsilon", epsilon)
     attack_steps = BUDGET["aq_attack_steps"]
-    config = {**c, "epsilon": round(epsilon, 6), "attack_steps": attack_steps, "seed": 0,
-              "iterations": BUDGET["image_gradients"] // training_cost("meta", epsilon)}
+    config = {
+        **c,
+        "epsilon": round(epsilon, 6),
+        "attack_steps": attack_steps,
+        "seed": 0,
+        "iterations": BUDGET["image_gradients"] // training_cost("meta", epsilon),
+    }
     build = cache.seeded(lambda: models.TinyCNN(3, c["n_way"], width=c["width"], image_size=c["size"]), config["seed"])
 
     def train(model):
         g = torch.Generator().manual_seed(config["seed"])
-        common = {"iterations": config["iterations"], "inner_lr": c["inner_lr"], "steps": c["steps"],
-                  "outer_lr": c["outer_lr"], "generator": g}
+        common = {
+            "iterations": config["iterations"],
+            "inner_lr": c["inner_lr"],
+            "steps": c["steps"],
+            "outer_lr": c["outer_lr"],
+            "generator": g,
+        }
         if epsilon == 0:
             h = maml.meta_train(model, _cover_sampler(device), desc="MAML on covers", **common)
         else:
-            h = robust_meta.meta_train_adversarial(model, _cover_sampler(device), epsilon=epsilon,
-                                                   attack_steps=attack_steps, **common)
+            h = robust_meta.meta_train_adversarial(
+                model, _cover_sampler(device), epsilon=epsilon, attack_steps=attack_steps, **common
+            )
         return {"meta_loss": h["meta_loss"]}
 
     name = "covers-maml" if epsilon == 0 else "covers-aq"
@@ -99,9 +144,17 @@ def cover_pretrained(epsilon: float = 0.0, device=None):
     c, b = COVER_FEW_SHOT, BUDGET
     epsilon = v.nonnegative("epsilon", epsilon)
     n_genres = b["pretrain_genres"]
-    config = {"epsilon": round(epsilon, 6), "n_genres": n_genres, "per_genre": b["per_genre"], "size": c["size"],
-              "width": c["width"], "epochs": b["image_gradients"] // training_cost("pretrained", epsilon),
-              "lr": 3e-3, "pgd_steps": b["pgd_steps"], "seed": 0}
+    config = {
+        "epsilon": round(epsilon, 6),
+        "n_genres": n_genres,
+        "per_genre": b["per_genre"],
+        "size": c["size"],
+        "width": c["width"],
+        "epochs": b["image_gradients"] // training_cost("pretrained", epsilon),
+        "lr": 3e-3,
+        "pgd_steps": b["pgd_steps"],
+        "seed": 0,
+    }
     build = cache.seeded(lambda: models.TinyCNN(3, n_genres, width=c["width"], image_size=c["size"]), config["seed"])
 
     def train(model):
@@ -109,47 +162,85 @@ def cover_pretrained(epsilon: float = 0.0, device=None):
         genres = covers.sample_genres(n_genres, "meta-train", generator=g)
         x, y = covers.sample_covers(genres, config["per_genre"], generator=g, size=c["size"], device=device)
         h = defenses.adversarial_training(
-            model, x, y, method="pgd" if epsilon > 0 else "standard", epsilon=epsilon,
-            pgd_steps=config["pgd_steps"], epochs=config["epochs"], lr=config["lr"],
-            generator=torch.Generator().manual_seed(config["seed"]))
+            model,
+            x,
+            y,
+            method="pgd" if epsilon > 0 else "standard",
+            epsilon=epsilon,
+            pgd_steps=config["pgd_steps"],
+            epochs=config["epochs"],
+            lr=config["lr"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+        )
         return {"loss": h["loss"]}
 
-    return load_or_train("covers-pretrained" if epsilon == 0 else "covers-pretrained-pgd", config, build,
-                         cache.timed(train), device=device)
+    return load_or_train(
+        "covers-pretrained" if epsilon == 0 else "covers-pretrained-pgd",
+        config,
+        build,
+        cache.timed(train),
+        device=device,
+    )
 
 
-def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *,
-                         iterations: int = 150):
+def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *, iterations: int = 150):
     """An adversarial generator trained against :func:`cover_maml` (``target_epsilon``) *after* it
     adapts to each task: one forward pass attacks any new task's classifier. Returns (G, record)."""
     from metaadv_edu import gan, robust_meta
 
     device = as_device(device)
     c = COVER_FEW_SHOT
-    config = {"target_epsilon": round(v.nonnegative("target_epsilon", target_epsilon), 6),
-              "epsilon": round(v.nonnegative("epsilon", epsilon), 6), "hidden": 128, "lr": 1e-3,
-              "iterations": v.integer("iterations", iterations), "seed": 0}
+    config = {
+        "target_epsilon": round(v.nonnegative("target_epsilon", target_epsilon), 6),
+        "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+        "hidden": 128,
+        "lr": 1e-3,
+        "iterations": v.integer("iterations", iterations),
+        "seed": 0,
+    }
     target, _ = cover_maml(target_epsilon, device)
-    build = cache.seeded(lambda: gan.PerturbationGenerator((3, c["size"], c["size"]), epsilon, hidden=config["hidden"]),
-                    config["seed"])
+    build = cache.seeded(
+        lambda: gan.PerturbationGenerator((3, c["size"], c["size"]), epsilon, hidden=config["hidden"]), config["seed"]
+    )
 
     def train(perturber):
         h = robust_meta.train_task_generator(
-            perturber, target, _cover_sampler(device), inner_lr=c["inner_lr"], steps=c["steps"],
-            iterations=config["iterations"], lr=config["lr"], generator=torch.Generator().manual_seed(config["seed"]))
+            perturber,
+            target,
+            _cover_sampler(device),
+            inner_lr=c["inner_lr"],
+            steps=c["steps"],
+            iterations=config["iterations"],
+            lr=config["lr"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+        )
         return {"fooled": h["fooled"]}
 
     return load_or_train("covers-task-generator", config, build, cache.timed(train), device=device)
 
 
-DETECTION = {"epsilon": 32 / 255, "train": ("FGSM 16/255", "FGSM 32/255", "PGD 32/255"),
-             "held_out": ("generator 32/255", "noise 32/255"), "k_shot": 5, "k_query": 10, "meta_batch": 8,
-             "inner_lr": 0.1, "steps": 2, "iterations": 150, "outer_lr": 3e-3}
+DETECTION = {
+    "epsilon": 32 / 255,
+    "train": ("FGSM 16/255", "FGSM 32/255", "PGD 32/255"),
+    "held_out": ("generator 32/255", "noise 32/255"),
+    "k_shot": 5,
+    "k_query": 10,
+    "meta_batch": 8,
+    "inner_lr": 0.1,
+    "steps": 2,
+    "iterations": 150,
+    "outer_lr": 3e-3,
+}
 """Notebook 08, part B: the perturbations used as tasks, and the detector's meta-training settings."""
 
 
-_POOL_SPECS = {"FGSM 16/255": ("fgsm", 16 / 255), "FGSM 32/255": ("fgsm", 32 / 255), "PGD 32/255": ("pgd", 32 / 255),
-               "generator 32/255": ("generator", 32 / 255), "noise 32/255": ("noise", 32 / 255)}
+_POOL_SPECS = {
+    "FGSM 16/255": ("fgsm", 16 / 255),
+    "FGSM 32/255": ("fgsm", 32 / 255),
+    "PGD 32/255": ("pgd", 32 / 255),
+    "generator 32/255": ("generator", 32 / 255),
+    "noise 32/255": ("noise", 32 / 255),
+}
 
 _pool_memo: dict = {}
 
@@ -176,10 +267,19 @@ def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
     perturber.epsilon = DETECTION["epsilon"]
     pools, accuracy = {}, {}
     for seed, pool in ((5, "meta-train"), (6, "meta-test")):
-        tasks = covers.cover_tasks(32, n_way=c["n_way"], k_shot=c["k_shot"], k_query=c["k_query"], pool=pool,
-                                   size=c["size"], generator=torch.Generator().manual_seed(seed), device=device)
+        tasks = covers.cover_tasks(
+            32,
+            n_way=c["n_way"],
+            k_shot=c["k_shot"],
+            k_query=c["k_query"],
+            pool=pool,
+            size=c["size"],
+            generator=torch.Generator().manual_seed(seed),
+            device=device,
+        )
         pools[pool], accuracy[pool] = detection.perturbation_pools(
-            victim, tasks, _POOL_SPECS, inner_lr=c["inner_lr"], steps=c["steps"], perturber=perturber, seed=7)
+            victim, tasks, _POOL_SPECS, inner_lr=c["inner_lr"], steps=c["steps"], perturber=perturber, seed=7
+        )
     _pool_memo[device] = (pools, accuracy)
     return pools
 
@@ -208,26 +308,49 @@ def cover_detector(kind: str = "meta", device=None):
         perturbed = [pools[n] for n in DETECTION["train"]]
         g = torch.Generator().manual_seed(config["seed"])
         if kind == "meta":
+
             def sample(gen):
-                return detection.detection_tasks(pools["clean"], perturbed, DETECTION["meta_batch"],
-                                                   k_shot=DETECTION["k_shot"], k_query=DETECTION["k_query"],
-                                                   generator=gen)
-            h = maml.meta_train(model, sample, iterations=DETECTION["iterations"], inner_lr=DETECTION["inner_lr"],
-                                steps=DETECTION["steps"], outer_lr=DETECTION["outer_lr"], generator=g,
-                                desc="meta-learning a detector")
+                return detection.detection_tasks(
+                    pools["clean"],
+                    perturbed,
+                    DETECTION["meta_batch"],
+                    k_shot=DETECTION["k_shot"],
+                    k_query=DETECTION["k_query"],
+                    generator=gen,
+                )
+
+            h = maml.meta_train(
+                model,
+                sample,
+                iterations=DETECTION["iterations"],
+                inner_lr=DETECTION["inner_lr"],
+                steps=DETECTION["steps"],
+                outer_lr=DETECTION["outer_lr"],
+                generator=g,
+                desc="meta-learning a detector",
+            )
             return {"meta_loss": h["meta_loss"]}
         clean = pools["clean"]
         x = torch.cat([clean] * len(perturbed) + perturbed)
         y = torch.cat([torch.zeros(len(clean) * len(perturbed)), torch.ones(len(clean) * len(perturbed))]).long()
-        h = training.train_classifier(model, x, y.to(x.device), epochs=config["joint_epochs"], lr=3e-3,
-                                      generator=g, desc="joint detector")
+        h = training.train_classifier(
+            model, x, y.to(x.device), epochs=config["joint_epochs"], lr=3e-3, generator=g, desc="joint detector"
+        )
         return {"loss": h["loss"]}
 
     return load_or_train(f"cover-detector-{kind}", config, build, cache.timed(train), device=device)
 
 
-def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, steps: int = 2, inner_lr: float = 0.2,
-                             epsilon: float = 8 / 255, attack_steps: int = 10, task: int = 0) -> Explorer:
+def robust_few_shot_explorer(
+    learners: dict[str, torch.nn.Module],
+    tasks,
+    *,
+    steps: int = 2,
+    inner_lr: float = 0.2,
+    epsilon: float = 8 / 255,
+    attack_steps: int = 10,
+    task: int = 0,
+) -> Explorer:
     """Notebook 08: ε and α together. Each cached model adapts to one new-genre task (``steps`` steps of α on its
     clean support set); PGD attacks the query covers against the adapted weights. Shows one query cover per class
     (clean, δ, attacked; the chosen learner's predictions) and each learner's query accuracy. Nothing is trained."""
@@ -260,22 +383,38 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
     def results_for(epsilon, inner_lr, task):
         one = tasks.task(task)
         if memo.get("adapted_for") != (inner_lr, task):
-            memo.update(adapted_for=(inner_lr, task), results_for=None, adapted={
-                name: {k: p[0] for k, p in robust_meta.adapt_tasks(m, one, inner_lr=inner_lr, steps=steps).items()}
-                for name, m in learners.items()})
+            memo.update(
+                adapted_for=(inner_lr, task),
+                results_for=None,
+                adapted={
+                    name: {k: p[0] for k, p in robust_meta.adapt_tasks(m, one, inner_lr=inner_lr, steps=steps).items()}
+                    for name, m in learners.items()
+                },
+            )
         if memo["results_for"] != (epsilon, inner_lr, task):
-            memo.update(results_for=(epsilon, inner_lr, task), results={
-                name: robust_meta.attack_one_task(m, memo["adapted"][name], one.x_query[0], one.y_query[0],
-                                                  epsilon=epsilon, attack_steps=attack_steps)
-                for name, m in learners.items()})
+            memo.update(
+                results_for=(epsilon, inner_lr, task),
+                results={
+                    name: robust_meta.attack_one_task(
+                        m,
+                        memo["adapted"][name],
+                        one.x_query[0],
+                        one.y_query[0],
+                        epsilon=epsilon,
+                        attack_steps=attack_steps,
+                    )
+                    for name, m in learners.items()
+                },
+            )
         return memo["results"]
 
     def draw(fig, *, epsilon, inner_lr, learner, task):
         one, results = tasks.task(task), results_for(epsilon, inner_lr, task)
         x_adv, pred_clean, pred_adv = results[learner]
         y, shown = one.y_query[0], first[task]
-        artists["columns"].show(one.x_query[0, shown], x_adv[shown], y[shown], pred_clean[shown], pred_adv[shown],
-                                epsilon)
+        artists["columns"].show(
+            one.x_query[0, shown], x_adv[shown], y[shown], pred_clean[shown], pred_adv[shown], epsilon
+        )
         summary = []
         for j, name in enumerate(names):
             _, pc, pa = results[name]
@@ -284,20 +423,35 @@ def robust_few_shot_explorer(learners: dict[str, torch.nn.Module], tasks, *, ste
             artists["adv"][j].set_height(acc_a)
             summary.append(f"{name}: clean <b>{acc_c:.0%}</b>, PGD <b>{acc_a:.0%}</b>")
         artists["bar_ax"].set_title(f"query accuracy, task {task} (ε = {epsilon * 255:.0f}/255)", fontsize=9)
-        return (f"α = {inner_lr:.2g}, {steps} steps on {k_shot} clean covers per class; PGD-{attack_steps} on "
-                f"{len(y)} query covers · " + " · ".join(summary))
+        return (
+            f"α = {inner_lr:.2g}, {steps} steps on {k_shot} clean covers per class; PGD-{attack_steps} on "
+            f"{len(y)} query covers · " + " · ".join(summary)
+        )
 
     sliders = {
         "epsilon": epsilon_slider(epsilon, max=32 / 255, step=1 / 255),
         "inner_lr": inner_lr_slider(inner_lr, -3, 0),
-        "learner": w.SelectionSlider(options=names, value=names[-1], description="covers shown for",
-                                     continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
-        "task": int_slider("new-genre task", v.integer("task", task, low=0, high=len(tasks.y_query) - 1), 0,
-                           len(tasks.y_query) - 1),
+        "learner": w.SelectionSlider(
+            options=names,
+            value=names[-1],
+            description="covers shown for",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
+        "task": int_slider(
+            "new-genre task", v.integer("task", task, low=0, high=len(tasks.y_query) - 1), 0, len(tasks.y_query) - 1
+        ),
     }
     sliders["epsilon"].readout_format = ".3f"
-    return Explorer(draw, sliders, setup=setup, title="Robust few-shot learning on new genres (cached models)",
-                    figsize=(10, 4), dpi=72)
+    return Explorer(
+        draw,
+        sliders,
+        setup=setup,
+        title="Robust few-shot learning on new genres (cached models)",
+        figsize=(10, 4),
+        dpi=72,
+    )
 
 
 def check_adversarial_query_loss(my_loss: Callable) -> bool:
@@ -311,8 +465,9 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
     from metaadv_edu.robust_meta import functional_attack
 
     def attacked(model, params, x, y, eps, clamp=True, sign=1.0, norm="l2"):
-        return functional_attack(model, params, x, y, torch.zeros_like(x), epsilon=eps, steps=1,
-                                 step_size=sign * eps, clamp=clamp, norm=norm)
+        return functional_attack(
+            model, params, x, y, torch.zeros_like(x), epsilon=eps, steps=1, step_size=sign * eps, clamp=clamp, norm=norm
+        )
 
     def body() -> str:
         for device in grading.devices():
@@ -330,29 +485,47 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
                     theta0 = {k: p.detach() for k, p in theta.items()}
                     mistakes = [
                         (ce(adapted, x), "that is the clean query loss: perturb the query inputs first"),
-                        (ce(adapted, attacked(model, theta0, x, y, eps)),
-                         "the attack targets θ, but the query is answered by θ′: compute the input gradient "
-                         "with forward(model, adapted, ·)"),
-                        (ce(theta0, attacked(model, adapted, x, y, eps)),
-                         "the attacked query must be scored by the adapted weights θ′, not by the model's own θ"),
-                        (ce(adapted, attacked(model, adapted, x, y, eps, clamp=False)),
-                         "forgot to clamp: the attacked covers must stay in [0, 1]"),
-                        (ce(adapted, attacked(model, adapted, x, y, eps, sign=-1.0)),
-                         "wrong sign: the attack *raises* the loss, x + ε·g/‖g‖₂"),
-                        (ce(adapted, attacked(model, adapted, x, y, eps, norm="linf")),
-                         "that is FGSM's L∞ step ε·sign(g); this exercise uses the L2 step ε·g/‖g‖₂"),
+                        (
+                            ce(adapted, attacked(model, theta0, x, y, eps)),
+                            "the attack targets θ, but the query is answered by θ′: compute the input gradient "
+                            "with forward(model, adapted, ·)",
+                        ),
+                        (
+                            ce(theta0, attacked(model, adapted, x, y, eps)),
+                            "the attacked query must be scored by the adapted weights θ′, not by the model's own θ",
+                        ),
+                        (
+                            ce(adapted, attacked(model, adapted, x, y, eps, clamp=False)),
+                            "forgot to clamp: the attacked covers must stay in [0, 1]",
+                        ),
+                        (
+                            ce(adapted, attacked(model, adapted, x, y, eps, sign=-1.0)),
+                            "wrong sign: the attack *raises* the loss, x + ε·g/‖g‖₂",
+                        ),
+                        (
+                            ce(adapted, attacked(model, adapted, x, y, eps, norm="linf")),
+                            "that is FGSM's L∞ step ε·sign(g); this exercise uses the L2 step ε·g/‖g‖₂",
+                        ),
                     ]
                     for wrong, hint in mistakes:
                         if eps and grading.close(value, wrong.detach(), 1e-4):
                             raise grading.Stop(hint)
-                    raise grading.Stop("not the cross-entropy of θ′ at the L2-attacked query inputs "
-                                       "(normalise g per cover, over its pixels)")
+                    raise grading.Stop(
+                        "not the cross-entropy of θ′ at the L2-attacked query inputs "
+                        "(normalise g per cover, over its pixels)"
+                    )
                 if not out.requires_grad:
-                    raise grading.Stop("the value is right but has no gradient: keep θ′ attached "
-                                       "(do not detach adapted)")
-                grading.same_gradient(out, ref, list(theta.values()), "the value is right but the meta-gradient "
-                                      "is not: the loss must depend on θ only through θ′, with the perturbation "
-                                      "held fixed (detach it)")
+                    raise grading.Stop(
+                        "the value is right but has no gradient: keep θ′ attached (do not detach adapted)"
+                    )
+                grading.same_gradient(
+                    out,
+                    ref,
+                    list(theta.values()),
+                    "the value is right but the meta-gradient "
+                    "is not: the loss must depend on θ only through θ′, with the perturbation "
+                    "held fixed (detach it)",
+                )
         return "L2 step against θ′, clamped, scored by θ′; the meta-gradient flows through the adaptation only"
 
     return grading.run("adversarial-query loss", body)
@@ -375,26 +548,40 @@ def check_pgd_query_loss(my_loss: Callable) -> bool:
                 frozen = {k: p.detach() for k, p in adapted.items()}
                 ce = lambda p, z, model=model, y=y: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
                 attack = lambda p, a, k, ce=ce, x=x, eps=eps: grading.pgd_variants(  # noqa: E731
-                    lambda z: ce(p, z), x, eps, a, k)
+                    lambda z: ce(p, z), x, eps, a, k
+                )
                 variants = attack(frozen, eps / 4, 6)
                 ref = ce(adapted, variants.pop("ok"))
                 out = grading.call(my_loss, model, adapted, x, y, eps, eps / 4, 6)
                 if not grading.close(value := grading.scalar_loss(out), ref.detach(), 1e-4):
                     theta0 = {k: p.detach() for k, p in theta.items()}
-                    grading.first_mistake(value, [
-                        (ce(adapted, attack(theta0, eps / 4, 6)["ok"]),
-                         "PGD must attack the adapted weights θ′ (forward(model, adapted, ·)), not θ"),
-                        (ce(adapted, attack(frozen, eps, 1)["ok"]),
-                         "that is FGSM: take `steps` PGD steps of `step_size`, each projected and clamped"),
-                        (ce(adapted, x), "that is the clean query loss: attack the query inputs first"),
-                        *[(ce(adapted, wrong), grading.PGD_HINTS[k]) for k, wrong in variants.items()],
-                    ], 1e-4)
+                    grading.first_mistake(
+                        value,
+                        [
+                            (
+                                ce(adapted, attack(theta0, eps / 4, 6)["ok"]),
+                                "PGD must attack the adapted weights θ′ (forward(model, adapted, ·)), not θ",
+                            ),
+                            (
+                                ce(adapted, attack(frozen, eps, 1)["ok"]),
+                                "that is FGSM: take `steps` PGD steps of `step_size`, each projected and clamped",
+                            ),
+                            (ce(adapted, x), "that is the clean query loss: attack the query inputs first"),
+                            *[(ce(adapted, wrong), grading.PGD_HINTS[k]) for k, wrong in variants.items()],
+                        ],
+                        1e-4,
+                    )
                     raise grading.Stop("not the cross-entropy of θ′ at the PGD-attacked query inputs")
                 if not out.requires_grad:
                     raise grading.Stop("the value is right but has no gradient: score with adapted, not detached")
-                grading.same_gradient(out, ref, list(theta.values()), "the value is right but the meta-gradient "
-                                      "is not: hold the perturbation fixed (detach x_adv) so θ is reached only "
-                                      "through θ′")
+                grading.same_gradient(
+                    out,
+                    ref,
+                    list(theta.values()),
+                    "the value is right but the meta-gradient "
+                    "is not: hold the perturbation fixed (detach x_adv) so θ is reached only "
+                    "through θ′",
+                )
         return "PGD against θ′ (projected, clamped), scored by θ′; the meta-gradient flows through the adaptation"
 
     return grading.run("PGD query loss", body)

@@ -14,15 +14,22 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import SINE_META, sine_sampler
 from metaadv_edu.widgets import Explorer, float_slider
 
-__all__ = ["POINTS", "check_alpha_gradient", "check_meta_sgd_step", "learned_inner_lrs", "metasgd_explorer",
-           "sine_metasgd"]
+__all__ = [
+    "POINTS",
+    "check_alpha_gradient",
+    "check_meta_sgd_step",
+    "learned_inner_lrs",
+    "metasgd_explorer",
+    "sine_metasgd",
+]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"Meta-SGD step": 1, "Meta-SGD ∂L/∂α": 2}
 
 
-def sine_metasgd(device=None, *, iterations: int = 1200, k_support: int = 10,
-                 alpha_init: float | tuple[float, float] = (0.005, 0.1)):
+def sine_metasgd(
+    device=None, *, iterations: int = 1200, k_support: int = 10, alpha_init: float | tuple[float, float] = (0.005, 0.1)
+):
     """Meta-SGD on sinusoids (notebook 07): the 1-40-40-1 regressor and an elementwise α learned
     together with Adam (β = 1e-3), one inner step, meta-batch 25. ``alpha_init`` is a constant or a
     range for the uniform initialisation of α (the paper draws it from a small range).
@@ -33,9 +40,14 @@ def sine_metasgd(device=None, *, iterations: int = 1200, k_support: int = 10,
 
     device = as_device(device)
     init = list(alpha_init) if isinstance(alpha_init, tuple) else v.positive("alpha_init", alpha_init)
-    config = {"n_tasks": SINE_META["n_tasks"], "k_support": v.integer("k_support", k_support),
-              "outer_lr": SINE_META["outer_lr"], "iterations": v.integer("iterations", iterations),
-              "alpha_init": init, "seed": 0}
+    config = {
+        "n_tasks": SINE_META["n_tasks"],
+        "k_support": v.integer("k_support", k_support),
+        "outer_lr": SINE_META["outer_lr"],
+        "iterations": v.integer("iterations", iterations),
+        "alpha_init": init,
+        "seed": 0,
+    }
 
     build = cache.seeded(models.SineRegressor, config["seed"])
 
@@ -43,23 +55,33 @@ def sine_metasgd(device=None, *, iterations: int = 1200, k_support: int = 10,
         g = torch.Generator().manual_seed(config["seed"])
         lrs = metasgd.init_inner_lrs(model, tuple(init) if isinstance(init, list) else init, generator=g)
         history = metasgd.meta_train(
-            model, lrs, sine_sampler(config, device),
-            iterations=config["iterations"], outer_lr=config["outer_lr"], generator=g,
-            desc=f"Meta-SGD (K = {config['k_support']})")
-        return {"meta_loss": history["meta_loss"][::10],
-                "inner_lrs": {k: t.detach().cpu().tolist() for k, t in lrs.items()}}
+            model,
+            lrs,
+            sine_sampler(config, device),
+            iterations=config["iterations"],
+            outer_lr=config["outer_lr"],
+            generator=g,
+            desc=f"Meta-SGD (K = {config['k_support']})",
+        )
+        return {
+            "meta_loss": history["meta_loss"][::10],
+            "inner_lrs": {k: t.detach().cpu().tolist() for k, t in lrs.items()},
+        }
 
     return load_or_train("sine-metasgd", config, build, train, device=device)
 
 
 def learned_inner_lrs(record: dict, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The learned α of a :func:`sine_metasgd` record as tensors on the model's device."""
-    return {name: torch.tensor(record["inner_lrs"][name], dtype=p.dtype, device=p.device)
-            for name, p in model.named_parameters()}
+    return {
+        name: torch.tensor(record["inner_lrs"][name], dtype=p.dtype, device=p.device)
+        for name, p in model.named_parameters()
+    }
 
 
-def metasgd_explorer(variants: dict[str, tuple], *, n_tasks: int = 10, seed: int = 77,
-                     maml_lr: float = 0.01) -> Explorer:
+def metasgd_explorer(
+    variants: dict[str, tuple], *, n_tasks: int = 10, seed: int = 77, maml_lr: float = 0.01
+) -> Explorer:
     """Switch between cached Meta-SGD models (by shot count and α initialisation) and adapt each to a
     new task with one step of its learned α, next to MAML with one step of ``maml_lr``.
 
@@ -76,12 +98,17 @@ def metasgd_explorer(variants: dict[str, tuple], *, n_tasks: int = 10, seed: int
     first = variants[labels[0]][0]
     device = next(first.parameters()).device
     pool = max(v[3] for v in variants.values())
-    tasks, amp, phase = data.sine_tasks(n_tasks, pool, generator=torch.Generator().manual_seed(seed),
-                                        device=device, return_params=True)
+    tasks, amp, phase = data.sine_tasks(
+        n_tasks, pool, generator=torch.Generator().manual_seed(seed), device=device, return_params=True
+    )
     grid = torch.linspace(-5, 5, 200, device=device).view(-1, 1)
     bins = np.logspace(-4, 0, 25)
-    hists = {label: np.histogram(np.abs(torch.cat([a.detach().reshape(-1) for a in v[1].values()]).cpu().numpy()),
-                                 bins=bins)[0] for label, v in variants.items()}
+    hists = {
+        label: np.histogram(
+            np.abs(torch.cat([a.detach().reshape(-1) for a in v[1].values()]).cpu().numpy()), bins=bins
+        )[0]
+        for label, v in variants.items()
+    }
     art: dict = {}
 
     def setup(fig):
@@ -121,19 +148,32 @@ def metasgd_explorer(variants: dict[str, tuple], *, n_tasks: int = 10, seed: int
         art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k}", fontsize=9)
         mse = float(((pred - truth) ** 2).mean())
         mse_maml = float(((pred_maml - truth) ** 2).mean())
-        return (f"one step on K = {k} points: MSE <b>{mse:.3f}</b> (Meta-SGD, α × {alpha_scale:.2f}) vs "
-                f"<b>{mse_maml:.3f}</b> (MAML)")
+        return (
+            f"one step on K = {k} points: MSE <b>{mse:.3f}</b> (Meta-SGD, α × {alpha_scale:.2f}) vs "
+            f"<b>{mse_maml:.3f}</b> (MAML)"
+        )
 
     sliders = {
-        "model": w.SelectionSlider(options=labels, value=labels[0], description="cached Meta-SGD model",
-                                   continuous_update=False, style=LABEL_STYLE,
-                                   layout=w.Layout(width="44em")),
+        "model": w.SelectionSlider(
+            options=labels,
+            value=labels[0],
+            description="cached Meta-SGD model",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(width="44em"),
+        ),
         "alpha_scale": float_slider("scale of learned α", 1.0, 0.0, 3.0, 0.1),
-        "task": w.IntSlider(value=0, min=0, max=n_tasks - 1, description="test task",
-                            continuous_update=False, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)),
+        "task": w.IntSlider(
+            value=0,
+            min=0,
+            max=n_tasks - 1,
+            description="test task",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
     }
-    return Explorer(draw, sliders, setup=setup, title="Meta-SGD: the learned α at work",
-                    figsize=(10, 3.6), dpi=72)
+    return Explorer(draw, sliders, setup=setup, title="Meta-SGD: the learned α at work", figsize=(10, 3.6), dpi=72)
 
 
 def check_meta_sgd_step(my_step: Callable) -> bool:
@@ -175,15 +215,18 @@ def check_alpha_gradient(my_grad: Callable) -> bool:
         t = t.detach().requires_grad_(True)
         return torch.autograd.grad(fn(t), t)[0].detach()
 
-    detached = ("your ∂L/∂α is zero or missing: α was detached (or never required a gradient), so autograd "
-                "cannot see that L_Q depends on α through θ′")
+    detached = (
+        "your ∂L/∂α is zero or missing: α was detached (or never required a gradient), so autograd "
+        "cannot see that L_Q depends on α through θ′"
+    )
 
     def body() -> str:
         for device in grading.devices():
             for seed in (0, 1, 2):
                 theta, support, query = grading.toy_regression(device, seed)
-                alpha = 0.01 + 0.05 * torch.rand(theta.shape, generator=torch.Generator().manual_seed(seed),
-                                                  dtype=theta.dtype).to(device)
+                alpha = 0.01 + 0.05 * torch.rand(
+                    theta.shape, generator=torch.Generator().manual_seed(seed), dtype=theta.dtype
+                ).to(device)
                 g_s = grad(support, theta)
                 adapted = theta - alpha * g_s
                 ref = -grad(query, adapted) * g_s
@@ -196,19 +239,25 @@ def check_alpha_gradient(my_grad: Callable) -> bool:
                 if out is None:
                     raise grading.Stop(detached)
                 if isinstance(out, torch.Tensor) and out.numel() == 1:
-                    raise grading.Stop("return one entry per learning rate (α's shape): the product with ∇L_S "
-                                       "is elementwise, not a dot product")
+                    raise grading.Stop(
+                        "return one entry per learning rate (α's shape): the product with ∇L_S "
+                        "is elementwise, not a dot product"
+                    )
                 out = grading.tensor_like(out, alpha, "∂L/∂α")
                 if grading.close(out, ref, 1e-6):
                     continue
                 if not out.abs().max():
                     raise grading.Stop(detached)
-                grading.first_mistake(out, [
-                    (-ref, "wrong sign: θ′ moves by −α ⊙ ∇L_S(θ), so ∂θ′/∂α = −∇L_S(θ)"),
-                    (-grad(query, theta) * g_s, "∇L_Q is taken at the adapted θ′, not at θ"),
-                    (-grad(query, adapted) * grad(support, adapted), "∇L_S is the inner step's gradient, at θ"),
-                    (grad(query, adapted), "that is ∂L/∂θ′; the chain rule multiplies it by ∂θ′/∂α"),
-                ], 1e-6)
+                grading.first_mistake(
+                    out,
+                    [
+                        (-ref, "wrong sign: θ′ moves by −α ⊙ ∇L_S(θ), so ∂θ′/∂α = −∇L_S(θ)"),
+                        (-grad(query, theta) * g_s, "∇L_Q is taken at the adapted θ′, not at θ"),
+                        (-grad(query, adapted) * grad(support, adapted), "∇L_S is the inner step's gradient, at θ"),
+                        (grad(query, adapted), "that is ∂L/∂θ′; the chain rule multiplies it by ∂θ′/∂α"),
+                    ],
+                    1e-6,
+                )
                 raise grading.Stop("not ∂L_Q(θ′)/∂α")
         return "−∇L_Q(θ′) ⊙ ∇L_S(θ), one entry per learning rate"
 
@@ -219,14 +268,18 @@ def _check_graph(out, params, grads, lrs) -> None:
     """∂(Σ θ′)/∂α must be −∇L and ∂(Σ θ′)/∂θ must be 1: the graph to α and θ is kept."""
     names = list(params)
     if not all(out[k].requires_grad for k in names):
-        raise grading.Stop("the values are right, but θ′ is detached: Meta-SGD learns α (and θ) by "
-                           "differentiating through this step, so do not use .detach(), .item(), .data "
-                           "or torch.no_grad() here")
+        raise grading.Stop(
+            "the values are right, but θ′ is detached: Meta-SGD learns α (and θ) by "
+            "differentiating through this step, so do not use .detach(), .item(), .data "
+            "or torch.no_grad() here"
+        )
     total = sum(out[k].sum() for k in names)
     d_alpha = torch.autograd.grad(total, [lrs[k] for k in names], retain_graph=True, allow_unused=True)
     if any(d is None for d in d_alpha) or not all(grading.close(d, -grads[k]) for d, k in zip(d_alpha, names)):
-        raise grading.Stop("the values are right, but the gradient does not reach α: ∂θ′/∂α must be "
-                           "−∇L — keep inner_lrs in the graph (no .detach() or .data on α)")
+        raise grading.Stop(
+            "the values are right, but the gradient does not reach α: ∂θ′/∂α must be "
+            "−∇L — keep inner_lrs in the graph (no .detach() or .data on α)"
+        )
     d_theta = torch.autograd.grad(total, [params[k] for k in names], allow_unused=True)
     if any(d is None for d in d_theta) or not all(grading.close(d, torch.ones_like(d)) for d in d_theta):
         raise grading.Stop("the values are right, but the gradient does not reach θ: keep params in the graph")

@@ -15,8 +15,16 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import sine_sampler
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
-__all__ = ["POINTS", "check_reptile_joint_step", "check_reptile_update", "evaluate_own_rules",
-           "quadratic_fixed_points", "ranking", "reptile_explorer", "sine_reptile"]
+__all__ = [
+    "POINTS",
+    "check_reptile_joint_step",
+    "check_reptile_update",
+    "evaluate_own_rules",
+    "quadratic_fixed_points",
+    "ranking",
+    "reptile_explorer",
+    "sine_reptile",
+]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"Reptile update": 1, "one-step Reptile as SGD": 2}
@@ -28,17 +36,28 @@ def sine_reptile(device=None, *, iterations: int = 2000):
     from metaadv_edu import reptile
 
     device = as_device(device)
-    config = {"n_tasks": 25, "k_support": 10, "inner_lr": 0.02, "inner_steps": 5, "outer_lr": 1.0,
-              "iterations": v.integer("iterations", iterations), "seed": 0}
+    config = {
+        "n_tasks": 25,
+        "k_support": 10,
+        "inner_lr": 0.02,
+        "inner_steps": 5,
+        "outer_lr": 1.0,
+        "iterations": v.integer("iterations", iterations),
+        "seed": 0,
+    }
 
     build = cache.seeded(models.SineRegressor, config["seed"])
 
     def train(model):
         history = reptile.train(
-            model, sine_sampler(config, device),
-            iterations=config["iterations"], inner_lr=config["inner_lr"],
-            inner_steps=config["inner_steps"], outer_lr=config["outer_lr"],
-            generator=torch.Generator().manual_seed(config["seed"]))
+            model,
+            sine_sampler(config, device),
+            iterations=config["iterations"],
+            inner_lr=config["inner_lr"],
+            inner_steps=config["inner_steps"],
+            outer_lr=config["outer_lr"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+        )
         return {"support_loss": history["support_loss"][::10]}
 
     return load_or_train("sine-reptile", config, build, train, device=device)
@@ -58,8 +77,10 @@ def evaluate_own_rules(learners: dict, tasks, *, max_steps: int = 10) -> dict[st
     for name, (model, inner_lr, steps) in learners.items():
         steps = v.integer("inner_steps", steps, low=1, high=max_steps)
         losses = maml.adaptation_losses(model, tasks, inner_lr=inner_lr, max_steps=max_steps)
-        out[name] = {"own": tuple(t.item() for t in maml.mean_ci(losses[steps])),
-                     "long": tuple(t.item() for t in maml.mean_ci(losses[max_steps]))}
+        out[name] = {
+            "own": tuple(t.item() for t in maml.mean_ci(losses[steps])),
+            "long": tuple(t.item() for t in maml.mean_ci(losses[max_steps])),
+        }
     return out
 
 
@@ -107,8 +128,12 @@ def quadratic_fixed_points(centers, mats, alpha: float, k: int) -> dict[str, np.
     With k = 1 Reptile's Bᵢ = αAᵢ: its fixed point is the average-loss minimum."""
     eye = np.eye(2)
     powers = [np.linalg.matrix_power(eye - alpha * a, k) for a in mats]
-    weights = {"Reptile": [eye - p for p in powers], "FOMAML": [a @ p for a, p in zip(mats, powers)],
-               "MAML": [p @ a @ p for a, p in zip(mats, powers)], "average loss": list(mats)}
+    weights = {
+        "Reptile": [eye - p for p in powers],
+        "FOMAML": [a @ p for a, p in zip(mats, powers)],
+        "MAML": [p @ a @ p for a, p in zip(mats, powers)],
+        "average loss": list(mats),
+    }
     return {name: np.linalg.solve(sum(b), sum(bi @ c for bi, c in zip(b, centers))) for name, b in weights.items()}
 
 
@@ -141,12 +166,12 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
 
     def setup(fig):
         ax = fig.subplots()
-        art["image"] = ax.imshow(np.zeros_like(gx), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5),
-                                 cmap="Greys", vmin=-2, vmax=1.5, alpha=0.6)
+        art["image"] = ax.imshow(
+            np.zeros_like(gx), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5), cmap="Greys", vmin=-2, vmax=1.5, alpha=0.6
+        )
         ax.scatter(*centers.T, marker="x", color="k", s=40, label="task minima cᵢ")
         art["inner"] = [ax.plot([], [], ":", color="0.3", lw=1)[0] for _ in centers]
-        art["paths"] = {name: ax.plot([], [], "o-", ms=2, lw=1.5, color=c, label=name)[0]
-                        for name, c in colors.items()}
+        art["paths"] = {name: ax.plot([], [], "o-", ms=2, lw=1.5, color=c, label=name)[0] for name, c in colors.items()}
         ax.plot(*theta0, "ks", ms=6, label="start θ₀")
         avg = quadratic_fixed_points(centers, mats, 0.1, 1)["average loss"]
         ax.plot(*avg, "*", color="gold", mec="k", ms=12, label="minimum of the average loss")
@@ -164,8 +189,11 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
             for _ in range(inner_steps):
                 path.append(path[-1] - inner_lr * a @ (path[-1] - c))
             line.set_data(*np.array(path).T)
-        scale = {"Reptile": outer_lr, "FOMAML": outer_lr * inner_lr * inner_steps,
-                 "MAML": outer_lr * inner_lr * inner_steps}
+        scale = {
+            "Reptile": outer_lr,
+            "FOMAML": outer_lr * inner_lr * inner_steps,
+            "MAML": outer_lr * inner_lr * inner_steps,
+        }
         ends = {}
         for i, name in enumerate(colors):
             theta, path = theta0.copy(), [theta0.copy()]
@@ -178,17 +206,23 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         spread = max(np.abs(np.linalg.eigvals(np.eye(2) - inner_lr * a)).max() for a in mats)
         warn = " — inner steps diverge (|1 − αλ| > 1)" if spread > 1 else ""
         fixed = quadratic_fixed_points(centers, mats, inner_lr, inner_steps)
-        return ("after " + f"{outer_iterations} outer steps: " + ", ".join(
-            f"{n} at ({e[0]:.2f}, {e[1]:.2f})" for n, e in ends.items()) + warn + "<br>fixed points: " + ", ".join(
-            f"{n} ({e[0]:.2f}, {e[1]:.2f})" for n, e in fixed.items()))
+        return (
+            "after "
+            + f"{outer_iterations} outer steps: "
+            + ", ".join(f"{n} at ({e[0]:.2f}, {e[1]:.2f})" for n, e in ends.items())
+            + warn
+            + "<br>fixed points: "
+            + ", ".join(f"{n} ({e[0]:.2f}, {e[1]:.2f})" for n, e in fixed.items())
+        )
 
     sliders = {
         "inner_lr": inner_lr_slider(0.1, -2, 0),
         "inner_steps": int_slider("k — inner steps", 3, 1, 10),
         "outer_lr": float_slider("β — outer step size", 0.3, 0.05, 1.0, 0.05),
     }
-    return Explorer(draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks",
-                    figsize=(6.2, 5.2), dpi=72)
+    return Explorer(
+        draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks", figsize=(6.2, 5.2), dpi=72
+    )
 
 
 def check_reptile_update(my_update: Callable) -> bool:
@@ -245,17 +279,30 @@ def check_reptile_joint_step(my_step: Callable) -> bool:
                 if grading.close(out, reptile, 1e-8):
                     continue
                 g = grad(joint, theta)
-                grading.first_mistake(out, [
-                    (theta + alpha * beta * g, "wrong sign: SGD on J descends, θ − (step)·∇J(θ)"),
-                    (theta - beta * g, "the step is not β alone: each φᵢ − θ is itself −α∇Lᵢ(θ), so what is the "
-                     "learning rate of the step on J?"),
-                    (theta - alpha * g, "the step is not α alone: Reptile moves only a fraction β of the way to "
-                     "the φᵢ, so what is the learning rate of the step on J?"),
-                    (theta - alpha * beta * grad(lambda t, n=n, joint=joint: n * joint(t), theta),
-                     "J is the *mean* of the task losses, not their sum"),
-                ], 1e-8)
-                raise grading.Stop("not the same point as one-step Reptile; write φᵢ − θ for one inner SGD step "
-                                   "and average over tasks")
+                grading.first_mistake(
+                    out,
+                    [
+                        (theta + alpha * beta * g, "wrong sign: SGD on J descends, θ − (step)·∇J(θ)"),
+                        (
+                            theta - beta * g,
+                            "the step is not β alone: each φᵢ − θ is itself −α∇Lᵢ(θ), so what is the "
+                            "learning rate of the step on J?",
+                        ),
+                        (
+                            theta - alpha * g,
+                            "the step is not α alone: Reptile moves only a fraction β of the way to "
+                            "the φᵢ, so what is the learning rate of the step on J?",
+                        ),
+                        (
+                            theta - alpha * beta * grad(lambda t, n=n, joint=joint: n * joint(t), theta),
+                            "J is the *mean* of the task losses, not their sum",
+                        ),
+                    ],
+                    1e-8,
+                )
+                raise grading.Stop(
+                    "not the same point as one-step Reptile; write φᵢ − θ for one inner SGD step and average over tasks"
+                )
         return "one-step Reptile is SGD on the mean task loss, and your step lands exactly where Reptile does"
 
     return grading.run("one-step Reptile as SGD", body)

@@ -21,9 +21,14 @@ def digits_cnn(device=None):
     build = cache.seeded(lambda: models.TinyCNN(1, 10, width=config["width"], image_size=8), config["seed"])
 
     def train(model):
-        return cache.fit_classifier(model, *data.load_digits("train", device=device),
-                    data.load_digits("test", device=device), epochs=config["epochs"],
-                    lr=config["lr"], desc="digits CNN")
+        return cache.fit_classifier(
+            model,
+            *data.load_digits("train", device=device),
+            data.load_digits("test", device=device),
+            epochs=config["epochs"],
+            lr=config["lr"],
+            desc="digits CNN",
+        )
 
     return load_or_train("digits-cnn", config, build, train, device=device)
 
@@ -33,19 +38,26 @@ def library_cnn(device=None):
     device = as_device(device)
     config = {"width": 16, "epochs": 6, "lr": 3e-3, "batch_size": 64, "seed": 0, "size": 32}
 
-    build = cache.seeded(lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32),
-                    config["seed"])
+    build = cache.seeded(
+        lambda: models.TinyCNN(3, len(covers.GENRE_NAMES), width=config["width"], image_size=32), config["seed"]
+    )
 
     def train(model):
-        return cache.fit_classifier(model, *covers.library_dataset("train", device=device),
-                    covers.library_dataset("test", device=device), epochs=config["epochs"],
-                    lr=config["lr"], desc="cover classifier")
+        return cache.fit_classifier(
+            model,
+            *covers.library_dataset("train", device=device),
+            covers.library_dataset("test", device=device),
+            epochs=config["epochs"],
+            lr=config["lr"],
+            desc="cover classifier",
+        )
 
     return load_or_train("library-cnn", config, build, train, device=device)
 
 
-def first_look_explorer(model: torch.nn.Module, digit: torch.Tensor, label: int, *, curvature: float = 10.0,
-                        seed: int = 0) -> Explorer:
+def first_look_explorer(
+    model: torch.nn.Module, digit: torch.Tensor, label: int, *, curvature: float = 10.0, seed: int = 0
+) -> Explorer:
     """Notebook 00's demo: ε moves every pixel of one digit by ±ε in a fixed *random* direction (the
     model's prediction barely changes), and α drives 12 steps of gradient descent on the parabola
     f(w) = ½λw², which converge only while |1 − αλ| < 1."""
@@ -80,15 +92,18 @@ def first_look_explorer(model: torch.nn.Module, digit: torch.Tensor, label: int,
         artists["path"].set_data(ws, curvature / 2 * ws**2)
         artists["ax_gd"].set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}", fontsize=9)
         verdict = "converges" if abs(factor) < 1 else "diverges"
-        return (f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent {verdict} "
-                f"(|1 − αλ| = {abs(factor):.2f})")
+        return (
+            f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent {verdict} "
+            f"(|1 − αλ| = {abs(factor):.2f})"
+        )
 
     sliders = {"epsilon": epsilon_slider(0.1, max=0.5), "inner_lr": inner_lr_slider(0.05, -3, 0)}
     return Explorer(draw, sliders, setup=setup, title="ε and α: a first look", figsize=(10, 3))
 
 
-def random_vs_worst_case(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *,
-                         seed: int = 0) -> tuple[float, float]:
+def random_vs_worst_case(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, seed: int = 0
+) -> tuple[float, float]:
     """Accuracy of ``model`` when every pixel moves by ±ε in a random direction (seeded), and under
     FGSM's worst-case direction (notebook 01), both clamped to [0, 1]."""
     from metaadv_edu import attacks
@@ -104,6 +119,7 @@ def same_seed_same_draw(draw, seeds=(0, 1)) -> bool:
     """The seeding check of notebook 00: ``draw(generator)`` returns a tensor or tuple of tensors; the same
     seed must give the same draw, and a different seed a different one (a draw that ignores its generator
     and uses the global random state fails the first, a constant one the second)."""
+
     def flat(out):
         items = out if isinstance(out, (tuple, list)) else (out,)
         return [t for item in items for t in (item if isinstance(item, (tuple, list)) else (item,))]

@@ -9,12 +9,15 @@ from metaadv_edu import data, models
 from metaadv_edu.chapters import adversarial_generator as chapter
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda x, h, e: (x + e * torch.tanh(h)).clamp(0, 1), True, "differentiable"),
-    (lambda x, h, e: x + e * torch.tanh(h), False, "clip the result"),
-    (lambda x, h, e: (x + h.clamp(-e, e)).clamp(0, 1), False, "kills the gradient"),
-    (lambda x, h, e: (x + torch.tanh(h)).clamp(0, 1), False, "scale the tanh"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda x, h, e: (x + e * torch.tanh(h)).clamp(0, 1), True, "differentiable"),
+        (lambda x, h, e: x + e * torch.tanh(h), False, "clip the result"),
+        (lambda x, h, e: (x + h.clamp(-e, e)).clamp(0, 1), False, "kills the gradient"),
+        (lambda x, h, e: (x + torch.tanh(h)).clamp(0, 1), False, "scale the tanh"),
+    ],
+)
 def test_check_bounded_perturbation(fn, ok, hint, capsys):
     assert chapter.check_bounded_perturbation(fn) is ok
     assert hint in capsys.readouterr().out
@@ -28,9 +31,13 @@ def test_generator_explorer_runs_forward_passes_only(device):
     x, y = data.load_digits("test", device=device)
     torch.manual_seed(0)
     f = models.TinyCNN(1, 10, width=4).to(device)
-    pairs = {(e, lr): nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), e),
-                                     "D": nn.Sequential(nn.Flatten(), nn.Linear(64, 1))}).to(device)
-             for e in (0.1, 0.2) for lr in (1e-4, 1e-3)}
+    pairs = {
+        (e, lr): nn.ModuleDict(
+            {"G": gan.PerturbationGenerator((1, 8, 8), e), "D": nn.Sequential(nn.Flatten(), nn.Linear(64, 1))}
+        ).to(device)
+        for e in (0.1, 0.2)
+        for lr in (1e-4, 1e-3)
+    }
     before = {k: [p.detach().clone() for p in m.parameters()] for k, m in pairs.items()}
     ex = chapter.generator_explorer(pairs, f, x[:2], y[:2], x[:30], y[:30])
     images = {ex.image.value}
@@ -50,17 +57,20 @@ def _margin(logits, y, *, floor=True, include_true=False, flip=False):
     return (m.clamp(min=0) if floor else m).mean()
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda z, y, d, w: _margin(z, y) - w * F.logsigmoid(d).mean(), True, "stable"),
-    (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d) + 1e-8).mean(), False, "1e-8"),
-    (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d)).mean(), False, "not finite"),
-    (lambda z, y, d, w: _margin(z, y) + w * F.logsigmoid(-d).mean(), False, "saturating"),
-    (lambda z, y, d, w: _margin(z, y, floor=False) - w * F.logsigmoid(d).mean(), False, "floor"),
-    (lambda z, y, d, w: _margin(z, y, include_true=True) - w * F.logsigmoid(d).mean(), False, "*other* classes"),
-    (lambda z, y, d, w: -F.cross_entropy(z, y) - w * F.logsigmoid(d).mean(), False, "Carlini–Wagner"),
-    (lambda z, y, d, w: _margin(z, y, flip=True) - w * F.logsigmoid(d).mean(), False, "wrong sign"),
-    (lambda z, y, d, w: _margin(z, y) - F.logsigmoid(d).mean(), False, "gan_weight"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda z, y, d, w: _margin(z, y) - w * F.logsigmoid(d).mean(), True, "stable"),
+        (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d) + 1e-8).mean(), False, "1e-8"),
+        (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d)).mean(), False, "not finite"),
+        (lambda z, y, d, w: _margin(z, y) + w * F.logsigmoid(-d).mean(), False, "saturating"),
+        (lambda z, y, d, w: _margin(z, y, floor=False) - w * F.logsigmoid(d).mean(), False, "floor"),
+        (lambda z, y, d, w: _margin(z, y, include_true=True) - w * F.logsigmoid(d).mean(), False, "*other* classes"),
+        (lambda z, y, d, w: -F.cross_entropy(z, y) - w * F.logsigmoid(d).mean(), False, "Carlini–Wagner"),
+        (lambda z, y, d, w: _margin(z, y, flip=True) - w * F.logsigmoid(d).mean(), False, "wrong sign"),
+        (lambda z, y, d, w: _margin(z, y) - F.logsigmoid(d).mean(), False, "gan_weight"),
+    ],
+)
 def test_check_generator_loss(fn, ok, hint, capsys):
     assert chapter.check_generator_loss(fn) is ok
     out = capsys.readouterr().out
@@ -90,8 +100,9 @@ def test_generator_report_measures_noise_spread_and_fooling(device):
     x, y = data.load_digits("test", device=device)
     torch.manual_seed(0)
     f = models.TinyCNN(1, 10, width=4).to(device)
-    pair = nn.ModuleDict({"G": gan.PerturbationGenerator((1, 8, 8), 0.2),
-                          "D": nn.Sequential(nn.Flatten(), nn.Linear(64, 1))}).to(device)
+    pair = nn.ModuleDict(
+        {"G": gan.PerturbationGenerator((1, 8, 8), 0.2), "D": nn.Sequential(nn.Flatten(), nn.Linear(64, 1))}
+    ).to(device)
     report = chapter.generator_report(pair, f, x[:50], y[:50], 0.2)
     assert report["z_spread"] > 0  # an untrained generator does use its noise
     with torch.no_grad():

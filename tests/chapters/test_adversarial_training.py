@@ -13,13 +13,16 @@ def grad_of(model, x, y):
     return attacks.input_gradient(model, x, y)[0]
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda xa, x, g, e, a: (x + (xa + a * g.sign() - x).clamp(-e, e)).clamp(0, 1), True, "correct"),
-    (lambda xa, x, g, e, a: (xa + a * g.sign()).clamp(0, 1), False, "projection"),
-    (lambda xa, x, g, e, a: x + (xa + a * g.sign() - x).clamp(-e, e), False, "then clamp"),
-    (lambda xa, x, g, e, a: (x + (xa - a * g.sign() - x).clamp(-e, e)).clamp(0, 1), False, "wrong sign"),
-    (lambda xa, x, g, e, a: (x + (xa + a * g - x).clamp(-e, e)).clamp(0, 1), False, "sign of the gradient"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda xa, x, g, e, a: (x + (xa + a * g.sign() - x).clamp(-e, e)).clamp(0, 1), True, "correct"),
+        (lambda xa, x, g, e, a: (xa + a * g.sign()).clamp(0, 1), False, "projection"),
+        (lambda xa, x, g, e, a: x + (xa + a * g.sign() - x).clamp(-e, e), False, "then clamp"),
+        (lambda xa, x, g, e, a: (x + (xa - a * g.sign() - x).clamp(-e, e)).clamp(0, 1), False, "wrong sign"),
+        (lambda xa, x, g, e, a: (x + (xa + a * g - x).clamp(-e, e)).clamp(0, 1), False, "sign of the gradient"),
+    ],
+)
 def test_check_pgd_step(fn, ok, hint, capsys):
     assert chapter.check_pgd_step(fn) is ok
     assert hint in capsys.readouterr().out
@@ -43,12 +46,15 @@ def mixed_adv_only(model, x, y, eps, alpha):
     return F.cross_entropy(model(attacks.fgsm(model, x, y, eps)), y)
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (mixed_ok, True, "gradient for the model"),
-    (mixed_swapped, False, "swapped"),
-    (mixed_detached, False, "no gradient"),
-    (mixed_adv_only, False, "adversarial loss alone"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (mixed_ok, True, "gradient for the model"),
+        (mixed_swapped, False, "swapped"),
+        (mixed_detached, False, "no gradient"),
+        (mixed_adv_only, False, "adversarial loss alone"),
+    ],
+)
 def test_check_mixed_loss(fn, ok, hint, capsys):
     assert chapter.check_mixed_loss(fn) is ok
     assert hint in capsys.readouterr().out
@@ -61,8 +67,7 @@ def test_robustness_explorer_switches_cached_models(device):
         torch.manual_seed(i)
         grid[e] = models.TinyCNN(1, 10, width=4).to(device).eval()
     curves = {e: [0.9, 0.5] for e in grid}
-    ex = chapter.robustness_explorer(grid, x[:2], y[:2], x[:40], y[:40], curves=curves,
-                                       curve_epsilons=[0.0, 0.1])
+    ex = chapter.robustness_explorer(grid, x[:2], y[:2], x[:40], y[:40], curves=curves, curve_epsilons=[0.0, 0.1])
     first = ex.image.value
     ex.sliders["train_epsilon"].value = 0.0 if ex.sliders["train_epsilon"].value else 0.1
     second = ex.image.value
@@ -78,15 +83,22 @@ def robust(w, b, x, y, eps):
     return F.softplus(-y * (x @ w + b) + eps * w.abs().sum()).mean()
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (robust, True, "closed form"),
-    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) + e * w.norm()).mean(), False, "‖w‖₂"),
-    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) - e * w.abs().sum()).mean(), False, "wrong sign"),
-    (lambda w, b, x, y, e: torch.log(1 + torch.exp(-y * (x @ w + b) + e * w.abs().sum())).mean(), False, "overflows"),
-    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) + e * w.abs().sum()).sum(), False, "average"),
-    (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b)).mean(), False, "clean loss"),
-    (lambda w, b, x, y, e: F.softplus(-(x @ w + b) + e * w.abs().sum()).mean(), False, "includes the label"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (robust, True, "closed form"),
+        (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) + e * w.norm()).mean(), False, "‖w‖₂"),
+        (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) - e * w.abs().sum()).mean(), False, "wrong sign"),
+        (
+            lambda w, b, x, y, e: torch.log(1 + torch.exp(-y * (x @ w + b) + e * w.abs().sum())).mean(),
+            False,
+            "overflows",
+        ),
+        (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) + e * w.abs().sum()).sum(), False, "average"),
+        (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b)).mean(), False, "clean loss"),
+        (lambda w, b, x, y, e: F.softplus(-(x @ w + b) + e * w.abs().sum()).mean(), False, "includes the label"),
+    ],
+)
 def test_check_robust_linear_loss(fn, ok, hint, capsys):
     assert chapter.check_robust_linear_loss(fn) is ok
     out = capsys.readouterr().out
@@ -134,10 +146,12 @@ def test_l2_maximiser_is_the_maximum():
 def test_danskin_check_rejects_a_non_maximiser(name):
     w, b, x, y = _two_digit_classes()
     point = torch.randn(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    wrong = {"wrong label": lambda w, b, x, y, e: chapter.l2_maximiser(w, b, x, -y, e),
-             "random": lambda w, b, x, y, e: (e * point / point.norm()).expand_as(x),
-             "sign": lambda w, b, x, y, e: -e / 8 * y[:, None] * w.sign(),
-             "zero": lambda w, b, x, y, e: torch.zeros_like(x)}[name]
+    wrong = {
+        "wrong label": lambda w, b, x, y, e: chapter.l2_maximiser(w, b, x, -y, e),
+        "random": lambda w, b, x, y, e: (e * point / point.norm()).expand_as(x),
+        "sign": lambda w, b, x, y, e: -e / 8 * y[:, None] * w.sign(),
+        "zero": lambda w, b, x, y, e: torch.zeros_like(x),
+    }[name]
     assert chapter.danskin_error(chapter.l2_maximiser, w, b, x, y, 1.0) < 1e-6
     assert chapter.danskin_error(wrong, w, b, x, y, 1.0) > 0.1
 

@@ -52,16 +52,19 @@ def fgsm_stub(model, x, y, eps):
     raise NotImplementedError
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (fgsm_ok, True, "matches the reference"),
-    (fgsm_wrong_sign, False, "wrong sign"),
-    (fgsm_no_clamp, False, "clamp"),
-    (fgsm_raw_gradient, False, "sign"),
-    (fgsm_backward, False, "torch.autograd.grad"),
-    (fgsm_wrong_shape, False, "shape"),
-    (fgsm_raises, False, "AttributeError"),
-    (fgsm_stub, False, "not written yet"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (fgsm_ok, True, "matches the reference"),
+        (fgsm_wrong_sign, False, "wrong sign"),
+        (fgsm_no_clamp, False, "clamp"),
+        (fgsm_raw_gradient, False, "sign"),
+        (fgsm_backward, False, "torch.autograd.grad"),
+        (fgsm_wrong_shape, False, "shape"),
+        (fgsm_raises, False, "AttributeError"),
+        (fgsm_stub, False, "not written yet"),
+    ],
+)
 def test_check_fgsm(fn, ok, hint, capsys):
     assert chapter.check_fgsm(fn) is ok
     out = capsys.readouterr().out
@@ -69,14 +72,17 @@ def test_check_fgsm(fn, ok, hint, capsys):
     assert "Traceback" not in out
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda g, e: e * g.flatten(1).abs().sum(1), True, "ε‖g‖₁"),
-    (lambda g, e: e * g.flatten(1).norm(dim=1), False, "L2 norm"),
-    (lambda g, e: g.flatten(1).abs().sum(1), False, "multiply by ε"),
-    (lambda g, e: e * g.flatten(1).sum(1), False, "absolute values"),
-    (lambda g, e: e * g.abs().sum(), False, "one gain per example"),
-    (lambda g, e: (e * g.flatten(1).abs().sum(1)).cpu() if g.is_cuda else "nope", False, "tensor"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda g, e: e * g.flatten(1).abs().sum(1), True, "ε‖g‖₁"),
+        (lambda g, e: e * g.flatten(1).norm(dim=1), False, "L2 norm"),
+        (lambda g, e: g.flatten(1).abs().sum(1), False, "multiply by ε"),
+        (lambda g, e: e * g.flatten(1).sum(1), False, "absolute values"),
+        (lambda g, e: e * g.abs().sum(), False, "one gain per example"),
+        (lambda g, e: (e * g.flatten(1).abs().sum(1)).cpu() if g.is_cuda else "nope", False, "tensor"),
+    ],
+)
 def test_check_first_order_gain(fn, ok, hint, capsys):
     assert chapter.check_first_order_gain(fn) is ok
     assert hint in capsys.readouterr().out
@@ -118,14 +124,17 @@ def _pgd(model, x, y, eps, a, k, *, project=True, clamp=True, sign=1.0, stale=Fa
     return x_adv.detach()
 
 
-@pytest.mark.parametrize("kwargs, ok, hint", [
-    ({}, True, "several projected"),
-    ({"project": False}, False, "projected back onto the ε-ball"),
-    ({"clamp": False}, False, "clamp to [0, 1]"),
-    ({"stale": True}, False, "recomputed at the current iterate"),
-    ({"sign": -1.0}, False, "wrong sign"),
-    ({"backward": True}, False, "left gradients"),
-])
+@pytest.mark.parametrize(
+    "kwargs, ok, hint",
+    [
+        ({}, True, "several projected"),
+        ({"project": False}, False, "projected back onto the ε-ball"),
+        ({"clamp": False}, False, "clamp to [0, 1]"),
+        ({"stale": True}, False, "recomputed at the current iterate"),
+        ({"sign": -1.0}, False, "wrong sign"),
+        ({"backward": True}, False, "left gradients"),
+    ],
+)
 def test_check_pgd(kwargs, ok, hint, capsys):
     assert chapter.check_pgd(lambda m, x, y, e, a, k: _pgd(m, x, y, e, a, k, **kwargs)) is ok
     out = capsys.readouterr().out
@@ -138,8 +147,7 @@ def test_check_pgd_names_a_single_step(capsys):
 
 
 def test_check_pgd_accepts_the_library_attack(capsys):
-    assert chapter.check_pgd(lambda m, x, y, e, a, k: attacks.pgd(m, x, y, e, step_size=a, steps=k,
-                                                                  random_start=False))
+    assert chapter.check_pgd(lambda m, x, y, e, a, k: attacks.pgd(m, x, y, e, step_size=a, steps=k, random_start=False))
 
 
 def _gradients(device):
@@ -154,17 +162,22 @@ def models_digits_cnn():
     return start_here.digits_cnn("cpu")[0]
 
 
-@pytest.mark.parametrize("name, ok", [("fgsm", True), ("rescaled", False), ("l2", False), ("too big", False),
-                                      ("one sign flipped", False)])
+@pytest.mark.parametrize(
+    "name, ok", [("fgsm", True), ("rescaled", False), ("l2", False), ("too big", False), ("one sign flipped", False)]
+)
 def test_linearised_gain_check_rejects_non_maximisers(name, ok):
     g = _gradients("cpu")
     eps = 0.1
     per = lambda n: n.view(-1, 1, 1, 1)  # noqa: E731
     flipped = eps * g.sign()
     flipped.view(8, -1)[:, 0] *= -1
-    delta = {"fgsm": eps * g.sign(), "rescaled": eps * g / per(g.flatten(1).abs().amax(1)),
-             "l2": eps * g / per(g.flatten(1).norm(dim=1)), "too big": 2 * eps * g.sign(),
-             "one sign flipped": flipped}[name]
+    delta = {
+        "fgsm": eps * g.sign(),
+        "rescaled": eps * g / per(g.flatten(1).abs().amax(1)),
+        "l2": eps * g / per(g.flatten(1).norm(dim=1)),
+        "too big": 2 * eps * g.sign(),
+        "one sign flipped": flipped,
+    }[name]
     result = chapter.linearised_gain_check(delta, g, eps, generator=torch.Generator().manual_seed(1))
     assert result["passes"] is ok
 

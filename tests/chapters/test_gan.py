@@ -9,13 +9,20 @@ from metaadv_edu import data
 from metaadv_edu.chapters import gan as chapter
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda r, f: -(F.logsigmoid(r).mean() + F.logsigmoid(-f).mean()), True, "stable"),
-    (lambda r, f: F.logsigmoid(r).mean() + F.logsigmoid(-f).mean(), False, "−V"),
-    (lambda r, f: -(F.logsigmoid(f).mean() + F.logsigmoid(-r).mean()), False, "swapped"),
-    (lambda r, f: -(torch.log(torch.sigmoid(r)).mean() + torch.log(1 - torch.sigmoid(f)).mean()), False, "not finite"),
-    (lambda r, f: -(F.logsigmoid(r).sum() + F.logsigmoid(-f).sum()), False, "average"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda r, f: -(F.logsigmoid(r).mean() + F.logsigmoid(-f).mean()), True, "stable"),
+        (lambda r, f: F.logsigmoid(r).mean() + F.logsigmoid(-f).mean(), False, "−V"),
+        (lambda r, f: -(F.logsigmoid(f).mean() + F.logsigmoid(-r).mean()), False, "swapped"),
+        (
+            lambda r, f: -(torch.log(torch.sigmoid(r)).mean() + torch.log(1 - torch.sigmoid(f)).mean()),
+            False,
+            "not finite",
+        ),
+        (lambda r, f: -(F.logsigmoid(r).sum() + F.logsigmoid(-f).sum()), False, "average"),
+    ],
+)
 def test_check_discriminator_loss(fn, ok, hint, capsys):
     assert chapter.check_discriminator_loss(fn) is ok
     assert hint in capsys.readouterr().out
@@ -25,9 +32,16 @@ def test_gan_dynamics_explorer_scrubs_cached_runs():
 
     ring = data.ring_mixture(8, 2.0, 0.05)
     g = torch.Generator().manual_seed(0)
-    runs = {(lr, k): {"d_loss": [1.0] * 10, "g_loss": [2.0] * 10, "snapshot_steps": [1, 25, 50],
-                      "snapshots": [ring.sample(64, generator=g).tolist() for _ in range(3)]}
-            for lr in (1e-4, 1e-3) for k in (1, 5)}
+    runs = {
+        (lr, k): {
+            "d_loss": [1.0] * 10,
+            "g_loss": [2.0] * 10,
+            "snapshot_steps": [1, 25, 50],
+            "snapshots": [ring.sample(64, generator=g).tolist() for _ in range(3)],
+        }
+        for lr in (1e-4, 1e-3)
+        for k in (1, 5)
+    }
     ex = chapter.gan_dynamics_explorer(runs, ring)
     images = {ex.image.value}
     for name, value in (("lr_d", 1e-4), ("k_disc", 5), ("snapshot", 0)):
@@ -50,16 +64,19 @@ def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=Fa
     return d, jsd, d2l * d_loss
 
 
-@pytest.mark.parametrize("kwargs, ok, hint", [
-    ({}, True, "log 4 − 2·JSD"),
-    ({"swap": True}, False, "*real*"),
-    ({"naive": True}, False, "0·log 0"),
-    ({"half_kl": 1.0}, False, "averages the two KLs"),
-    ({"d2l": 0.5}, False, "d2l"),
-    ({"d2l": -1.0}, False, "V(D*, G)"),
-    ({"no_dx": True}, False, "multiply the sum over the grid by dx"),
-    ({"one_minus": True}, False, "rounds to 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, ok, hint",
+    [
+        ({}, True, "log 4 − 2·JSD"),
+        ({"swap": True}, False, "*real*"),
+        ({"naive": True}, False, "0·log 0"),
+        ({"half_kl": 1.0}, False, "averages the two KLs"),
+        ({"d2l": 0.5}, False, "d2l"),
+        ({"d2l": -1.0}, False, "V(D*, G)"),
+        ({"no_dx": True}, False, "multiply the sum over the grid by dx"),
+        ({"one_minus": True}, False, "rounds to 0"),
+    ],
+)
 def test_check_gan_optimum(kwargs, ok, hint, capsys):
     assert chapter.check_gan_optimum(lambda p, q, dx: optimum(p, q, dx, **kwargs)) is ok
     out = capsys.readouterr().out
@@ -85,12 +102,18 @@ def _densities():
     return x, float(x[1] - x[0]), p_dist, q_dist, p, q, gan.optimal_discriminator(p, q)
 
 
-@pytest.mark.parametrize("name, ok", [("D*", True), ("half", False), ("p/q", False), ("swapped", False),
-                                      ("slightly off", False)])
+@pytest.mark.parametrize(
+    "name, ok", [("D*", True), ("half", False), ("p/q", False), ("swapped", False), ("slightly off", False)]
+)
 def test_value_maximiser_check_rejects_a_wrong_optimal_discriminator(name, ok):
     _, dx, _, _, p, q, d_star = _densities()
-    d = {"D*": d_star, "half": torch.full_like(d_star, 0.5), "p/q": (p / q).clamp(1e-12, 1 - 1e-12),
-         "swapped": 1 - d_star, "slightly off": d_star ** 1.1}[name]
+    d = {
+        "D*": d_star,
+        "half": torch.full_like(d_star, 0.5),
+        "p/q": (p / q).clamp(1e-12, 1 - 1e-12),
+        "swapped": 1 - d_star,
+        "slightly off": d_star**1.1,
+    }[name]
     result = chapter.value_maximiser_check(d, p, q, dx, generator=torch.Generator().manual_seed(0))
     assert result["passes"] is ok
 

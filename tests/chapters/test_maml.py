@@ -40,14 +40,17 @@ def step_in_place(model, params, x, y, lr):
     return new
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (step_ok, True, "differentiable"),
-    (step_no_graph, False, "Hessian term"),
-    (step_detached, False, "detached"),
-    (step_sign, False, "wrong sign"),
-    (step_in_place, False, "model's own parameters"),
-    (lambda m, p, x, y, lr: list(p.values()), False, "dict"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (step_ok, True, "differentiable"),
+        (step_no_graph, False, "Hessian term"),
+        (step_detached, False, "detached"),
+        (step_sign, False, "wrong sign"),
+        (step_in_place, False, "model's own parameters"),
+        (lambda m, p, x, y, lr: list(p.values()), False, "dict"),
+    ],
+)
 def test_check_inner_step(fn, ok, hint, capsys):
     assert chapter.check_inner_step(fn) is ok
     assert hint in capsys.readouterr().out
@@ -57,14 +60,17 @@ def ml_ok(model, tasks, lr):
     return maml.meta_loss(model, tasks, inner_lr=lr)
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (ml_ok, True, "second-order"),
-    (lambda m, t, lr: maml.meta_loss(m, t, inner_lr=lr, first_order=True), False, "Hessian term missing"),
-    (lambda m, t, lr: t.n_tasks * maml.meta_loss(m, t, inner_lr=lr), False, "summed"),
-    (lambda m, t, lr: F.mse_loss(m(t.x_query), t.y_query), False, "adapt to each task"),
-    (lambda m, t, lr: maml.meta_loss(m, chapter.data_swap(t), inner_lr=lr), False, "query"),
-    (lambda m, t, lr: ml_ok(m, t, lr).detach(), False, "no gradient"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (ml_ok, True, "second-order"),
+        (lambda m, t, lr: maml.meta_loss(m, t, inner_lr=lr, first_order=True), False, "Hessian term missing"),
+        (lambda m, t, lr: t.n_tasks * maml.meta_loss(m, t, inner_lr=lr), False, "summed"),
+        (lambda m, t, lr: F.mse_loss(m(t.x_query), t.y_query), False, "adapt to each task"),
+        (lambda m, t, lr: maml.meta_loss(m, chapter.data_swap(t), inner_lr=lr), False, "query"),
+        (lambda m, t, lr: ml_ok(m, t, lr).detach(), False, "no gradient"),
+    ],
+)
 def test_check_maml_meta_loss(fn, ok, hint, capsys):
     assert chapter.check_maml_meta_loss(fn) is ok
     assert hint in capsys.readouterr().out
@@ -76,8 +82,7 @@ def test_maml_explorer_every_slider_changes_the_figure(device):
     ex = chapter.maml_explorer(meta, base, n_tasks=3, pool=12)
     before = [p.detach().clone() for p in meta.parameters()]
     images = {ex.image.value}
-    for name, value in (("inner_lr", 0.1), ("steps", 5), ("k_support", 4), ("epsilon", 0.5),
-                        ("task", 2), ("steps", 0)):
+    for name, value in (("inner_lr", 0.1), ("steps", 5), ("k_support", 4), ("epsilon", 0.5), ("task", 2), ("steps", 0)):
         ex.sliders[name].value = value
         images.add(ex.image.value)
     assert len(images) == 7
@@ -92,8 +97,18 @@ def _hvp(loss, t, v, *, create_graph=True):
     return torch.autograd.grad(g, t, v)[0]
 
 
-def _meta_grad(support, query_grad, theta, alpha, *, sign=-1.0, at_adapted=False, first_order=False,
-               query_at_theta=False, create_graph=True):
+def _meta_grad(
+    support,
+    query_grad,
+    theta,
+    alpha,
+    *,
+    sign=-1.0,
+    at_adapted=False,
+    first_order=False,
+    query_at_theta=False,
+    create_graph=True,
+):
     t = theta.detach().requires_grad_(True)
     (g_s,) = torch.autograd.grad(support(t), t)
     adapted = theta - alpha * g_s
@@ -103,14 +118,17 @@ def _meta_grad(support, query_grad, theta, alpha, *, sign=-1.0, at_adapted=False
     return g_q + sign * alpha * _hvp(support, adapted if at_adapted else theta, g_q, create_graph=create_graph)
 
 
-@pytest.mark.parametrize("kwargs, ok, hint", [
-    ({}, True, "Hessian-vector product"),
-    ({"first_order": True}, False, "first-order MAML"),
-    ({"sign": 1.0}, False, "wrong sign"),
-    ({"at_adapted": True}, False, "take it at θ"),
-    ({"query_at_theta": True}, False, "adapted θ′"),
-    ({"create_graph": False}, False, "create_graph=True"),
-])
+@pytest.mark.parametrize(
+    "kwargs, ok, hint",
+    [
+        ({}, True, "Hessian-vector product"),
+        ({"first_order": True}, False, "first-order MAML"),
+        ({"sign": 1.0}, False, "wrong sign"),
+        ({"at_adapted": True}, False, "take it at θ"),
+        ({"query_at_theta": True}, False, "adapted θ′"),
+        ({"create_graph": False}, False, "create_graph=True"),
+    ],
+)
 def test_check_maml_hvp(kwargs, ok, hint, capsys):
     assert chapter.check_maml_hvp(lambda s, q, t, a: _meta_grad(s, q, t, a, **kwargs)) is ok
     out = capsys.readouterr().out
@@ -164,6 +182,7 @@ def test_average_task_is_minus_1_62_cos_x_and_the_gap_measures_it(device):
 
         def forward(self, x):
             return -self.w * chapter.AVERAGE_TASK_AMPLITUDE * torch.cos(x)
+
     assert chapter.average_task_gap(Average(1.0).to(device)) < 1e-6
     assert abs(chapter.average_task_gap(Average(0.0).to(device)) - 1.0) < 1e-6  # "zero everywhere" is 100 % off
 

@@ -19,7 +19,7 @@ def _step_at(model, params, x, y, eps, *, clamp=True, sign=1.0, norm="l2", detac
     """One attack step against ``params``: L2 (ε·g/‖g‖₂ per cover) or FGSM's L∞ sign step."""
     used = {k: p.detach() for k, p in params.items()} if detach else params
     z = x.clone().requires_grad_(True)
-    g, = torch.autograd.grad(F.cross_entropy(forward(model, used, z), y), z, create_graph=not detach)
+    (g,) = torch.autograd.grad(F.cross_entropy(forward(model, used, z), y), z, create_graph=not detach)
     if norm == "linf":
         step = g.sign()
     elif per_cover:
@@ -52,21 +52,24 @@ def _aq_detached(model, adapted, x, y, eps):
     return _aq()(model, {k: p.detach() for k, p in adapted.items()}, x, y, eps)
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (_aq(), True, "meta-gradient flows through the adaptation"),
-    (_aq_clean, False, "clean query loss"),
-    (_aq(attack_params="initial"), False, "the attack targets θ"),
-    (_aq(score_params="initial"), False, "scored by the adapted weights"),
-    (_aq(clamp=False), False, "forgot to clamp"),
-    (_aq(sign=-1.0), False, "wrong sign"),
-    (_aq(norm="linf"), False, "FGSM's L∞ step"),
-    (_aq(per_cover=False), False, "normalise g per cover"),
-    # the attack left attached to the graph: the value is right, the meta-gradient is not
-    (_aq(detach=False), False, "perturbation held fixed (detach it)"),
-    (_aq_detached, False, "do not detach adapted"),
-    (lambda model, adapted, x, y, eps: torch.zeros(3), False, "single-number tensor"),
-    (lambda model, adapted, x, y, eps: adapted["missing"], False, "KeyError"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (_aq(), True, "meta-gradient flows through the adaptation"),
+        (_aq_clean, False, "clean query loss"),
+        (_aq(attack_params="initial"), False, "the attack targets θ"),
+        (_aq(score_params="initial"), False, "scored by the adapted weights"),
+        (_aq(clamp=False), False, "forgot to clamp"),
+        (_aq(sign=-1.0), False, "wrong sign"),
+        (_aq(norm="linf"), False, "FGSM's L∞ step"),
+        (_aq(per_cover=False), False, "normalise g per cover"),
+        # the attack left attached to the graph: the value is right, the meta-gradient is not
+        (_aq(detach=False), False, "perturbation held fixed (detach it)"),
+        (_aq_detached, False, "do not detach adapted"),
+        (lambda model, adapted, x, y, eps: torch.zeros(3), False, "single-number tensor"),
+        (lambda model, adapted, x, y, eps: adapted["missing"], False, "KeyError"),
+    ],
+)
 def test_check_adversarial_query_loss(fn, ok, hint, capsys):
     assert chapter.check_adversarial_query_loss(fn) is ok
     assert hint in capsys.readouterr().out
@@ -86,10 +89,20 @@ def test_representative_task_has_the_gap_closest_to_the_mean(device):
     from metaadv_edu import covers
 
     torch.manual_seed(0)
-    nets = {"a": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
-            "b": models.TinyCNN(3, 3, width=4, image_size=8).to(device)}
-    tasks = covers.cover_tasks(6, n_way=3, k_shot=2, k_query=3, size=8, pool="meta-test",
-                               generator=torch.Generator().manual_seed(0), device=device)
+    nets = {
+        "a": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
+        "b": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
+    }
+    tasks = covers.cover_tasks(
+        6,
+        n_way=3,
+        k_shot=2,
+        k_query=3,
+        size=8,
+        pool="meta-test",
+        generator=torch.Generator().manual_seed(0),
+        device=device,
+    )
     index, gaps = robust_meta.representative_task(nets, tasks, inner_lr=0.3, steps=1, epsilon=0.1)
     assert gaps.shape == (6,)
     assert abs(gaps[index] - gaps.mean()) == (gaps - gaps.mean()).abs().min()
@@ -99,10 +112,20 @@ def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
     from metaadv_edu import covers
 
     torch.manual_seed(0)
-    nets = {"a": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
-            "b": models.TinyCNN(3, 3, width=4, image_size=8).to(device)}
-    tasks = covers.cover_tasks(3, n_way=3, k_shot=2, k_query=2, size=8, pool="meta-test",
-                               generator=torch.Generator().manual_seed(0), device=device)
+    nets = {
+        "a": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
+        "b": models.TinyCNN(3, 3, width=4, image_size=8).to(device),
+    }
+    tasks = covers.cover_tasks(
+        3,
+        n_way=3,
+        k_shot=2,
+        k_query=2,
+        size=8,
+        pool="meta-test",
+        generator=torch.Generator().manual_seed(0),
+        device=device,
+    )
     before = {k: [p.detach().clone() for p in m.parameters()] for k, m in nets.items()}
     open_figures = plt.get_fignums()
     ex = chapter.robust_few_shot_explorer(nets, tasks, epsilon=0.0, inner_lr=0.2)
@@ -133,13 +156,16 @@ def pgd_query_loss(model, adapted, x, y, eps, a, k, *, target="adapted", project
     return loss if keep_graph else loss.detach()
 
 
-@pytest.mark.parametrize("kwargs, ok, hint", [
-    ({}, True, "flows through the adaptation"),
-    ({"target": "theta"}, False, "not θ"),
-    ({"project": False}, False, "ε-ball"),
-    ({"one": True}, False, "that is FGSM"),
-    ({"keep_graph": False}, False, "no gradient"),
-])
+@pytest.mark.parametrize(
+    "kwargs, ok, hint",
+    [
+        ({}, True, "flows through the adaptation"),
+        ({"target": "theta"}, False, "not θ"),
+        ({"project": False}, False, "ε-ball"),
+        ({"one": True}, False, "that is FGSM"),
+        ({"keep_graph": False}, False, "no gradient"),
+    ],
+)
 def test_check_pgd_query_loss(kwargs, ok, hint, capsys):
     assert chapter.check_pgd_query_loss(lambda *args: pgd_query_loss(*args, **kwargs)) is ok
     out = capsys.readouterr().out

@@ -13,17 +13,20 @@ def no_grad_step(p, g, a):
         return {k: p[k] - a[k] * g[k] for k in p}
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda p, g, a: {k: p[k] - a[k] * g[k] for k in p}, True, "differentiable with respect to θ and α"),
-    (lambda p, g, a: {k: p[k] + a[k] * g[k] for k in p}, False, "wrong sign"),
-    (lambda p, g, a: {k: p[k] - a[k].mean() * g[k] for k in p}, False, "not a scalar"),
-    (lambda p, g, a: p, False, "not θ − α∘∇L"),
-    (lambda p, g, a: {k: p[k] - a[k].detach() * g[k] for k in p}, False, "does not reach α"),
-    (lambda p, g, a: {k: p[k] - a[k].data * g[k] for k in p}, False, "does not reach α"),
-    (lambda p, g, a: {k: (p[k] - a[k] * g[k]).detach() for k in p}, False, "detached"),
-    (lambda p, g, a: {k: p[k].detach() - a[k] * g[k] for k in p}, False, "does not reach θ"),
-    (no_grad_step, False, "detached"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda p, g, a: {k: p[k] - a[k] * g[k] for k in p}, True, "differentiable with respect to θ and α"),
+        (lambda p, g, a: {k: p[k] + a[k] * g[k] for k in p}, False, "wrong sign"),
+        (lambda p, g, a: {k: p[k] - a[k].mean() * g[k] for k in p}, False, "not a scalar"),
+        (lambda p, g, a: p, False, "not θ − α∘∇L"),
+        (lambda p, g, a: {k: p[k] - a[k].detach() * g[k] for k in p}, False, "does not reach α"),
+        (lambda p, g, a: {k: p[k] - a[k].data * g[k] for k in p}, False, "does not reach α"),
+        (lambda p, g, a: {k: (p[k] - a[k] * g[k]).detach() for k in p}, False, "detached"),
+        (lambda p, g, a: {k: p[k].detach() - a[k] * g[k] for k in p}, False, "does not reach θ"),
+        (no_grad_step, False, "detached"),
+    ],
+)
 def test_check_meta_sgd_step(fn, ok, hint, capsys):
     assert chapter.check_meta_sgd_step(fn) is ok
     assert hint in capsys.readouterr().out
@@ -67,18 +70,21 @@ def alpha_grad_autograd(S, Q, theta, alpha, detach=False):
     return torch.autograd.grad(Q(adapted), a)[0]
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (alpha_grad, True, "one entry per learning rate"),
-    (alpha_grad_autograd, True, "one entry per learning rate"),
-    (lambda S, Q, t, a: alpha_grad_autograd(S, Q, t, a, detach=True), False, "detached"),
-    (lambda S, Q, t, a: torch.zeros_like(a), False, "detached"),
-    (lambda S, Q, t, a: None, False, "detached"),
-    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, sign=-1.0), False, "wrong sign"),
-    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, q_at_theta=True), False, "adapted θ′"),
-    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, s_at_adapted=True), False, "inner step's gradient"),
-    (lambda S, Q, t, a: alpha_grad(S, Q, t, a, dot=True), False, "elementwise"),
-    (lambda S, Q, t, a: _grad(Q, t - a * _grad(S, t)), False, "chain rule"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (alpha_grad, True, "one entry per learning rate"),
+        (alpha_grad_autograd, True, "one entry per learning rate"),
+        (lambda S, Q, t, a: alpha_grad_autograd(S, Q, t, a, detach=True), False, "detached"),
+        (lambda S, Q, t, a: torch.zeros_like(a), False, "detached"),
+        (lambda S, Q, t, a: None, False, "detached"),
+        (lambda S, Q, t, a: alpha_grad(S, Q, t, a, sign=-1.0), False, "wrong sign"),
+        (lambda S, Q, t, a: alpha_grad(S, Q, t, a, q_at_theta=True), False, "adapted θ′"),
+        (lambda S, Q, t, a: alpha_grad(S, Q, t, a, s_at_adapted=True), False, "inner step's gradient"),
+        (lambda S, Q, t, a: alpha_grad(S, Q, t, a, dot=True), False, "elementwise"),
+        (lambda S, Q, t, a: _grad(Q, t - a * _grad(S, t)), False, "chain rule"),
+    ],
+)
 def test_check_alpha_gradient(fn, ok, hint, capsys):
     assert chapter.check_alpha_gradient(fn) is ok
     out = capsys.readouterr().out

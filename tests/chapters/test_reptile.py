@@ -7,13 +7,16 @@ import torch
 from metaadv_edu.chapters import reptile as chapter
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda t, p, b: {k: t[k] + b * (p[k] - t[k]).mean(0) for k in t}, True, "for one task and for many"),
-    (lambda t, p, b: {k: t[k] - b * (p[k] - t[k]).mean(0) for k in t}, False, "wrong sign"),
-    (lambda t, p, b: {k: t[k] + b * (p[k] - t[k]).sum(0) for k in t}, False, "mean"),
-    (lambda t, p, b: {k: t[k] + (p[k] - t[k]).mean(0) for k in t}, False, "β"),
-    (lambda t, p, b: [t[k] for k in t], False, "dict"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda t, p, b: {k: t[k] + b * (p[k] - t[k]).mean(0) for k in t}, True, "for one task and for many"),
+        (lambda t, p, b: {k: t[k] - b * (p[k] - t[k]).mean(0) for k in t}, False, "wrong sign"),
+        (lambda t, p, b: {k: t[k] + b * (p[k] - t[k]).sum(0) for k in t}, False, "mean"),
+        (lambda t, p, b: {k: t[k] + (p[k] - t[k]).mean(0) for k in t}, False, "β"),
+        (lambda t, p, b: [t[k] for k in t], False, "dict"),
+    ],
+)
 def test_check_reptile_update(fn, ok, hint, capsys):
     assert chapter.check_reptile_update(fn) is ok
     assert hint in capsys.readouterr().out
@@ -33,14 +36,17 @@ def _grad(fn, t):
     return torch.autograd.grad(fn(t), t)[0]
 
 
-@pytest.mark.parametrize("fn, ok, hint", [
-    (lambda J, t, a, b: t - a * b * _grad(J, t), True, "lands exactly where Reptile does"),
-    (lambda J, t, a, b: (lambda phi: t + b * (phi - t))(t - a * _grad(J, t)), True, "Reptile"),  # Reptile on J
-    (lambda J, t, a, b: t + a * b * _grad(J, t), False, "wrong sign"),
-    (lambda J, t, a, b: t - b * _grad(J, t), False, "not β alone"),
-    (lambda J, t, a, b: t - a * _grad(J, t), False, "not α alone"),
-    (lambda J, t, a, b: t - 1.7 * a * b * _grad(J, t), False, "not the same point"),
-])
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lambda J, t, a, b: t - a * b * _grad(J, t), True, "lands exactly where Reptile does"),
+        (lambda J, t, a, b: (lambda phi: t + b * (phi - t))(t - a * _grad(J, t)), True, "Reptile"),  # Reptile on J
+        (lambda J, t, a, b: t + a * b * _grad(J, t), False, "wrong sign"),
+        (lambda J, t, a, b: t - b * _grad(J, t), False, "not β alone"),
+        (lambda J, t, a, b: t - a * _grad(J, t), False, "not α alone"),
+        (lambda J, t, a, b: t - 1.7 * a * b * _grad(J, t), False, "not the same point"),
+    ],
+)
 def test_check_reptile_joint_step(fn, ok, hint, capsys):
     assert chapter.check_reptile_joint_step(fn) is ok
     out = capsys.readouterr().out
