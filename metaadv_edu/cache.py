@@ -49,6 +49,10 @@ FORMAT = 1
 #: The trained weights that come with the package (written by ``metaadv-edu execute --retrain``).
 SHIPPED = Path(__file__).resolve().parent / "weights"
 
+#: File names of the models this process loaded or trained (what a notebook's outputs depend on: read by
+#: ``metaadv-edu execute``, see :mod:`metaadv_edu.dependencies`).
+LOADED: set[str] = set()
+
 
 class CacheWarning(UserWarning):
     """A cached model could not be used and is being retrained."""
@@ -179,6 +183,7 @@ def load_or_train(
                 CacheWarning,
                 stacklevel=2,
             )
+    LOADED.add(path.name)
     model.eval()
     return model, extra
 

@@ -182,16 +182,23 @@ def execute(args) -> int:
 
 
 def _retrain(paths, timeout: int) -> int:
-    """Execute the notebooks with an empty model cache and the shipped weights ignored, so every model
-    is trained from scratch; then make the models this run trained the package's shipped weights."""
+    """Execute the given notebooks with an empty model cache and the shipped weights ignored, so that each
+    model they use is trained from scratch; then make those models the package's shipped weights.
+
+    With every notebook the shipped folder is replaced by what the run trained. With some notebooks only
+    their models are replaced (and files that only they used before and no longer train are removed); the
+    other notebooks that load a replaced model are named, since their outputs are now stale.
+    """
     import shutil
 
     from metaadv_edu import cache
-    from metaadv_edu.notebooks import execute_notebook, find_notebooks, sync_pair
+    from metaadv_edu.notebooks import execute_notebook, find_notebooks, recorded_weights, stale_reason, sync_pair
 
-    if {p.name for p in paths} != {p.name for p in find_notebooks(_notebooks_dir())}:
-        print("--retrain executes every notebook (the shipped weights are the set they use)", file=sys.stderr)
-        return 2
+    course = find_notebooks(_notebooks_dir())
+    chosen = {p.resolve() for p in paths}
+    whole_course = chosen == {p.resolve() for p in course}
+    others = [p for p in course if p.resolve() not in chosen]
+    before = {p.resolve(): set(recorded_weights(p)) for p in course}
     saved = {k: os.environ.get(k) for k in (cache.ENV_VAR, cache.SHIPPED_ENV_VAR)}
     with tempfile.TemporaryDirectory(prefix="metaadv-retrain-") as tmp:
         os.environ[cache.ENV_VAR], os.environ[cache.SHIPPED_ENV_VAR] = tmp, "0"
@@ -208,13 +215,39 @@ def _retrain(paths, timeout: int) -> int:
                 else:
                     os.environ[key] = value
         trained = sorted(Path(tmp).glob("*.pt"))
-        shutil.rmtree(cache.SHIPPED, ignore_errors=True)
-        cache.SHIPPED.mkdir()
+        if whole_course:
+            shutil.rmtree(cache.SHIPPED, ignore_errors=True)
+            cache.SHIPPED.mkdir()
+        else:
+            names = {f.name for f in trained}
+            dropped = set().union(*(before[p.resolve()] for p in paths)) - names
+            dropped -= set().union(set(), *(before[p.resolve()] for p in others))
+            for name in sorted(dropped):
+                (cache.SHIPPED / name).unlink(missing_ok=True)
         for file in trained:
             shutil.copy2(file, cache.SHIPPED / file.name)
-    size = sum(f.stat().st_size for f in cache.SHIPPED.glob("*.pt")) / 2**20
+        size = sum(f.stat().st_size for f in trained) / 2**20
+    for path in paths:
+        _record_current_weights(path)
     print(f"{len(trained)} trained models ({size:.1f} MiB) written to {cache.SHIPPED}")
+    stale = [p.name for p in others if stale_reason(p)]
+    if stale:
+        print(f"these notebooks load a retrained model and are now stale: {', '.join(stale)}")
+        print("refresh them with: metaadv-edu execute " + " ".join(f"notebooks/{name}" for name in stale))
     return 0
+
+
+def _record_current_weights(path: Path) -> None:
+    """The weights a notebook just trained became the shipped files: record their digests as its own."""
+    import nbformat
+
+    from metaadv_edu import dependencies
+    from metaadv_edu.notebooks import META_KEY
+
+    nb = nbformat.read(str(path), as_version=4)
+    recorded = nb.metadata[META_KEY]["dependencies"]
+    recorded["weights"] = {name: dependencies.weight_digest(name) for name in recorded["weights"]}
+    nbformat.write(nb, str(path))
 
 
 def demo(args) -> int:
@@ -347,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--retrain",
         action="store_true",
-        help="train every model from scratch while executing all notebooks, and make those "
-        "models the package's shipped weights (metaadv_edu/weights/)",
+        help="train from scratch every model the given notebooks use (no notebook given: all of them) while "
+        "executing them, and make those models the package's shipped weights (metaadv_edu/weights/); names the "
+        "other notebooks that load a retrained model",
     )
     p.set_defaults(func=execute)
     p = sub.add_parser("demo", help="serve a notebook as a Voilà app")

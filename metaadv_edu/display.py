@@ -6,7 +6,11 @@ import inspect
 import textwrap
 from collections.abc import Sequence
 
-__all__ = ["show_source", "table", "tick"]
+__all__ = ["SHOWN", "show_source", "table", "tick"]
+
+#: ``"module:qualname"`` of every function shown by :func:`show_source` in this process (a notebook's
+#: outputs print their text: read by ``metaadv-edu execute``, see :mod:`metaadv_edu.dependencies`).
+SHOWN: set[str] = set()
 
 
 def tick(ok: bool) -> str:
@@ -28,6 +32,7 @@ def show_source(obj, *, docstring: bool = True) -> None:
             prefix = prefix.rstrip()[:-1]
         source = prefix.rstrip() + "\n    ..." + source[end:]
     module = obj.__module__
+    SHOWN.add(f"{module}:{obj.__qualname__}")
     display(Markdown(f"`{module}.{obj.__qualname__}`\n```python\n{source.rstrip()}\n```"))
 
 

@@ -6,19 +6,25 @@ Each ``notebooks/NAME.ipynb`` (stored executed, with outputs) is paired by jupyt
 (``metaadv-edu execute`` calls it first) or ``jupytext --sync`` makes them equal again.
 
 ``metaadv-edu execute`` re-runs every notebook in place, in order, and records in each notebook's
-metadata a digest of its code and of this package's source. ``metaadv-edu execute --check`` compares
-those digests with the current files: a notebook is stale when its code, or the package it imports,
-changed after it was last executed, or when a code cell has no stored output.
+metadata a digest of its code and of what its outputs depend on: the package modules it imported, the
+functions it displayed and the shipped weight files it loaded (:mod:`metaadv_edu.dependencies`).
+``metaadv-edu execute --check`` compares those digests with the current files: a notebook is stale when
+its code or one of those dependencies changed after it was last executed, or when a code cell has no
+stored output. A change to a module the notebook never imported, or to a docstring or comment it does not
+display, leaves it current.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from pathlib import Path
 
 import nbformat
+
+from metaadv_edu import dependencies
 
 __all__ = [
     "clear_solution",
@@ -28,8 +34,8 @@ __all__ = [
     "grade_notebook",
     "gradebook_rows",
     "nbgrader_source",
-    "package_digest",
     "pair_difference",
+    "recorded_weights",
     "source_digest",
     "source_path",
     "stale_reason",
@@ -64,15 +70,7 @@ def source_digest(nb) -> str:
     return h.hexdigest()[:16]
 
 
-def package_digest() -> str:
-    h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def stale_reason(path: str | Path) -> str | None:
+def stale_reason(path: str | Path, *, package_dir: Path | None = None) -> str | None:
     """Why the stored outputs of a notebook are stale, or None when they are current."""
     nb = nbformat.read(str(path), as_version=4)
     meta = nb.metadata.get(META_KEY, {})
@@ -82,24 +80,43 @@ def stale_reason(path: str | Path) -> str | None:
         return "some code cells have no stored output"
     if meta.get("source_digest") != source_digest(nb):
         return "its code changed after it was executed"
-    if meta.get("package_digest") != package_digest():
-        return "the metaadv_edu package changed after it was executed"
-    return None
+    if "dependencies" not in meta:
+        return "executed by an older version of `metaadv-edu execute` (no record of its dependencies)"
+    reasons = dependencies.changed(meta["dependencies"], package_dir)
+    return "; ".join(reasons) if reasons else None
+
+
+def recorded_weights(path: str | Path) -> list[str]:
+    """The model files a notebook loaded or trained when it was last executed (from its metadata)."""
+    nb = nbformat.read(str(path), as_version=4)
+    return sorted(nb.metadata.get(META_KEY, {}).get("dependencies", {}).get("weights", {}))
 
 
 def execute_notebook(path: str | Path, *, timeout: int = 900, kernel_name: str = "python3") -> float:
-    """Execute a notebook in place (working directory: its folder); return the seconds it took."""
+    """Execute a notebook in place (working directory: its folder); return the seconds it took.
+
+    After the last cell the kernel reports which package modules, shown functions and model files the run
+    used; their digests go into the notebook's metadata (see :func:`stale_reason`).
+    """
     from nbclient import NotebookClient
 
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
+    report_cell = nbformat.v4.new_code_cell(dependencies.report_code())
+    nb.cells.append(report_cell)
     start = time.perf_counter()
     client = NotebookClient(
         nb, timeout=timeout, kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent)}}
     )
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        nb.cells.remove(report_cell)
     seconds = time.perf_counter() - start
-    nb.metadata[META_KEY] = {"source_digest": source_digest(nb), "package_digest": package_digest()}
+    text = "".join(o.get("text", "") for o in report_cell.outputs if o.get("output_type") == "stream")
+    line = next(x for x in text.splitlines() if x.startswith(dependencies.REPORT_MARK))
+    report = json.loads(line.removeprefix(dependencies.REPORT_MARK))
+    nb.metadata[META_KEY] = {"source_digest": source_digest(nb), "dependencies": dependencies.record(report)}
     nbformat.write(nb, str(path))
     return seconds
 
