@@ -168,6 +168,9 @@ def execute(args) -> int:
         return 1 if stale else 0
     if args.retrain:
         return _retrain(paths, args.timeout)
+    if args.stale:
+        paths = [p for p in paths if stale_reason(p) or pair_difference(p)]
+        print(f"{len(paths)} stale: {', '.join(p.name for p in paths) or 'nothing to execute'}", flush=True)
     for path in paths:
         side = sync_pair(path)
         if side != "unchanged":
@@ -371,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("execute", help="sync each notebook with its text twin, then re-execute it in place")
     p.add_argument("notebooks", nargs="*", help="notebooks or folders (default: notebooks/)")
     p.add_argument("--check", action="store_true", help="only report notebooks with stale outputs")
+    p.add_argument(
+        "--stale", action="store_true", help="execute only the notebooks whose outputs or text twins are stale"
+    )
     p.add_argument(
         "--sync-only",
         action="store_true",

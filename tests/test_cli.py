@@ -54,6 +54,14 @@ def test_execute_then_check(tmp_path, capsys):
     nbformat.write(nb, str(path))
     assert cli.main(["execute", "--check", str(tmp_path)]) == 1
     assert "code changed" in capsys.readouterr().out
+    # --stale executes only what is stale
+    _tiny_notebook(tmp_path / "01_other.ipynb")
+    assert cli.main(["execute", str(tmp_path / "01_other.ipynb")]) == 0
+    capsys.readouterr()
+    assert cli.main(["execute", "--stale", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 stale: 00_tiny.ipynb" in out and "executing 01_other" not in out
+    assert cli.main(["execute", "--check", str(tmp_path)]) == 0
 
 
 def test_execute_reports_a_failing_notebook(tmp_path):
