@@ -46,6 +46,7 @@ __all__ = [
     "HANDOUT_KEY",
     "RESULT_MIME",
     "Exercise",
+    "NotGradable",
     "course_exercises",
     "grade_class",
     "grade_submission",
@@ -71,6 +72,10 @@ FRESH_IMPORT = (
     "for _name in [m for m in sys.modules if m == 'metaadv_edu' or m.startswith('metaadv_edu.')]:\n"
     "    del sys.modules[_name]\n"
 )
+
+
+class NotGradable(ValueError):
+    """A submission that cannot be graded at all (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -459,6 +464,8 @@ def grade_submission(
         harness[ex.name] = (len(cells) - 1, len(cells))
         cells.append(nbformat.v4.new_code_cell(f"exec({code!r}, {{'__name__': 'metaadv_edu_grader'}})"))
     graded.cells = cells
+    if len(missing) == len(exercises):
+        raise NotGradable("none of the notebook's exercise cells found (not a copy of the course's handout?)")
     with tempfile.TemporaryDirectory(prefix="metaadv-grade-") as tmp:
         work = Path(tmp) / "work"
         if folder is None:
@@ -558,6 +565,8 @@ def _grade_job(job: _Job) -> dict:
         outcomes, notes = grade_submission(
             job.path, job.course_notebook, folder=job.folder, timeout=job.timeout, notebook_timeout=job.notebook_timeout
         )
+    except NotGradable as exc:
+        return {"error": str(exc)}
     except Exception as exc:  # anything unexpected still becomes a row, never a stopped batch
         return {"error": f"could not grade: {type(exc).__name__}: {exc}"[:300]}
     return {"outcomes": outcomes, "notes": notes}

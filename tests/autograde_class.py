@@ -82,7 +82,11 @@ REDEFINE = (
     "chapter.check_fgsm(my_fgsm);"
 )
 FORGERY_06 = 'for name in ["Reptile update", "one-step Reptile as SGD"]:\n    print(f"✓ {name}: correct")'
-LOOP = "def my_fgsm(model, x, y, epsilon):\n    while True:\n        pass\n\nchapter.check_fgsm(my_fgsm);"
+# an infinite loop that even swallows the interrupt: the kernel has to be restarted
+LOOP = (
+    "import time\n\ndef my_fgsm(model, x, y, epsilon):\n    while True:\n        try:\n            time.sleep(0.1)\n"
+    "        except KeyboardInterrupt:\n            pass\n\nchapter.check_fgsm(my_fgsm);"
+)
 
 
 def write_class(folder: Path, course: Path) -> Path:
