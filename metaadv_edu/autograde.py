@@ -243,17 +243,20 @@ def run_grader(module_name: str, grader: str, exercise: str, arguments: Callable
 
     reports: list[tuple[str, bool, str]] = []
     grading = importlib.import_module("metaadv_edu.grading")
-    grading.report = lambda name, ok, message: reports.append((name, bool(ok), str(message))) or bool(ok)
     check = getattr(importlib.import_module(module_name), grader)
     try:
         args = arguments()
     except NameError as exc:
         return False, f"{exc}: the exercise's cell did not define it"
+    report = grading.report
+    grading.report = lambda name, ok, message: reports.append((name, bool(ok), str(message))) or bool(ok)
     try:
         with contextlib.redirect_stdout(Sink()), contextlib.redirect_stderr(Sink()):
             returned = check(*args)
     except Exception as exc:  # a grader never raises for a learner's mistake; say what happened
         return False, f"the grader stopped: {type(exc).__name__}: {exc}"
+    finally:
+        grading.report = report
     if not reports:
         return False, "the grader gave no verdict"
     name, ok, message = reports[-1]
