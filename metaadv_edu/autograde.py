@@ -11,8 +11,8 @@ printed text cannot reach that channel. Each cell has a time limit and so has th
 cell that runs past its limit is interrupted (the kernel restarted and replayed if it does not stop),
 and the other exercises are still graded.
 
-:func:`grade_class` grades a folder of submissions, ``jobs`` at a time, each in its own process, and
-turns every file, readable or not, into gradebook rows (:data:`CSV_FIELDS`).
+:func:`grade_class` grades a folder of submissions, ``jobs`` kernels at a time, and turns every file,
+readable or not, into gradebook rows (:data:`CSV_FIELDS`).
 
 What remains trusted: a solution cell's code runs with the rights of the user who grades, in the same
 process as the grader, so it can read files and, with enough effort, tamper with the grader while it
@@ -30,6 +30,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,10 +93,19 @@ class Exercise:
 
 
 # ------------------------------------------------------------------------- the course's exercises
+#: CPython 3.11's ast.parse is not thread-safe (its recursion-depth check breaks), and grade_class grades in threads.
+_AST_LOCK = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    with _AST_LOCK:
+        return ast.parse(source)
+
+
 def _grader_calls(source: str) -> list[ast.stmt]:
     """The top-level statements of ``source`` that call a ``check_*`` grader."""
     calls = []
-    for stmt in ast.parse(source).body:
+    for stmt in _parse(source).body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
             func = stmt.value.func
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
@@ -124,7 +134,7 @@ def _aliases(nb) -> dict[str, str]:
         if cell.cell_type != "code":
             continue
         try:
-            tree = ast.parse(cell.source)
+            tree = _parse(cell.source)
         except SyntaxError:
             continue
         for node in ast.walk(tree):
