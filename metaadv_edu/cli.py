@@ -292,8 +292,8 @@ def _read_points(path: str | None) -> dict[str, float]:
 def grade(args) -> int:
     import time
 
-    from metaadv_edu.autograde import grade_class, write_csv
     from metaadv_edu.display import table
+    from metaadv_edu.submissions import grade_class, write_csv
 
     if args.no_execute:
         print(

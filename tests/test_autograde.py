@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from metaadv_edu import autograde, cli, notebooks
+from metaadv_edu import autograde, cli, notebooks, submissions
 from tests import autograde_class
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def graded(tmp_path_factory):
 
 def test_every_submission_gets_its_exact_rows(graded):
     rows = graded[0]
-    assert [tuple(r[k] for k in autograde.CSV_FIELDS[:6]) for r in rows] == [e[:6] for e in EXPECTED]
+    assert [tuple(r[k] for k in submissions.CSV_FIELDS[:6]) for r in rows] == [e[:6] for e in EXPECTED]
     for row, expected in zip(rows, EXPECTED):
         assert row["result"].startswith(expected[6]), (row, expected)
         if expected[7].endswith(": "):

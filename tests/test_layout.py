@@ -11,7 +11,7 @@ from metaadv_edu import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "metaadv_edu"
-TOOLING = {"cli", "notebooks", "site", "colab", "autograde"}
+TOOLING = {"cli", "notebooks", "site", "colab", "autograde", "submissions"}
 COURSE = {"chapters", "widgets", "cache", "plotting", "panels", "display", "grading", "measure"}
 
 
