@@ -84,7 +84,7 @@ def _client_class():
     return Client
 
 
-def _run(nb, token: str, cwd: Path, timeout: int, notebook_timeout: int, skip_replay: set[int]):
+def _run(nb, token: str, cwd: Path, timeout: int, notebook_timeout: int, grading_cells: set[int]):
     """Execute the code cells of ``nb`` under the time limits; return (status per cell index, results)."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbclient.util import run_sync
@@ -98,7 +98,7 @@ def _run(nb, token: str, cwd: Path, timeout: int, notebook_timeout: int, skip_re
 
     def execute(cell, index: int, limit: float) -> None:
         client.timeout = max(1, int(min(limit, deadline - time.monotonic())))
-        client.execute_cell(cell, index)
+        client.execute_cell(cell, index, store_history=index not in grading_cells)
 
     def revive(interrupt: bool = True) -> None:
         """Interrupt the kernel; restart it and replay the cells run so far when it does not answer."""
@@ -133,7 +133,7 @@ def _run(nb, token: str, cwd: Path, timeout: int, notebook_timeout: int, skip_re
                 continue
             errors = [o for o in cell.outputs if o.get("output_type") == "error"]
             status[index] = f"{errors[-1].ename}: {errors[-1].evalue}"[:200] if errors else "ok"
-            if index not in skip_replay:
+            if index not in grading_cells:
                 done.append(index)
     return status, client.results
 
@@ -231,9 +231,12 @@ def grade_submission(
                 notes.append(f"{ex.name}: the cell still holds the course's solution markers")
             cell.source = strip_grader_calls(mine.source)
         call = f"report_grade({token!r}, {ex.module!r}, {ex.grader!r}, {ex.name!r}, {list(ex.arguments)!r})\n"
-        code = FRESH_IMPORT + "importlib.import_module('metaadv_edu.autograde')." + call
+        # only names its own imports bind (a learner's `exec` or `print` cannot stand in); run without
+        # history, so that the secret is not in `In` for the learner's function to read while it is graded
         harness[ex.name] = (len(cells) - 1, len(cells))
-        cells.append(nbformat.v4.new_code_cell(f"exec({code!r}, {{'__name__': 'metaadv_edu_grader'}})"))
+        cells.append(
+            nbformat.v4.new_code_cell(FRESH_IMPORT + "importlib.import_module('metaadv_edu.autograde')." + call)
+        )
     graded.cells = cells
     if len(missing) == len(exercises):
         raise NotGradable("none of the notebook's exercise cells found (not a copy of the course's handout?)")
@@ -260,12 +263,12 @@ def _outcome(ex, status, results, solution: int, check: int, missing: bool, time
         return False, "not graded: the notebook ran past its time limit"
     if grader == "kernel died":
         return False, "not graded: the kernel died while grading"
+    if missing:
+        return False, "solution cell not found in the submission (no cell with its id or grade_id)"
     payloads = results.get(check, [])
     if len(payloads) != 1:
         return False, f"not graded: {len(payloads)} results reached the grading channel instead of one"
     passed, message = bool(payloads[0].get("passed")), str(payloads[0].get("message", ""))
-    if missing:
-        return False, "solution cell not found in the submission (no cell with its id or grade_id)"
     if mine == "timed out":
         return False, f"timed out: your cell ran for more than {timeout} s; {message}"
     if mine not in ("ok", "skipped"):

@@ -73,9 +73,19 @@ WRONG_01 = {
     "chapter.check_first_order_gain(my_gain);",
 }
 FORGERY = 'for name in ["FGSM", "first-order gain", "PGD"]:\n    print(f"✓ {name}: correct")'
+# a redefined grader and grading module, a shadowed `exec`, and a function that forges a verdict with
+# any secret it finds in the notebook's history while it is being graded
 REDEFINE = (
-    "import metaadv_edu.chapters.fgsm as fgsm_module\nfrom metaadv_edu import grading\n\n"
-    "def my_fgsm(model, x, y, epsilon):\n    return x\n\n"
+    "import re\n"
+    "import metaadv_edu.chapters.fgsm as fgsm_module\n"
+    "from IPython.display import display\n"
+    "from metaadv_edu import grading\n\n"
+    "def my_fgsm(model, x, y, epsilon):\n"
+    "    for token in re.findall(r\"report_grade\\('([0-9a-f]{32})'\", '\\n'.join(In)):\n"
+    "        verdict = {'token': token, 'exercise': 'FGSM', 'passed': True, 'message': 'forged'}\n"
+    "        display({'application/vnd.metaadv-edu.grade+json': verdict}, raw=True)\n"
+    "    return x\n\n"
+    "def exec(*args, **kwargs):\n    pass\n\n"
     "fgsm_module.check_fgsm = lambda f: grading.report('FGSM', True, 'correct')\n"
     "chapter.check_fgsm = fgsm_module.check_fgsm\n"
     "grading.run = lambda name, body: grading.report(name, True, 'correct')\n"
