@@ -274,21 +274,39 @@ def demo(args) -> int:
 
 
 def student(args) -> int:
-    from metaadv_edu.notebooks import find_notebooks, student_copy
+    from metaadv_edu.notebooks import find_notebooks, notebook_text, student_notebook
 
-    paths = find_notebooks(args.source or _notebooks_dir())
+    source = Path(args.source) if args.source else _notebooks_dir()
+    paths = find_notebooks(source)
     out = Path(args.outdir)
-    if out.resolve() == (Path(args.source) if args.source else _notebooks_dir()).resolve():
+    if out.resolve() == source.resolve():
         print("OUTDIR must differ from the notebooks folder (the copies drop the solutions)", file=sys.stderr)
         return 2
-    total = 0
+    planned, total = [], 0
     for path in paths:
-        target, count = student_copy(path, out, keep_solutions=args.nbgrader_source)
+        nb, count = student_notebook(path, keep_solutions=args.nbgrader_source)
+        planned.append((out / path.name, notebook_text(nb), count))
         total += count
-        done = "marked for nbgrader" if args.nbgrader_source else "cleared"
-        print(f"{target}: {count} solution(s) {done}, outputs cleared")
+    differing = [t for t, text, _ in planned if t.exists() and t.read_text(encoding="utf-8") != text]
+    if differing and not args.force:
+        print(
+            f"{len(differing)} file(s) in {out} differ from the copies this would write (a learner may have "
+            "worked in them); nothing was written. Move them away, or overwrite them with --force:",
+            file=sys.stderr,
+        )
+        for target in differing:
+            print(f"    {target}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    done = "marked for nbgrader, with hidden test cells" if args.nbgrader_source else "cleared"
+    for target, text, count in planned:
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            print(f"{target}: {count} solution(s) {done}, outputs cleared")
+        else:
+            print(f"{target}: unchanged")
     kind = "nbgrader source notebooks" if args.nbgrader_source else "learner's copies"
-    print(f"{len(paths)} {kind} written to {out} ({total} solutions)")
+    print(f"{len(paths)} {kind} in {out} ({total} solutions)")
     return 0
 
 
@@ -308,41 +326,64 @@ def _read_points(path: str | None) -> dict[str, float]:
 
 
 def grade(args) -> int:
-    from metaadv_edu.notebooks import grade_notebook, gradebook_rows, write_csv
+    import time
 
-    folder = Path(args.folder)
+    from metaadv_edu.display import table
+    from metaadv_edu.submissions import grade_class, write_csv
+
+    if args.no_execute:
+        print(
+            "--no-execute is gone: stored outputs are text the learner controls, so grades come only from "
+            "running the course's graders",
+            file=sys.stderr,
+        )
+        return 2
+    folder, course = Path(args.folder), Path(args.course) if args.course else _notebooks_dir()
     if not folder.is_dir():
         print(f"{folder} is not a folder of submitted notebooks", file=sys.stderr)
-        return 2
-    paths = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    if not paths:
-        print(f"no notebooks in {folder}", file=sys.stderr)
         return 2
     try:
         points = _read_points(args.points)
     except (OSError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    rows, records = [], []
-    for path in paths:
-        verdicts, errors = grade_notebook(path, execute=not args.no_execute, timeout=args.timeout)
-        failed = [name for name, ok in verdicts.items() if not ok]
-        rows.append(
-            (
-                str(path.relative_to(folder)),
-                f"{len(verdicts) - len(failed)}/{len(verdicts)}",
-                str(errors),
-                ", ".join(failed) or "—",
-            )
+    start = time.perf_counter()
+    try:
+        rows = grade_class(
+            folder,
+            course,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            notebook_timeout=args.notebook_timeout,
+            points=points,
+            progress=not args.quiet,
         )
-        records += gradebook_rows(path.relative_to(folder), verdicts, points)
-    headers = ("notebook", "passed", "cells with errors", "not yet right")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for line in (headers, tuple("-" * w for w in widths), *rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"no notebooks in {folder}", file=sys.stderr)
+        return 2
+    by_file: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        by_file.setdefault((row["learner"], row["notebook"]), []).append(row)
+    lines = []
+    for (learner, notebook), group in by_file.items():
+        graded = [r for r in group if r["exercise"]]
+        got, worth = sum(float(r["points"]) for r in group), sum(float(r["max_points"]) for r in group)
+        wrong = [r["exercise"] for r in graded if r["passed"] == "0"]
+        lines.append((learner, notebook, f"{got:g}/{worth:g}", ", ".join(wrong) or "—", group[0]["note"] or "—"))
+    table(lines, ("learner", "notebook", "points", "not yet right", "notes"))
+    unreadable = sum(group[0]["result"] == "not graded" for group in by_file.values())
+    timed_out = sum(r["result"].startswith("timed out") for r in rows)
+    print(
+        f"graded {len(by_file)} notebooks of {len({k[0] for k in by_file})} learners in "
+        f"{time.perf_counter() - start:.0f} s with {args.jobs} kernel(s): {len(rows)} exercise rows, "
+        f"{sum(r['passed'] == '1' for r in rows)} passed, {timed_out} timed out, {unreadable} file(s) not gradable"
+    )
     if args.csv:
-        write_csv(records, args.csv)
-        print(f"{len(records)} rows written to {args.csv}")
+        write_csv(rows, args.csv)
+        print(f"{len(rows)} rows written to {args.csv}")
     return 0
 
 
@@ -403,15 +444,20 @@ def main(argv: list[str] | None = None) -> int:
         "--nbgrader-source",
         action="store_true",
         help="write nbgrader source notebooks instead (solutions kept, cells marked for "
-        "`nbgrader generate_assignment`)",
+        "`nbgrader generate_assignment`, a hidden autograder test cell per exercise)",
     )
+    p.add_argument("--force", action="store_true", help="overwrite files in OUTDIR that differ from the copies")
     p.set_defaults(func=student)
-    p = sub.add_parser("grade", help="run the exercise graders over a folder of submitted notebooks")
-    p.add_argument("folder", help="folder of learners' notebooks (searched recursively)")
-    p.add_argument("--no-execute", action="store_true", help="read the stored outputs instead of running")
-    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p = sub.add_parser("grade", help="grade a folder of submitted notebooks with the course's graders")
+    p.add_argument("folder", help="folder of learners' notebooks (searched recursively), one folder per learner")
+    p.add_argument("--course", help="folder of the course notebooks to grade against (default: notebooks/)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="notebooks graded in parallel (one kernel each)")
+    p.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell (default: 120)")
+    p.add_argument("--notebook-timeout", type=int, default=900, help="seconds allowed per notebook (default: 900)")
     p.add_argument("--csv", help="also write one row per learner, notebook and exercise to this CSV file")
     p.add_argument("--points", help="JSON or TOML table of exercise name = points, overriding the course's")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-execute", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=grade)
     p = sub.add_parser("site", help="build the course website from the stored notebooks (no execution)")
     p.add_argument("outdir", nargs="?", default="build/site", help="output folder, replaced (default: build/site)")

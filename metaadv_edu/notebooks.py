@@ -31,17 +31,16 @@ __all__ = [
     "course_points",
     "execute_notebook",
     "find_notebooks",
-    "grade_notebook",
-    "gradebook_rows",
     "nbgrader_source",
+    "notebook_text",
     "pair_difference",
     "recorded_weights",
     "source_digest",
     "source_path",
     "stale_reason",
     "student_copy",
+    "student_notebook",
     "sync_pair",
-    "write_csv",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -121,40 +120,6 @@ def execute_notebook(path: str | Path, *, timeout: int = 900, kernel_name: str =
     return seconds
 
 
-VERDICT = re.compile(r"^([✓✗]) (.+?): ", re.MULTILINE)
-
-
-def grade_notebook(path: str | Path, *, execute: bool = True, timeout: int = 600) -> tuple[dict[str, bool], int]:
-    """The exercise graders' verdicts in a learner's notebook, ``{exercise: passed}``, and the number of
-    cells that raised an error.
-
-    With ``execute`` the notebook is first run in a fresh kernel (errors in the learner's cells do not
-    stop it; the file is not modified); otherwise the stored outputs are read. The last verdict printed
-    for an exercise counts.
-    """
-    from nbclient import NotebookClient
-
-    path = Path(path)
-    nb = nbformat.read(str(path), as_version=4)
-    if execute:
-        NotebookClient(
-            nb,
-            timeout=timeout,
-            kernel_name="python3",
-            allow_errors=True,
-            resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
-    verdicts: dict[str, bool] = {}
-    errors = 0
-    for cell in nb.cells:
-        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            errors += output.get("output_type") == "error"
-            if output.get("output_type") == "stream":
-                for mark, name in VERDICT.findall(output.get("text", "")):
-                    verdicts[name] = mark == "✓"
-    return verdicts, errors
-
-
 SOLUTION_TAG = "solution"
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's ClearSolutions.code_stub for Python
@@ -231,31 +196,53 @@ def nbgrader_source(nb, name: str = "notebook"):
     return nb, count
 
 
-def student_copy(path: str | Path, out_dir: str | Path, *, keep_solutions: bool = False) -> tuple[Path, int]:
-    """Write a learner's copy of a notebook: the notebook nbgrader's ``generate_assignment`` releases
+def student_notebook(path: str | Path, *, keep_solutions: bool = False):
+    """A learner's copy of a course notebook: the notebook nbgrader's ``generate_assignment`` releases
     from :func:`nbgrader_source` — each exercise's solution cell shown with its marked region replaced
     by ``raise NotImplementedError()`` (taking the place of the stub cell it equals), outputs cleared,
-    nbgrader's cell metadata left out. With ``keep_solutions`` write the nbgrader source notebook itself.
+    nbgrader's cell metadata left out. With ``keep_solutions`` the nbgrader source notebook itself, with
+    one locked, hidden autograder test cell after each solution cell
+    (:func:`metaadv_edu.autograde.nbgrader_test_cells`). Either carries the course's name and version
+    in its metadata (:func:`metaadv_edu.autograde.handout_metadata`).
 
-    Returns the new path and the number of solutions cleared.
+    Returns ``(notebook, number of solutions)``.
     """
-    path, out_dir = Path(path), Path(out_dir)
-    nb, count = nbgrader_source(nbformat.read(str(path), as_version=4), path.stem)
-    if not keep_solutions:
+    from metaadv_edu import autograde
+
+    path = Path(path)
+    course = nbformat.read(str(path), as_version=4)
+    exercises = autograde.course_exercises(course, path.stem) if keep_solutions else []
+    nb, count = nbgrader_source(course, path.stem)
+    if keep_solutions:
+        tests = autograde.nbgrader_test_cells(exercises)
+        nb.cells = [c for cell in nb.cells for c in ([cell, tests[cell.id]] if cell.get("id") in tests else [cell])]
+    else:
         for cell in nb.cells:
             if _is_solution(cell):
                 cell.source = clear_solution(cell.source)
                 cell.metadata.pop("nbgrader", None)
+    nb.metadata[autograde.HANDOUT_KEY] = autograde.handout_metadata(nb, path.stem)
+    return nb, count
+
+
+def notebook_text(nb) -> str:
+    """The text :func:`nbformat.write` writes for ``nb``."""
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def student_copy(path: str | Path, out_dir: str | Path, *, keep_solutions: bool = False) -> tuple[Path, int]:
+    """Write :func:`student_notebook` of ``path`` into ``out_dir``; return the new path and the number of
+    solutions."""
+    path, out_dir = Path(path), Path(out_dir)
+    nb, count = student_notebook(path, keep_solutions=keep_solutions)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / path.name
-    nbformat.write(nb, str(target))
+    target.write_text(notebook_text(nb), encoding="utf-8")
     return target, count
 
 
 # ------------------------------------------------------------------------- gradebook
-CSV_FIELDS = ("learner", "notebook", "exercise", "passed", "points", "max_points")
-
-
 def course_points(notebook: str) -> dict[str, float]:
     """The points of each exercise of a course notebook (``01_fgsm.ipynb`` → ``chapters.fgsm.POINTS``),
     in the order the notebook asks them; empty for a notebook that is not part of the course."""
@@ -269,52 +256,6 @@ def course_points(notebook: str) -> dict[str, float]:
     except ModuleNotFoundError:
         return {}
     return dict(getattr(module, "POINTS", {}))
-
-
-def gradebook_rows(
-    relative: str | Path, verdicts: dict[str, bool], points: dict[str, float] | None = None
-) -> list[dict[str, str]]:
-    """One gradebook row per exercise of a submitted notebook at ``relative`` (its path under the
-    submissions folder): the learner is the first folder of that path, or the file's stem when it has
-    none. Every exercise of the course notebook gets a row — one the learner never ran scores 0 — and
-    so does any other verdict printed. ``points`` (exercise → points) overrides the course's weights;
-    an exercise weighted nowhere is worth 1."""
-    relative = Path(relative)
-    learner = relative.parts[0] if len(relative.parts) > 1 else relative.stem
-    weights = {**course_points(relative.name), **(points or {})}
-    names = list(course_points(relative.name)) + [n for n in verdicts if n not in course_points(relative.name)]
-
-    def fmt(x: float) -> str:
-        return f"{x:g}"
-
-    rows = []
-    for name in names:
-        weight = float(weights.get(name, 1.0))
-        passed = bool(verdicts.get(name, False))
-        rows.append(
-            {
-                "learner": learner,
-                "notebook": relative.name,
-                "exercise": name,
-                "passed": str(int(passed)),
-                "points": fmt(weight if passed else 0.0),
-                "max_points": fmt(weight),
-            }
-        )
-    return rows
-
-
-def write_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
-    """Write gradebook rows as CSV (UTF-8, header ``learner,notebook,exercise,passed,points,max_points``)."""
-    import csv
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 # ------------------------------------------------------------------------- notebook sources

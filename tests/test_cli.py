@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from metaadv_edu import cli, notebooks
+from metaadv_edu import autograde, cli, notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,8 +101,11 @@ def test_readme_quickstart_gives_the_setup_open_and_test_commands():
     ]
 
 
-SOLUTION = "def f():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\n\ncheck(f);"
-STUB = "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\ncheck(f);"
+SOLUTION = (
+    "def f(g, e):\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\n\nchapter.check_first_order_gain(f);"
+)
+STUB = "def f(g, e):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\nchapter.check_first_order_gain(f);"
+SETUP = "from metaadv_edu.chapters import fgsm as chapter"
 
 
 def _exercise_notebook(folder):
@@ -113,8 +116,8 @@ def _exercise_notebook(folder):
     stub.execution_count = 3
     solution = nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}})
     solution.outputs = [nbformat.v4.new_output("stream", text="✓ f\n")]
-    nb.cells = [nbformat.v4.new_markdown_cell("# ex"), stub, solution, nbformat.v4.new_code_cell("x = 1")]
-    nbformat.write(nb, str(folder / "01_ex.ipynb"))
+    nb.cells = [nbformat.v4.new_code_cell(SETUP), stub, solution, nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, str(folder / "01_fgsm.ipynb"))
     return folder
 
 
@@ -136,32 +139,84 @@ def test_clear_solution_replaces_each_marked_region_like_nbgrader():
 def test_student_copy_clears_solutions_and_outputs(tmp_path, capsys):
     src = _exercise_notebook(tmp_path / "src")
     assert cli.main(["student", str(tmp_path / "out"), "--source", str(src)]) == 0
-    copy = nbformat.read(str(tmp_path / "out" / "01_ex.ipynb"), as_version=4)
+    copy = nbformat.read(str(tmp_path / "out" / "01_fgsm.ipynb"), as_version=4)
     # the solution cell, cleared, takes the place of the stub cell it equals; it is shown and keeps its tag
-    assert [c.source for c in copy.cells] == ["# ex", STUB, "x = 1"]
+    assert [c.source for c in copy.cells] == [SETUP, STUB, "x = 1"]
+    assert copy.metadata["metaadv_edu_handout"]["version"] == autograde.__version__
     assert copy.cells[1].metadata == {"tags": ["solution"]}
-    assert all(c.outputs == [] and c.execution_count is None for c in copy.cells[1:])
+    assert all(c.outputs == [] and c.execution_count is None for c in copy.cells)
     assert "(1 solutions)" in capsys.readouterr().out
     assert cli.main(["student", str(src), "--source", str(src)]) == 2
 
 
-def test_nbgrader_source_marks_solution_cells_for_generate_assignment(tmp_path):
+def test_nbgrader_source_marks_solution_cells_and_adds_hidden_tests(tmp_path):
     src = _exercise_notebook(tmp_path / "src")
     assert cli.main(["student", str(tmp_path / "source" / "ps1"), "--source", str(src), "--nbgrader-source"]) == 0
-    nb = nbformat.read(str(tmp_path / "source" / "ps1" / "01_ex.ipynb"), as_version=4)
-    assert [c.source for c in nb.cells] == ["# ex", SOLUTION, "x = 1"]
+    nb = nbformat.read(str(tmp_path / "source" / "ps1" / "01_fgsm.ipynb"), as_version=4)
+    assert [c.source for c in nb.cells][:3] == [SETUP, SOLUTION, nb.cells[2].source] and nb.cells[3].source == "x = 1"
     assert nb.cells[1].metadata["nbgrader"] == {
         "grade": False,
-        "grade_id": "01_ex-solution-1",
+        "grade_id": "01_fgsm-solution-1",
         "locked": False,
         "schema_version": 3,
         "solution": True,
         "task": False,
     }
     assert "jupyter" not in nb.cells[1].metadata and nb.cells[1].outputs == []
+    # one locked, hidden test cell per exercise, worth the chapter's POINTS, calling the course's grader
+    test = nb.cells[2]
+    assert test.metadata["nbgrader"] == {
+        "grade": True,
+        "grade_id": "01_fgsm-test-1",
+        "locked": True,
+        "points": 1.0,
+        "schema_version": 3,
+        "solution": False,
+        "task": False,
+    }
+    assert test.source.startswith("### BEGIN HIDDEN TESTS") and test.source.endswith("### END HIDDEN TESTS")
+    assert "'check_first_order_gain', 'first-order gain', f" in test.source
     unmarked = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["solution"]})])
     with pytest.raises(ValueError, match="BEGIN SOLUTION"):
         notebooks.nbgrader_source(unmarked)
+
+
+def test_the_hidden_test_fails_exactly_when_the_grader_does(capsys):
+    autograde.nbgrader_check("metaadv_edu.chapters.fgsm", "check_first_order_gain", "first-order gain", _gain)
+    assert capsys.readouterr().out.startswith("✓ first-order gain: ")
+    with pytest.raises(AssertionError, match=r"first-order gain: .*L2 norm"):
+        autograde.nbgrader_check(
+            "metaadv_edu.chapters.fgsm",
+            "check_first_order_gain",
+            "first-order gain",
+            lambda g, e: e * g.flatten(1).norm(dim=1),
+        )
+
+
+def _gain(grad, epsilon):
+    return epsilon * grad.flatten(1).abs().sum(dim=1)
+
+
+@pytest.mark.parametrize("nbgrader", [False, True])
+def test_student_never_overwrites_an_edited_copy_without_force(tmp_path, capsys, nbgrader):
+    src = _exercise_notebook(tmp_path / "src")
+    out = tmp_path / "handout"
+    flag = ["--nbgrader-source"] if nbgrader else []
+    assert cli.main(["student", str(out), "--source", str(src), *flag]) == 0
+    copy = out / "01_fgsm.ipynb"
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(["student", str(out), "--source", str(src), *flag]) == 0  # the same copies again: fine
+    assert "unchanged" in capsys.readouterr().out
+    nb = nbformat.read(str(copy), as_version=4)
+    nb.cells[1].source = "def f(g, e):\n    return 'my work'"
+    nbformat.write(nb, str(copy))
+    edited = copy.read_text()
+    assert cli.main(["student", str(out), "--source", str(src), *flag]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and str(copy) in err and "--force" in err
+    assert copy.read_text() == edited
+    assert cli.main(["student", str(out), "--source", str(src), *flag, "--force"]) == 0
+    assert "my work" not in copy.read_text() and (out / "notes.txt").read_text() == "mine"
 
 
 def _course_cells():
@@ -250,68 +305,3 @@ def test_execute_sync_only_reports_and_fixes_a_stale_twin(tmp_path, capsys):
     assert "is missing" in capsys.readouterr().out
     assert cli.main(["execute", "--sync-only", str(path)]) == 0
     assert notebooks.pair_difference(path) is None
-
-
-def _submission(path, body):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("from metaadv_edu import attacks\nfrom metaadv_edu.chapters import fgsm"),
-        nbformat.v4.new_code_cell(body),
-        nbformat.v4.new_code_cell("fgsm.check_fgsm(my_fgsm);"),
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-
-
-def test_grade_runs_the_graders_over_submitted_notebooks(tmp_path, capsys):
-    subs = tmp_path / "submissions"
-    _submission(
-        subs / "ada" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n    return attacks.fgsm(model, x, y, eps)"
-    )
-    _submission(subs / "bob" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps):\n    raise NotImplementedError")
-    _submission(subs / "cy" / "01_fgsm.ipynb", "def my_fgsm(model, x, y, eps) syntax error")
-    before = (subs / "ada" / "01_fgsm.ipynb").read_text()
-    assert cli.main(["grade", str(subs)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line for line in out[2:]}
-    assert rows["ada/01_fgsm.ipynb"].split()[1:3] == ["1/1", "0"]
-    assert rows["bob/01_fgsm.ipynb"].split()[1:3] == ["0/1", "0"] and "FGSM" in rows["bob/01_fgsm.ipynb"]
-    # a submission that does not even define the function: two cells fail, nothing is graded
-    assert rows["cy/01_fgsm.ipynb"].split()[1:3] == ["0/0", "2"]
-    assert (subs / "ada" / "01_fgsm.ipynb").read_text() == before  # submissions are not modified
-    assert cli.main(["grade", str(tmp_path / "missing")]) == 2
-
-
-def test_grade_csv_round_trips_with_points(tmp_path, capsys):
-    import csv
-
-    subs = tmp_path / "submissions"
-    _submission(
-        subs / "ada" / "week1" / "01_fgsm.ipynb",
-        "def my_fgsm(model, x, y, eps):\n    return attacks.fgsm(model, x, y, eps)",
-    )
-    _submission(subs / "bob.ipynb", "def my_fgsm(model, x, y, eps):\n    return x")
-    (tmp_path / "points.json").write_text('{"FGSM": 3, "first-order gain": 0.5}')
-    out = tmp_path / "grades" / "week1.csv"
-    assert cli.main(["grade", str(subs), "--csv", str(out), "--points", str(tmp_path / "points.json")]) == 0
-    with out.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    written = notebooks.gradebook_rows("ada/week1/01_fgsm.ipynb", {"FGSM": True}, {"FGSM": 3, "first-order gain": 0.5})
-    written += notebooks.gradebook_rows("bob.ipynb", {"FGSM": False}, {"FGSM": 3})
-    assert rows == written
-    by_key = {(r["learner"], r["exercise"]): r for r in rows}
-    assert by_key["ada", "FGSM"] == {
-        "learner": "ada",
-        "notebook": "01_fgsm.ipynb",
-        "exercise": "FGSM",
-        "passed": "1",
-        "points": "3",
-        "max_points": "3",
-    }
-    # every exercise of notebook 01 gets a row; one never run scores 0 of its weight
-    never_run = by_key["ada", "first-order gain"]
-    assert never_run["passed"] == "0" and never_run["points"] == "0" and never_run["max_points"] == "0.5"
-    assert by_key["bob", "FGSM"]["points"] == "0" and by_key["bob", "FGSM"]["notebook"] == "bob.ipynb"
-    assert "rows written to" in capsys.readouterr().out
-    (tmp_path / "bad.toml").write_text('FGSM = "many"')
-    assert cli.main(["grade", str(subs), "--no-execute", "--points", str(tmp_path / "bad.toml")]) == 2

@@ -11,7 +11,7 @@ from metaadv_edu import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "metaadv_edu"
-TOOLING = {"cli", "notebooks", "site", "colab", "dependencies"}
+TOOLING = {"cli", "notebooks", "site", "colab", "dependencies", "autograde", "submissions"}
 COURSE = {"chapters", "widgets", "cache", "plotting", "panels", "display", "grading", "measure"}
 
 

@@ -1,0 +1,153 @@
+"""Grades a learner cannot forge: one class of submissions (tests/autograde_class.py) graded once, with
+two kernels, and the exact gradebook row each submission must give."""
+
+import contextlib
+import csv
+import hashlib
+import io
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from metaadv_edu import autograde, cli, notebooks, submissions
+from tests import autograde_class
+
+ROOT = Path(__file__).resolve().parent.parent
+NOT_WRITTEN = "not written yet"
+VERSION_NOTE = f"handout of course version 0.0.1; graded with version {autograde.__version__}"
+TAMPER_NOTE = "edited cells #2 (the course's were run); deleted cells #3 (the course's were run)"
+# learner, notebook, exercise, passed, points, max_points, how the result starts, note
+EXPECTED = [
+    *[
+        ("badjson", "01_fgsm.ipynb", e, "0", "0", m, "not graded", "invalid JSON: ")
+        for e, m in (("FGSM", "1"), ("first-order gain", "1"), ("PGD", "2"))
+    ],
+    *[
+        ("empty", "01_fgsm.ipynb", e, "0", "0", m, "not graded", "empty file")
+        for e, m in (("FGSM", "1"), ("first-order gain", "1"), ("PGD", "2"))
+    ],
+    ("forger", "01_fgsm.ipynb", "FGSM", "0", "0", "1", NOT_WRITTEN, "1 added cell(s) not run"),
+    ("forger", "01_fgsm.ipynb", "first-order gain", "0", "0", "1", NOT_WRITTEN, "1 added cell(s) not run"),
+    ("forger", "01_fgsm.ipynb", "PGD", "0", "0", "2", NOT_WRITTEN, "1 added cell(s) not run"),
+    ("forger", "06_reptile.ipynb", "Reptile update", "0", "0", "1", NOT_WRITTEN, "1 added cell(s) not run"),
+    ("forger", "06_reptile.ipynb", "one-step Reptile as SGD", "0", "0", "2", NOT_WRITTEN, "1 added cell(s) not run"),
+    ("half", "01_fgsm.ipynb", "FGSM", "1", "1", "1", "matches the reference", VERSION_NOTE),
+    ("half", "01_fgsm.ipynb", "first-order gain", "0", "0", "1", NOT_WRITTEN, VERSION_NOTE),
+    ("half", "01_fgsm.ipynb", "PGD", "0", "0", "2", NOT_WRITTEN, VERSION_NOTE),
+    ("loop", "01_fgsm.ipynb", "FGSM", "0", "0", "1", "timed out: the grader's run of your code took more than", ""),
+    ("loop", "01_fgsm.ipynb", "first-order gain", "1", "1", "1", "ε‖g‖₁ per example", ""),
+    ("loop", "01_fgsm.ipynb", "PGD", "1", "2", "2", "several projected, clamped ascent steps", ""),
+    ("other", "01_fgsm.ipynb", "", "0", "0", "0", "not graded", "a notebook of another course (another-course)"),
+    ("right", "01_fgsm.ipynb", "FGSM", "1", "1", "1", "matches the reference", ""),
+    ("right", "01_fgsm.ipynb", "first-order gain", "1", "1", "1", "ε‖g‖₁ per example", ""),
+    ("right", "01_fgsm.ipynb", "PGD", "1", "2", "2", "several projected, clamped ascent steps", ""),
+    ("right", "06_reptile.ipynb", "Reptile update", "1", "1", "1", "θ + β·mean(φ̃ − θ)", ""),
+    ("right", "06_reptile.ipynb", "one-step Reptile as SGD", "1", "2", "2", "one-step Reptile is SGD", ""),
+    ("tamperer", "01_fgsm.ipynb", "FGSM", "0", "0", "1", "differs from the reference", TAMPER_NOTE),
+    ("tamperer", "01_fgsm.ipynb", "first-order gain", "0", "0", "1", NOT_WRITTEN, TAMPER_NOTE),
+    ("tamperer", "01_fgsm.ipynb", "PGD", "1", "2", "2", "several projected, clamped ascent steps", TAMPER_NOTE),
+    ("wrong", "01_fgsm.ipynb", "FGSM", "0", "0", "1", "wrong sign", ""),
+    ("wrong", "01_fgsm.ipynb", "first-order gain", "0", "0", "1", "you used the L2 norm", ""),
+    ("wrong", "01_fgsm.ipynb", "PGD", "0", "0", "2", NOT_WRITTEN, ""),
+]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The class graded once with ``-j 2``: (CSV rows, printed text, class folder, files before)."""
+    root = tmp_path_factory.mktemp("autograde")
+    course = autograde_class.trimmed_course(root / "course", ("01_fgsm", "06_reptile"))
+    folder = autograde_class.write_class(root / "class", course)
+    before = _snapshot(folder)
+    out = io.StringIO()
+    args = ["grade", str(folder), "--course", str(course), "-j", "2", "--timeout", "60", "--quiet"]
+    with contextlib.redirect_stdout(out):
+        code = cli.main([*args, "--csv", str(root / "grades.csv")])
+    assert code == 0
+    with (root / "grades.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return rows, out.getvalue(), folder, before
+
+
+def test_every_submission_gets_its_exact_rows(graded):
+    rows = graded[0]
+    assert [tuple(r[k] for k in submissions.CSV_FIELDS[:6]) for r in rows] == [e[:6] for e in EXPECTED]
+    for row, expected in zip(rows, EXPECTED):
+        assert row["result"].startswith(expected[6]), (row, expected)
+        if expected[7].endswith(": "):
+            assert row["note"].startswith(expected[7]), row
+        else:
+            assert row["note"] == expected[7], row
+
+
+def test_forgeries_earn_nothing_they_did_not_solve(graded):
+    rows = graded[0]
+    earned = {(r["learner"], r["notebook"]): 0.0 for r in rows}
+    for r in rows:
+        earned[r["learner"], r["notebook"]] += float(r["points"])
+    assert earned["forger", "01_fgsm.ipynb"] == earned["forger", "06_reptile.ipynb"] == 0
+    assert earned["tamperer", "01_fgsm.ipynb"] == 2  # only PGD, which it solved (without calling the grader)
+    assert earned["right", "01_fgsm.ipynb"] == 4 and earned["right", "06_reptile.ipynb"] == 3
+
+
+def test_the_batch_prints_a_table_and_a_summary_and_touches_no_submission(graded):
+    _, out, folder, before = graded
+    assert "learner" in out.splitlines()[0] and "not yet right" in out.splitlines()[0]
+    assert "graded 11 notebooks of 9 learners" in out and "with 2 kernel(s)" in out
+    assert "1 timed out, 3 file(s) not gradable" in out
+    assert _snapshot(folder) == before  # nothing modified, nothing written into the class folder
+
+
+def test_grader_calls_are_stripped_from_a_learners_cell():
+    source = "def f(x):\n    return chapter.check_fgsm(x)\n\nchapter.check_fgsm(f);\ncheck_pgd(f)\nprint(1)"
+    assert autograde.strip_grader_calls(source) == "def f(x):\n    return chapter.check_fgsm(x)\n\nprint(1)\n"
+    assert autograde.strip_grader_calls("def f(:\n") == "def f(:\n"
+
+
+def test_every_course_notebook_names_its_exercises_like_its_points():
+    """Generic over the course: the exercises found from the solution cells are the chapter's POINTS."""
+    for path in notebooks.find_notebooks(ROOT / "notebooks"):
+        exercises = autograde.course_exercises(nbformat.read(str(path), as_version=4), path.stem)
+        points = notebooks.course_points(path.name)
+        assert [(e.name, e.points) for e in exercises] == [(k, float(v)) for k, v in points.items()], path.name
+        assert all(e.cell_id and e.arguments for e in exercises), path.name
+
+
+def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_path, capsys):
+    folder = tmp_path / "class"
+    for learner, text in (("ada", ""), ("bob", "not json"), ("cy", '{"cells": []}')):
+        (folder / learner).mkdir(parents=True)
+        (folder / learner / "01_fgsm.ipynb").write_text(text, encoding="utf-8")
+    nbformat.write(nbformat.v4.new_notebook(), str(folder / "notes.ipynb"))
+    (tmp_path / "points.json").write_text('{"PGD": 3}')
+    out = tmp_path / "grades.csv"
+    assert (
+        cli.main(["grade", str(folder), "--csv", str(out), "--points", str(tmp_path / "points.json"), "--quiet"]) == 0
+    )
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["learner"], r["exercise"], r["max_points"], r["result"]) for r in rows[:3]] == [
+        ("ada", "FGSM", "1", "not graded"),
+        ("ada", "first-order gain", "1", "not graded"),
+        ("ada", "PGD", "3", "not graded"),
+    ]
+    notes = {r["learner"]: r["note"] for r in rows}
+    assert notes["ada"] == "empty file" and notes["bob"].startswith("invalid JSON")
+    assert notes["cy"].startswith("none of the notebook's exercise cells found")
+    assert notes["notes"].startswith("not a notebook of this course")
+    assert "4 file(s) not gradable" in capsys.readouterr().out
+
+
+def test_no_execute_is_refused(tmp_path, capsys):
+    assert cli.main(["grade", str(tmp_path), "--no-execute"]) == 2
+    assert "stored outputs" in capsys.readouterr().err
+    assert cli.main(["grade", str(tmp_path / "missing")]) == 2
