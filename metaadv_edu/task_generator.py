@@ -47,8 +47,10 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> to
 def generate(perturber: nn.Module, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """G(x, z) for a batch of tasks ``x`` (n_tasks, k, …), with one noise vector z per cover drawn on the CPU
     from ``generator`` (so the result does not depend on the device). No graph is kept."""
-    if x.dim() < 3:
-        raise ValueError(f"x must have shape (n_tasks, k, ...), got {tuple(x.shape)}")
+    if x.dim() != len(perturber.in_shape) + 2:
+        raise ValueError(
+            f"x must have shape (n_tasks, k, {', '.join(map(str, perturber.in_shape))}), got {tuple(x.shape)}"
+        )
     z = torch.randn(x.shape[0] * x.shape[1], perturber.noise_dim, generator=generator).to(x.device)
     with torch.no_grad():
         return perturber(x.flatten(0, 1), z).view_as(x)
