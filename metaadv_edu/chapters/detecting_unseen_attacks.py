@@ -23,6 +23,7 @@ __all__ = [
     "ADAPTATION",
     "DETECTION",
     "POINTS",
+    "at_epsilon",
     "check_bias_step",
     "check_paired_difference",
     "cover_attack_pools",
@@ -360,7 +361,7 @@ def check_paired_difference(my_paired: Callable) -> bool:
                     "use the sample standard deviation of the differences, with n − 1 in its denominator (ddof=1)",
                 ),
                 (
-                    ref.half_width / s_d * unpaired,
+                    stats.t_quantile(n) * unpaired,
                     "that is the unpaired interval, from the two samples' variances: "
                     "the scores are paired, so use the spread of the per-task differences",
                 ),
@@ -392,7 +393,13 @@ def check_bias_step(my_step: Callable) -> bool:
                 (grad,) = torch.autograd.grad(F.cross_entropy(logits + bias, y), bias)
                 ref = -alpha * (grad[1] - grad[0])
                 out = grading.call(my_step, logits.clone(), y.clone(), alpha)
-                value = grading.tensor_like(torch.as_tensor(out, device=device).reshape(()), ref, "the change")
+                try:
+                    value = torch.as_tensor(out, device=device).detach()
+                except (TypeError, ValueError, RuntimeError):
+                    raise grading.Stop("return the change of b₁ − b₀ as one number (a 0-d tensor)") from None
+                if value.numel() != 1:
+                    raise grading.Stop(f"return one number, the change of b₁ − b₀; got shape {tuple(value.shape)}")
+                value = value.reshape(()).to(ref.dtype)
                 s = torch.sigmoid(logits[:, 1] - logits[:, 0])
                 if not grading.close(value, ref, 1e-5):
                     grading.first_mistake(
