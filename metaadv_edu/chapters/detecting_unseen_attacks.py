@@ -224,6 +224,7 @@ def explorer_tasks(
 
 def at_epsilon(tasks: Tasks, epsilon: float) -> Tasks:
     """The covers of :func:`explorer_tasks` at budget ε: ``clip(x + ε·u, 0, 1)``."""
+    epsilon = v.nonnegative("epsilon", epsilon)
     c = tasks.x_support.shape[2] // 2
 
     def make(x):
@@ -249,6 +250,10 @@ def detection_explorer(
 
     from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
 
+    if not tasks:
+        raise ValueError("tasks must map at least one held-out perturbation's name to its explorer_tasks")
+    epsilon, inner_lr = v.nonnegative("epsilon", epsilon), v.positive("inner_lr", inner_lr)
+    steps = v.integer("steps", steps)
     names = list(tasks)
     k_query = tasks[names[0]].x_query.shape[1] // 2
     shown = [0, 1, k_query, k_query + 1]  # two clean and two perturbed query covers of task 0
@@ -279,7 +284,7 @@ def detection_explorer(
         adapted = robust_meta.adapt_tasks(meta, one, inner_lr=inner_lr, steps=steps)
         acc_meta = robust_meta.task_accuracy(meta, adapted, one.x_query, one.y_query)
         if memo.get("joint_for") != (epsilon, perturbation):  # α does not change the joint detector
-            frozen = robust_meta.adapt_tasks(joint, one, inner_lr=1.0, steps=0)
+            frozen = robust_meta.adapt_tasks(joint, one, inner_lr=1.0, steps=0)  # θ for every task; α unused
             memo.update(
                 joint_for=(epsilon, perturbation),
                 joint=robust_meta.task_accuracy(joint, frozen, one.x_query, one.y_query),
@@ -291,7 +296,7 @@ def detection_explorer(
         for j, (ax, image) in enumerate(artists["images"]):
             image.set_data(one.x_query[0, shown[j]].permute(1, 2, 0).cpu().numpy())
             kind = "clean" if one.y_query[0, shown[j]] == 0 else "perturbed"
-            ax.set_title(f"{kind}: {float(p_perturbed[j]):.2f}", fontsize=8)
+            ax.set_title(f"{kind}\nP(perturbed) {float(p_perturbed[j]):.2f}", fontsize=8)
         for bar, value in zip(artists["meta"], acc_meta.tolist()):
             bar.set_height(value)
         for bar, value in zip(artists["joint"], acc_joint.tolist()):
@@ -302,7 +307,8 @@ def detection_explorer(
         return (
             f"meta-learned: {steps} steps of α = {inner_lr:.2g} on each task's support set, mean accuracy "
             f"<b>{acc_meta.mean():.0%}</b> · joint, no adaptation: <b>{acc_joint.mean():.0%}</b> "
-            f"({len(acc_meta)} tasks, {k_query} clean and {k_query} perturbed query covers each)"
+            f"({len(acc_meta)} tasks, {k_query} clean and {k_query} perturbed query covers each; the covers' "
+            "titles give the adapted meta-learned detector's P(perturbed) for task 0)"
         )
 
     sliders = {

@@ -117,3 +117,9 @@ def test_detection_explorer_adapts_without_training():
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert all(p.grad is None for p in after)
     assert plt.get_fignums() == open_figures
+    with pytest.raises(ValueError, match="tasks"):
+        chapter.detection_explorer(meta, joint, {})
+    with pytest.raises(ValueError, match="inner_lr"):
+        chapter.detection_explorer(meta, joint, tasks, inner_lr=0.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        chapter.at_epsilon(tasks["noise"], -0.1)
