@@ -6,20 +6,21 @@ run, so that the same function is read, tested and used in one place. It has thr
 **Library** — one method or one kind of data per module, its equation in the docstring; it imports
 nothing from the layers below it in this list:
 
-=================  ===========================================================  ==============
-module             holds                                                        derived in
-=================  ===========================================================  ==============
-``attacks``        FGSM, PGD, robustness curves                                 01
-``defenses``       standard, FGSM (mixed loss) and PGD adversarial training     02
-``gan``            value function, D*, JSD, GAN training; the ε·tanh generator  03, 04
-``maml``           MAML on ``torch.func`` (vmap over tasks), its loop reference 05
-``reptile``        batched Reptile and its Taylor-analysis terms                06
-``metasgd``        Meta-SGD with elementwise learnable α                        07
-``meta_checks``    the derivation checks of MAML, Reptile and Meta-SGD           05, 06, 07
-``robust_meta``    adversarial querying, task-wise attacks, its exact check     08
-``detection``      few-shot "clean or perturbed?" tasks                         08
-``data``, ``covers``, ``models``, ``functional``, ``training``, ``device``       shared
-=================  ===========================================================  ==============
+===================  ==========================================================================  ==========
+module               holds                                                                       derived in
+===================  ==========================================================================  ==========
+``attacks``          FGSM, PGD, robustness curves                                                01
+``defenses``         standard, FGSM (mixed loss) and PGD adversarial training                    02
+``gan``              value function, D*, JSD, GAN training; the ε·tanh generator                 03, 04
+``maml``             MAML on ``torch.func`` (vmap over tasks), its loop reference                05
+``reptile``          batched Reptile and its Taylor-analysis terms                               06
+``metasgd``          Meta-SGD with elementwise learnable α                                       07
+``meta_checks``      the derivation checks of MAML, Reptile and Meta-SGD                         05, 06, 07
+``robust_meta``      adversarial querying, task-wise attacks, its exact check                    08
+``task_generator``   a generator trained against adapted few-shot learners                       08, 09
+``detection``        few-shot "clean or perturbed?" tasks, their paired scores                   09
+(shared)             ``data``, ``covers``, ``models``, ``functional``, ``training``, ``device``  all
+===================  ==========================================================================  ==========
 
 **Course** — what a notebook needs beyond its method. ``chapters/<notebook>.py`` holds one
 notebook's cached-model recipes, explorer and ``check_*`` exercise graders, named after the notebook

@@ -1,23 +1,60 @@
-"""Detecting perturbations from a few examples: binary "clean or perturbed?" few-shot tasks.
+r"""Detecting perturbations from a few examples: binary "clean or perturbed?" few-shot tasks.
 
-Derived and used in ``notebooks/08_meta_adversarial_training.ipynb``, part B. A pool of perturbed
-covers is made by an attack against each task's adapted model, by a trained generator, or by random
-signs (the control); a detector adapts to K clean and K perturbed support covers of a perturbation it
-never saw in training, and is scored on the query covers.
+Derived in ``notebooks/09_detecting_unseen_attacks.ipynb``. A pool of perturbed covers is made by an
+attack against each task's adapted classifier, by a trained generator (:mod:`metaadv_edu.task_generator`)
+or by random signs (the control). A detection task T gives K clean and K perturbed support covers of
+one perturbation, labelled 0 and 1, and a query set of each; a detector :math:`f_\theta` with two
+outputs adapts all its weights on the support set and is scored on the query set:
+
+.. math:: \theta'_T = \theta - \alpha\nabla_\theta L_{S_T}(\theta) \;(k \text{ times}), \qquad
+          L_{Q_T}(\theta'_T) = \frac{1}{|Q_T|}\sum_{(x, y)\in Q_T} \log\big(1 + e^{-(2y - 1)\Delta_{\theta'_T}(x)}\big),
+
+with :math:`\Delta = z_1 - z_0` the difference of its two logits (the two-class cross-entropy is the
+logistic loss of Δ). Meta-learning θ minimises :math:`\mathbb{E}_T L_{Q_T}(\theta'_T)` over tasks of the
+training perturbations (MAML, :mod:`metaadv_edu.maml`); the question is how well θ′ detects a
+perturbation that never appeared in those tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import robust_meta
+from metaadv_edu import robust_meta, task_generator
 from metaadv_edu.data import Tasks
 
-__all__ = ["detection_accuracy", "detection_tasks", "perturbation_pool", "perturbation_pools", "perturbed_accuracy"]
+__all__ = [
+    "Detector",
+    "PerturbationPools",
+    "detection_accuracy",
+    "detection_tasks",
+    "leaked_tasks",
+    "paired_scores",
+    "perturbation_pool",
+    "perturbation_pools",
+    "perturbed_accuracy",
+]
+
+
+class Detector(NamedTuple):
+    """A few-shot detector: its initial weights, and how it adapts to a task (``steps`` SGD steps of
+    ``inner_lr`` on the support set; ``steps = 0`` uses it as it is)."""
+
+    model: nn.Module
+    inner_lr: float
+    steps: int
+
+
+class PerturbationPools(NamedTuple):
+    """Covers of :func:`perturbation_pools`: ``covers[name]`` (n_covers, …), with ``"clean"`` last, and the
+    adapted classifier's per-task query accuracy on each, ``accuracy[name]`` (n_tasks,)."""
+
+    covers: dict[str, torch.Tensor]
+    accuracy: dict[str, torch.Tensor]
 
 
 def perturbation_pool(
@@ -35,8 +72,8 @@ def perturbation_pool(
     """Clean query covers and their perturbed versions, flattened over tasks: ``(clean, perturbed)``.
 
     ``kind`` is ``"fgsm"`` or ``"pgd"`` (against each task's adapted model), ``"generator"`` (``perturber``,
-    one forward pass) or ``"noise"`` (uniform random signs ±ε: a perturbation that is not an attack, the
-    control).
+    one forward pass, its own budget) or ``"noise"`` (uniform random signs ±ε: a perturbation that is not an
+    attack, the control).
     """
     v.choice("kind", kind, ("fgsm", "pgd", "generator", "noise"))
     epsilon = v.nonnegative("epsilon", epsilon)
@@ -49,13 +86,10 @@ def perturbation_pool(
     elif kind == "generator":
         if perturber is None:
             raise ValueError("kind='generator' needs a perturber (a trained PerturbationGenerator)")
-        z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim, generator=generator).to(xq.device)
-        with torch.no_grad():
-            x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
+        x_adv = task_generator.generate(perturber, xq, generator=generator)
     else:
         signs = torch.randint(0, 2, xq.shape, generator=generator).to(xq) * 2 - 1
         x_adv = (xq + epsilon * signs).clamp(0, 1)
-
     return xq.flatten(0, 1), x_adv.flatten(0, 1).detach()
 
 
@@ -68,13 +102,15 @@ def perturbation_pools(
     steps: int = 1,
     perturber: nn.Module | None = None,
     seed: int = 0,
-):
+) -> PerturbationPools:
     """Every perturbation of ``specs`` (``{name: (kind, ε)}``, kinds as in :func:`perturbation_pool`) of the
-    query covers of ``tasks``, plus ``"clean"``, and the adapted ``model``'s per-task query accuracy on each:
-    ``({name: covers}, {name: (n_tasks,)})``. Each pool uses a generator seeded with ``seed``."""
-    out = {}
+    query covers of ``tasks``, plus ``"clean"``, and the adapted ``model``'s per-task query accuracy on each.
+    Each pool uses a generator seeded with ``seed``."""
+    if not specs:
+        raise ValueError("specs must name at least one perturbation")
+    covers: dict[str, torch.Tensor] = {}
     for name, (kind, eps) in specs.items():
-        out["clean"], out[name] = perturbation_pool(
+        clean, covers[name] = perturbation_pool(
             model,
             tasks,
             kind=kind,
@@ -84,13 +120,13 @@ def perturbation_pools(
             perturber=perturber,
             generator=torch.Generator().manual_seed(seed),
         )
-    out["clean"] = out.pop("clean")  # last, as in the tables
+    covers["clean"] = clean  # last, as in the tables
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
     accuracy = {
         name: robust_meta.task_accuracy(model, adapted, x.view_as(tasks.x_query), tasks.y_query)
-        for name, x in out.items()
+        for name, x in covers.items()
     }
-    return out, accuracy
+    return PerturbationPools(covers, accuracy)
 
 
 def perturbed_accuracy(
@@ -123,30 +159,6 @@ def perturbed_accuracy(
     return out
 
 
-def detection_accuracy(
-    learners: dict[str, robust_meta.Learner],
-    clean: torch.Tensor,
-    perturbed: torch.Tensor,
-    shots: Sequence[int],
-    *,
-    n_tasks: int = 50,
-    k_query: int = 10,
-    seed: int = 0,
-) -> dict[str, torch.Tensor]:
-    """Accuracy of each detector after adapting to K clean and K perturbed covers, for every K in
-    ``shots``: ``{learner: tensor (len(shots), n_tasks)}``. All learners see the same tasks."""
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in learners}
-    for k in shots:
-        tasks = detection_tasks(
-            clean, [perturbed], n_tasks, k_shot=k, k_query=k_query, generator=torch.Generator().manual_seed(seed + k)
-        )
-        for name, (model, inner_lr, steps) in learners.items():
-            adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
-            out[name].append(robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query))
-
-    return {name: torch.stack(rows) for name, rows in out.items()}
-
-
 def detection_tasks(
     clean: torch.Tensor,
     perturbed: Sequence[torch.Tensor],
@@ -160,7 +172,7 @@ def detection_tasks(
 
     Every task has ``k_shot`` clean and ``k_shot`` perturbed support covers and ``k_query`` of each in
     its query set; the clean and perturbed covers of a task come from different originals, so a
-    detector cannot compare a cover with its own clean version.
+    detector cannot compare a cover with its own clean version (:func:`leaked_tasks` checks it).
     """
     n_tasks = v.integer("n_tasks", n_tasks)
     k_shot, k_query = v.integer("k_shot", k_shot), v.integer("k_query", k_query)
@@ -174,9 +186,77 @@ def detection_tasks(
         pool = perturbed[int(torch.randint(len(perturbed), (1,), generator=generator))]
         idx = torch.randperm(len(clean), generator=generator)[: 2 * per].to(clean.device)
         c, p = clean[idx[:per]], pool[idx[per:]]
-        label = torch.tensor([0] * k_shot + [1] * k_shot, device=clean.device)
         xs.append(torch.cat([c[:k_shot], p[:k_shot]]))
         xq.append(torch.cat([c[k_shot:], p[k_shot:]]))
-        ys.append(label)
+        ys.append(torch.tensor([0] * k_shot + [1] * k_shot, device=clean.device))
         yq.append(torch.tensor([0] * k_query + [1] * k_query, device=clean.device))
     return Tasks(torch.stack(xs), torch.stack(ys), torch.stack(xq), torch.stack(yq))
+
+
+def leaked_tasks(tasks: Tasks, epsilon: float) -> int:
+    r"""How many detection tasks hold a perturbed cover within ε (L∞) of one of their clean covers.
+
+    A perturbed cover is its original moved by at most ε per pixel (then clamped, which only moves a pixel
+    back towards the original), so a perturbed cover of the same original as a clean cover of the task
+    lies within ε of it: the detector could compare the two instead of recognising a perturbation. Two
+    different covers differ by far more than ε in some pixel, so a correct :func:`detection_tasks` gives 0.
+    """
+    epsilon = v.nonnegative("epsilon", epsilon)
+    x = torch.cat([tasks.x_support, tasks.x_query], dim=1).flatten(2)
+    y = torch.cat([tasks.y_support, tasks.y_query], dim=1)
+    leaked = 0
+    for xt, yt in zip(x, y):
+        clean, perturbed = xt[yt == 0], xt[yt == 1]
+        distance = (perturbed[:, None] - clean[None]).abs().amax(-1)
+        leaked += int((distance <= epsilon + 1e-6).any())
+    return leaked
+
+
+def detection_accuracy(
+    detectors: dict[str, Detector],
+    clean: torch.Tensor,
+    perturbed: torch.Tensor,
+    shots: Sequence[int],
+    *,
+    n_tasks: int = 50,
+    k_query: int = 10,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Accuracy of each detector after adapting to K clean and K perturbed covers, for every K in
+    ``shots``: ``{detector: tensor (len(shots), n_tasks)}``. For each K the tasks are drawn once, from a
+    generator seeded with ``seed + K``, and every detector is scored on the same tasks: the scores are
+    paired, and detectors are compared through their per-task differences (:mod:`metaadv_edu.stats`)."""
+    if not detectors:
+        raise ValueError("detectors must hold at least one Detector")
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in detectors}
+    for k in shots:
+        tasks = detection_tasks(
+            clean, [perturbed], n_tasks, k_shot=k, k_query=k_query, generator=torch.Generator().manual_seed(seed + k)
+        )
+        for name, detector in detectors.items():
+            adapted = robust_meta.adapt_tasks(detector.model, tasks, inner_lr=detector.inner_lr, steps=detector.steps)
+            out[name].append(robust_meta.task_accuracy(detector.model, adapted, tasks.x_query, tasks.y_query))
+    return {name: torch.stack(rows) for name, rows in out.items()}
+
+
+def paired_scores(
+    accuracy_fn: Callable[..., dict[str, torch.Tensor]],
+    detectors: dict[str, Detector],
+    clean: torch.Tensor,
+    perturbed: torch.Tensor,
+    shots: Sequence[int],
+    **kwargs,
+) -> bool:
+    """Whether ``accuracy_fn`` (e.g. :func:`detection_accuracy`) scores every detector on the same tasks.
+
+    If it does, a detector's per-task scores cannot depend on which other detectors are evaluated with it:
+    each detector scored alone must get exactly the scores it gets among all of them. An evaluation that
+    draws tasks per detector (from one running generator, or inside the loop over detectors) fails, and
+    its per-task differences would not be paired differences at all.
+    """
+    together = accuracy_fn(detectors, clean, perturbed, shots, **kwargs)
+    for name, detector in reversed(list(detectors.items())):
+        alone = accuracy_fn({name: detector}, clean, perturbed, shots, **kwargs)
+        if not torch.equal(alone[name], together[name]):
+            return False
+    return True

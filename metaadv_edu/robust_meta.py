@@ -1,4 +1,4 @@
-r"""Meta-adversarial training: robust few-shot learning, and learning to spot new attacks from a few examples.
+r"""Meta-adversarial training: robust few-shot learning by adversarial querying (attacks against θ′).
 
 Derived in ``notebooks/08_meta_adversarial_training.ipynb``.
 
@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
-from tqdm.auto import tqdm
 
 from metaadv_edu import _validate as v
 from metaadv_edu import attacks, maml
@@ -43,12 +42,10 @@ __all__ = [
     "attack_tasks",
     "evaluate_learners",
     "functional_attack",
-    "generator_task_accuracy",
     "meta_train_adversarial",
     "representative_task",
     "robust_task_accuracy",
     "task_accuracy",
-    "train_task_generator",
     "tune_inner_lr",
     "with_new_head",
 ]
@@ -317,21 +314,6 @@ def tune_inner_lr(model: nn.Module, tasks: Tasks, inner_lrs: Sequence[float], *,
     return float(inner_lrs[best]), scores
 
 
-def generator_task_accuracy(
-    model: nn.Module, tasks: Tasks, perturber: nn.Module, *, inner_lr, steps: int = 1, seed: int = 0
-) -> torch.Tensor:
-    """Per-task query accuracy after adaptation when a trained generator perturbs the query covers."""
-    _check_classification(tasks)
-    adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
-    xq = tasks.x_query
-    z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim, generator=torch.Generator().manual_seed(seed)).to(
-        xq.device
-    )
-    with torch.no_grad():
-        x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
-    return task_accuracy(model, adapted, x_adv, tasks.y_query)
-
-
 def adversarial_query_loss(
     model: nn.Module,
     tasks: Tasks,
@@ -439,50 +421,6 @@ def with_new_head(model: nn.Sequential, n_way: int) -> nn.Sequential:
     nn.init.zeros_(head.bias)
     new[-1] = head
     return new
-
-
-# ------------------------------------------------------------------ attacks as tasks (part B)
-def train_task_generator(
-    perturber: nn.Module,
-    model: nn.Module,
-    sample_tasks: Callable[[torch.Generator], Tasks],
-    *,
-    inner_lr,
-    steps: int = 1,
-    iterations: int,
-    lr: float = 1e-3,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-) -> dict[str, list[float]]:
-    r"""Train a :class:`metaadv_edu.gan.PerturbationGenerator` against ``model`` *after* adaptation.
-
-    Each iteration samples tasks, adapts ``model`` to every support set (no graph), perturbs the query
-    sets with G and lowers the margin loss of the adapted models (AdvGAN's loss, chapter 2's
-    generator without its discriminator: the ε-bound is G's only constraint). The result attacks
-    any task's adapted classifier in one forward pass.
-    """
-    from metaadv_edu.gan import _margin_loss
-
-    iterations = v.integer("iterations", iterations)
-    lr = v.positive("lr", lr)
-    opt = torch.optim.Adam(perturber.parameters(), lr=lr)
-    history: dict[str, list[float]] = {"margin": [], "fooled": []}
-    for _ in tqdm(range(iterations), desc="task generator", disable=not progress, leave=False):
-        tasks = sample_tasks(generator)
-        adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
-        xq, yq = tasks.x_query, tasks.y_query
-        z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim, generator=generator).to(xq.device)
-        x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
-        logits = vmap(lambda p, xb: forward(model, p, xb))(adapted, x_adv)
-        loss = _margin_loss(logits.flatten(0, 1), yq.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history["margin"].append(float(loss.detach()))
-        history["fooled"].append(float((logits.argmax(-1) != yq).float().mean()))
-    for p in model.parameters():
-        p.grad = None
-    return history
 
 
 def representative_task(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, covers, grading, models, panels, training
+from metaadv_edu import cache, covers, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, epsilon_slider, int_slider
@@ -17,16 +17,12 @@ from metaadv_edu.widgets import Explorer, epsilon_slider, int_slider
 __all__ = [
     "BUDGET",
     "COVER_FEW_SHOT",
-    "DETECTION",
     "POINTS",
     "check_adversarial_query_loss",
     "check_pgd_query_loss",
-    "cover_attack_pools",
-    "cover_detector",
     "cover_maml",
     "cover_pretrained",
     "cover_task_generator",
-    "pool_accuracy",
     "robust_few_shot_explorer",
     "training_cost",
 ]
@@ -186,7 +182,7 @@ def cover_pretrained(epsilon: float = 0.0, device=None):
 def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *, iterations: int = 150):
     """An adversarial generator trained against :func:`cover_maml` (``target_epsilon``) *after* it
     adapts to each task: one forward pass attacks any new task's classifier. Returns (G, record)."""
-    from metaadv_edu import gan, robust_meta
+    from metaadv_edu import gan, task_generator
 
     device = as_device(device)
     c = COVER_FEW_SHOT
@@ -204,7 +200,7 @@ def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, 
     )
 
     def train(perturber):
-        h = robust_meta.train_task_generator(
+        h = task_generator.train_task_generator(
             perturber,
             target,
             _cover_sampler(device),
@@ -217,128 +213,6 @@ def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, 
         return {"fooled": h["fooled"]}
 
     return load_or_train("covers-task-generator", config, build, cache.timed(train), device=device)
-
-
-DETECTION = {
-    "epsilon": 32 / 255,
-    "train": ("FGSM 16/255", "FGSM 32/255", "PGD 32/255"),
-    "held_out": ("generator 32/255", "noise 32/255"),
-    "k_shot": 5,
-    "k_query": 10,
-    "meta_batch": 8,
-    "inner_lr": 0.1,
-    "steps": 2,
-    "iterations": 150,
-    "outer_lr": 3e-3,
-}
-"""Notebook 08, part B: the perturbations used as tasks, and the detector's meta-training settings."""
-
-
-_POOL_SPECS = {
-    "FGSM 16/255": ("fgsm", 16 / 255),
-    "FGSM 32/255": ("fgsm", 32 / 255),
-    "PGD 32/255": ("pgd", 32 / 255),
-    "generator 32/255": ("generator", 32 / 255),
-    "noise 32/255": ("noise", 32 / 255),
-}
-
-_pool_memo: dict = {}
-
-
-def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
-    """Perturbed query covers for part B of notebook 08, ``{"meta-train"|"meta-test": {name: covers}}``.
-
-    Each pool holds the query covers of 32 tasks (800 covers) and every kind of perturbation of
-    them, made against :func:`cover_maml` adapted to each task; ``"clean"`` holds the originals. The
-    generator is :func:`cover_task_generator` with its budget raised to 32/255 (ε multiplies its tanh
-    output). Deterministic; computed once per device and process, with :func:`pool_accuracy`.
-    """
-    import copy
-
-    from metaadv_edu import detection
-
-    device = as_device(device)
-    if device in _pool_memo:
-        return _pool_memo[device][0]
-    c = COVER_FEW_SHOT
-    victim, _ = cover_maml(0.0, device)
-    perturber, _ = cover_task_generator(0.0, 8 / 255, device)
-    perturber = copy.deepcopy(perturber)
-    perturber.epsilon = DETECTION["epsilon"]
-    pools, accuracy = {}, {}
-    for seed, pool in ((5, "meta-train"), (6, "meta-test")):
-        tasks = covers.cover_tasks(
-            32,
-            n_way=c["n_way"],
-            k_shot=c["k_shot"],
-            k_query=c["k_query"],
-            pool=pool,
-            size=c["size"],
-            generator=torch.Generator().manual_seed(seed),
-            device=device,
-        )
-        pools[pool], accuracy[pool] = detection.perturbation_pools(
-            victim, tasks, _POOL_SPECS, inner_lr=c["inner_lr"], steps=c["steps"], perturber=perturber, seed=7
-        )
-    _pool_memo[device] = (pools, accuracy)
-    return pools
-
-
-def pool_accuracy(device=None) -> dict[str, dict[str, torch.Tensor]]:
-    """MAML's per-task query accuracy (after adaptation) on every pool of :func:`cover_attack_pools`:
-    ``{"meta-train"|"meta-test": {name: (32,)}}`` — how much each perturbation actually fools it."""
-    cover_attack_pools(device)
-    return _pool_memo[as_device(device)][1]
-
-
-def cover_detector(kind: str = "meta", device=None):
-    """The perturbation detector of notebook 08, part B, trained on the ``DETECTION["train"]`` pools:
-    ``"meta"`` meta-learns an initialisation with MAML over detection tasks, ``"joint"`` trains one
-    detector on all of them together. Returns (model, record)."""
-    from metaadv_edu import detection, maml
-
-    device = as_device(device)
-    v.choice("kind", kind, ("meta", "joint"))
-    c = COVER_FEW_SHOT
-    config = {**DETECTION, "kind": kind, "width": c["width"], "size": c["size"], "joint_epochs": 8, "seed": 0}
-    build = cache.seeded(lambda: models.TinyCNN(3, 2, width=c["width"], image_size=c["size"]), config["seed"])
-
-    def train(model):
-        pools = cover_attack_pools(device)["meta-train"]
-        perturbed = [pools[n] for n in DETECTION["train"]]
-        g = torch.Generator().manual_seed(config["seed"])
-        if kind == "meta":
-
-            def sample(gen):
-                return detection.detection_tasks(
-                    pools["clean"],
-                    perturbed,
-                    DETECTION["meta_batch"],
-                    k_shot=DETECTION["k_shot"],
-                    k_query=DETECTION["k_query"],
-                    generator=gen,
-                )
-
-            h = maml.meta_train(
-                model,
-                sample,
-                iterations=DETECTION["iterations"],
-                inner_lr=DETECTION["inner_lr"],
-                steps=DETECTION["steps"],
-                outer_lr=DETECTION["outer_lr"],
-                generator=g,
-                desc="meta-learning a detector",
-            )
-            return {"meta_loss": h["meta_loss"]}
-        clean = pools["clean"]
-        x = torch.cat([clean] * len(perturbed) + perturbed)
-        y = torch.cat([torch.zeros(len(clean) * len(perturbed)), torch.ones(len(clean) * len(perturbed))]).long()
-        h = training.train_classifier(
-            model, x, y.to(x.device), epochs=config["joint_epochs"], lr=3e-3, generator=g, desc="joint detector"
-        )
-        return {"loss": h["loss"]}
-
-    return load_or_train(f"cover-detector-{kind}", config, build, cache.timed(train), device=device)
 
 
 def robust_few_shot_explorer(
