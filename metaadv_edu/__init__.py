@@ -18,6 +18,10 @@ module             holds                                                        
 ``meta_checks``    the derivation checks of MAML, Reptile and Meta-SGD           05, 06, 07
 ``robust_meta``    adversarial querying, task-wise attacks, its exact check     08
 ``detection``      few-shot "clean or perturbed?" tasks                         08
+``anil``           ANIL: MAML's inner loop on the head only, its meta-gradient  10
+``protonets``      prototypical networks and their equivalent linear head       10
+``imaml``          implicit MAML: proximal inner loop, CG, implicit gradient    10
+``similarity``     linear CKA and per-layer representations                     10
 ``data``, ``covers``, ``models``, ``functional``, ``training``, ``device``       shared
 =================  ===========================================================  ==============
 

@@ -433,7 +433,15 @@ def feature_reuse_explorer(
             with torch.no_grad():
                 pred = forward(net, adapted[n], grid)[:, 0]
             art["lines"][n].set_data(grid[:, 0].cpu(), pred.cpu())
-            sims = layer_cka(net, start, adapted[n], grid)
+            try:  # a large α·k diverges (or kills every unit of a layer): say so instead of drawing nonsense
+                if not torch.isfinite(pred).all():
+                    raise ValueError("diverged")
+                sims = layer_cka(net, start, adapted[n], grid)
+            except ValueError:
+                for bar in art["bars"][n]:
+                    bar.set_height(0.0)
+                text.append(f"{n}: <b>diverged</b>")
+                continue
             for bar, name in zip(art["bars"][n], art["layers"]):
                 bar.set_height(sims[name])
             mse = float(((pred - truth) ** 2).mean())
@@ -445,7 +453,7 @@ def feature_reuse_explorer(
     if truths.shape[0] != tasks.x_support.shape[0]:
         raise ValueError("amplitude and phase must hold one value per task of tasks")
     sliders = {
-        "inner_lr": inner_lr_slider(inner_lr, -3, 0),
+        "inner_lr": inner_lr_slider(inner_lr, -3, -0.5),
         "steps": int_slider("k — inner steps", v.integer("steps", steps, low=0, high=20), 0, 20),
         "lam": lam_slider(lam),
         "task": int_slider("task", v.integer("task", task, low=0, high=truths.shape[0] - 1), 0, truths.shape[0] - 1),
