@@ -403,27 +403,29 @@ def feature_reuse_explorer(
         bars.set_title("how much each layer's representation moves", fontsize=9)
         art.update(ax=ax, layers=layers)
 
+    max_steps = 20
+    memo: dict = {}  # trajectories of 0..max_steps steps: moving k only indexes them, λ recomputes iMAML's only
+
+    def trajectory(name, inner_lr, lam, task):
+        key = (name, inner_lr, lam if name == "iMAML (λ)" else None, task)
+        if key not in memo:
+            xs, ys = tasks.x_support[task], tasks.y_support[task]
+            net, params = (anil_model, thetas["ANIL"]) if name == "ANIL" else (meta_model, thetas["MAML"])
+            rate = anil.inner_lrs(anil_model, inner_lr) if name == "ANIL" else inner_lr
+            path = [params]
+            for _ in range(max_steps):
+                step = maml.adapt(net, path[-1], xs, ys, inner_lr=rate, steps=1, first_order=True)
+                if name == "iMAML (λ)":  # the same step on L_S + λ/2‖φ − θ‖²: plus the pull −αλ(φ − θ)
+                    step = {k: p - inner_lr * lam * (path[-1][k] - params[k]) for k, p in step.items()}
+                path.append({k: p.detach() for k, p in step.items()})
+            if len(memo) > 30:
+                memo.clear()
+            memo[key] = path
+        return memo[key]
+
     def draw(fig, *, inner_lr, steps, lam, task):
         xs, ys = tasks.x_support[task], tasks.y_support[task]
-        adapted = {
-            "MAML": maml.adapt(meta_model, thetas["MAML"], xs, ys, inner_lr=inner_lr, steps=steps, first_order=True)
-            if steps
-            else thetas["MAML"],
-            "iMAML (λ)": imaml.proximal_adapt(
-                meta_model, thetas["MAML"], xs, ys, lam=lam, inner_lr=inner_lr, steps=steps
-            ),
-            "ANIL": maml.adapt(
-                anil_model,
-                thetas["ANIL"],
-                xs,
-                ys,
-                inner_lr=anil.inner_lrs(anil_model, inner_lr),
-                steps=steps,
-                first_order=True,
-            )
-            if steps
-            else thetas["ANIL"],
-        }
+        adapted = {name: trajectory(name, inner_lr, lam, task)[steps] for name in names}
         truth = truths[task]
         art["truth"].set_data(grid[:, 0].cpu(), truth.cpu())
         art["support"].set_data(xs[:, 0].cpu(), ys[:, 0].cpu())
@@ -454,7 +456,7 @@ def feature_reuse_explorer(
         raise ValueError("amplitude and phase must hold one value per task of tasks")
     sliders = {
         "inner_lr": inner_lr_slider(inner_lr, -3, -0.5),
-        "steps": int_slider("k — inner steps", v.integer("steps", steps, low=0, high=20), 0, 20),
+        "steps": int_slider("k — inner steps", v.integer("steps", steps, low=0, high=max_steps), 0, max_steps),
         "lam": lam_slider(lam),
         "task": int_slider("task", v.integer("task", task, low=0, high=truths.shape[0] - 1), 0, truths.shape[0] - 1),
     }

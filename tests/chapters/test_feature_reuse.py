@@ -143,3 +143,21 @@ def test_logistic_regression_baseline_runs_per_task():
     embed = chapter.embedding(models.TinyCNN(3, 3, width=4, image_size=16))
     acc = chapter.logistic_regression_accuracy(embed, tasks)
     assert acc.shape == (2,) and ((acc >= 0) & (acc <= 1)).all()
+
+
+def test_explorer_imaml_fit_is_proximal_gradient_descent():
+    import re
+
+    torch.manual_seed(0)
+    meta = models.SineRegressor()
+    tasks, amplitude, phase = data.sine_tasks(2, 10, generator=torch.Generator().manual_seed(0), return_params=True)
+    ex = chapter.feature_reuse_explorer(meta, models.SineRegressor(), tasks, amplitude, phase, steps=6, lam=30.0)
+    ex.set(inner_lr=0.02, task=1)
+    phi = imaml.proximal_adapt(
+        meta, dict(meta.named_parameters()), tasks.x_support[1], tasks.y_support[1], lam=30.0, inner_lr=0.02, steps=6
+    )
+    grid = torch.linspace(-5, 5, 200).unsqueeze(-1)
+    with torch.no_grad():
+        mse = float(((forward(meta, phi, grid)[:, 0] - amplitude[1] * torch.sin(grid[:, 0] - phase[1])) ** 2).mean())
+    shown = float(re.search(r"iMAML \(λ\): MSE <b>([\d.]+)</b>", ex.caption.value).group(1))
+    assert abs(shown - mse) < 0.006
