@@ -6,21 +6,29 @@ run, so that the same function is read, tested and used in one place. It has thr
 **Library** — one method or one kind of data per module, its equation in the docstring; it imports
 nothing from the layers below it in this list:
 
-===================  ==========================================================================  ==========
-module               holds                                                                       derived in
-===================  ==========================================================================  ==========
-``attacks``          FGSM, PGD, robustness curves                                                01
-``defenses``         standard, FGSM (mixed loss) and PGD adversarial training                    02
-``gan``              value function, D*, JSD, GAN training; the ε·tanh generator                 03, 04
-``maml``             MAML on ``torch.func`` (vmap over tasks), its loop reference                05
-``reptile``          batched Reptile and its Taylor-analysis terms                               06
-``metasgd``          Meta-SGD with elementwise learnable α                                       07
-``meta_checks``      the derivation checks of MAML, Reptile and Meta-SGD                         05, 06, 07
-``robust_meta``      adversarial querying, task-wise attacks, its exact check                    08
-``task_generator``   a generator trained against adapted few-shot learners                       08, 09
-``detection``        few-shot "clean or perturbed?" tasks, their paired scores                   09
-(shared)             ``data``, ``covers``, ``models``, ``functional``, ``training``, ``device``  all
-===================  ==========================================================================  ==========
+==================  ==========================================================================  ==========
+module              holds                                                                       derived in
+==================  ==========================================================================  ==========
+``attacks``         FGSM, PGD (with restarts), robustness curves                                01
+``defenses``        standard, FGSM (mixed loss) and PGD adversarial training                    02
+``gan``             value function, D*, JSD, GAN training; the ε·tanh generator                 03, 04
+``maml``            MAML on ``torch.func`` (vmap over tasks), its loop reference                05
+``reptile``         batched Reptile and its Taylor-analysis terms                               06
+``metasgd``         Meta-SGD with elementwise learnable α                                       07
+``meta_checks``     the derivation checks of MAML, Reptile and Meta-SGD                         05, 06, 07
+``robust_meta``     adversarial querying, task-wise attacks, its exact check                    08
+``task_generator``  a generator trained against adapted few-shot learners                       08, 09
+``detection``       few-shot "clean or perturbed?" tasks, their paired scores                   09
+``anil``            ANIL: MAML's inner loop on the head only, its meta-gradient                 10
+``protonets``       prototypical networks and their equivalent linear head                      10
+``imaml``           implicit MAML: proximal inner loop, CG, implicit gradient                   10
+``similarity``      linear CKA and per-layer representations                                    10
+``certify``         exact linear radii, interval bounds, randomized smoothing                   11
+``masking``         gradient masking by quantisation, BPDA, random search                       11
+``toolkit``         finite differences, Hessian-vector products, dual norms, KL/JSD             00
+``stats``           t intervals and paired differences for every comparison                     all
+(shared)            ``data``, ``covers``, ``models``, ``functional``, ``training``, ``device``  all
+==================  ==========================================================================  ==========
 
 **Course** — what a notebook needs beyond its method. ``chapters/<notebook>.py`` holds one
 notebook's cached-model recipes, explorer and ``check_*`` exercise graders, named after the notebook

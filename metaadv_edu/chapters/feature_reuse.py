@@ -1,0 +1,596 @@
+"""Notebook 10 · What meta-learning learns (library: :mod:`metaadv_edu.anil`, :mod:`metaadv_edu.protonets`,
+:mod:`metaadv_edu.imaml`, :mod:`metaadv_edu.similarity`): models, checks, measurements, explorer, exercises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaadv_edu import _validate as v
+from metaadv_edu import anil, cache, covers, data, grading, imaml, maml, models, protonets, similarity
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.chapters import maml as maml_chapter
+from metaadv_edu.chapters import meta_adversarial_training as mat
+from metaadv_edu.functional import Params, forward, params_of, task_loss
+from metaadv_edu.widgets import Explorer, inner_lr_slider, int_slider
+
+__all__ = [
+    "POINTS",
+    "SINE_ITERATIONS",
+    "anil_gradient_check",
+    "check_anil_inner_step",
+    "check_conjugate_gradient",
+    "check_prototype_logits",
+    "cka_invariance_check",
+    "cover_anil",
+    "cover_protonet",
+    "embedding",
+    "feature_reuse_explorer",
+    "implicit_gradient_check",
+    "layer_cka",
+    "logistic_regression_accuracy",
+    "meta_gradient_costs",
+    "protonet_cost",
+    "protonet_linear_check",
+    "saved_graph_bytes",
+    "sine_anil",
+]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"prototype logits": 1, "ANIL inner step": 1, "conjugate gradient": 2}
+
+#: Meta-training iterations of the sinusoid learners compared here (notebook 07's MAML uses the same).
+SINE_ITERATIONS = 1200
+
+
+# ------------------------------------------------------------------------------------------- models
+def sine_anil(device=None, *, iterations: int = SINE_ITERATIONS):
+    """The 1-40-40-1 regressor meta-trained by ANIL on sinusoids: MAML's settings (one inner step, K = 10,
+    α = 0.01, Adam β = 1e-3, meta-batch 25), but the inner step moves only the last layer. Returns (model, record)."""
+    device = as_device(device)
+    config = {**maml_chapter.SINE_META, "iterations": v.integer("iterations", iterations), "seed": 0}
+    build = cache.seeded(models.SineRegressor, config["seed"])
+
+    def train(model):
+        history = maml.meta_train(
+            model,
+            maml_chapter.sine_sampler(config, device),
+            iterations=config["iterations"],
+            inner_lr=anil.inner_lrs(model, config["inner_lr"]),
+            outer_lr=config["outer_lr"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+            desc="ANIL meta-training",
+        )
+        return {"meta_loss": history["meta_loss"][::10]}
+
+    return load_or_train("sine-anil", config, build, cache.timed(train), device=device)
+
+
+def _cover_net() -> nn.Sequential:
+    c = mat.COVER_FEW_SHOT
+    return models.TinyCNN(3, c["n_way"], width=c["width"], image_size=c["size"])
+
+
+def embedding(model: nn.Sequential) -> nn.Sequential:
+    """The body of a cover network: every layer but the last linear one (its output is the embedding)."""
+    if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
+        raise TypeError("model must be an nn.Sequential that ends with an nn.Linear head")
+    return nn.Sequential(*list(model)[:-1])
+
+
+def _cover_sampler(device):
+    c = mat.COVER_FEW_SHOT
+    return lambda g: covers.cover_tasks(
+        c["meta_batch"],
+        n_way=c["n_way"],
+        k_shot=c["k_shot"],
+        k_query=c["k_query"],
+        size=c["size"],
+        generator=g,
+        device=device,
+    )
+
+
+def cover_anil(device=None):
+    """The cover network meta-trained by ANIL with notebook 08's MAML settings and iteration count
+    (:data:`~metaadv_edu.chapters.meta_adversarial_training.COVER_FEW_SHOT`, the same image-gradient
+    budget counted the same way). Returns (model, record)."""
+    device = as_device(device)
+    c = mat.COVER_FEW_SHOT
+    config = {**c, "seed": 0, "iterations": mat.BUDGET["image_gradients"] // mat.training_cost("meta")}
+    build = cache.seeded(_cover_net, config["seed"])
+
+    def train(model):
+        h = maml.meta_train(
+            model,
+            _cover_sampler(device),
+            iterations=config["iterations"],
+            inner_lr=anil.inner_lrs(model, c["inner_lr"]),
+            steps=c["steps"],
+            outer_lr=c["outer_lr"],
+            generator=torch.Generator().manual_seed(config["seed"]),
+            desc="ANIL on covers",
+        )
+        return {"meta_loss": h["meta_loss"]}
+
+    return load_or_train("covers-anil", config, build, cache.timed(train), device=device)
+
+
+def protonet_cost() -> int:
+    """Image-gradients per ProtoNet meta-iteration: one forward and backward pass of every support and
+    query cover of every task of the meta-batch (no inner loop)."""
+    c = mat.COVER_FEW_SHOT
+    return c["meta_batch"] * c["n_way"] * (c["k_shot"] + c["k_query"])
+
+
+def cover_protonet(device=None):
+    """A prototypical network on covers: the body of notebook 08's CNN trained on 5-way 5-shot episodes
+    with Adam, for as many iterations as notebook 08's image-gradient budget buys. Returns (embed, record)."""
+    device = as_device(device)
+    c = mat.COVER_FEW_SHOT
+    config = {**c, "seed": 0, "lr": c["outer_lr"], "iterations": mat.BUDGET["image_gradients"] // protonet_cost()}
+    build = cache.seeded(lambda: embedding(_cover_net()), config["seed"])
+
+    def train(embed):
+        g = torch.Generator().manual_seed(config["seed"])
+        sample = _cover_sampler(device)
+        opt = torch.optim.Adam(embed.parameters(), lr=config["lr"])
+        losses = []
+        for _ in range(config["iterations"]):
+            loss = protonets.episode_loss(embed, sample(g))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        return {"loss": losses}
+
+    return load_or_train("covers-protonet", config, build, cache.timed(train), device=device)
+
+
+def logistic_regression_accuracy(embed: nn.Module, tasks: data.Tasks, *, c: float = 1.0) -> torch.Tensor:
+    """Tian et al. (2020)'s baseline: per task, L2-normalised embeddings of the support covers, a multinomial
+    logistic regression (scikit-learn, inverse regularisation ``c``) fitted on them, accuracy on the query."""
+    from sklearn.linear_model import LogisticRegression
+
+    c = v.positive("c", c)
+    with torch.no_grad():
+        zs = F.normalize(embed(tasks.x_support.flatten(0, 1)).flatten(1), dim=1).view(tasks.x_support.shape[0], -1)
+        zq = F.normalize(embed(tasks.x_query.flatten(0, 1)).flatten(1), dim=1).view(tasks.x_query.shape[0], -1)
+    n = tasks.x_support.shape[0]
+    zs, zq = (
+        zs.view(n, tasks.x_support.shape[1], -1).cpu().numpy(),
+        zq.view(n, tasks.x_query.shape[1], -1).cpu().numpy(),
+    )
+    ys, yq = tasks.y_support.cpu().numpy(), tasks.y_query.cpu().numpy()
+    acc = [
+        float((LogisticRegression(C=c, max_iter=1000).fit(zs[i], ys[i]).predict(zq[i]) == yq[i]).mean())
+        for i in range(n)
+    ]
+    return torch.tensor(acc)
+
+
+# ----------------------------------------------------------------------------------- checks (✓ cells)
+def _flat(params: Params) -> torch.Tensor:
+    return torch.cat([p.reshape(-1) for p in params.values()])
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _smooth_sine(seed: int = 0) -> tuple[nn.Module, data.Tasks]:
+    torch.manual_seed(seed)
+    model = models.SineRegressor(activation="tanh").double()
+    tasks = data.sine_tasks(3, 10, generator=torch.Generator().manual_seed(seed + 1))
+    return model, data.Tasks(*(t.double() for t in tasks))
+
+
+def anil_gradient_check(formula: Callable = anil.meta_gradient_by_formula, *, steps: int = 2, inner_lr: float = 0.05):
+    """ANIL's meta-gradient by ``formula`` against autograd through MAML's meta-loss with the body's
+    inner step set to 0 (:func:`metaadv_edu.anil.inner_lrs`), on three sinusoid tasks, float64, tanh
+    regressor. Returns ``{"error": relative error, "vs_maml": relative distance to MAML's meta-gradient}``."""
+    model, tasks = _smooth_sine()
+    errors, distances = [], []
+    for i in range(tasks.n_tasks):
+        one = tasks.task(i)
+        model.zero_grad()
+        maml.meta_loss(model, one, inner_lr=anil.inner_lrs(model, inner_lr), steps=steps).backward()
+        autograd = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        model.zero_grad()
+        maml.meta_loss(model, one, inner_lr=inner_lr, steps=steps).backward()
+        full = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        mine = _flat(formula(model, *(t[0] for t in one), inner_lr=inner_lr, steps=steps))
+        errors.append(_rel(mine, autograd))
+        distances.append(_rel(full, autograd))
+    model.zero_grad()
+    return {"error": max(errors), "vs_maml": min(distances)}
+
+
+def protonet_linear_check(head: Callable = protonets.linear_head, *, seed: int = 0):
+    """Softmax of :func:`~metaadv_edu.protonets.prototype_logits` against that of the linear classifier
+    ``head(prototypes)`` on random 5-way episodes (float64, unequal class sizes). Returns
+    ``{"softmax_error": max |difference|, "offset_spread": max over queries of the spread across classes of
+    (prototype logit − linear logit)}`` — the offset must be −‖f(q)‖², the same for every class."""
+    g = torch.Generator().manual_seed(seed)
+    errors, spreads = [], []
+    for n_way, dim in ((5, 16), (3, 2), (4, 64)):
+        labels = torch.cat([torch.arange(n_way), torch.randint(n_way, (7,), generator=g)])
+        zs = torch.randn(len(labels), dim, generator=g, dtype=torch.float64)
+        zq = torch.randn(9, dim, generator=g, dtype=torch.float64)
+        logits = protonets.prototype_logits(zs, labels, zq, n_way)
+        w, b = head(protonets.prototypes(zs, labels, n_way))
+        linear = zq @ w.T + b
+        errors.append(float((logits.softmax(-1) - linear.softmax(-1)).abs().max()))
+        offset = logits - linear
+        spreads.append(float((offset - (-(zq**2).sum(-1, keepdim=True))).abs().max()))
+    return {"softmax_error": max(errors), "offset_error": max(spreads)}
+
+
+def implicit_gradient_check(
+    meta_gradient: Callable = imaml.implicit_meta_gradient,
+    *,
+    steps: tuple[int, ...] = (5, 20, 50, 100, 200),
+    lam: float = 20.0,
+    inner_lr: float = 0.02,
+):
+    """The implicit meta-gradient against the unrolled one (autograd through ``k`` steps of the regularised
+    inner loop) as k grows, on a sinusoid task (tanh regressor, float64). Returns the relative errors, one per k."""
+    model, tasks = _smooth_sine()
+    xs, ys, xq, yq = (t[0] for t in tasks)
+    theta = params_of(model)
+    errors = []
+    for k in steps:
+        phi = imaml.proximal_adapt(model, theta, xs, ys, lam=lam, inner_lr=inner_lr, steps=k, differentiable=True)
+        unrolled = torch.autograd.grad(task_loss(phi, model, xq, yq, F.mse_loss), list(theta.values()))
+        implicit = meta_gradient(model, theta, xs, ys, xq, yq, lam=lam, inner_lr=inner_lr, steps=k, cg_steps=60)
+        errors.append(_rel(_flat(implicit), torch.cat([u.reshape(-1) for u in unrolled])))
+    return errors
+
+
+def cka_invariance_check(cka: Callable = similarity.linear_cka, *, seed: int = 0) -> dict[str, float]:
+    """CKA between a random representation X (200 × 30) and transforms of it: an orthogonal rotation and a
+    scaling by 3.7 plus a shift (must give 1), and an invertible but anisotropic linear map (must not)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(200, 30, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
+    stretch = torch.diag(torch.logspace(-2, 1, 30, dtype=torch.float64)) @ q
+    return {
+        "orthogonal": cka(x, x @ q),
+        "scaled and shifted": cka(x, 3.7 * x + 5.0),
+        "anisotropic": cka(x, x @ stretch),
+    }
+
+
+# ------------------------------------------------------------------------------------- measurements
+def layer_cka(model: nn.Sequential, before: Params, after: Params, x: torch.Tensor) -> dict[str, float]:
+    """Linear CKA of every layer's representation of ``x`` under ``before`` and ``after`` parameters."""
+    with torch.no_grad():
+        a = similarity.layer_representations(model, before, x)
+        b = similarity.layer_representations(model, after, x)
+    return {name: similarity.linear_cka(a[name], b[name]) for name in a}
+
+
+def saved_graph_bytes(output: torch.Tensor) -> int:
+    """Bytes of the storages an autograd graph keeps for backward, each storage counted once (a tensor
+    saved by several operations, or views of one buffer, share a storage)."""
+    seen_fn, storages, stack = set(), {}, [output.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen_fn:
+            continue
+        seen_fn.add(fn)
+        for name in dir(fn):
+            if name.startswith("_saved_"):
+                try:
+                    value = getattr(fn, name)
+                except RuntimeError:
+                    continue
+                for t in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(t, torch.Tensor):
+                        s = t.untyped_storage()
+                        storages[s.data_ptr()] = s.nbytes()
+        stack.extend(f for f, _ in fn.next_functions)
+    return sum(storages.values())
+
+
+def meta_gradient_costs(model: nn.Module, tasks: data.Tasks, ks, *, inner_lr: float, lam: float, cg_steps: int = 5):
+    """Wall time (median of 3) of one meta-gradient over ``tasks`` and the bytes of autograd graph one task keeps at its
+    peak, for second-order MAML, first-order MAML and iMAML, with ``k`` inner steps for each k in ``ks``.
+
+    All three loop over the tasks in Python (``maml.meta_loss_loop``; iMAML task by task), so the timings
+    compare the algorithms, not batching. iMAML's graph is that of one support gradient at φ*, kept during
+    the ``cg_steps`` Hessian-vector products. Returns ``{method: {"seconds": [...], "bytes": [...]}}``."""
+    from metaadv_edu.measure import median_time
+
+    theta = params_of(model)
+    out = {name: {"seconds": [], "bytes": []} for name in ("MAML", "first-order MAML", "iMAML")}
+
+    def imaml_all(k):
+        return [
+            imaml.implicit_meta_gradient(
+                model, theta, *(t[i] for t in tasks), lam=lam, inner_lr=inner_lr, steps=k, cg_steps=cg_steps
+            )
+            for i in range(tasks.n_tasks)
+        ]
+
+    for k in ks:
+        for name, first in (("MAML", False), ("first-order MAML", True)):
+
+            def run(first=first, k=k):
+                model.zero_grad()
+                loss = maml.meta_loss_loop(model, tasks, inner_lr=inner_lr, steps=k, first_order=first)
+                loss.backward()
+                return loss
+
+            out[name]["seconds"].append(median_time(run, repeats=3, warmup=1))
+            one = tasks.task(0)  # memory per task: the loops finish one task's graph before the next
+            out[name]["bytes"].append(
+                saved_graph_bytes(maml.meta_loss_loop(model, one, inner_lr=inner_lr, steps=k, first_order=first))
+            )
+        out["iMAML"]["seconds"].append(median_time(lambda k=k: imaml_all(k), repeats=3, warmup=1))
+        xs, ys = tasks.x_support[0], tasks.y_support[0]
+        phi = imaml.proximal_adapt(model, theta, xs, ys, lam=lam, inner_lr=inner_lr, steps=k)
+        phi = {n: p.requires_grad_(True) for n, p in phi.items()}
+        g = torch.autograd.grad(task_loss(phi, model, xs, ys, F.mse_loss), list(phi.values()), create_graph=True)
+        out["iMAML"]["bytes"].append(saved_graph_bytes(sum(gi.sum() for gi in g)))
+    model.zero_grad()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ explorer
+def lam_slider(value: float = 1.0):
+    """iMAML's λ on a log scale, 10⁻² … 10²."""
+    import ipywidgets as w
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    return w.FloatLogSlider(
+        value=v.positive("lam", value),
+        base=10,
+        min=-2,
+        max=2,
+        step=0.1,
+        description="λ — iMAML's pull to θ",
+        readout_format=".2g",
+        continuous_update=False,
+        style=LABEL_STYLE,
+        layout=w.Layout(**SLIDER_LAYOUT),
+    )
+
+
+def feature_reuse_explorer(
+    meta_model: nn.Module,
+    anil_model: nn.Module,
+    tasks: data.Tasks,
+    amplitude: torch.Tensor,
+    phase: torch.Tensor,
+    *,
+    inner_lr: float = 0.01,
+    steps: int = 1,
+    lam: float = 1.0,
+    task: int = 0,
+) -> Explorer:
+    """Notebook 10: α, k and λ. MAML's initialisation adapts to one sinusoid task with ``k`` steps of α on its
+    support points (all weights), iMAML-style (the same steps on L_S + λ/2‖φ − θ‖²) and ANIL's initialisation
+    with head-only steps; left, the three fits; right, each layer's linear CKA between the representations of
+    200 inputs before and after adaptation. Nothing is trained."""
+    grid = torch.linspace(-5, 5, 200, device=tasks.x_support.device).unsqueeze(-1)
+    thetas = {"MAML": params_of(meta_model, detach=True), "ANIL": params_of(anil_model, detach=True)}
+    names = ("MAML", "iMAML (λ)", "ANIL")
+    colours = {"MAML": "tab:blue", "iMAML (λ)": "tab:green", "ANIL": "tab:orange"}
+    art: dict = {}
+
+    def setup(fig):
+        ax, bars = fig.subplots(1, 2, width_ratios=[1.6, 1])
+        art["truth"] = ax.plot([], [], color="0.3", lw=1, label="task")[0]
+        art["support"] = ax.plot([], [], "k^", ms=6, label="support points")[0]
+        art["lines"] = {n: ax.plot([], [], color=colours[n], label=f"{n} adapted")[0] for n in names}
+        ax.set(xlim=(-5, 5), ylim=(-5.5, 5.5), xlabel="x")
+        ax.legend(fontsize=7, loc="lower left", ncol=2)
+        layers = list(similarity.layer_representations(meta_model, thetas["MAML"], grid[:2]))
+        xs = np.arange(len(layers))
+        art["bars"] = {
+            n: bars.bar(xs + (j - 1) * 0.27, np.ones(len(layers)), width=0.27, color=colours[n], label=n)
+            for j, n in enumerate(names)
+        }
+        bars.set_xticks(xs.tolist(), layers)
+        bars.set(ylim=(0, 1.05), ylabel="CKA before vs after")
+        bars.set_title("how much each layer's representation moves", fontsize=9)
+        art.update(ax=ax, layers=layers)
+
+    max_steps = 20
+    memo: dict = {}  # trajectories of 0..max_steps steps: moving k only indexes them, λ recomputes iMAML's only
+
+    def trajectory(name, inner_lr, lam, task):
+        key = (name, inner_lr, lam if name == "iMAML (λ)" else None, task)
+        if key not in memo:
+            xs, ys = tasks.x_support[task], tasks.y_support[task]
+            net, params = (anil_model, thetas["ANIL"]) if name == "ANIL" else (meta_model, thetas["MAML"])
+            rate = anil.inner_lrs(anil_model, inner_lr) if name == "ANIL" else inner_lr
+            path = [params]
+            for _ in range(max_steps):
+                step = maml.adapt(net, path[-1], xs, ys, inner_lr=rate, steps=1, first_order=True)
+                if name == "iMAML (λ)":  # the same step on L_S + λ/2‖φ − θ‖²: plus the pull −αλ(φ − θ)
+                    step = {k: p - inner_lr * lam * (path[-1][k] - params[k]) for k, p in step.items()}
+                path.append({k: p.detach() for k, p in step.items()})
+            if len(memo) > 30:
+                memo.clear()
+            memo[key] = path
+        return memo[key]
+
+    def draw(fig, *, inner_lr, steps, lam, task):
+        xs, ys = tasks.x_support[task], tasks.y_support[task]
+        adapted = {name: trajectory(name, inner_lr, lam, task)[steps] for name in names}
+        truth = truths[task]
+        art["truth"].set_data(grid[:, 0].cpu(), truth.cpu())
+        art["support"].set_data(xs[:, 0].cpu(), ys[:, 0].cpu())
+        text = []
+        for n in names:
+            net, start = (anil_model, thetas["ANIL"]) if n == "ANIL" else (meta_model, thetas["MAML"])
+            with torch.no_grad():
+                pred = forward(net, adapted[n], grid)[:, 0]
+            art["lines"][n].set_data(grid[:, 0].cpu(), pred.cpu())
+            try:  # a large α·k diverges (or kills every unit of a layer): say so instead of drawing nonsense
+                if not torch.isfinite(pred).all():
+                    raise ValueError("diverged")
+                sims = layer_cka(net, start, adapted[n], grid)
+            except ValueError:
+                for bar in art["bars"][n]:
+                    bar.set_height(0.0)
+                text.append(f"{n}: <b>diverged</b>")
+                continue
+            for bar, name in zip(art["bars"][n], art["layers"]):
+                bar.set_height(sims[name])
+            mse = float(((pred - truth) ** 2).mean())
+            text.append(f"{n}: MSE <b>{mse:.2f}</b>, CKA " + ", ".join(f"{s:.3f}" for s in sims.values()))
+        art["ax"].set_title(f"task {task}: {steps} step(s) of α = {inner_lr:.2g}, λ = {lam:.2g}", fontsize=9)
+        return " · ".join(text)
+
+    truths = amplitude.view(-1, 1) * torch.sin(grid[:, 0].view(1, -1) - phase.view(-1, 1))
+    if truths.shape[0] != tasks.x_support.shape[0]:
+        raise ValueError("amplitude and phase must hold one value per task of tasks")
+    sliders = {
+        "inner_lr": inner_lr_slider(inner_lr, -3, -0.5),
+        "steps": int_slider("k — inner steps", v.integer("steps", steps, low=0, high=max_steps), 0, max_steps),
+        "lam": lam_slider(lam),
+        "task": int_slider("task", v.integer("task", task, low=0, high=truths.shape[0] - 1), 0, truths.shape[0] - 1),
+    }
+    return Explorer(
+        draw, sliders, setup=setup, title="Feature reuse: MAML, iMAML and ANIL adapting", figsize=(10, 3.4), dpi=72
+    )
+
+
+# ----------------------------------------------------------------------------------------- exercises
+def check_prototype_logits(my_logits: Callable) -> bool:
+    """Grade ``my_logits(support_embeddings, support_labels, query_embeddings, n_way)``: the logits
+    −‖f(q) − c_k‖² of every query (rows) for every class (columns), c_k the mean support embedding of class k."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, (n_way, dim) in enumerate(((5, 8), (3, 2), (4, 16))):
+                g = torch.Generator().manual_seed(seed)
+                labels = torch.cat([torch.arange(n_way), torch.randint(n_way, (6,), generator=g)]).to(device)
+                zs = torch.randn(len(labels), dim, generator=g).to(device)
+                zq = torch.randn(7, dim, generator=g).to(device)
+                ref = protonets.prototype_logits(zs, labels, zq, n_way)
+                out = grading.tensor_like(grading.call(my_logits, zs, labels, zq, n_way), ref, "the logits")
+                if grading.close(out, ref, 1e-4):
+                    continue
+                onehot = F.one_hot(labels, n_way).float()
+                sums = onehot.T @ zs
+                c = protonets.prototypes(zs, labels, n_way)
+                w, b = protonets.linear_head(c)
+                grading.first_mistake(
+                    out,
+                    [
+                        (-ref, "wrong sign: a closer prototype must give a *larger* logit, −‖f(q) − c_k‖²"),
+                        (-(-ref).sqrt(), "that is −‖f(q) − c_k‖, the plain distance: square it"),
+                        (
+                            -(torch.cdist(zq, sums) ** 2),
+                            "c_k is the *mean* of class k's support embeddings, not their sum",
+                        ),
+                        (
+                            zq @ w.T + b,
+                            "that is the equivalent linear classifier 2c_kᵀf(q) − ‖c_k‖²: it has the same softmax but "
+                            "drops −‖f(q)‖²; return the negative squared distance itself",
+                        ),
+                        (
+                            -(torch.cdist(zq, zs[:n_way]) ** 2),
+                            "the prototype is the mean over all of class k's examples",
+                        ),
+                    ],
+                    1e-4,
+                )
+                raise grading.Stop("not −‖f(q) − c_k‖² for every query and class (rows: queries, columns: classes)")
+        return "negative squared distances to the class means"
+
+    return grading.run("prototype logits", body)
+
+
+def check_anil_inner_step(my_step: Callable) -> bool:
+    """Grade ``my_step(model, params, x, y, inner_lr) -> new_params``: one ANIL inner step on the support set
+    (x, y): the head's tensors (:func:`metaadv_edu.anil.head_names`) move by −α∇L, the body's stay; the graph
+    is kept so that the meta-gradient reaches θ through the step."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed in (0, 1):
+                model = grading.toy_classifier(device, seed)
+                x, y = grading.toy_batch(device, seed + 20, n=8)
+                xq, yq = grading.toy_batch(device, seed + 40, n=6)
+                theta = params_of(model)
+                lr = 0.3
+                ref = maml.adapt(model, theta, x, y, inner_lr=anil.inner_lrs(model, lr))
+                out = grading.call(my_step, model, theta, x, y, lr)
+                if not isinstance(out, dict) or set(out) != set(ref):
+                    raise grading.Stop(f"return a dict with the same names as params: {sorted(ref)}")
+                values = {k: grading.tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
+                if not all(grading.close(values[k], ref[k].detach(), 1e-5) for k in ref):
+                    full = maml.adapt(model, theta, x, y, inner_lr=lr)
+                    head = anil.head_names(model)
+                    if all(grading.close(values[k], full[k].detach(), 1e-5) for k in ref):
+                        raise grading.Stop(
+                            "that is MAML's step: ANIL leaves the body unchanged and moves the head only"
+                        )
+                    if all(grading.close(values[k], (2 * theta[k] - ref[k]).detach(), 1e-5) for k in ref):
+                        raise grading.Stop("wrong sign: the step goes *down* the support loss, θ − α∇L")
+                    if any(not grading.close(values[k], theta[k].detach(), 1e-6) for k in ref if k not in head):
+                        raise grading.Stop(f"the body's tensors must not change; only {head} move")
+                    raise grading.Stop("the head's tensors should be w − α∇_w L_S(θ)")
+                query = F.cross_entropy(forward(model, out, xq), yq)
+                if not query.requires_grad:
+                    raise grading.Stop("the values are right but carry no graph: keep it (create_graph=True)")
+                grading.same_gradient(
+                    query,
+                    F.cross_entropy(forward(model, ref, xq), yq),
+                    list(theta.values()),
+                    "the values are right but the meta-gradient is not: differentiate through the step "
+                    "(create_graph=True), and keep the body's tensors as they are, not detached copies",
+                )
+        return "the head moves by −α∇_w L_S, the body stays, and the meta-gradient flows through the step"
+
+    return grading.run("ANIL inner step", body)
+
+
+def check_conjugate_gradient(my_cg: Callable) -> bool:
+    """Grade ``my_cg(matvec, b, iterations) -> u``: conjugate gradient for A u = b from u = 0, with A
+    symmetric positive definite and given only as ``matvec(p) = A p`` (b and u are 1-D tensors)."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, n in ((0, 6), (1, 12)):
+                g = torch.Generator().manual_seed(seed)
+                q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+                a = (q * torch.logspace(0, 2, n, dtype=torch.float64)) @ q.T
+                a, b = a.to(device), torch.randn(n, generator=g, dtype=torch.float64).to(device)
+
+                def matvec(p, a=a):
+                    return a @ p
+
+                first = grading.tensor_like(grading.call(my_cg, matvec, b, 1), b, "u")
+                one_step = (b @ b) / (b @ a @ b) * b
+                if not grading.close(first, one_step, 1e-8):
+                    grading.first_mistake(
+                        first,
+                        [
+                            (b, "after one iteration u = a·p with a = rᵀr / pᵀAp (p = r = b), not p itself"),
+                            ((b @ b) / (b @ b) * b, "the step length is rᵀr / pᵀAp: use A p in the denominator"),
+                        ],
+                        1e-8,
+                    )
+                    raise grading.Stop("after one iteration u should be (bᵀb / bᵀAb)·b")
+                exact = torch.linalg.solve(a, b)
+                full = grading.tensor_like(grading.call(my_cg, matvec, b, n), b, "u")
+                if not grading.close(full, exact, 1e-6):
+                    raise grading.Stop(
+                        f"after n = {n} iterations CG solves A u = b exactly (up to rounding); yours does not: "
+                        "update the direction p ← r_new + (r_newᵀr_new / rᵀr)·p, which keeps it A-conjugate"
+                    )
+        return "one iteration is the exact line search along b, and n iterations solve the n-dimensional system"
+
+    return grading.run("conjugate gradient", body)

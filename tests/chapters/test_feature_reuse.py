@@ -1,0 +1,163 @@
+"""Notebook 10 · What meta-learning learns: its graders accept the reference and reject each typical mistake
+with its own hint; its explorer responds to every slider without training; its cost measurement."""
+
+import torch
+import torch.nn.functional as F
+
+from metaadv_edu import anil, data, imaml, maml, models, protonets
+from metaadv_edu.chapters import feature_reuse as chapter
+from metaadv_edu.functional import forward
+
+
+def _verdict(capsys, grader, fn):
+    ok = grader(fn)
+    return ok, capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- prototype logits
+def _means(zs, labels, n_way):
+    return torch.stack([zs[labels == k].mean(0) for k in range(n_way)])
+
+
+def test_prototype_grader_accepts_the_reference(capsys):
+    ok, out = _verdict(capsys, chapter.check_prototype_logits, protonets.prototype_logits)
+    assert ok and out.startswith("✓")
+
+
+def test_prototype_grader_names_each_mistake(capsys):
+    cases = {
+        "wrong sign": lambda zs, y, zq, n: torch.cdist(zq, _means(zs, y, n)) ** 2,
+        "plain distance": lambda zs, y, zq, n: -torch.cdist(zq, _means(zs, y, n)),
+        "*mean*": lambda zs, y, zq, n: -(torch.cdist(zq, torch.stack([zs[y == k].sum(0) for k in range(n)])) ** 2),
+        "equivalent linear": lambda zs, y, zq, n: zq @ (2 * _means(zs, y, n)).T - (_means(zs, y, n) ** 2).sum(-1),
+    }
+    for hint, fn in cases.items():
+        ok, out = _verdict(capsys, chapter.check_prototype_logits, fn)
+        assert not ok and hint in out, (hint, out)
+
+
+# ---------------------------------------------------------------------------------- ANIL inner step
+def _anil_step(model, params, x, y, lr):
+    head = anil.head_names(model)
+    grads = torch.autograd.grad(
+        F.cross_entropy(forward(model, params, x), y), [params[k] for k in head], create_graph=True
+    )
+    return {**params, **{k: params[k] - lr * g for k, g in zip(head, grads)}}
+
+
+def test_anil_grader_accepts_the_reference(capsys):
+    ok, out = _verdict(capsys, chapter.check_anil_inner_step, _anil_step)
+    assert ok, out
+
+
+def test_anil_grader_names_each_mistake(capsys):
+    def no_graph(model, params, x, y, lr):
+        return {
+            k: p.detach() if k in anil.head_names(model) else p for k, p in _anil_step(model, params, x, y, lr).items()
+        }
+
+    def flipped(model, params, x, y, lr):
+        return {k: 2 * params[k] - p for k, p in _anil_step(model, params, x, y, lr).items()}
+
+    cases = {
+        "MAML's step": lambda m, p, x, y, lr: maml.adapt(m, p, x, y, inner_lr=lr),
+        "wrong sign": flipped,
+        "meta-gradient": no_graph,
+    }
+    for hint, fn in cases.items():
+        ok, out = _verdict(capsys, chapter.check_anil_inner_step, fn)
+        assert not ok and hint in out, (hint, out)
+
+
+# ------------------------------------------------------------------------------ conjugate gradient
+def _cg(matvec, b, iterations):
+    return imaml.conjugate_gradient(lambda p: {"v": matvec(p["v"])}, {"v": b}, iterations=iterations)["v"]
+
+
+def test_cg_grader_accepts_the_reference(capsys):
+    ok, out = _verdict(capsys, chapter.check_conjugate_gradient, _cg)
+    assert ok, out
+
+
+def test_cg_grader_rejects_steepest_descent_and_a_wrong_step(capsys):
+    def steepest(matvec, b, iterations):  # exact line search, but no conjugate directions
+        u, r = torch.zeros_like(b), b.clone()
+        for _ in range(iterations):
+            ar = matvec(r)
+            a = (r @ r) / (r @ ar)
+            u, r = u + a * r, r - a * ar
+        return u
+
+    ok, out = _verdict(capsys, chapter.check_conjugate_gradient, steepest)
+    assert not ok and "A-conjugate" in out
+    ok, out = _verdict(capsys, chapter.check_conjugate_gradient, lambda matvec, b, iterations: b.clone())
+    assert not ok and "a = rᵀr / pᵀAp" in out
+
+
+# -------------------------------------------------------------------------------------- explorer
+def test_explorer_every_slider_changes_the_figure():
+    torch.manual_seed(0)
+    meta, anil_model = models.SineRegressor(), models.SineRegressor()
+    tasks, amplitude, phase = data.sine_tasks(3, 10, generator=torch.Generator().manual_seed(0), return_params=True)
+    ex = chapter.feature_reuse_explorer(meta, anil_model, tasks, amplitude, phase, steps=3, lam=10.0)
+    before = [p.detach().clone() for p in meta.parameters()]
+    images = {ex.image.value}
+    for name, value in (("inner_lr", 0.05), ("steps", 8), ("lam", 0.1), ("task", 2), ("steps", 0)):
+        ex.sliders[name].value = value
+        images.add(ex.image.value)
+    assert len(images) == 6
+    assert all(torch.equal(a, b) for a, b in zip(before, meta.parameters()))
+    assert all(p.grad is None for p in meta.parameters())
+
+
+def test_explorer_reports_divergence_instead_of_failing():
+    torch.manual_seed(0)
+    tasks, amplitude, phase = data.sine_tasks(2, 10, generator=torch.Generator().manual_seed(0), return_params=True)
+    ex = chapter.feature_reuse_explorer(models.SineRegressor(), models.SineRegressor(), tasks, amplitude, phase)
+    ex.set(inner_lr=0.3, steps=20, lam=100.0)
+    assert "diverged" in ex.caption.value
+
+
+# ------------------------------------------------------------------------------------ measurements
+def test_meta_gradient_memory_grows_with_k_for_maml_only():
+    torch.manual_seed(0)
+    net = models.SineRegressor()
+    tasks = data.sine_tasks(2, 10, generator=torch.Generator().manual_seed(0))
+    costs = chapter.meta_gradient_costs(net, tasks, [1, 2, 4], inner_lr=0.005, lam=50.0, cg_steps=2)
+    b = costs["MAML"]["bytes"]
+    assert b[0] < b[1] < b[2] and abs((b[2] - b[1]) - 2 * (b[1] - b[0])) < 0.05 * (b[2] - b[0])
+    assert len(set(costs["iMAML"]["bytes"])) == 1 and len(set(costs["first-order MAML"]["bytes"])) == 1
+
+
+def test_saved_graph_bytes_counts_a_shared_storage_once():
+    x = torch.randn(1000, requires_grad=True)
+    y = x * 2
+    z = (y * y).sum()  # y saved twice by one MulBackward: self and other share a storage
+    assert 4000 <= chapter.saved_graph_bytes(z) < 4100  # y once (plus the 0-d factor 2 that x * 2 may keep)
+
+
+def test_logistic_regression_baseline_runs_per_task():
+    from metaadv_edu import covers
+
+    tasks = covers.cover_tasks(2, n_way=3, k_shot=2, k_query=2, size=16, generator=torch.Generator().manual_seed(0))
+    embed = chapter.embedding(models.TinyCNN(3, 3, width=4, image_size=16))
+    acc = chapter.logistic_regression_accuracy(embed, tasks)
+    assert acc.shape == (2,) and ((acc >= 0) & (acc <= 1)).all()
+
+
+def test_explorer_imaml_fit_is_proximal_gradient_descent():
+    import re
+
+    torch.manual_seed(0)
+    meta = models.SineRegressor()
+    tasks, amplitude, phase = data.sine_tasks(2, 10, generator=torch.Generator().manual_seed(0), return_params=True)
+    ex = chapter.feature_reuse_explorer(meta, models.SineRegressor(), tasks, amplitude, phase, steps=6, lam=30.0)
+    ex.set(inner_lr=0.02, task=1)
+    phi = imaml.proximal_adapt(
+        meta, dict(meta.named_parameters()), tasks.x_support[1], tasks.y_support[1], lam=30.0, inner_lr=0.02, steps=6
+    )
+    grid = torch.linspace(-5, 5, 200).unsqueeze(-1)
+    with torch.no_grad():
+        mse = float(((forward(meta, phi, grid)[:, 0] - amplitude[1] * torch.sin(grid[:, 0] - phase[1])) ** 2).mean())
+    shown = float(re.search(r"iMAML \(λ\): MSE <b>([\d.]+)</b>", ex.caption.value).group(1))
+    assert abs(shown - mse) < 0.006
