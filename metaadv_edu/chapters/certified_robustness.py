@@ -24,6 +24,7 @@ __all__ = [
     "check_linear_radius",
     "check_smoothing_radius",
     "digits_cnn_ibp",
+    "evaluation_checklist",
     "interval_soundness_check",
     "linear_radius_check",
     "smoothing_radius_check",
@@ -165,6 +166,49 @@ def smoothing_radius_check(
     return {"sound": sound, "tight": tight, "passes": sound and tight}
 
 
+# ------------------------------------------------------------------ evaluation checklist (§1)
+def _correct(model, x, y) -> np.ndarray:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).cpu().numpy().astype(float)
+
+
+def evaluation_checklist(
+    model, attack_model, x: torch.Tensor, y: torch.Tensor, *, epsilon: float = 0.1, tolerance: float = 0.05
+) -> dict[str, bool]:
+    """Carlini et al.'s (2019) sanity checks for an evaluation of ``model`` attacked through ``attack_model``
+    (the model whose gradients PGD follows: ``model`` itself, or its BPDA twin). True = the check passes.
+
+    * ε = 0 gives the clean accuracy;
+    * at ε = 0.5 (any digit can be drawn) PGD-10 reaches 0 % accuracy;
+    * PGD-50 with two restarts (per-example worst case) changes PGD-10's accuracy by less than ``tolerance``;
+    * step sizes ε/20 and ε/2 change PGD-10's accuracy by less than ``tolerance``;
+    * a gradient-free attack (:func:`metaadv_edu.masking.random_search`) is not stronger than PGD-10:
+      the paired difference of per-example accuracy is not resolved in its favour.
+    """
+    from metaadv_edu import attacks, masking, stats
+
+    epsilon = v.positive("epsilon", epsilon)
+
+    def pgd(eps, step_size, steps, seed):
+        gen = torch.Generator().manual_seed(seed)
+        adv = attacks.pgd(attack_model, x, y, eps, step_size=step_size, steps=steps, generator=gen)
+        return _correct(model, adv, y)
+
+    base = pgd(epsilon, epsilon / 4, 10, 0)
+    strong = np.minimum(pgd(epsilon, epsilon / 10, 50, 1), pgd(epsilon, epsilon / 10, 50, 2))
+    sizes = [pgd(epsilon, a, 10, 0).mean() for a in (epsilon / 20, epsilon / 2)]
+    black = _correct(model, masking.random_search(model, x, y, epsilon, generator=torch.Generator().manual_seed(0)), y)
+    black_vs_white = stats.paired_difference(black, base)
+    clean = _correct(model, x, y).mean()
+    return {
+        "ε = 0 gives the clean accuracy": _correct(model, attacks.fgsm(attack_model, x, y, 0.0), y).mean() == clean,
+        "accuracy at ε = 0.5 is 0": pgd(0.5, 0.125, 10, 0).mean() == 0,
+        "PGD-50 ×2 restarts ≈ PGD-10 (within 5 points)": abs(strong.mean() - base.mean()) < tolerance,
+        "step size ε/20 or ε/2 ≈ ε/4 (within 5 points)": max(abs(a - base.mean()) for a in sizes) < tolerance,
+        "black box not stronger than white box": not (black_vs_white.resolved and black_vs_white.mean < 0),
+    }
+
+
 # ------------------------------------------------------------------ explorer
 def bounds_explorer(
     epsilons: Sequence[float],
@@ -172,6 +216,7 @@ def bounds_explorer(
     certified: np.ndarray,
     x_show: torch.Tensor,
     y_show: torch.Tensor,
+    masked_epsilons: Sequence[float],
     masked_curves: dict[str, Sequence[float]],
     smoothing: dict[float, tuple[np.ndarray, np.ndarray]],
     *,
@@ -181,13 +226,15 @@ def bounds_explorer(
 
     ``attacked_correct[k, i]`` / ``certified[k, i]``: example i is still right under the attack / is
     certified at ``epsilons[k]``; ``masked_curves[name][k]``: the quantising defence's accuracy under
-    attack ``name``; ``smoothing[σ] = (radii, correct)`` per example. A move only indexes and thresholds.
+    attack ``name`` at ``masked_epsilons[k]``; ``smoothing[σ] = (radii, correct)`` per example. A move only
+    indexes and thresholds.
     """
     import ipywidgets as w
 
     from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
 
     eps = np.asarray(epsilons, dtype=float)
+    masked_eps = np.asarray(masked_epsilons, dtype=float)
     upper, lower = attacked_correct.mean(1), certified.mean(1)
     names = list(masked_curves)
     sigmas = sorted(smoothing)
@@ -205,7 +252,7 @@ def bounds_explorer(
         art["vline"] = [a.axvline(0, color="k", lw=0.8) for a in axes[:2]]
         ax.set(xlabel="ε (L∞)", ylabel="accuracy", ylim=(0, 1), title="interval-trained CNN")
         ax.legend(fontsize=7)
-        art["masked"] = {n: axes[1].plot(eps, masked_curves[n], marker="o", ms=3, label=n)[0] for n in names}
+        art["masked"] = {n: axes[1].plot(masked_eps, masked_curves[n], marker="o", ms=3, label=n)[0] for n in names}
         axes[1].set(xlabel="ε (L∞)", ylim=(0, 1), title="quantising defence")
         axes[1].legend(fontsize=7)
         art["smooth"] = {
@@ -223,8 +270,9 @@ def bounds_explorer(
 
     def draw(fig, *, epsilon, sigma, attack):
         k = int(np.abs(eps - epsilon).argmin())
+        m = int(np.abs(masked_eps - epsilon).argmin())
         for line in art["vline"]:
-            line.set_xdata([eps[k], eps[k]])
+            line.set_xdata([epsilon, epsilon])
         for n, line in art["masked"].items():
             line.set_linewidth(2.8 if n == attack else 1.0)
             line.set_alpha(1.0 if n == attack else 0.4)
@@ -241,13 +289,16 @@ def bounds_explorer(
                 image.set_visible(False)
                 a.set_title("")
         return (
-            f"ε = {eps[k]:.3f}: attack leaves <b>{upper[k]:.1%}</b> right, intervals certify <b>{lower[k]:.1%}</b>; "
+            f"ε = {eps[k]:.3f} (nearest computed): attack leaves <b>{upper[k]:.1%}</b> right, "
+            f"intervals certify <b>{lower[k]:.1%}</b>; "
             f"{len(gap)} test digits are in the gap (first {min(len(gap), n_gap_shown)} shown) · "
-            f"quantising defence under {attack}: {masked_curves[attack][k]:.1%}"
+            f"quantising defence under {attack} at ε = {masked_eps[m]:.2f}: {masked_curves[attack][m]:.1%}"
         )
 
     sliders = {
-        "epsilon": float_slider("ε — L∞ budget", float(eps[len(eps) // 2]), float(eps[0]), float(eps[-1]), 0.01),
+        "epsilon": float_slider(
+            "ε — L∞ budget", float(eps[len(eps) // 2]), float(eps[0]), float(eps[-1]), 0.025, readout_format=".3f"
+        ),
         "sigma": w.SelectionSlider(
             options=sigmas,
             value=sigmas[0],

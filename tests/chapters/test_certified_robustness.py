@@ -7,7 +7,7 @@ import torch
 from scipy import stats as scipy_stats
 from torch import nn
 
-from metaadv_edu import certify, models
+from metaadv_edu import certify, masking, models
 from metaadv_edu.chapters import certified_robustness as chapter
 from tests.wrong import rejects
 
@@ -227,7 +227,7 @@ def test_explorer_redraws_for_every_control_without_computing():
     y = torch.arange(20) % 10
     curves = {"PGD": [0.9, 0.9, 0.9, 0.9], "BPDA": [0.9, 0.6, 0.3, 0.1]}
     smoothing = {0.25: (rng.random(20) * 0.5, rng.random(20) < 0.8), 0.5: (rng.random(20), rng.random(20) < 0.6)}
-    explorer = chapter.bounds_explorer(eps, attacked, certified, x, y, curves, smoothing)
+    explorer = chapter.bounds_explorer(eps, attacked, certified, x, y, eps, curves, smoothing)
     first = explorer.image.value
     explorer.set(epsilon=0.15)
     assert explorer.image.value != first
@@ -238,4 +238,16 @@ def test_explorer_redraws_for_every_control_without_computing():
     assert explorer.image.value != second
     third = explorer.image.value
     explorer.set(attack="BPDA")
-    assert explorer.image.value != third and "under BPDA: 10.0%" in explorer.caption.value
+    assert explorer.image.value != third and "under BPDA at ε = 0.15: 10.0%" in explorer.caption.value
+
+
+def test_checklist_flags_the_masked_defence_and_passes_bpda():
+    torch.manual_seed(0)
+    model = models.TinyCNN(1, 10, width=4).eval()
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    defended = masking.quantized(model, 3)
+    naive = chapter.evaluation_checklist(defended, defended, x, y)
+    honest = chapter.evaluation_checklist(defended, masking.bpda(defended), x, y)
+    assert naive["ε = 0 gives the clean accuracy"] and not naive["accuracy at ε = 0.5 is 0"]
+    assert honest["accuracy at ε = 0.5 is 0"]
