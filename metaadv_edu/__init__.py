@@ -18,6 +18,8 @@ module             holds                                                        
 ``meta_checks``    the derivation checks of MAML, Reptile and Meta-SGD           05, 06, 07
 ``robust_meta``    adversarial querying, task-wise attacks, its exact check     08
 ``detection``      few-shot "clean or perturbed?" tasks                         08
+``certify``        linear radius, interval bounds, randomized smoothing         11
+``masking``        input quantisation, BPDA, gradient-free random search        11
 ``data``, ``covers``, ``models``, ``functional``, ``training``, ``device``       shared
 =================  ===========================================================  ==============
 
