@@ -14,7 +14,6 @@ from metaadv_edu import _validate as v
 from metaadv_edu import cache, certify, data, grading, models, training
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.plotting import show_image
 from metaadv_edu.widgets import Explorer, float_slider
 
 __all__ = [
@@ -234,6 +233,7 @@ def bounds_explorer(
     indexes and thresholds.
     """
     import ipywidgets as w
+    from matplotlib.ticker import MaxNLocator
 
     from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
 
@@ -242,13 +242,15 @@ def bounds_explorer(
     upper, lower = attacked_correct.mean(1), certified.mean(1)
     names = list(masked_curves)
     sigmas = sorted(smoothing)
+    images = x_show.detach().cpu().float().mean(1).numpy()  # (N, H, W), channels averaged for display
+    side = images.shape[-1]
     max_r = max(float(r[c].max()) if c.any() else 0.0 for r, c in smoothing.values())
     r_grid = np.linspace(0, max(max_r, 1e-3) * 1.05, 60)
     art: dict = {}
 
     def setup(fig):
         top, bottom = fig.subfigures(2, 1, height_ratios=[2.3, 1])
-        axes = top.subplots(1, 3)
+        axes = top.subplots(1, 3, sharey=True)  # few tick labels: text is most of a redraw's cost
         ax = axes[0]
         ax.plot(eps, upper, "o-", color="tab:red", ms=3, label="attack (upper bound)")
         ax.plot(eps, lower, "s-", color="tab:blue", ms=3, label="certified (lower bound)")
@@ -258,7 +260,7 @@ def bounds_explorer(
         ax.legend(fontsize=7)
         art["masked"] = {n: axes[1].plot(masked_eps, masked_curves[n], marker="o", ms=3, label=n)[0] for n in names}
         axes[1].set(xlabel="ε (L∞)", ylim=(0, 1), title="quantising defence")
-        axes[1].legend(fontsize=7)
+        axes[1].legend(fontsize=6)
         art["smooth"] = {
             s: axes[2].plot(r_grid, [(c & (r >= t)).mean() for t in r_grid], label=f"σ = {s:g}")[0]
             for s, (r, c) in smoothing.items()
@@ -267,10 +269,12 @@ def bounds_explorer(
         axes[2].legend(fontsize=7)
         for a in axes:
             a.grid(alpha=0.3)
-        art["images"] = []
-        art["img_axes"] = bottom.subplots(1, n_gap_shown)
-        for a in art["img_axes"]:
-            art["images"].append(show_image(x_show[0], a).images[0])
+            a.set_yticks([0, 0.5, 1])
+            a.xaxis.set_major_locator(MaxNLocator(4))
+        strip = bottom.subplots()  # one image strip: one axes instead of one per digit (faster redraws)
+        art["strip"] = strip.imshow(np.zeros((side, n_gap_shown * (side + 1))), cmap="gray", vmin=0, vmax=1)
+        strip.set_axis_off()
+        art["strip_axes"] = strip
 
     def draw(fig, *, epsilon, sigma, attack):
         k = int(np.abs(eps - epsilon).argmin())
@@ -284,14 +288,13 @@ def bounds_explorer(
             line.set_linewidth(2.8 if s == sigma else 1.0)
             line.set_alpha(1.0 if s == sigma else 0.4)
         gap = np.flatnonzero(attacked_correct[k] & ~certified[k])
-        for j, (a, image) in enumerate(zip(art["img_axes"], art["images"])):
-            if j < len(gap):
-                image.set_data(x_show[gap[j]].squeeze(0).cpu().numpy())
-                a.set_title(f"label {int(y_show[gap[j]])}", fontsize=8)
-                image.set_visible(True)
-            else:
-                image.set_visible(False)
-                a.set_title("")
+        shown = gap[:n_gap_shown]
+        picture = np.zeros((side, n_gap_shown * (side + 1)))
+        for j, i in enumerate(shown):
+            picture[:, j * (side + 1) : j * (side + 1) + side] = images[i]
+        art["strip"].set_data(picture)
+        labels = ", ".join(str(int(y_show[i])) for i in shown)
+        art["strip_axes"].set_title(f"in the gap at ε = {eps[k]:.3f} (labels {labels or '—'})", fontsize=9)
         return (
             f"ε = {eps[k]:.3f} (nearest computed): attack leaves <b>{upper[k]:.1%}</b> right, "
             f"intervals certify <b>{lower[k]:.1%}</b>; "
@@ -313,7 +316,7 @@ def bounds_explorer(
         ),
         "attack": w.Dropdown(options=names, value=names[0], description="attack on the defence", style=LABEL_STYLE),
     }
-    return Explorer(draw, sliders, setup=setup, title="Upper and lower bounds", figsize=(10, 4.6), dpi=72)
+    return Explorer(draw, sliders, setup=setup, title="Upper and lower bounds", figsize=(9.5, 4.2), dpi=72)
 
 
 # ------------------------------------------------------------------ exercises
