@@ -1,0 +1,443 @@
+"""Notebook 11 · Certified robustness (library: :mod:`metaadv_edu.certify`, :mod:`metaadv_edu.masking`):
+the interval-trained model, the derivation checks, the explorer and the exercises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy import stats as scipy_stats
+from torch import nn
+
+from metaadv_edu import _validate as v
+from metaadv_edu import cache, certify, data, grading, models, training
+from metaadv_edu._validate import as_device
+from metaadv_edu.cache import load_or_train
+from metaadv_edu.widgets import Explorer, float_slider
+
+__all__ = [
+    "POINTS",
+    "bounds_explorer",
+    "check_interval_affine",
+    "check_linear_radius",
+    "check_smoothing_radius",
+    "digits_cnn_ibp",
+    "evaluation_checklist",
+    "interval_soundness_check",
+    "linear_radius_check",
+    "smoothing_radius_check",
+]
+
+#: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
+POINTS = {"linear radius": 1, "interval affine rule": 2, "smoothing radius": 1}
+
+
+# ------------------------------------------------------------------ the interval-trained model
+def digits_cnn_ibp(epsilon: float = 0.1, device=None):
+    """The digits CNN trained with interval bound propagation (Gowal et al. 2018; notebook 11, §3).
+
+    Same architecture as the course's digits CNN. Loss :func:`metaadv_edu.certify.ibp_loss`: ε ramps
+    linearly from 0 to ``epsilon`` and κ from 1 to 0.5 over epochs ``warmup`` … ``warmup + ramp``, then
+    both stay. One training run.
+    """
+    device = as_device(device)
+    config = {
+        "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
+        "width": 16,
+        "epochs": 40,
+        "warmup": 3,
+        "ramp": 20,
+        "kappa_end": 0.5,
+        "lr": 3e-3,
+        "batch_size": 64,
+        "seed": 0,
+    }
+    build = cache.seeded(lambda: models.TinyCNN(1, 10, width=config["width"], image_size=8), config["seed"])
+
+    def train(model):
+        x, y = data.load_digits("train", device=device)
+        per_epoch = -(-len(x) // config["batch_size"])
+        step = {"n": 0}
+
+        def loss_fn(model, xb, yb):
+            epoch = step["n"] / per_epoch
+            step["n"] += 1
+            ramp = min(max((epoch - config["warmup"]) / config["ramp"], 0.0), 1.0)
+            kappa = 1 - ramp * (1 - config["kappa_end"])
+            return certify.ibp_loss(model, xb, yb, ramp * epsilon, kappa=kappa)
+
+        torch.manual_seed(config["seed"])
+        history = training.train_classifier(
+            model,
+            x,
+            y,
+            epochs=config["epochs"],
+            lr=config["lr"],
+            batch_size=config["batch_size"],
+            loss_fn=loss_fn,
+            generator=torch.Generator().manual_seed(config["seed"]),
+            eval_data=data.load_digits("test", device=device),
+            desc="interval bound propagation training",
+        )
+        return {"history": history, "test_accuracy": history["eval_accuracy"][-1]}
+
+    return load_or_train("digits-cnn-ibp", config, build, train, device=device)
+
+
+# ------------------------------------------------------------------ derivation checks (notebook 11)
+def linear_radius_check(radius_fn: Callable, weight, bias, x, y, *, tol: float = 1e-6) -> dict:
+    """Does ``radius_fn(weight, bias, x, y)`` equal the LP's smallest adversarial L∞ budget (no box)?
+
+    Returns ``{"max_error", "passes"}``; the LP (:func:`metaadv_edu.certify.linear_radius_lp`) is the
+    independent answer."""
+    out = torch.as_tensor(radius_fn(weight, bias, x, y), dtype=torch.float64).cpu()
+    lp = certify.linear_radius_lp(weight, bias, x, y)
+    error = float((out - lp).abs().max()) if out.shape == lp.shape else float("inf")
+    return {"max_error": error, "passes": error <= tol}
+
+
+def interval_soundness_check(
+    model: nn.Module,
+    x: torch.Tensor,
+    epsilon: float,
+    *,
+    layer_rule=certify.interval_layer,
+    n_samples: int = 400,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Do the interval bounds from ``layer_rule`` contain the logits of sampled perturbed inputs?
+
+    Samples corners and uniform points of the ε-ball (clamped to [0, 1]) for every example. Returns
+    ``{"outside": share of sampled logits outside the bounds, "passes"}``."""
+    n_samples = v.integer("n_samples", n_samples, low=2)
+    lower, upper = certify.interval_bounds(model, x, epsilon, layer_rule=layer_rule)
+    outside, total = 0, 0
+    with torch.no_grad():
+        for i in range(n_samples):
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            noise = (2 * (u > 0.5).to(x.dtype) - 1) if i % 2 else 2 * u - 1
+            z = model((x + epsilon * noise).clamp(0, 1))
+            outside += int(((z < lower - 1e-5) | (z > upper + 1e-5)).sum())
+            total += z.numel()
+    return {"outside": outside / total, "passes": outside == 0}
+
+
+def smoothing_radius_check(
+    radius_fn: Callable,
+    *,
+    sigma: float = 0.5,
+    n: int = 20_000,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Check a smoothing radius ``radius_fn(p, sigma)`` by Monte Carlo on binary linear classifiers.
+
+    For f(x) = [wᵀx + b > 0] the smoothed classifier equals f, and Theorem 1 is tight: the radius from
+    the exact p_A = Φ(|wᵀx + b| / (σ‖w‖)) must be *sound* — the smoothed classifier, estimated from ``n``
+    noisy copies, keeps its answer at 0.8·R towards the boundary and in a random direction — and *tight* —
+    it changes its answer at 1.2·R towards the boundary (points σ/2 … 3σ/2 from the boundary).
+    Returns ``{"sound", "tight", "passes"}``."""
+    sigma = v.positive("sigma", sigma)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    sound, tight = True, True
+
+    def top_share(point, w, b, positive):
+        noisy = point + sigma * torch.randn((n, len(point)), generator=g, dtype=torch.float64)
+        return float(((noisy @ w + b > 0) == positive).double().mean())
+
+    for _ in range(4):
+        w = torch.randn(10, generator=g, dtype=torch.float64)
+        b = float(torch.randn((), generator=g, dtype=torch.float64))
+        x = torch.randn(10, generator=g, dtype=torch.float64)
+        x = x - (x @ w + b) / (w @ w) * w  # onto the boundary, then a distance in [σ/2, 3σ/2] off it
+        side = 1.0 if float(torch.rand((), generator=g)) > 0.5 else -1.0
+        x = x + side * sigma * (0.5 + float(torch.rand((), generator=g, dtype=torch.float64))) * w / w.norm()
+        score = float(x @ w + b)
+        p_exact = float(scipy_stats.norm.cdf(abs(score) / (sigma * float(w.norm()))))
+        radius = float(np.asarray(radius_fn(p_exact, sigma)))
+        towards = -np.sign(score) * w / w.norm()
+        random_dir = torch.randn(10, generator=g, dtype=torch.float64)
+        random_dir = random_dir / random_dir.norm()
+        args = (w, b, score > 0)
+        sound &= top_share(x + 0.8 * radius * towards, *args) > 0.5
+        sound &= top_share(x + 0.8 * radius * random_dir, *args) > 0.5
+        tight &= top_share(x + 1.2 * radius * towards, *args) < 0.5
+    return {"sound": sound, "tight": tight, "passes": sound and tight}
+
+
+# ------------------------------------------------------------------ evaluation checklist (§1)
+def _correct(model, x, y) -> np.ndarray:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).cpu().numpy().astype(float)
+
+
+def evaluation_checklist(
+    model, attack_model, x: torch.Tensor, y: torch.Tensor, *, epsilon: float = 0.1, tolerance: float = 0.05
+) -> dict[str, bool]:
+    """Carlini et al.'s (2019) sanity checks for an evaluation of ``model`` attacked through ``attack_model``
+    (the model whose gradients PGD follows: ``model`` itself, or its BPDA twin). True = the check passes.
+
+    * ε = 0 gives the clean accuracy;
+    * at ε = 0.5 (any digit can be drawn) PGD-10 reaches 0 % accuracy;
+    * two restarts of PGD-20 with steps of ε/8 (per-example worst case) change PGD-10's accuracy (steps of
+      ε/4) by less than ``tolerance``;
+    * steps of ε/8 (20 of them, the first restart) or ε/2 (10) change PGD-10's accuracy by less than
+      ``tolerance``;
+    * a gradient-free attack (:func:`metaadv_edu.masking.random_search`, 150 proposals) is not stronger than
+      PGD-10: the paired difference of per-example accuracy is not resolved in its favour.
+    """
+    from metaadv_edu import attacks, masking, stats
+
+    epsilon = v.positive("epsilon", epsilon)
+
+    def pgd(eps, step_size, steps, seed):
+        gen = torch.Generator().manual_seed(seed)
+        adv = attacks.pgd(attack_model, x, y, eps, step_size=step_size, steps=steps, generator=gen)
+        return _correct(model, adv, y)
+
+    base = pgd(epsilon, epsilon / 4, 10, 0)
+    restarts = [pgd(epsilon, epsilon / 8, 20, seed) for seed in (1, 2)]
+    strong = np.minimum(*restarts)
+    sizes = [restarts[0].mean(), pgd(epsilon, epsilon / 2, 10, 0).mean()]
+    search = masking.random_search(model, x, y, epsilon, iterations=150, generator=torch.Generator().manual_seed(0))
+    black = _correct(model, search, y)
+    black_vs_white = stats.paired_difference(black, base)
+    clean = _correct(model, x, y).mean()
+    return {
+        "ε = 0 gives the clean accuracy": _correct(model, attacks.fgsm(attack_model, x, y, 0.0), y).mean() == clean,
+        "accuracy at ε = 0.5 is 0": pgd(0.5, 0.125, 10, 0).mean() == 0,
+        "2 restarts of PGD-20 ≈ PGD-10 (within 5 points)": abs(strong.mean() - base.mean()) < tolerance,
+        "step ε/8 (×20) or ε/2 (×10) ≈ ε/4 (within 5 points)": max(abs(a - base.mean()) for a in sizes) < tolerance,
+        "black box not stronger than white box": not (black_vs_white.resolved and black_vs_white.mean < 0),
+    }
+
+
+# ------------------------------------------------------------------ explorer
+def bounds_explorer(
+    epsilons: Sequence[float],
+    attacked_correct: np.ndarray,
+    certified: np.ndarray,
+    x_show: torch.Tensor,
+    y_show: torch.Tensor,
+    masked_epsilons: Sequence[float],
+    masked_curves: dict[str, Sequence[float]],
+    smoothing: dict[float, tuple[np.ndarray, np.ndarray]],
+    *,
+    n_gap_shown: int = 6,
+) -> Explorer:
+    """ε, σ and the attack on the masked defence → three precomputed panels and the examples in the gap.
+
+    ``attacked_correct[k, i]`` / ``certified[k, i]``: example i is still right under the attack / is
+    certified at ``epsilons[k]``; ``masked_curves[name][k]``: the quantising defence's accuracy under
+    attack ``name`` at ``masked_epsilons[k]``; ``smoothing[σ] = (radii, correct)`` per example. A move only
+    indexes and thresholds.
+    """
+    import ipywidgets as w
+    from matplotlib.ticker import MaxNLocator
+
+    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+
+    eps = np.asarray(epsilons, dtype=float)
+    masked_eps = np.asarray(masked_epsilons, dtype=float)
+    upper, lower = attacked_correct.mean(1), certified.mean(1)
+    names = list(masked_curves)
+    sigmas = sorted(smoothing)
+    images = x_show.detach().cpu().float().mean(1).numpy()  # (N, H, W), channels averaged for display
+    side = images.shape[-1]
+    max_r = max(float(r[c].max()) if c.any() else 0.0 for r, c in smoothing.values())
+    r_grid = np.linspace(0, max(max_r, 1e-3) * 1.05, 60)
+    art: dict = {}
+
+    def setup(fig):
+        top, bottom = fig.subfigures(2, 1, height_ratios=[2.3, 1])
+        axes = top.subplots(1, 3, sharey=True)  # few tick labels: text is most of a redraw's cost
+        ax = axes[0]
+        ax.plot(eps, upper, "o-", color="tab:red", ms=3, label="attack (upper bound)")
+        ax.plot(eps, lower, "s-", color="tab:blue", ms=3, label="certified (lower bound)")
+        ax.fill_between(eps, lower, upper, color="tab:purple", alpha=0.2, label="unknown")
+        art["vline"] = [a.axvline(0, color="k", lw=0.8) for a in axes[:2]]
+        ax.set(xlabel="ε (L∞)", ylabel="accuracy", ylim=(0, 1), title="interval-trained CNN")
+        ax.legend(fontsize=7)
+        art["masked"] = {n: axes[1].plot(masked_eps, masked_curves[n], marker="o", ms=3, label=n)[0] for n in names}
+        axes[1].set(xlabel="ε (L∞)", ylim=(0, 1), title="quantising defence")
+        axes[1].legend(fontsize=6)
+        art["smooth"] = {
+            s: axes[2].plot(r_grid, [(c & (r >= t)).mean() for t in r_grid], label=f"σ = {s:g}")[0]
+            for s, (r, c) in smoothing.items()
+        }
+        axes[2].set(xlabel="L2 radius", ylim=(0, 1), title="randomized smoothing (certified)")
+        axes[2].legend(fontsize=7)
+        for a in axes:
+            a.grid(alpha=0.3)
+            a.set_yticks([0, 0.5, 1])
+            a.xaxis.set_major_locator(MaxNLocator(4))
+        strip = bottom.subplots()  # one image strip: one axes instead of one per digit (faster redraws)
+        art["strip"] = strip.imshow(np.zeros((side, n_gap_shown * (side + 1))), cmap="gray", vmin=0, vmax=1)
+        strip.set_axis_off()
+        art["strip_axes"] = strip
+
+    def draw(fig, *, epsilon, sigma, attack):
+        k = int(np.abs(eps - epsilon).argmin())
+        m = int(np.abs(masked_eps - epsilon).argmin())
+        for line in art["vline"]:
+            line.set_xdata([epsilon, epsilon])
+        for n, line in art["masked"].items():
+            line.set_linewidth(2.8 if n == attack else 1.0)
+            line.set_alpha(1.0 if n == attack else 0.4)
+        for s, line in art["smooth"].items():
+            line.set_linewidth(2.8 if s == sigma else 1.0)
+            line.set_alpha(1.0 if s == sigma else 0.4)
+        gap = np.flatnonzero(attacked_correct[k] & ~certified[k])
+        shown = gap[:n_gap_shown]
+        picture = np.zeros((side, n_gap_shown * (side + 1)))
+        for j, i in enumerate(shown):
+            picture[:, j * (side + 1) : j * (side + 1) + side] = images[i]
+        art["strip"].set_data(picture)
+        labels = ", ".join(str(int(y_show[i])) for i in shown)
+        art["strip_axes"].set_title(f"in the gap at ε = {eps[k]:.3f} (labels {labels or '—'})", fontsize=9)
+        return (
+            f"ε = {eps[k]:.3f} (nearest computed): attack leaves <b>{upper[k]:.1%}</b> right, "
+            f"intervals certify <b>{lower[k]:.1%}</b>; "
+            f"{len(gap)} test digits are in the gap (first {min(len(gap), n_gap_shown)} shown) · "
+            f"quantising defence under {attack} at ε = {masked_eps[m]:.2f}: {masked_curves[attack][m]:.1%}"
+        )
+
+    sliders = {
+        "epsilon": float_slider(
+            "ε — L∞ budget", float(eps[len(eps) // 2]), float(eps[0]), float(eps[-1]), 0.025, readout_format=".3f"
+        ),
+        "sigma": w.SelectionSlider(
+            options=sigmas,
+            value=sigmas[0],
+            description="σ — smoothing noise",
+            continuous_update=False,
+            style=LABEL_STYLE,
+            layout=w.Layout(**SLIDER_LAYOUT),
+        ),
+        "attack": w.Dropdown(options=names, value=names[0], description="attack on the defence", style=LABEL_STYLE),
+    }
+    return Explorer(draw, sliders, setup=setup, title="Upper and lower bounds", figsize=(9.5, 4.2), dpi=72)
+
+
+# ------------------------------------------------------------------ exercises
+def _linear_cases():
+    for device in grading.devices():
+        for seed, n_classes, n_features in ((0, 3, 5), (1, 4, 8), (2, 10, 16)):
+            g = torch.Generator().manual_seed(seed)
+            weight = torch.randn(n_classes, n_features, generator=g).to(device)
+            bias = torch.randn(n_classes, generator=g).to(device)
+            x = torch.rand(7, n_features, generator=g).to(device)
+            y = (x @ weight.T + bias).argmax(1)
+            y[0] = (y[0] + 1) % n_classes  # one misclassified example: radius 0
+            yield weight, bias, x, y
+
+
+def check_linear_radius(my_radius: Callable) -> bool:
+    """Grade ``my_radius(weight, bias, x, y) -> radius``: each example's exact L∞ radius, no box;
+    0 for a misclassified example. ``x`` has shape (B, n_features)."""
+
+    def body() -> str:
+        for weight, bias, x, y in _linear_cases():
+            ref = certify.linear_certified_radius(weight, bias, x, y).to(x.dtype)
+            out = grading.tensor_like(grading.call(my_radius, weight, bias, x, y), ref, "radius")
+            if grading.close(out, ref, 1e-4):
+                continue
+            z = x @ weight.T + bias
+            diff = weight[y][:, None, :] - weight[None, :, :]
+            margin = z.gather(1, y[:, None]) - z
+            own = torch.nn.functional.one_hot(y, weight.shape[0]).bool()
+            l2 = (margin / diff.norm(dim=-1)).masked_fill(own, float("inf")).amin(1).clamp(min=0)
+            if grading.close(out, l2, 1e-4):
+                raise grading.Stop("you divided by the L2 norm: for an L∞ budget the dual norm is L1, ‖w_y − w_j‖₁")
+            ratio = margin / diff.abs().sum(-1)
+            if grading.close(out, ratio.masked_fill(own, float("-inf")).amax(1).clamp(min=0), 1e-4):
+                raise grading.Stop("take the minimum over j ≠ y: the attacker picks the easiest wrong class")
+            nobias = (x @ weight.T).gather(1, y[:, None]) - x @ weight.T
+            if grading.close(out, (nobias / diff.abs().sum(-1)).masked_fill(own, float("inf")).amin(1).clamp(min=0)):
+                raise grading.Stop("the margin z_y − z_j includes the biases b_y − b_j")
+            if grading.close(out, ratio.masked_fill(own, float("inf")).amin(1), 1e-4):
+                raise grading.Stop("a misclassified example has radius 0, not a negative one (clamp at 0)")
+            if grading.close(out, torch.zeros_like(ref)):
+                raise grading.Stop("all zeros: leave out j = y, whose margin is 0 (and whose ‖w_y − w_y‖₁ is 0)")
+            raise grading.Stop("not min over j ≠ y of (z_y − z_j)/‖w_y − w_j‖₁")
+        return "the exact radius on every case, misclassified examples included"
+
+    return grading.run("linear radius", body)
+
+
+def check_interval_affine(my_affine: Callable) -> bool:
+    """Grade ``my_affine(weight, bias, lower, upper) -> (lower_out, upper_out)``: interval bounds of
+    ``lower @ weight.T + bias`` over the box [lower, upper] (shape (B, n_in) → (B, n_out))."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed in range(3):
+                g = torch.Generator().manual_seed(seed)
+                weight, bias = torch.randn(4, 6, generator=g).to(device), torch.randn(4, generator=g).to(device)
+                lower = torch.randn(5, 6, generator=g).to(device)
+                upper = lower + torch.rand(5, 6, generator=g).to(device)
+                layer = nn.Linear(6, 4).to(device)
+                with torch.no_grad():
+                    layer.weight.copy_(weight)
+                    layer.bias.copy_(bias)
+                    ref_lo, ref_up = certify.interval_layer(layer, lower, upper)
+                out = grading.call(my_affine, weight, bias, lower, upper)
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise grading.Stop("return a pair (lower_out, upper_out)")
+                lo = grading.tensor_like(out[0], ref_lo, "lower_out")
+                up = grading.tensor_like(out[1], ref_up, "upper_out")
+                if grading.close(lo, ref_lo, 1e-4) and grading.close(up, ref_up, 1e-4):
+                    continue
+                mid, rad = (upper + lower) / 2, (upper - lower) / 2
+                if grading.close(lo, lower @ weight.T + bias, 1e-4) and grading.close(
+                    up, upper @ weight.T + bias, 1e-4
+                ):
+                    raise grading.Stop(
+                        "W·lower and W·upper are not bounds: a negative weight maps the upper input bound to "
+                        "the lower output bound. Use the centre Wμ + b and the radius |W|r"
+                    )
+                if grading.close(up, mid @ weight.T + bias + rad @ weight.abs().T + bias, 1e-4):
+                    raise grading.Stop("the bias shifts the centre only; the radius is |W| r without it")
+                if grading.close(lo, ref_up, 1e-4) and grading.close(up, ref_lo, 1e-4):
+                    raise grading.Stop("lower and upper are swapped")
+                raise grading.Stop("not (Wμ + b − |W|r, Wμ + b + |W|r) with μ = (u + l)/2, r = (u − l)/2")
+        return "centre through W and b, radius through |W|: sound and as tight as intervals allow"
+
+    return grading.run("interval affine rule", body)
+
+
+def check_smoothing_radius(my_radius: Callable) -> bool:
+    """Grade ``my_radius(p_lower, sigma) -> radius`` for a number ``p_lower`` in [0, 1]: Cohen et al.'s
+    certified L2 radius, 0 when ``p_lower`` ≤ 1/2 (no certificate)."""
+
+    def body() -> str:
+        for sigma in (0.25, 0.5, 1.0, 2.0):
+            for p in (0.3, 0.5, 0.6, 0.9, 0.99):
+                ref = certify.smoothing_radius(p, sigma)
+                out = grading.call(my_radius, p, sigma)
+                try:
+                    value = float(out)
+                except (TypeError, ValueError):
+                    raise grading.Stop(f"return a number, got {type(out).__name__}") from None
+                if abs(value - ref) <= 1e-6 * max(1, abs(ref)):
+                    continue
+                inv = float(scipy_stats.norm.ppf(p))
+                hints = [
+                    (sigma * float(scipy_stats.norm.cdf(p)), "use the inverse of Φ (norm.ppf), not Φ itself"),
+                    (sigma * inv, "no certificate when p_lower ≤ 1/2: return 0 there"),
+                    (inv, "the radius scales with the noise: multiply by σ"),
+                    (sigma**2 * inv, "σ, not σ²: the radius is σ·Φ⁻¹(p_lower)"),
+                    (
+                        sigma / 2 * inv,
+                        "σ/2·(Φ⁻¹(p_A) − Φ⁻¹(p_B)) with p_B = 1 − p_A is σ·Φ⁻¹(p_A): you dropped p_B's term",
+                    ),
+                ]
+                for wrong, hint in hints:
+                    if p > 0.5 and abs(value - wrong) <= 1e-6 * max(1, abs(wrong)):
+                        raise grading.Stop(hint)
+                if p <= 0.5:
+                    raise grading.Stop("no certificate when p_lower ≤ 1/2: return 0 there")
+                raise grading.Stop("not σ·Φ⁻¹(p_lower)")
+        return "σ·Φ⁻¹(p_lower), and 0 where p_lower ≤ 1/2"
+
+    return grading.run("smoothing radius", body)

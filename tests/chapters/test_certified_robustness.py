@@ -1,0 +1,253 @@
+"""Notebook 11 · Certified robustness: its derivation checks reject plausible wrong implementations, its
+graders name each typical mistake, its explorer redraws from precomputed arrays."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as scipy_stats
+from torch import nn
+
+from metaadv_edu import certify, masking, models
+from metaadv_edu.chapters import certified_robustness as chapter
+from tests.wrong import rejects
+
+
+def linear_problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(10, 64, generator=g, dtype=torch.float64)
+    bias = torch.randn(10, generator=g, dtype=torch.float64)
+    x = torch.rand(6, 64, generator=g, dtype=torch.float64)
+    y = (x @ weight.T + bias).argmax(1)
+    return weight, bias, x, y
+
+
+def radius_l2(weight, bias, x, y):
+    z = x @ weight.T + bias
+    diff = weight[y][:, None, :] - weight[None, :, :]
+    ratio = (z.gather(1, y[:, None]) - z) / diff.norm(dim=-1)
+    own = torch.nn.functional.one_hot(y, weight.shape[0]).bool()
+    return ratio.masked_fill(own, float("inf")).amin(1).clamp(min=0)
+
+
+def radius_ok(weight, bias, x, y):
+    return certify.linear_certified_radius(weight, bias, x, y)
+
+
+def test_linear_radius_check_accepts_the_formula():
+    assert chapter.linear_radius_check(radius_ok, *linear_problem())["passes"]
+
+
+@rejects("linear_radius_lp", "margin divided by the L2 norm of w_y − w_j instead of the L1 (dual) norm")
+def test_linear_radius_check_rejects_the_l2_norm():
+    assert not chapter.linear_radius_check(radius_l2, *linear_problem())["passes"]
+
+
+@rejects("linear_radius_lp", "the box radius offered as the unboxed one (a different problem)")
+def test_linear_radius_check_rejects_the_boxed_answer():
+    def boxed(weight, bias, x, y):
+        return certify.linear_certified_radius(weight, bias, x, y, box=(0.0, 1.0))
+
+    assert not chapter.linear_radius_check(boxed, *linear_problem())["passes"]
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return models.TinyCNN(1, 10, width=4).eval()
+
+
+def radius_through_w(layer, lower, upper):
+    if isinstance(layer, (nn.Linear, nn.Conv2d)):
+        mid, rad = (upper + lower) / 2, (upper - lower) / 2
+        mid = layer(mid)
+        if isinstance(layer, nn.Linear):
+            rad = nn.functional.linear(rad, layer.weight)
+        else:
+            rad = nn.functional.conv2d(rad, layer.weight, None, layer.stride, layer.padding)
+        return mid - rad, mid + rad
+    return certify.interval_layer(layer, lower, upper)
+
+
+def bounds_through_w(layer, lower, upper):
+    if isinstance(layer, (nn.Linear, nn.Conv2d)):
+        return layer(lower), layer(upper)
+    return certify.interval_layer(layer, lower, upper)
+
+
+def test_soundness_check_accepts_interval_arithmetic():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = chapter.interval_soundness_check(small_cnn(), x, 0.1, generator=torch.Generator().manual_seed(1))
+    assert out["passes"] and out["outside"] == 0
+
+
+@rejects("ibp_soundness", "affine rule with the radius through W instead of |W|")
+def test_soundness_check_rejects_radius_through_w():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = chapter.interval_soundness_check(
+        small_cnn(), x, 0.1, layer_rule=radius_through_w, generator=torch.Generator().manual_seed(1)
+    )
+    assert not out["passes"]
+
+
+@rejects("ibp_soundness", "affine rule mapping lower to W·lower + b and upper to W·upper + b")
+def test_soundness_check_rejects_bounds_through_w():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = chapter.interval_soundness_check(
+        small_cnn(), x, 0.1, layer_rule=bounds_through_w, generator=torch.Generator().manual_seed(1)
+    )
+    assert not out["passes"]
+
+
+def test_smoothing_check_accepts_cohen_radius():
+    assert chapter.smoothing_radius_check(certify.smoothing_radius)["passes"]
+
+
+@rejects("smoothing_radius", "σ²·Φ⁻¹(p) instead of σ·Φ⁻¹(p) (with σ = 0.5: too small, not tight)")
+def test_smoothing_check_rejects_sigma_squared():
+    out = chapter.smoothing_radius_check(lambda p, s: s**2 * scipy_stats.norm.ppf(p))
+    assert not out["passes"] and not out["tight"]
+
+
+@rejects("smoothing_radius", "2σ·Φ⁻¹(p): the two-class formula with p_B counted twice (unsound)")
+def test_smoothing_check_rejects_a_radius_too_large():
+    out = chapter.smoothing_radius_check(lambda p, s: 2 * s * scipy_stats.norm.ppf(p))
+    assert not out["passes"] and not out["sound"]
+
+
+# ------------------------------------------------------------------ graders
+def lin_ok(weight, bias, x, y):
+    return certify.linear_certified_radius(weight, bias, x, y).to(x.dtype)
+
+
+def lin_l2(weight, bias, x, y):
+    return radius_l2(weight, bias, x, y)
+
+
+def lin_max(weight, bias, x, y):
+    z = x @ weight.T + bias
+    diff = weight[y][:, None, :] - weight[None, :, :]
+    ratio = (z.gather(1, y[:, None]) - z) / diff.abs().sum(-1)
+    own = torch.nn.functional.one_hot(y, weight.shape[0]).bool()
+    return ratio.masked_fill(own, float("-inf")).amax(1).clamp(min=0)
+
+
+def lin_negative(weight, bias, x, y):
+    z = x @ weight.T + bias
+    diff = weight[y][:, None, :] - weight[None, :, :]
+    ratio = (z.gather(1, y[:, None]) - z) / diff.abs().sum(-1)
+    own = torch.nn.functional.one_hot(y, weight.shape[0]).bool()
+    return ratio.masked_fill(own, float("inf")).amin(1)
+
+
+def lin_stub(weight, bias, x, y):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (lin_ok, True, "exact radius"),
+        (lin_l2, False, "L1"),
+        (lin_max, False, "minimum over j"),
+        (lin_negative, False, "clamp at 0"),
+        (lin_stub, False, "not written yet"),
+    ],
+)
+def test_check_linear_radius(fn, ok, hint, capsys):
+    assert chapter.check_linear_radius(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def aff_ok(weight, bias, lower, upper):
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    mid, rad = mid @ weight.T + bias, rad @ weight.abs().T
+    return mid - rad, mid + rad
+
+
+def aff_endpoints(weight, bias, lower, upper):
+    return lower @ weight.T + bias, upper @ weight.T + bias
+
+
+def aff_bias_in_radius(weight, bias, lower, upper):
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    mid, rad = mid @ weight.T + bias, rad @ weight.abs().T + bias
+    return mid - rad, mid + rad
+
+
+def aff_swapped(weight, bias, lower, upper):
+    lo, up = aff_ok(weight, bias, lower, upper)
+    return up, lo
+
+
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (aff_ok, True, "radius through |W|"),
+        (aff_endpoints, False, "not bounds"),
+        (aff_bias_in_radius, False, "centre only"),
+        (aff_swapped, False, "swapped"),
+        (lambda w, b, lo, up: lo, False, "pair"),
+    ],
+)
+def test_check_interval_affine(fn, ok, hint, capsys):
+    assert chapter.check_interval_affine(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def rad(p, s):
+    return s * scipy_stats.norm.ppf(p) if p > 0.5 else 0.0
+
+
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (rad, True, "σ·Φ⁻¹"),
+        (lambda p, s: s * scipy_stats.norm.cdf(p) if p > 0.5 else 0.0, False, "inverse of Φ"),
+        (lambda p, s: s * scipy_stats.norm.ppf(p), False, "return 0 there"),
+        (lambda p, s: scipy_stats.norm.ppf(p) if p > 0.5 else 0.0, False, "multiply by σ"),
+        (lambda p, s: s**2 * scipy_stats.norm.ppf(p) if p > 0.5 else 0.0, False, "σ²"),
+        (lambda p, s: s / 2 * scipy_stats.norm.ppf(p) if p > 0.5 else 0.0, False, "p_B"),
+        (lambda p, s: "big", False, "a number"),
+    ],
+)
+def test_check_smoothing_radius(fn, ok, hint, capsys):
+    assert chapter.check_smoothing_radius(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+# ------------------------------------------------------------------ explorer
+def test_explorer_redraws_for_every_control_without_computing():
+    rng = np.random.default_rng(0)
+    eps = [0.0, 0.05, 0.1, 0.15]
+    certified = np.stack([rng.random(20) < 0.9 - 0.2 * k for k in range(4)])
+    attacked = certified | (rng.random((4, 20)) < 0.5)
+    x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(20) % 10
+    curves = {"PGD": [0.9, 0.9, 0.9, 0.9], "BPDA": [0.9, 0.6, 0.3, 0.1]}
+    smoothing = {0.25: (rng.random(20) * 0.5, rng.random(20) < 0.8), 0.5: (rng.random(20), rng.random(20) < 0.6)}
+    explorer = chapter.bounds_explorer(eps, attacked, certified, x, y, eps, curves, smoothing)
+    first = explorer.image.value
+    explorer.set(epsilon=0.15)
+    assert explorer.image.value != first
+    gap = int((attacked[3] & ~certified[3]).sum())
+    assert f"{gap} test digits are in the gap" in explorer.caption.value
+    second = explorer.image.value
+    explorer.set(sigma=0.5)
+    assert explorer.image.value != second
+    third = explorer.image.value
+    explorer.set(attack="BPDA")
+    assert explorer.image.value != third and "under BPDA at ε = 0.15: 10.0%" in explorer.caption.value
+
+
+def test_checklist_flags_the_masked_defence_and_passes_bpda():
+    torch.manual_seed(0)
+    model = models.TinyCNN(1, 10, width=4).eval()
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    defended = masking.quantized(model, 3)
+    naive = chapter.evaluation_checklist(defended, defended, x, y)
+    honest = chapter.evaluation_checklist(defended, masking.bpda(defended), x, y)
+    assert naive["ε = 0 gives the clean accuracy"] and not naive["accuracy at ε = 0.5 is 0"]
+    assert honest["accuracy at ε = 0.5 is 0"]
