@@ -18,7 +18,6 @@ import ast
 import hashlib
 import inspect
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,19 +65,10 @@ class Exercise:
 
 
 # ------------------------------------------------------------------------- the course's exercises
-#: CPython 3.11's ast.parse is not thread-safe (its recursion-depth check breaks), and grade_class grades in threads.
-_AST_LOCK = threading.Lock()
-
-
-def _parse(source: str) -> ast.Module:
-    with _AST_LOCK:
-        return ast.parse(source)
-
-
 def _grader_calls(source: str) -> list[ast.stmt]:
     """The top-level statements of ``source`` that call a ``check_*`` grader."""
     calls = []
-    for stmt in _parse(source).body:
+    for stmt in ast.parse(source).body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
             func = stmt.value.func
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
@@ -107,7 +97,7 @@ def _aliases(nb) -> dict[str, str]:
         if cell.cell_type != "code":
             continue
         try:
-            tree = _parse(cell.source)
+            tree = ast.parse(cell.source)
         except SyntaxError:
             continue
         for node in ast.walk(tree):

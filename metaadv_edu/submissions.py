@@ -10,7 +10,7 @@ with a secret made for this run. Each cell has a time limit and so has the whole
 runs past its limit is interrupted (the kernel restarted and replayed if it does not stop), and the
 other exercises are still graded.
 
-:func:`grade_class` grades a folder of submissions, ``jobs`` kernels at a time, and turns every file,
+:func:`grade_class` grades a folder of submissions, ``jobs`` kernels at a time (one process each), and turns every file,
 readable or not, into gradebook rows (:data:`CSV_FIELDS`).
 """
 
@@ -387,7 +387,9 @@ def grade_class(
     Every file gets rows: one per exercise of its course notebook (0 points for one not solved, not run
     or not graded, with the reason in ``result``), or a single row saying why it is not gradable.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
@@ -409,8 +411,15 @@ def grade_class(
                 exercises[job.stem], broken[job.stem] = [], f"the course notebook cannot be graded: {exc}"
         if job.stem in broken and not job.error:
             job.error = broken[job.stem]
+    # worker processes forked from this one start without re-importing anything (Linux); each grades one
+    # notebook at a time: in CPython 3.11, ast.parse, which tracebacks use, is not safe across threads
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" and "fork" in methods else None)
     results: dict[int, dict] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(queue), disable=not progress) as bar:
+    with (
+        ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
+        tqdm(total=len(queue), disable=not progress) as bar,
+    ):
         futures = {pool.submit(_grade_job, job): i for i, job in enumerate(queue)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()

@@ -103,9 +103,10 @@ def write_class(folder: Path, course: Path) -> Path:
     """The class: each learner's folder holds the notebooks they handed in; returns ``folder``.
 
     ``right``, ``wrong``, ``half`` (and from an older course version), ``forger`` (the handout with one
-    printing cell added), ``tamperer`` (a redefined grader and graded module, a grader call replaced by
-    a printed ✓, a grader call deleted, a teacher's cell edited and one deleted), ``loop`` (an infinite
-    loop in one exercise, 50 MB printed in another), ``badjson``, ``empty`` and ``other`` (another course).
+    printing cell added), ``tamperer`` (a redefined grader and grading module, a shadowed ``exec``, a
+    verdict forged with any secret found in ``In``, a grader call replaced by a printed ✓, a grader call
+    deleted, a teacher's cell edited and one deleted), ``loop`` (an infinite loop that swallows the
+    interrupt in one exercise, 50 MB printed in another), ``badjson``, ``empty`` and ``other`` (another course).
     """
     right = {stem: solutions(course, stem) for stem in ("01_fgsm", "06_reptile")}
 
