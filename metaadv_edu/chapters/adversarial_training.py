@@ -253,7 +253,10 @@ def check_mixed_loss(my_loss: Callable) -> bool:
                     raise grading.Stop("α and 1 − α are swapped: α weighs the clean loss")
                 if grading.close(value, adv.detach()):
                     raise grading.Stop("that is the adversarial loss alone; mix in the clean loss with weight α")
-                raise grading.Stop("not equal to α·J(x) + (1 − α)·J(x_FGSM) (with x_FGSM clamped to [0, 1])")
+                unclamped = F.cross_entropy(model(attacks.fgsm(model, x, y, eps, clamp=None)), y)
+                if grading.close(value, (alpha * clean + (1 - alpha) * unclamped).detach()):
+                    raise grading.Stop("eq. (2) clamps the FGSM input to valid pixels: clip x + ε·sign(∇ₓJ) to [0, 1]")
+                raise grading.Stop("not equal to α·J(x) + (1 − α)·J(clip(x + ε·sign(∇ₓJ))), eq. (2)")
         return "α·J(x) + (1 − α)·J(x_FGSM), with a gradient for the model"
 
     return grading.run("mixed loss", body)
