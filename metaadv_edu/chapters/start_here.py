@@ -10,7 +10,7 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.plotting import show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider
 
-__all__ = ["digits_cnn", "first_look_explorer", "library_cnn", "random_vs_worst_case", "same_seed_same_draw"]
+__all__ = ["digits_cnn", "first_look_explorer", "library_cnn", "random_vs_fgsm", "same_seed_same_draw"]
 
 
 def digits_cnn(device=None):
@@ -101,11 +101,12 @@ def first_look_explorer(
     return Explorer(draw, sliders, setup=setup, title="ε and α: a first look", figsize=(10, 3))
 
 
-def random_vs_worst_case(
+def random_vs_fgsm(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, seed: int = 0
 ) -> tuple[float, float]:
-    """Accuracy of ``model`` when every pixel moves by ±ε in a random direction (seeded), and under
-    FGSM's worst-case direction (notebook 01), both clamped to [0, 1]."""
+    """Accuracy of ``model`` when every pixel moves by ±ε in a random direction (seeded), and under FGSM
+    (notebook 01) — the direction that is worst for the loss's *linear approximation*, not the worst
+    point of the ball (iterated attacks find worse ones) — both clamped to [0, 1]."""
     from metaadv_edu import attacks
 
     coin = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
