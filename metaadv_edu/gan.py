@@ -29,6 +29,7 @@ __all__ = [
     "harden_with_generator",
     "js_divergence",
     "kl_divergence",
+    "margin_loss",
     "optimal_discriminator",
     "train_adversarial_generator",
     "train_gan",
@@ -173,7 +174,8 @@ class PerturbationGenerator(nn.Module):
             nn.Linear(n + self.noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n)
         )
 
-    def perturbation(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's raw output h(x, z), shaped like ``x`` (before ε·tanh)."""
         if x.shape[1:] != self.in_shape:
             raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
         flat = x.flatten(1)
@@ -181,13 +183,17 @@ class PerturbationGenerator(nn.Module):
             if z is None:
                 z = torch.zeros(len(x), self.noise_dim, device=x.device, dtype=x.dtype)
             flat = torch.cat([flat, z], dim=1)
-        return self.epsilon * torch.tanh(self.net(flat)).view_as(x)
+        return self.net(flat).view_as(x)
+
+    def perturbation(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """ε·tanh(h(x, z)), strictly inside the ε-ball (before the clip to [0, 1])."""
+        return self.epsilon * torch.tanh(self.pre_activation(x, z))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         return (x + self.perturbation(x, z)).clamp(0, 1)
 
 
-def _margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
+def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
     """AdvGAN's (Carlini–Wagner) untargeted loss: max(Z_y − max_{j≠y} Z_j, −κ), averaged."""
     true = logits.gather(1, y[:, None])[:, 0]
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
@@ -213,7 +219,7 @@ def adversarial_generator_losses(
     L_adv is the margin loss that pushes f to misclassify x_adv (AdvGAN; Xiao et al. 2018).
     """
     d_loss = discriminator_loss(discriminator(x), discriminator(x_adv.detach()))
-    adv = _margin_loss(classifier(x_adv), y)
+    adv = margin_loss(classifier(x_adv), y)
     gan = generator_loss(discriminator(x_adv), "non-saturating")
     hinge = torch.clamp((x_adv - x).flatten(1).norm(dim=1) - hinge_bound, min=0).mean()
     g_loss = adv + gan_weight * gan + hinge_weight * hinge

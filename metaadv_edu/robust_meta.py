@@ -461,7 +461,7 @@ def train_task_generator(
     generator without its discriminator: the ε-bound is G's only constraint). The result attacks
     any task's adapted classifier in one forward pass.
     """
-    from metaadv_edu.gan import _margin_loss
+    from metaadv_edu.gan import margin_loss
 
     iterations = v.integer("iterations", iterations)
     lr = v.positive("lr", lr)
@@ -474,7 +474,7 @@ def train_task_generator(
         z = torch.randn(xq.shape[0] * xq.shape[1], perturber.noise_dim, generator=generator).to(xq.device)
         x_adv = perturber(xq.flatten(0, 1), z).view_as(xq)
         logits = vmap(lambda p, xb: forward(model, p, xb))(adapted, x_adv)
-        loss = _margin_loss(logits.flatten(0, 1), yq.flatten())
+        loss = margin_loss(logits.flatten(0, 1), yq.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
