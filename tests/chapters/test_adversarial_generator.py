@@ -116,7 +116,7 @@ def test_generator_report_measures_noise_spread_and_fooling(device):
 def test_saturation_report_sees_a_saturated_tanh_and_the_noise_it_erases():
     from metaadv_edu import gan
 
-    x, y = data.load_digits("test")
+    x, _ = data.load_digits("test")
     torch.manual_seed(0)
     generator = gan.PerturbationGenerator((1, 8, 8), 0.2)
     calm = chapter.saturation_report(generator, x[:64])
