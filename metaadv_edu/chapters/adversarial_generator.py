@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, data, grading, models, panels
+from metaadv_edu import attacks, cache, data, gan, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.start_here import digits_cnn
-from metaadv_edu.widgets import Explorer
+from metaadv_edu.widgets import Explorer, selection_slider
 
 __all__ = [
     "POINTS",
@@ -48,8 +49,6 @@ def adversarial_generator(
     fixed classifier (notebook 04): ``target="standard"`` is the digits CNN, ``"hardened"`` the one of
     :func:`digits_cnn_generator_hardened` at the same ε. ``seed`` sets the initial weights, the batches and
     the noise. Returns ``(ModuleDict(G, D), record)``."""
-
-    from metaadv_edu import gan
 
     device = as_device(device)
     v.choice("target", target, TARGETS)
@@ -101,8 +100,6 @@ def adversarial_generator(
 def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: int = 1500):
     """The digits CNN, starting from :func:`digits_cnn`, fine-tuned on clean and generated examples
     while a fresh adversarial generator keeps attacking it (notebook 04's AI-vs-AI defence)."""
-    from metaadv_edu import gan
-
     device = as_device(device)
     config = {
         "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
@@ -131,10 +128,6 @@ def generator_explorer(
 ) -> Explorer:
     """Cached adversarial generators on a grid of ε × generator learning rate: a slider move runs one
     forward pass of the chosen generator (with one fixed noise draw), never a training step."""
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
-
     epsilons = sorted({e for e, _ in pairs})
     lrs = sorted({lr for _, lr in pairs})
     labels = [str(i) for i in range(10)]
@@ -165,22 +158,8 @@ def generator_explorer(
         )
 
     sliders = {
-        "epsilon": w.SelectionSlider(
-            options=epsilons,
-            value=epsilons[len(epsilons) // 2],
-            description="ε — perturbation budget",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
-        "lr_g": w.SelectionSlider(
-            options=lrs,
-            value=lrs[-1],
-            description="generator learning rate",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "epsilon": selection_slider("ε — perturbation budget", epsilons),
+        "lr_g": selection_slider("generator learning rate", lrs, lrs[-1]),
     }
     return Explorer(
         draw,
@@ -227,9 +206,6 @@ def check_generator_loss(my_loss: Callable) -> bool:
     """Grade ``my_loss(logits, y, d_logits, gan_weight) -> loss``: AdvGAN's generator loss with κ = 0,
     mean max(Z_y − max_{j≠y} Z_j, 0) + λ_GAN·(−mean log D(x_adv)), from the target classifier's logits
     Z = f(x_adv), the true labels and the discriminator's logits on x_adv."""
-    import torch.nn.functional as F
-
-    from metaadv_edu import gan
 
     def body() -> str:
         for device in grading.devices():
@@ -319,8 +295,6 @@ def generator_report(
       and ``d_fooled`` the share of generated inputs it calls real (D > ½);
     * ``z_spread``: the per-pixel standard deviation of G(x, z) over ``n_noise`` noise draws, averaged
       over pixels and inputs (0 means the generator ignores z) and ``z_spread_max`` its largest value."""
-    from metaadv_edu import attacks
-
     G, D = pair["G"], pair["D"]
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, data, grading, models
+from metaadv_edu import cache, data, gan, grading, models
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.widgets import Explorer
+from metaadv_edu.widgets import Explorer, int_slider, selection_slider
 
 __all__ = [
     "POINTS",
@@ -43,8 +43,6 @@ def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1
     discriminator 2-128-128-1, Adam (lr_g = 1e-3), non-saturating loss. ``seed`` sets the initial weights,
     the noise and the data samples. Returns ``(ModuleDict(G, D), record)`` with the losses and 7 snapshots
     of 512 generated points."""
-
-    from metaadv_edu import gan
 
     device = as_device(device)
     config = {
@@ -95,8 +93,6 @@ def digits_gan(device=None, *, steps: int = 3000):
     """A small fully connected GAN on the 8×8 digits (notebook 03): G 16-128-128-64 (sigmoid),
     D 64-128-1, non-saturating loss. Returns ``(ModuleDict(G, D), record)``."""
 
-    from metaadv_edu import gan
-
     device = as_device(device)
     config = {"steps": v.integer("steps", steps), "lr": 1e-3, "batch_size": 64, "noise_dim": 16, "seed": 0}
     x, _ = data.load_digits("train", device=device)
@@ -133,10 +129,6 @@ def digits_gan(device=None, *, steps: int = 3000):
 def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer:
     """Cached 2-D GAN runs on a grid of discriminator learning rates × discriminator steps per
     generator step; a slider scrubs through the training snapshots. Nothing is trained."""
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
-
     lrs = sorted({lr for lr, _ in runs})
     ks = sorted({k for _, k in runs})
     n_snap = min(len(r["snapshots"]) for r in runs.values())
@@ -177,36 +169,16 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
             f"<b>{covered} of 8</b> modes covered"
         )
 
-    def selection(options, value, description):
-        return w.SelectionSlider(
-            options=options,
-            value=value,
-            description=description,
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        )
-
     sliders = {
-        "lr_d": selection(lrs, lrs[len(lrs) // 2], "discriminator (inner) lr"),
-        "k_disc": selection(ks, ks[0], "k — D steps per G step"),
-        "snapshot": w.IntSlider(
-            value=n_snap - 1,
-            min=0,
-            max=n_snap - 1,
-            description="training snapshot",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "lr_d": selection_slider("discriminator (inner) lr", lrs),
+        "k_disc": selection_slider("k — D steps per G step", ks, ks[0]),
+        "snapshot": int_slider("training snapshot", n_snap - 1, 0, n_snap - 1),
     }
     return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)", figsize=(10, 4), dpi=72)
 
 
 def _discriminator_loss_mistakes(real: torch.Tensor, fake: torch.Tensor, ref: torch.Tensor) -> list:
     """(value, hint) for the typical wrong discriminator losses on one case of the grader."""
-    from metaadv_edu import gan
-
     bce = F.binary_cross_entropy_with_logits
     real_bce, fake_bce = bce(real, torch.ones_like(real)), bce(fake, torch.zeros_like(fake))
     joint = bce(torch.cat([real, fake]), torch.cat([torch.ones_like(real), torch.zeros_like(fake)]))
@@ -238,7 +210,6 @@ def _discriminator_loss_mistakes(real: torch.Tensor, fake: torch.Tensor, ref: to
 def check_discriminator_loss(my_loss: Callable) -> bool:
     """Grade ``my_loss(real_logits, fake_logits) -> loss``: the discriminator's loss
     −E log D(x) − E log(1 − D(G(z))) with D = sigmoid(logit), as a scalar."""
-    from metaadv_edu import gan
 
     def body() -> str:
         for device in grading.devices():
@@ -283,7 +254,6 @@ def check_gan_optimum(my_optimum: Callable) -> bool:
     """Grade ``my_optimum(p_data, p_g, dx) -> (d_star, jsd, d_loss)`` for densities sampled on a uniform
     grid of spacing dx: the optimal discriminator on the grid, JSD(p_data ‖ p_g) in nats, and the
     discriminator's loss L_D = −∫p_data log D* − ∫p_g log(1 − D*) at D*."""
-    from metaadv_edu import gan
 
     def body() -> str:
         for device in grading.devices():
@@ -411,8 +381,6 @@ def shifted_generator_gradients(
     ℓ is ``generator_loss(logits, kind)`` (default :func:`metaadv_edu.gan.generator_loss`), evaluated one
     grid point at a time, so the check tests the package's losses themselves, signs included.
     Goodfellow et al.: minimax ≈ two_jsd. Arjovsky & Bottou (2017, Thm 2.5): non_saturating ≈ kl_minus_two_jsd."""
-    from metaadv_edu import gan
-
     loss_fn = gan.generator_loss if generator_loss is None else generator_loss
     dx = float(x_grid[1] - x_grid[0])
     p = p_dist.density(x_grid)
@@ -456,8 +424,6 @@ def logit_gradients(generator_loss: Callable | None = None, d_fakes=(0.5, 0.1, 1
     G minimises both losses, so both derivatives must be negative (lowering the loss raises D(G(z))):
     eq. (4) ∂/∂s log(1 − σ(s)) = −D and eq. (5) ∂/∂s (−log σ(s)) = −(1 − D). Returns one dict per D with
     ``d``, ``minimax``, ``non_saturating`` and ``ok`` (both equal to −D and −(1 − D) within 1e-6)."""
-    from metaadv_edu import gan
-
     loss_fn = gan.generator_loss if generator_loss is None else generator_loss
     rows = []
     for d in d_fakes:
