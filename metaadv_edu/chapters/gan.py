@@ -486,8 +486,8 @@ def _verdict(final: int, share: float, n_modes: int) -> str:
 def ring_run_summary(runs: dict[tuple[float, int], dict], means) -> list[list]:
     """One row per cached ring run: lr_D, k, modes covered (:func:`mode_coverage`) at each snapshot, share of
     samples on a mode at the end, and a verdict read off those numbers (all modes / collapsed (≤ half the
-    modes) / off the ring (< 25 % of samples on a mode) / partial), noting when the set of covered modes
-    changes over the last snapshots."""
+    modes) / off the ring (< 25 % of samples on a mode) / partial), noting when a mode covered at one of
+    the last four snapshots is no longer covered at the next."""
     rows = []
     for (lr, k), run in sorted(runs.items()):
         counts = [mode_coverage(s, means) for s in run["snapshots"]]
@@ -501,8 +501,9 @@ def ring_run_summary(runs: dict[tuple[float, int], dict], means) -> list[list]:
             verdict = "covers all modes"
         else:
             verdict = "most samples off the ring's modes"
-        if len({_modes_hit(s, means) for s in run["snapshots"][-4:]}) > 1 and share >= 0.25:
-            verdict += "; the covered modes change between snapshots"
+        late = [_modes_hit(s, means) for s in run["snapshots"][-4:]]
+        if any(not a <= b for a, b in zip(late, late[1:])) and share >= 0.25:
+            verdict += "; covered modes are lost between snapshots"
         rows.append([f"{lr:g}", k, " ".join(str(c) for c, _ in counts), f"{share:.0%}", verdict])
     return rows
 
