@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,12 +25,14 @@ from metaadv_edu import _validate as v
 __all__ = [
     "PerturbationGenerator",
     "adversarial_generator_losses",
+    "covered_modes",
     "discriminator_loss",
     "generator_loss",
     "harden_with_generator",
     "js_divergence",
     "kl_divergence",
     "margin_loss",
+    "mode_coverage",
     "optimal_discriminator",
     "train_adversarial_generator",
     "train_gan",
@@ -73,6 +76,33 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:
     dx = v.positive("dx", dx)
     m = (p + q) / 2
     return 0.5 * _kl_on_grid(p, m, dx) + 0.5 * _kl_on_grid(q, m, dx)
+
+
+def _near_counts(points, means, radius: float) -> tuple[np.ndarray, int]:
+    """Samples within ``radius`` of each mode (the nearest one), and the number of samples."""
+    pts, centres = np.asarray(points), np.asarray(means)
+    if pts.ndim != 2 or centres.ndim != 2 or pts.shape[1] != centres.shape[1]:
+        raise ValueError(f"points and means must be (n, d) and (m, d), got {pts.shape} and {centres.shape}")
+    dist = np.linalg.norm(pts[:, None, :] - centres[None], axis=2)
+    near = dist.min(1) < radius
+    return np.bincount(dist.argmin(1)[near], minlength=len(centres)), len(pts)
+
+
+def covered_modes(points, means, *, radius: float = 0.3, min_share: float | None = None) -> frozenset[int]:
+    """The indices of the modes ``means`` that the samples ``points`` cover: at least ``min_share`` of all
+    samples within ``radius`` of the mode's centre (default: a quarter of a fair share, 1/(4·number of
+    modes) — 3.1 % for 8 modes), so that a few stray samples do not count as covering a mode (notebook 03)."""
+    radius = v.positive("radius", radius)
+    counts, n = _near_counts(points, means, radius)
+    min_share = 0.25 / len(counts) if min_share is None else v.finite_number("min_share", min_share, low=0.0, high=1.0)
+    return frozenset(np.flatnonzero(counts >= min_share * n).tolist())
+
+
+def mode_coverage(points, means, *, radius: float = 0.3, min_share: float | None = None) -> tuple[int, float]:
+    """(number of modes covered, as in :func:`covered_modes`; share of samples within ``radius`` of a mode)."""
+    covered = covered_modes(points, means, radius=radius, min_share=min_share)
+    counts, n = _near_counts(points, means, radius)
+    return len(covered), float(counts.sum() / n)
 
 
 def value_function(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,6 @@ __all__ = [
     "gan_dynamics_explorer",
     "generator_objectives_follow",
     "logit_gradients",
-    "mode_coverage",
     "ring_gan",
     "ring_run_summary",
     "ring_seed_summary",
@@ -162,7 +161,7 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         art["ax_loss"].set_xlim(0, steps[-1] + 5)
         step = run["snapshot_steps"][snapshot]
         art["mark"].set_xdata([step, step])
-        covered, on_mode = mode_coverage(pts, means)
+        covered, on_mode = gan.mode_coverage(pts, means)
         art["ax"].set_title(f"step {step}: {covered}/8 modes, {on_mode:.0%} of samples on a mode", fontsize=9)
         return (
             f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
@@ -449,28 +448,8 @@ def trained_discriminator_check(
     return {"gap": gap, "shortfall": shortfall, "passes": gap < 0.05 and 0 <= shortfall < 0.01}
 
 
-def _near_counts(points, means, radius: float) -> tuple[np.ndarray, int]:
-    """Samples within ``radius`` of each mode (the nearest one), and the number of samples."""
-    pts, centres = np.asarray(points), np.asarray(means)
-    dist = np.linalg.norm(pts[:, None, :] - centres[None], axis=2)
-    near = dist.min(1) < radius
-    return np.bincount(dist.argmin(1)[near], minlength=len(centres)), len(pts)
-
-
-def mode_coverage(points, means, *, radius: float = 0.3, min_share: float | None = None) -> tuple[int, float]:
-    """(number of modes **covered**, share of samples within ``radius`` of a mode).
-
-    A mode is covered when at least ``min_share`` of all samples lie within ``radius`` of its centre; the
-    default is a quarter of a fair share, 1/(4·number of modes) — 3.1 % for 8 modes, 16 of 512 samples —
-    so that a few stray samples do not count as covering a mode."""
-    counts, n = _near_counts(points, means, radius)
-    min_share = 0.25 / len(counts) if min_share is None else v.finite_number("min_share", min_share, low=0.0, high=1.0)
-    return int((counts >= min_share * n).sum()), float(counts.sum() / n)
-
-
 def _modes_hit(points, means, radius: float = 0.3) -> frozenset:
-    counts, n = _near_counts(points, means, radius)
-    return frozenset(np.flatnonzero(counts >= 0.25 / len(counts) * n).tolist())
+    return gan.covered_modes(points, means, radius=radius)
 
 
 def _verdict(final: int, share: float, n_modes: int) -> str:
@@ -484,13 +463,13 @@ def _verdict(final: int, share: float, n_modes: int) -> str:
 
 
 def ring_run_summary(runs: dict[tuple[float, int], dict], means) -> list[list]:
-    """One row per cached ring run: lr_D, k, modes covered (:func:`mode_coverage`) at each snapshot, share of
-    samples on a mode at the end, and a verdict read off those numbers (all modes / collapsed (≤ half the
-    modes) / off the ring (< 25 % of samples on a mode) / partial), noting when a mode covered at one of
-    the last four snapshots is no longer covered at the next."""
+    """One row per cached ring run: lr_D, k, modes covered (:func:`metaadv_edu.gan.mode_coverage`) at each
+    snapshot, the share of samples on a mode at the end, and a verdict read off those numbers (all modes /
+    collapsed (≤ half the modes) / off the ring (< 25 % of samples on a mode) / partial), noting when a mode
+    covered at one of the last four snapshots is no longer covered at the next."""
     rows = []
     for (lr, k), run in sorted(runs.items()):
-        counts = [mode_coverage(s, means) for s in run["snapshots"]]
+        counts = [gan.mode_coverage(s, means) for s in run["snapshots"]]
         final, share = counts[-1]
         verdict = _verdict(final, share, len(means))
         if len(means) // 2 < final < len(means) and verdict == "partial":
@@ -516,7 +495,7 @@ def ring_seed_summary(runs: dict[tuple[float, int, int], dict], means) -> list[l
     rows = []
     for lr, k in settings:
         seeds = sorted(seed for a, b, seed in runs if (a, b) == (lr, k))
-        finals = [mode_coverage(runs[(lr, k, seed)]["snapshots"][-1], means) for seed in seeds]
+        finals = [gan.mode_coverage(runs[(lr, k, seed)]["snapshots"][-1], means) for seed in seeds]
         verdicts = [_verdict(c, share, len(means)) for c, share in finals]
         tally = ", ".join(f"{name} {verdicts.count(name)}" for name in dict.fromkeys(verdicts))
         rows.append(

@@ -185,13 +185,13 @@ def test_non_saturating_gradient_is_not_that_of_the_jsd():
 
 def test_mode_coverage_counts_modes_by_their_share_of_samples():
     means = [[0.0, 0.0], [3.0, 0.0]]
-    assert chapter.mode_coverage([[0.1, 0.0], [0.0, 0.1], [9.0, 9.0]], means) == (1, pytest.approx(2 / 3))
+    assert gan.mode_coverage([[0.1, 0.0], [0.0, 0.1], [9.0, 9.0]], means) == (1, pytest.approx(2 / 3))
     # one stray sample near the second mode among 100 is below a quarter of its fair share (12.5 %)
     points = [[0.0, 0.1]] * 99 + [[3.0, 0.1]]
-    assert chapter.mode_coverage(points, means) == (1, pytest.approx(1.0))
-    assert chapter.mode_coverage(points, means, min_share=0.01)[0] == 2
+    assert gan.mode_coverage(points, means) == (1, pytest.approx(1.0))
+    assert gan.mode_coverage(points, means, min_share=0.01)[0] == 2
     with pytest.raises(ValueError, match="min_share"):
-        chapter.mode_coverage(points, means, min_share=2.0)
+        gan.mode_coverage(points, means, min_share=2.0)
 
 
 def test_ring_seed_summary_tallies_verdicts_over_seeds():
