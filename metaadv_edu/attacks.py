@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from metaadv_edu import _validate as v
 
-__all__ = ["fgsm", "input_gradient", "pgd", "robust_accuracy"]
+__all__ = ["correct_under", "fgsm", "input_gradient", "pgd", "robust_accuracy"]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -106,6 +106,7 @@ def pgd(
     targeted: bool = False,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
+    restarts: int = 1,
 ) -> torch.Tensor:
     r"""Projected gradient descent on the negative loss, in the L∞ ball (Madry et al. 2018).
 
@@ -114,12 +115,23 @@ def pgd(
 
     starting from a uniform random point of the ball (``random_start``, drawn from ``generator`` on
     the CPU) or from ``x``. With one step, ``step_size = epsilon`` and no random start it is FGSM.
+
+    ``restarts`` > 1 runs the attack that many times, each from its own random start (``random_start``
+    must be True), and keeps **per example** the worst case: a run that succeeds (misclassifies; for
+    ``targeted``, reaches the target) beats one that does not, and between two runs with the same outcome
+    the one with the higher loss (for ``targeted``, the lower target loss) is kept. So the accuracy under
+    the result is never above the accuracy under any single run.
     """
     _check_inputs(x, y)
     epsilon = v.nonnegative("epsilon", epsilon)
     step_size = v.positive("step_size", step_size)
     steps = v.integer("steps", steps)
+    restarts = v.integer("restarts", restarts)
+    if restarts > 1 and not random_start:
+        raise ValueError(f"restarts={restarts} needs random_start=True: restarts from x would all be equal")
     clamp = _check_clamp(clamp)
+    if restarts > 1:
+        return _pgd_restarts(model, x, y, epsilon, step_size, steps, targeted, clamp, generator, restarts)
     x0 = x.detach()
     if random_start:
         noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype) * 2 - 1
@@ -138,6 +150,48 @@ def pgd(
     return x_adv.detach()
 
 
+def _pgd_restarts(model, x, y, epsilon, step_size, steps, targeted, clamp, generator, restarts) -> torch.Tensor:
+    """Per-example worst case of ``restarts`` random-start PGD runs (see :func:`pgd`)."""
+    sign = -1.0 if targeted else 1.0  # the attacker maximises sign · loss
+
+    def score(x_adv):
+        with torch.no_grad():
+            logits = model(x_adv)
+            success = (logits.argmax(-1) == y) if targeted else (logits.argmax(-1) != y)
+            return success, sign * F.cross_entropy(logits, y, reduction="none")
+
+    kwargs = {"step_size": step_size, "steps": steps, "targeted": targeted, "clamp": clamp, "generator": generator}
+    best = pgd(model, x, y, epsilon, **kwargs)
+    best_success, best_value = score(best)
+    for _ in range(restarts - 1):
+        x_adv = pgd(model, x, y, epsilon, **kwargs)
+        success, value = score(x_adv)
+        better = (success & ~best_success) | ((success == best_success) & (value > best_value))
+        best = torch.where(better.view(-1, *[1] * (x.ndim - 1)), x_adv, best)
+        best_success, best_value = best_success | success, torch.where(better, value, best_value)
+    return best
+
+
+def correct_under(model: Model, x: torch.Tensor, y: torch.Tensor, attack: Callable, *, batch_size: int = 512):
+    """Per-example correctness, a bool tensor of shape (batch,), on ``attack(model, x, y) -> x_adv``.
+
+    The AND of the results of several attacks is the per-example worst case over them: an example counts
+    as robust only if *every* attack failed on it. Its mean is the accuracy under the strongest
+    combination of those attacks, still an upper bound on the true robust accuracy.
+    """
+    _check_inputs(x, y)
+    batch_size = v.integer("batch_size", batch_size)
+    if not callable(attack):
+        raise TypeError(f"attack must be a callable attack(model, x, y) -> x_adv, got {type(attack).__name__}")
+    parts = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        x_adv = attack(model, xb, yb)
+        with torch.no_grad():
+            parts.append(model(x_adv).argmax(-1) == yb)
+    return torch.cat(parts)
+
+
 def robust_accuracy(
     model: Model,
     x: torch.Tensor,
@@ -149,12 +203,15 @@ def robust_accuracy(
     steps: int = 10,
     step_size: float | None = None,
     generator: torch.Generator | None = None,
+    restarts: int = 1,
 ) -> list[float]:
     r"""Accuracy on attacked inputs for each ε (ε = 0 gives the clean accuracy).
 
     ``attack`` is ``"fgsm"``, ``"pgd"`` (``steps`` steps of ``step_size``, default
-    :math:`2.5\,\epsilon/\text{steps}` as in Madry et al., random start) or a callable
-    ``attack(model, x, y, epsilon) -> x_adv``.
+    :math:`2.5\,\epsilon/\text{steps}` as in Madry et al., random start, ``restarts`` random starts with
+    the per-example worst case kept) or a callable ``attack(model, x, y, epsilon) -> x_adv``.
+    Every number is an **upper bound** on the true robust accuracy at that ε: a stronger attack can only
+    lower it.
     """
     _check_inputs(x, y)
     batch_size = v.integer("batch_size", batch_size)
@@ -164,6 +221,7 @@ def robust_accuracy(
     elif not callable(attack):
         raise TypeError("attack must be 'fgsm', 'pgd' or a callable attack(model, x, y, epsilon)")
     steps = v.integer("steps", steps)
+    restarts = v.integer("restarts", restarts)
 
     def run(xb, yb, eps):
         if eps == 0:
@@ -172,7 +230,7 @@ def robust_accuracy(
             return fgsm(model, xb, yb, eps)
         if attack == "pgd":
             a = step_size if step_size is not None else 2.5 * eps / steps
-            return pgd(model, xb, yb, eps, step_size=a, steps=steps, generator=generator)
+            return pgd(model, xb, yb, eps, step_size=a, steps=steps, generator=generator, restarts=restarts)
         return attack(model, xb, yb, eps)
 
     results = []

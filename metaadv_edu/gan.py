@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,11 +25,14 @@ from metaadv_edu import _validate as v
 __all__ = [
     "PerturbationGenerator",
     "adversarial_generator_losses",
+    "covered_modes",
     "discriminator_loss",
     "generator_loss",
     "harden_with_generator",
     "js_divergence",
     "kl_divergence",
+    "margin_loss",
+    "mode_coverage",
     "optimal_discriminator",
     "train_adversarial_generator",
     "train_gan",
@@ -72,6 +76,33 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:
     dx = v.positive("dx", dx)
     m = (p + q) / 2
     return 0.5 * _kl_on_grid(p, m, dx) + 0.5 * _kl_on_grid(q, m, dx)
+
+
+def _near_counts(points, means, radius: float) -> tuple[np.ndarray, int]:
+    """Samples within ``radius`` of each mode (the nearest one), and the number of samples."""
+    pts, centres = np.asarray(points), np.asarray(means)
+    if pts.ndim != 2 or centres.ndim != 2 or pts.shape[1] != centres.shape[1]:
+        raise ValueError(f"points and means must be (n, d) and (m, d), got {pts.shape} and {centres.shape}")
+    dist = np.linalg.norm(pts[:, None, :] - centres[None], axis=2)
+    near = dist.min(1) < radius
+    return np.bincount(dist.argmin(1)[near], minlength=len(centres)), len(pts)
+
+
+def covered_modes(points, means, *, radius: float = 0.3, min_share: float | None = None) -> frozenset[int]:
+    """The indices of the modes ``means`` that the samples ``points`` cover: at least ``min_share`` of all
+    samples within ``radius`` of the mode's centre (default: a quarter of a fair share, 1/(4·number of
+    modes) — 3.1 % for 8 modes), so that a few stray samples do not count as covering a mode (notebook 03)."""
+    radius = v.positive("radius", radius)
+    counts, n = _near_counts(points, means, radius)
+    min_share = 0.25 / len(counts) if min_share is None else v.finite_number("min_share", min_share, low=0.0, high=1.0)
+    return frozenset(np.flatnonzero(counts >= min_share * n).tolist())
+
+
+def mode_coverage(points, means, *, radius: float = 0.3, min_share: float | None = None) -> tuple[int, float]:
+    """(number of modes covered, as in :func:`covered_modes`; share of samples within ``radius`` of a mode)."""
+    covered = covered_modes(points, means, radius=radius, min_share=min_share)
+    counts, n = _near_counts(points, means, radius)
+    return len(covered), float(counts.sum() / n)
 
 
 def value_function(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -173,7 +204,8 @@ class PerturbationGenerator(nn.Module):
             nn.Linear(n + self.noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n)
         )
 
-    def perturbation(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's raw output h(x, z), shaped like ``x`` (before ε·tanh)."""
         if x.shape[1:] != self.in_shape:
             raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
         flat = x.flatten(1)
@@ -181,14 +213,23 @@ class PerturbationGenerator(nn.Module):
             if z is None:
                 z = torch.zeros(len(x), self.noise_dim, device=x.device, dtype=x.dtype)
             flat = torch.cat([flat, z], dim=1)
-        return self.epsilon * torch.tanh(self.net(flat)).view_as(x)
+        return self.net(flat).view_as(x)
+
+    def perturbation(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """ε·tanh(h(x, z)), strictly inside the ε-ball (before the clip to [0, 1])."""
+        return self.epsilon * torch.tanh(self.pre_activation(x, z))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         return (x + self.perturbation(x, z)).clamp(0, 1)
 
 
-def _margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
-    """AdvGAN's (Carlini–Wagner) untargeted loss: max(Z_y − max_{j≠y} Z_j, −κ), averaged."""
+def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
+    """AdvGAN's (Carlini–Wagner) untargeted loss: max(Z_y − max_{j≠y} Z_j, −κ), averaged over the batch.
+
+    Lowering it pushes the true class's logit below the best other one; once the margin reaches −κ an
+    example stops contributing (Xiao et al. 2018; notebooks 04 and 09).
+    """
+    kappa = v.nonnegative("kappa", kappa)
     true = logits.gather(1, y[:, None])[:, 0]
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
     return torch.clamp(true - other, min=-kappa).mean()
@@ -213,7 +254,7 @@ def adversarial_generator_losses(
     L_adv is the margin loss that pushes f to misclassify x_adv (AdvGAN; Xiao et al. 2018).
     """
     d_loss = discriminator_loss(discriminator(x), discriminator(x_adv.detach()))
-    adv = _margin_loss(classifier(x_adv), y)
+    adv = margin_loss(classifier(x_adv), y)
     gan = generator_loss(discriminator(x_adv), "non-saturating")
     hinge = torch.clamp((x_adv - x).flatten(1).norm(dim=1) - hinge_bound, min=0).mean()
     g_loss = adv + gan_weight * gan + hinge_weight * hinge

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from metaadv_edu import attacks
-from metaadv_edu.plotting import perturbation_image, show_image
+from metaadv_edu.plotting import image_hwc, perturbation_image, show_image
 
-__all__ = ["AttackColumns", "AttackPanels", "delta_hw", "image_hwc", "probabilities", "run_attack"]
+__all__ = ["AttackColumns", "AttackPanels", "delta_hw", "probabilities", "run_attack"]
 
 
 def run_attack(model, x, y, epsilon, steps, step_size):
@@ -124,12 +124,6 @@ class AttackColumns:
             for c, text in enumerate(texts):
                 text.set_text(prefix.format(int(y[c])) + str(int(pred[c])))
                 text.set_color("black" if pred[c] == y[c] else "tab:red")
-
-
-def image_hwc(image):
-    """A (C, H, W) image as the array imshow expects: (H, W) for one channel, (H, W, 3) for RGB."""
-    img = image.detach().float().cpu()
-    return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1).numpy()
 
 
 def delta_hw(delta):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 
-__all__ = ["image_row", "perturbation_image", "plot_curves", "probability_bars", "show_image"]
+__all__ = ["image_hwc", "perturbation_image", "plot_curves", "probability_bars", "show_image"]
 
 
 def _axes(ax: Axes | None, figsize=(4, 3)) -> Axes:
@@ -19,7 +19,9 @@ def _axes(ax: Axes | None, figsize=(4, 3)) -> Axes:
     return ax
 
 
-def _to_hwc(image: torch.Tensor) -> np.ndarray:
+def image_hwc(image: torch.Tensor) -> np.ndarray:
+    """An image tensor (H, W), (1, H, W) or (3, H, W) as the array ``imshow`` expects: (H, W) for one
+    channel, (H, W, 3) for RGB (values unchanged)."""
     img = image.detach().float().cpu()
     if img.ndim == 3 and img.shape[0] in (1, 3):
         img = img.permute(1, 2, 0)
@@ -41,7 +43,7 @@ def show_image(
 ) -> Axes:
     """An image tensor (H, W), (1, H, W) or (3, H, W) with values in [vmin, vmax]."""
     ax = _axes(ax, (2, 2))
-    img = _to_hwc(image)
+    img = image_hwc(image)
     if img.ndim == 3:
         ax.imshow(np.clip((img - vmin) / (vmax - vmin), 0, 1), interpolation="nearest")
     else:
@@ -51,15 +53,6 @@ def show_image(
     if title:
         ax.set_title(title, fontsize=9)
     return ax
-
-
-def image_row(
-    images: torch.Tensor, axes: Sequence[Axes], *, titles: Sequence[str] | None = None, **kwargs
-) -> Sequence[Axes]:
-    """Show ``images[i]`` in ``axes[i]``."""
-    for i, ax in enumerate(axes):
-        show_image(images[i], ax, title=None if titles is None else titles[i], **kwargs)
-    return axes
 
 
 def perturbation_image(

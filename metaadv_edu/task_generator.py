@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 from tqdm.auto import tqdm
@@ -28,20 +27,9 @@ from metaadv_edu import _validate as v
 from metaadv_edu import robust_meta
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import forward
+from metaadv_edu.gan import margin_loss
 
-__all__ = ["generate", "margin_loss", "train_task_generator"]
-
-
-def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
-    r"""The Carlini–Wagner margin :math:`\max(Z_y - \max_{j\ne y} Z_j, -\kappa)`, averaged over the batch.
-
-    Lowering it pushes the true class's logit below the best other one; once the margin reaches
-    :math:`-\kappa` an example stops contributing (Xiao et al. 2018, AdvGAN; notebook 04).
-    """
-    kappa = v.nonnegative("kappa", kappa)
-    true = logits.gather(1, y[:, None])[:, 0]
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-    return torch.clamp(true - other, min=-kappa).mean()
+__all__ = ["generate", "train_task_generator"]
 
 
 def generate(perturber: nn.Module, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -71,7 +59,7 @@ def train_task_generator(
     """Train ``perturber`` in place against ``model`` after adaptation (the objective of the module docstring).
 
     Each iteration samples tasks, adapts ``model`` to every support set (no graph), perturbs the query
-    covers with G and takes one Adam step of ``lr`` on :func:`margin_loss` of the adapted models. The
+    covers with G and takes one Adam step of ``lr`` on :func:`metaadv_edu.gan.margin_loss` of the adapted models. The
     model's weights and ``.grad`` are left untouched. Returns ``{"margin": [...], "fooled": [...]}``, the
     loss and the fraction of query covers misclassified at every iteration.
     """

@@ -57,6 +57,25 @@ def int_slider(description: str, value: int, min: int, max: int, step: int = 1) 
     )
 
 
+def selection_slider(description: str, options, value=None) -> w.SelectionSlider:
+    """A slider over a fixed list of ``options`` (cached models or runs); ``value`` defaults to the middle one."""
+    options = list(options)
+    if not options:
+        raise ValueError(f"options of the slider {description!r} must not be empty")
+    if value is None:
+        value = options[len(options) // 2]
+    elif value not in options:
+        raise ValueError(f"value must be one of the options {options}, got {value!r}")
+    return w.SelectionSlider(
+        options=options,
+        value=value,
+        description=description,
+        continuous_update=False,
+        style=LABEL_STYLE,
+        layout=w.Layout(**SLIDER_LAYOUT),
+    )
+
+
 def epsilon_slider(
     value: float = 0.1, max: float = 0.5, step: float = 0.01, description: str = "ε — perturbation budget"
 ) -> w.FloatSlider:

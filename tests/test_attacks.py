@@ -194,3 +194,76 @@ def test_shape_errors_name_the_problem():
         attacks.fgsm(lambda inp: inp[:, :3], x, y.float(), 0.1)
     with pytest.raises(ValueError, match="attack"):
         attacks.robust_accuracy(lambda inp: inp[:, :3], x, y, [0.1], attack="cw")
+
+
+def _restart_runs(model, x, y, restarts, **kwargs):
+    """The single runs that pgd(..., restarts=R) makes, drawn from the same generator in the same order."""
+    generator = torch.Generator().manual_seed(3)
+    return [attacks.pgd(model, x, y, 0.3, generator=generator, **kwargs) for _ in range(restarts)]
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_pgd_restarts_keep_the_per_example_worst_case(device, targeted):
+    model = tiny_model(device, seed=4)
+    x, y = batch(device, seed=5, n=64)
+    kwargs = {"step_size": 0.02, "steps": 3, "targeted": targeted}
+    runs = _restart_runs(model, x, y, 4, **kwargs)
+    best = attacks.pgd(model, x, y, 0.3, generator=torch.Generator().manual_seed(3), restarts=4, **kwargs)
+    with torch.no_grad():
+        logits = torch.stack([model(r) for r in runs])  # (restarts, batch, classes)
+        success = (logits.argmax(-1) == y) if targeted else (logits.argmax(-1) != y)
+        value = torch.stack([F.cross_entropy(lg, y, reduction="none") for lg in logits]) * (-1 if targeted else 1)
+        best_logits = model(best)
+    best_success = (best_logits.argmax(-1) == y) if targeted else (best_logits.argmax(-1) != y)
+    best_value = F.cross_entropy(best_logits, y, reduction="none") * (-1 if targeted else 1)
+    # each example's result is one of its runs, succeeds if any run does, and has the best value among
+    # the runs with that outcome
+    assert all(any(torch.equal(best[i], r[i]) for r in runs) for i in range(len(x)))
+    assert torch.equal(best_success, success.any(0))
+    same_outcome = success == best_success
+    assert torch.allclose(best_value, torch.where(same_outcome, value, -torch.inf).amax(0))
+    # the runs disagree on some examples, so picking per example matters (no single run is the answer)
+    assert not any(torch.equal(best, r) for r in runs)
+
+
+def test_pgd_restarts_lower_the_accuracy_below_every_single_run(device):
+    model = tiny_model(device, seed=4)
+    x, y = batch(device, seed=5, n=64)
+    runs = _restart_runs(model, x, y, 5, step_size=0.02, steps=3)
+    single = [attacks.correct_under(model, x, y, lambda m, a, b, r=r: r) for r in runs]
+    best = attacks.pgd(
+        model, x, y, 0.3, step_size=0.02, steps=3, generator=torch.Generator().manual_seed(3), restarts=5
+    )
+    combined = attacks.correct_under(model, x, y, lambda m, a, b: best)
+    assert torch.equal(combined, torch.stack(single).all(0))
+    curve = attacks.robust_accuracy(
+        model,
+        x,
+        y,
+        [0.3],
+        attack="pgd",
+        steps=3,
+        step_size=0.02,
+        restarts=5,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert curve[0] == pytest.approx(float(combined.float().mean()))
+    assert curve[0] <= min(float(s.float().mean()) for s in single)
+
+
+def test_pgd_restarts_need_a_random_start():
+    model = tiny_model("cpu")
+    x, y = batch("cpu")
+    with pytest.raises(ValueError, match="random_start"):
+        attacks.pgd(model, x, y, 0.1, step_size=0.01, steps=2, random_start=False, restarts=3)
+    with pytest.raises(ValueError, match="restarts"):
+        attacks.pgd(model, x, y, 0.1, step_size=0.01, steps=2, restarts=0)
+
+
+def test_correct_under_is_batched_and_checks_the_attack(device):
+    model = tiny_model(device)
+    x, y = batch(device, n=50)
+    clean = model(x).argmax(1) == y
+    assert torch.equal(attacks.correct_under(model, x, y, lambda m, a, b: a, batch_size=7), clean)
+    with pytest.raises(TypeError, match="attack"):
+        attacks.correct_under(model, x, y, "pgd")

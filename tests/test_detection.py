@@ -65,9 +65,9 @@ def test_margin_loss_is_the_true_logit_minus_the_best_other_floored_at_minus_kap
     logits = torch.tensor([[2.0, 0.5, 1.0], [0.0, 3.0, -1.0]])
     y = torch.tensor([0, 0])
     # margins: 2 − 1 = 1 and 0 − 3 = −3; with κ = 1 the second is floored at −1
-    assert float(task_generator.margin_loss(logits, y)) == pytest.approx((1 + 0) / 2)
-    assert float(task_generator.margin_loss(logits, y, kappa=1.0)) == pytest.approx((1 - 1) / 2)
-    assert float(task_generator.margin_loss(logits, y, kappa=10.0)) == pytest.approx((1 - 3) / 2)
+    assert float(gan.margin_loss(logits, y)) == pytest.approx((1 + 0) / 2)
+    assert float(gan.margin_loss(logits, y, kappa=1.0)) == pytest.approx((1 - 1) / 2)
+    assert float(gan.margin_loss(logits, y, kappa=10.0)) == pytest.approx((1 - 3) / 2)
 
 
 def test_generate_stays_in_the_generators_budget(device):

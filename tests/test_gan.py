@@ -123,3 +123,14 @@ def test_generator_attack_beats_chance_on_a_fixed_model(device):
     assert all(torch.equal(a, b) for a, b in zip(before, f.parameters())), "the target model must not change"
     assert all(p.grad is None for p in f.parameters())
     assert len(hist["fooled"]) == 500
+
+
+def test_covered_modes_names_the_modes_with_enough_samples():
+    from metaadv_edu import gan
+
+    means = [[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]
+    points = [[0.0, 0.1]] * 60 + [[3.0, 0.1]] * 39 + [[0.0, 3.1]]
+    assert gan.covered_modes(points, means) == frozenset({0, 1})
+    assert gan.covered_modes(points, means, min_share=0.005) == frozenset({0, 1, 2})
+    with pytest.raises(ValueError, match="points and means"):
+        gan.covered_modes([0.0, 1.0], means)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from metaadv_edu import panels
+from metaadv_edu import panels, plotting
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -23,9 +23,9 @@ def test_attack_columns_place_every_example_in_its_own_column(channels):
     assert strips[0].shape[1] == n * w + (n - 1) * panels.AttackColumns.GAP
     for c in range(n):
         cut = slice(c * step, c * step + w)
-        np.testing.assert_allclose(strips[0][:, cut], panels.image_hwc(x[c]), atol=1e-6)
+        np.testing.assert_allclose(strips[0][:, cut], plotting.image_hwc(x[c]), atol=1e-6)
         np.testing.assert_allclose(strips[1][:, cut], panels.delta_hw(x_adv[c] - x[c]), atol=1e-6)
-        np.testing.assert_allclose(strips[2][:, cut], panels.image_hwc(x_adv[c]), atol=1e-6)
+        np.testing.assert_allclose(strips[2][:, cut], plotting.image_hwc(x_adv[c]), atol=1e-6)
         if c < n - 1:
             gap = slice(c * step + w, (c + 1) * step)
             assert (strips[0][:, gap] == 1).all() and np.isnan(strips[1][:, gap]).all()

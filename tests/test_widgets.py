@@ -135,3 +135,15 @@ def test_ipywidgets_7_displays_the_bundle_with_its_static_png(monkeypatch):
     assert kwargs == {"raw": True}
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.model_id
     assert base64.b64decode(bundle["image/png"])[:4] == b"\x89PNG"
+
+
+def test_selection_slider_defaults_to_the_middle_option_and_checks_its_value():
+    from metaadv_edu.widgets import selection_slider
+
+    slider = selection_slider("training ε", [0.0, 0.1, 0.2])
+    assert slider.value == 0.1 and not slider.continuous_update and slider.description == "training ε"
+    assert selection_slider("k", [1, 5], 1).value == 1
+    with pytest.raises(ValueError, match="value"):
+        selection_slider("k", [1, 5], 3)
+    with pytest.raises(ValueError, match="empty"):
+        selection_slider("k", [])

@@ -5,37 +5,53 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, data, grading, models, panels
+from metaadv_edu import attacks, cache, data, gan, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.start_here import digits_cnn
-from metaadv_edu.widgets import Explorer
+from metaadv_edu.widgets import Explorer, selection_slider
 
 __all__ = [
     "POINTS",
+    "TARGETS",
     "adversarial_generator",
     "budget_holds",
     "check_bounded_perturbation",
     "check_generator_loss",
     "digits_cnn_generator_hardened",
+    "fooled_by",
     "generator_explorer",
     "generator_report",
+    "saturation_report",
 ]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
 POINTS = {"bounded perturbation": 1, "generator loss": 2}
 
 
-def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None, *, steps: int = 800):
-    """The adversarial generator G(x, z) = clip(x + ε·tanh(·)) and its discriminator, trained against
-    the fixed digits CNN (notebook 04). Returns ``(ModuleDict(G, D), record)``."""
+TARGETS = ("standard", "hardened")
 
-    from metaadv_edu import gan
+
+def adversarial_generator(
+    epsilon: float = 0.2,
+    lr_g: float = 1e-3,
+    device=None,
+    *,
+    steps: int = 800,
+    target: str = "standard",
+    seed: int = 0,
+):
+    """The adversarial generator G(x, z) = clip(x + ε·tanh(·)) and its discriminator, trained against a
+    fixed classifier (notebook 04): ``target="standard"`` is the digits CNN, ``"hardened"`` the one of
+    :func:`digits_cnn_generator_hardened` at the same ε. ``seed`` sets the initial weights, the batches and
+    the noise. Returns ``(ModuleDict(G, D), record)``."""
 
     device = as_device(device)
+    v.choice("target", target, TARGETS)
     config = {
         "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
         "lr_g": v.positive("lr_g", lr_g),
@@ -43,9 +59,13 @@ def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None,
         "gan_weight": 0.03,
         "steps": v.integer("steps", steps),
         "batch_size": 128,
-        "seed": 0,
+        "seed": v.integer("seed", seed, low=0),
     }
-    target, _ = digits_cnn(device)
+    if target == "hardened":  # the key of the generators against the standard CNN stays as it was
+        config["target"] = "digits-cnn-generator-hardened"
+        target_model, _ = digits_cnn_generator_hardened(epsilon, device)
+    else:
+        target_model, _ = digits_cnn(device)
     x, y = data.load_digits("train", device=device)
 
     build = cache.seeded(
@@ -62,7 +82,7 @@ def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None,
         h = gan.train_adversarial_generator(
             pair["G"],
             pair["D"],
-            target,
+            target_model,
             x,
             y,
             steps=config["steps"],
@@ -80,8 +100,6 @@ def adversarial_generator(epsilon: float = 0.2, lr_g: float = 1e-3, device=None,
 def digits_cnn_generator_hardened(epsilon: float = 0.2, device=None, *, steps: int = 1500):
     """The digits CNN, starting from :func:`digits_cnn`, fine-tuned on clean and generated examples
     while a fresh adversarial generator keeps attacking it (notebook 04's AI-vs-AI defence)."""
-    from metaadv_edu import gan
-
     device = as_device(device)
     config = {
         "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
@@ -110,10 +128,6 @@ def generator_explorer(
 ) -> Explorer:
     """Cached adversarial generators on a grid of ε × generator learning rate: a slider move runs one
     forward pass of the chosen generator (with one fixed noise draw), never a training step."""
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
-
     epsilons = sorted({e for e, _ in pairs})
     lrs = sorted({lr for _, lr in pairs})
     labels = [str(i) for i in range(10)]
@@ -144,22 +158,8 @@ def generator_explorer(
         )
 
     sliders = {
-        "epsilon": w.SelectionSlider(
-            options=epsilons,
-            value=epsilons[len(epsilons) // 2],
-            description="ε — perturbation budget",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
-        "lr_g": w.SelectionSlider(
-            options=lrs,
-            value=lrs[-1],
-            description="generator learning rate",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "epsilon": selection_slider("ε — perturbation budget", epsilons),
+        "lr_g": selection_slider("generator learning rate", lrs, lrs[-1]),
     }
     return Explorer(
         draw,
@@ -206,9 +206,6 @@ def check_generator_loss(my_loss: Callable) -> bool:
     """Grade ``my_loss(logits, y, d_logits, gan_weight) -> loss``: AdvGAN's generator loss with κ = 0,
     mean max(Z_y − max_{j≠y} Z_j, 0) + λ_GAN·(−mean log D(x_adv)), from the target classifier's logits
     Z = f(x_adv), the true labels and the discriminator's logits on x_adv."""
-    import torch.nn.functional as F
-
-    from metaadv_edu import gan
 
     def body() -> str:
         for device in grading.devices():
@@ -220,7 +217,7 @@ def check_generator_loss(my_loss: Callable) -> bool:
                 d[0] = -200.0  # a generated input the discriminator is sure about
                 true = logits.gather(1, y[:, None])[:, 0]
                 other = logits.masked_fill(F.one_hot(y, 5).bool(), float("-inf")).amax(1)
-                fool, real = gan._margin_loss(logits, y), gan.generator_loss(d, "non-saturating")
+                fool, real = gan.margin_loss(logits, y), gan.generator_loss(d, "non-saturating")
                 ref = fool + weight * real
                 out = grading.call(my_loss, logits, y, d, weight)
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
@@ -298,8 +295,6 @@ def generator_report(
       and ``d_fooled`` the share of generated inputs it calls real (D > ½);
     * ``z_spread``: the per-pixel standard deviation of G(x, z) over ``n_noise`` noise draws, averaged
       over pixels and inputs (0 means the generator ignores z) and ``z_spread_max`` its largest value."""
-    from metaadv_edu import attacks
-
     G, D = pair["G"], pair["D"]
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -324,3 +319,46 @@ def generator_report(
     with torch.no_grad():
         report["fooled_fgsm"] = wrong(x_fgsm)
     return report
+
+
+def saturation_report(generator, x: torch.Tensor, *, n_draws: int = 8, seed: int = 0) -> dict[str, float]:
+    r"""How saturated the output layer G(x, z) = clip(x + ε·tanh h) of a trained generator is (notebook 04).
+
+    Over ``n_draws`` noise draws on the inputs ``x``:
+
+    * ``tanh_above_0.9``: share of pixels with |tanh h| > 0.9 (before the clip);
+    * ``delta_above_0.9eps``: share with |G(x, z) − x| > 0.9ε (after the clip);
+    * ``mean_tanh_slope``: mean of tanh′(h) = 1 − tanh²h, the factor every gradient reaching h is scaled by;
+    * ``zero_gradient``: share of pixels where ∂G/∂h is exactly 0 — float32 tanh is ±1 (tanh′ = 0) or the
+      [0, 1] clip is active;
+    * ``h_spread_over_z`` and ``tanh_spread_over_z``: per-pixel standard deviation over the draws of h and of
+      tanh h, averaged over pixels — how much the noise moves h, and how much of that survives the tanh."""
+    n_draws = v.integer("n_draws", n_draws, low=2)
+    g = torch.Generator().manual_seed(seed)
+    hs = []
+    with torch.no_grad():
+        for _ in range(n_draws):
+            z = torch.randn(len(x), generator.noise_dim, generator=g).to(x.device)
+            hs.append(generator.pre_activation(x, z))
+    h = torch.stack(hs)
+    t = torch.tanh(h)
+    slope = 1 - t**2
+    raw = x[None] + generator.epsilon * t
+    clipped = (raw < 0) | (raw > 1)
+    delta = raw.clamp(0, 1) - x[None]
+    return {
+        "tanh_above_0.9": float((t.abs() > 0.9).float().mean()),
+        "delta_above_0.9eps": float((delta.abs() > 0.9 * generator.epsilon).float().mean()),
+        "mean_tanh_slope": float(slope.mean()),
+        "zero_gradient": float(((slope == 0) | clipped).float().mean()),
+        "h_spread_over_z": float(h.std(0).mean()),
+        "tanh_spread_over_z": float(t.std(0).mean()),
+    }
+
+
+def fooled_by(generator, classifier, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """Per example (bool, shape (batch,)): does ``classifier`` misclassify G(x, z), one noise draw from ``seed``?"""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z = torch.randn(len(x), generator.noise_dim, generator=g).to(x.device)
+        return classifier(generator(x, z)).argmax(1) != y

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from metaadv_edu import _validate as v
-from metaadv_edu import attacks, cache, covers, data, grading, models, panels
+from metaadv_edu import attacks, cache, covers, data, defenses, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.plotting import show_image
-from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider
+from metaadv_edu.plotting import image_hwc, show_image
+from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, selection_slider
 
 __all__ = [
     "POINTS",
@@ -39,8 +39,6 @@ def digits_cnn_adversarial(method: str = "pgd", epsilon: float = 0.1, device=Non
 
     Same architecture as :func:`digits_cnn`, 25 epochs; PGD training uses 5 steps of 2.5·ε/5.
     """
-    from metaadv_edu import defenses
-
     device = as_device(device)
     v.choice("method", method, defenses.METHODS)
     config = {
@@ -78,8 +76,6 @@ def digits_cnn_adversarial(method: str = "pgd", epsilon: float = 0.1, device=Non
 
 def library_cnn_adversarial(epsilon: float = 16 / 255, device=None):
     """The library's cover classifier hardened by PGD adversarial training (2 steps, notebook 02)."""
-    from metaadv_edu import defenses
-
     device = as_device(device)
     config = {
         "epsilon": round(v.nonnegative("epsilon", epsilon), 6),
@@ -132,10 +128,6 @@ def robustness_explorer(
     ``curves[train_eps]`` holds precomputed PGD accuracies at ``curve_epsilons``; a slider move
     attacks only the selected model at the selected evaluation ε.
     """
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
-
     labels = list(labels) if labels is not None else [str(i) for i in range(10)]
     grid = sorted(models)
     art: dict = {}
@@ -171,7 +163,7 @@ def robustness_explorer(
         p_adv = panels.probabilities(model, x_adv)
         for i, image in enumerate(art["adv"]):
             a = int(p_adv[i].argmax())
-            image.set_data(panels.image_hwc(x_adv[i]))
+            image.set_data(image_hwc(x_adv[i]))
             art["axes"][i, 1].set_title(
                 f"attacked → {labels[a]} ({p_adv[i, a]:.0%})",
                 fontsize=9,
@@ -183,14 +175,7 @@ def robustness_explorer(
         )
 
     sliders = {
-        "train_epsilon": w.SelectionSlider(
-            options=grid,
-            value=grid[len(grid) // 2],
-            description="training ε (cached models)",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "train_epsilon": selection_slider("training ε (cached models)", grid),
         "epsilon": epsilon_slider(0.1, max=max_epsilon, step=0.01, description="ε — evaluation budget"),
         "step_size": float_slider("a — attack step size", 0.025, 0.005, 0.1, 0.005, readout_format=".3f"),
     }
@@ -253,7 +238,10 @@ def check_mixed_loss(my_loss: Callable) -> bool:
                     raise grading.Stop("α and 1 − α are swapped: α weighs the clean loss")
                 if grading.close(value, adv.detach()):
                     raise grading.Stop("that is the adversarial loss alone; mix in the clean loss with weight α")
-                raise grading.Stop("not equal to α·J(x) + (1 − α)·J(x_FGSM) (with x_FGSM clamped to [0, 1])")
+                unclamped = F.cross_entropy(model(attacks.fgsm(model, x, y, eps, clamp=None)), y)
+                if grading.close(value, (alpha * clean + (1 - alpha) * unclamped).detach()):
+                    raise grading.Stop("eq. (2) clamps the FGSM input to valid pixels: clip x + ε·sign(∇ₓJ) to [0, 1]")
+                raise grading.Stop("not equal to α·J(x) + (1 − α)·J(clip(x + ε·sign(∇ₓJ))), eq. (2)")
         return "α·J(x) + (1 − α)·J(x_FGSM), with a gradient for the model"
 
     return grading.run("mixed loss", body)

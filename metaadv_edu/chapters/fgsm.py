@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slid
 __all__ = [
     "POINTS",
     "attack_explorer",
+    "attack_suite",
     "brute_force_best_delta",
     "check_fgsm",
     "check_first_order_gain",
@@ -87,18 +89,37 @@ def attack_explorer(
     )
 
 
+@contextmanager
+def _watch_parameter_gradients(model: torch.nn.Module) -> Iterator[list[str]]:
+    """Record the name of every parameter into which a backward pass accumulates a gradient.
+
+    A hook fires on accumulation itself, so ``loss.backward()`` is seen even when the learner's code then
+    clears ``.grad`` (``zero_grad(set_to_none=True)``, ``p.grad = None``, ``p.grad.zero_()``)."""
+    touched: list[str] = []
+    handles = [
+        p.register_post_accumulate_grad_hook(lambda _p, name=name: touched.append(name))
+        for name, p in model.named_parameters()
+    ]
+    try:
+        yield touched
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def check_fgsm(my_fgsm: Callable) -> bool:
     """Grade ``my_fgsm(model, x, y, epsilon) -> x_adv``: untargeted FGSM, clamped to [0, 1]."""
 
     def body() -> str:
         for model, x, y, eps in grading.cases():
             model.zero_grad(set_to_none=True)
-            out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
-            if any(p.grad is not None for p in model.parameters()):
+            with _watch_parameter_gradients(model) as touched:
+                out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
+            if touched or any(p.grad is not None for p in model.parameters()):
                 raise grading.Stop(
-                    "your function left gradients in the model's parameters (that is what "
-                    "loss.backward() does): use torch.autograd.grad(loss, x) to get the "
-                    "gradient with respect to the input only"
+                    "your function back-propagated into the model's parameters (that is what "
+                    "loss.backward() does, even if .grad is cleared afterwards): use "
+                    "torch.autograd.grad(loss, x) to get the gradient with respect to the input only"
                 )
             ref = attacks.fgsm(model, x, y, eps)
             if grading.close(out, ref):
@@ -169,12 +190,13 @@ def check_pgd(my_pgd: Callable) -> bool:
         for model, x, y, eps in grading.cases():
             for step_size, steps in ((max(eps, 0.03) / 3, 6), (max(eps, 0.03) / 2, 1)):
                 model.zero_grad(set_to_none=True)
-                out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
+                with _watch_parameter_gradients(model) as touched:
+                    out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
                 out = grading.tensor_like(out, x, "x_adv")
-                if any(p.grad is not None for p in model.parameters()):
+                if touched or any(p.grad is not None for p in model.parameters()):
                     raise grading.Stop(
-                        "your function left gradients in the model's parameters: take the input "
-                        "gradient with torch.autograd.grad(loss, x_adv)"
+                        "your function back-propagated into the model's parameters (even if .grad is "
+                        "cleared afterwards): take the input gradient with torch.autograd.grad(loss, x_adv)"
                     )
                 variants = grading.pgd_variants(
                     lambda z, model=model, y=y: F.cross_entropy(model(z), y), x, eps, step_size, steps
@@ -191,6 +213,31 @@ def check_pgd(my_pgd: Callable) -> bool:
         return "several projected, clamped ascent steps, recomputing the gradient each time; ε = 0 included"
 
     return grading.run("PGD", body)
+
+
+# ------------------------------------------------------------------ headline robust accuracies (notebooks 01, 02)
+def attack_suite(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, seed: int = 0) -> dict[str, torch.Tensor]:
+    r"""Per-example correctness (bool, shape (batch,)) under FGSM, PGD-20 (one random start) and a stronger
+    PGD-100 with 5 random restarts (step 2.5ε/steps each, Madry et al. 2018), and under **all** of them.
+
+    ``"all attacks"`` is the per-example worst case: an example counts only if every attack failed on it.
+    Every accuracy from this dictionary is an upper bound on the true robust accuracy
+    :math:`\mathbb{E}\,\mathbf{1}[f(x+\delta) = y\ \forall \|\delta\|_\infty \le \epsilon]`."""
+    epsilon = v.positive("epsilon", epsilon)
+
+    def pgd(steps: int, restarts: int) -> Callable:
+        generator = torch.Generator().manual_seed(seed)
+        return lambda m, xb, yb: attacks.pgd(
+            m, xb, yb, epsilon, step_size=2.5 * epsilon / steps, steps=steps, restarts=restarts, generator=generator
+        )
+
+    suite = {
+        "FGSM": attacks.correct_under(model, x, y, lambda m, xb, yb: attacks.fgsm(m, xb, yb, epsilon)),
+        "PGD-20": attacks.correct_under(model, x, y, pgd(20, 1)),
+        "PGD-100 × 5 restarts": attacks.correct_under(model, x, y, pgd(100, 5)),
+    }
+    suite["all attacks"] = torch.stack(list(suite.values())).all(0)
+    return suite
 
 
 # ------------------------------------------------------------------ checks of §2 (notebook 01, §4)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, data, grading, models
+from metaadv_edu import cache, data, gan, grading, models
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.widgets import Explorer
+from metaadv_edu.widgets import Explorer, int_slider, selection_slider
 
 __all__ = [
     "POINTS",
@@ -20,10 +22,13 @@ __all__ = [
     "check_gan_optimum",
     "digits_gan",
     "gan_dynamics_explorer",
-    "mode_coverage",
+    "generator_objectives_follow",
+    "logit_gradients",
     "ring_gan",
     "ring_run_summary",
+    "ring_seed_summary",
     "shifted_generator_gradients",
+    "trained_discriminator_check",
     "value_maximiser_check",
     "value_on_grid",
 ]
@@ -32,12 +37,11 @@ __all__ = [
 POINTS = {"discriminator loss": 1, "D* and JSD": 2}
 
 
-def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1200):
+def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1200, seed: int = 0):
     """A GAN on the 2-D ring of 8 Gaussians (notebook 03): MLP generator 8-128-128-2 and
-    discriminator 2-128-128-1, Adam (lr_g = 1e-3), non-saturating loss. Returns
-    ``(ModuleDict(G, D), record)`` with the losses and 7 snapshots of 512 generated points."""
-
-    from metaadv_edu import gan
+    discriminator 2-128-128-1, Adam (lr_g = 1e-3), non-saturating loss. ``seed`` sets the initial weights,
+    the noise and the data samples. Returns ``(ModuleDict(G, D), record)`` with the losses and 7 snapshots
+    of 512 generated points."""
 
     device = as_device(device)
     config = {
@@ -47,7 +51,7 @@ def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1
         "steps": v.integer("steps", steps),
         "batch_size": 128,
         "noise_dim": 8,
-        "seed": 0,
+        "seed": v.integer("seed", seed, low=0),
         "ring": [8, 2.0, 0.05],
     }
     ring = data.ring_mixture(*config["ring"])
@@ -72,7 +76,7 @@ def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1
             batch_size=config["batch_size"],
             generator_rng=torch.Generator().manual_seed(config["seed"]),
             snapshot_every=config["steps"] // 6,
-            desc=f"ring GAN (lr_D={lr_d:g}, k={k_disc})",
+            desc=f"ring GAN (lr_D={lr_d:g}, k={k_disc}, seed {config['seed']})",
         )
         return {
             "d_loss": h["d_loss"][::5],
@@ -87,8 +91,6 @@ def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1
 def digits_gan(device=None, *, steps: int = 3000):
     """A small fully connected GAN on the 8×8 digits (notebook 03): G 16-128-128-64 (sigmoid),
     D 64-128-1, non-saturating loss. Returns ``(ModuleDict(G, D), record)``."""
-
-    from metaadv_edu import gan
 
     device = as_device(device)
     config = {"steps": v.integer("steps", steps), "lr": 1e-3, "batch_size": 64, "noise_dim": 16, "seed": 0}
@@ -126,10 +128,6 @@ def digits_gan(device=None, *, steps: int = 3000):
 def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer:
     """Cached 2-D GAN runs on a grid of discriminator learning rates × discriminator steps per
     generator step; a slider scrubs through the training snapshots. Nothing is trained."""
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
-
     lrs = sorted({lr for lr, _ in runs})
     ks = sorted({k for _, k in runs})
     n_snap = min(len(r["snapshots"]) for r in runs.values())
@@ -163,50 +161,61 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         art["ax_loss"].set_xlim(0, steps[-1] + 5)
         step = run["snapshot_steps"][snapshot]
         art["mark"].set_xdata([step, step])
-        covered, on_mode = mode_coverage(pts, means)
+        covered, on_mode = gan.mode_coverage(pts, means)
         art["ax"].set_title(f"step {step}: {covered}/8 modes, {on_mode:.0%} of samples on a mode", fontsize=9)
         return (
             f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
             f"<b>{covered} of 8</b> modes covered"
         )
 
-    def selection(options, value, description):
-        return w.SelectionSlider(
-            options=options,
-            value=value,
-            description=description,
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        )
-
     sliders = {
-        "lr_d": selection(lrs, lrs[len(lrs) // 2], "discriminator (inner) lr"),
-        "k_disc": selection(ks, ks[0], "k — D steps per G step"),
-        "snapshot": w.IntSlider(
-            value=n_snap - 1,
-            min=0,
-            max=n_snap - 1,
-            description="training snapshot",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "lr_d": selection_slider("discriminator (inner) lr", lrs),
+        "k_disc": selection_slider("k — D steps per G step", ks, ks[0]),
+        "snapshot": int_slider("training snapshot", n_snap - 1, 0, n_snap - 1),
     }
     return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)", figsize=(10, 4), dpi=72)
+
+
+def _discriminator_loss_mistakes(real: torch.Tensor, fake: torch.Tensor, ref: torch.Tensor) -> list:
+    """(value, hint) for the typical wrong discriminator losses on one case of the grader."""
+    bce = F.binary_cross_entropy_with_logits
+    real_bce, fake_bce = bce(real, torch.ones_like(real)), bce(fake, torch.zeros_like(fake))
+    joint = bce(torch.cat([real, fake]), torch.cat([torch.ones_like(real), torch.zeros_like(fake)]))
+    eps_log = -(torch.log(torch.sigmoid(real) + 1e-8).mean() + torch.log(1 - torch.sigmoid(fake) + 1e-8).mean())
+    return [
+        (-ref, "that is V(D, G) itself; the discriminator *maximises* V, so its loss is −V"),
+        (gan.discriminator_loss(fake, real), "the labels are swapped: real samples are labelled 1, generated ones 0"),
+        (
+            -(F.logsigmoid(real).sum() + F.logsigmoid(-fake).sum()),
+            "average over each batch instead of summing",
+        ),
+        (
+            (real_bce + fake_bce) / 2,
+            "you halved the sum: −V is BCE(real, 1) + BCE(fake, 0), the two expectations added, not averaged",
+        ),
+        (
+            joint,
+            "BCE on the concatenated batch weighs each half by its size and halves the total: take the mean "
+            "over the real batch and the mean over the generated batch separately, and add them",
+        ),
+        (
+            eps_log,
+            "log(σ(s) + 1e-8) caps each term at log(1e-8) ≈ −18.4, so confident mistakes cost too little: "
+            "use F.logsigmoid(s) and F.logsigmoid(−s), exact for every logit",
+        ),
+    ]
 
 
 def check_discriminator_loss(my_loss: Callable) -> bool:
     """Grade ``my_loss(real_logits, fake_logits) -> loss``: the discriminator's loss
     −E log D(x) − E log(1 − D(G(z))) with D = sigmoid(logit), as a scalar."""
-    from metaadv_edu import gan
 
     def body() -> str:
         for device in grading.devices():
-            for seed, scale in ((0, 1.0), (1, 5.0), (2, 30.0)):
+            for seed, scale, n_fake in ((1, 5.0, 12), (0, 1.0, 16), (2, 30.0, 16), (3, 30.0, 10)):
                 g = torch.Generator().manual_seed(seed)
                 real = (scale * torch.randn(16, 1, generator=g)).to(device)
-                fake = (scale * torch.randn(16, 1, generator=g)).to(device)
+                fake = (scale * torch.randn(n_fake, 1, generator=g)).to(device)
                 ref = gan.discriminator_loss(real, fake)
                 out = grading.call(my_loss, real, fake)
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
@@ -219,12 +228,7 @@ def check_discriminator_loss(my_loss: Callable) -> bool:
                         "the loss is not finite for confident logits: log(sigmoid(s)) underflows; "
                         "use F.logsigmoid or binary_cross_entropy_with_logits"
                     )
-                if grading.close(value, -ref, 1e-4):
-                    raise grading.Stop("that is V(D, G) itself; the discriminator *maximises* V, so its loss is −V")
-                if grading.close(value, gan.discriminator_loss(fake, real), 1e-4):
-                    raise grading.Stop("the labels are swapped: real samples are labelled 1, generated ones 0")
-                if grading.close(value, 16 * ref, 1e-3):
-                    raise grading.Stop("average over the batch instead of summing")
+                grading.first_mistake(value, _discriminator_loss_mistakes(real, fake, ref), 1e-4)
                 raise grading.Stop("not −E log D(x) − E log(1 − D(G(z)))")
         return "−E log D(x) − E log(1 − D(G(z))), stable for confident logits"
 
@@ -249,7 +253,6 @@ def check_gan_optimum(my_optimum: Callable) -> bool:
     """Grade ``my_optimum(p_data, p_g, dx) -> (d_star, jsd, d_loss)`` for densities sampled on a uniform
     grid of spacing dx: the optimal discriminator on the grid, JSD(p_data ‖ p_g) in nats, and the
     discriminator's loss L_D = −∫p_data log D* − ∫p_g log(1 − D*) at D*."""
-    from metaadv_edu import gan
 
     def body() -> str:
         for device in grading.devices():
@@ -363,27 +366,34 @@ def value_maximiser_check(
     return {"value": value, "best_perturbed": best, "passes": best < value}
 
 
-def shifted_generator_gradients(p_dist, q_dist, x_grid: torch.Tensor, *, h: float = 1e-3) -> dict[str, float]:
+def shifted_generator_gradients(
+    p_dist, q_dist, x_grid: torch.Tensor, *, h: float = 1e-3, generator_loss: Callable | None = None
+) -> dict[str, float]:
     r"""Move the generator's density along θ, q_θ(x) = q(x − θ) (a generator x = G(z) + θ), and freeze the
-    optimal discriminator D* = p/(p + q) of θ = 0. Central differences at θ = 0 of
+    optimal discriminator D* = p/(p + q) of θ = 0, whose logit is s(x) = log p(x) − log q(x). Central
+    differences at θ = 0 of
 
-    * ``minimax``: E_{q_θ} log(1 − D*) — the generator's side of V;
-    * ``non_saturating``: −E_{q_θ} log D*;
+    * ``minimax``: E_{q_θ} ℓ_minimax(s) — the generator's side of V;
+    * ``non_saturating``: E_{q_θ} ℓ_NS(s);
     * ``two_jsd``: 2·JSD(p‖q_θ), and ``kl_minus_two_jsd``: KL(q_θ‖p) − 2·JSD(p‖q_θ).
 
+    ℓ is ``generator_loss(logits, kind)`` (default :func:`metaadv_edu.gan.generator_loss`), evaluated one
+    grid point at a time, so the check tests the package's losses themselves, signs included.
     Goodfellow et al.: minimax ≈ two_jsd. Arjovsky & Bottou (2017, Thm 2.5): non_saturating ≈ kl_minus_two_jsd."""
-    from metaadv_edu import gan
-
+    loss_fn = gan.generator_loss if generator_loss is None else generator_loss
     dx = float(x_grid[1] - x_grid[0])
     p = p_dist.density(x_grid)
-    d_star = gan.optimal_discriminator(p, q_dist.density(x_grid))
-    tiny = torch.finfo(x_grid.dtype).tiny
+    logits = torch.log(p) - torch.log(q_dist.density(x_grid))
+    per_point = {
+        kind: torch.func.vmap(lambda s, kind=kind: loss_fn(s.view(1, 1), kind))(logits)
+        for kind in ("minimax", "non-saturating")
+    }
 
     def at(theta):
         q = q_dist.density(x_grid - theta)
         return {
-            "minimax": float((q * torch.log((1 - d_star).clamp_min(tiny))).sum() * dx),
-            "non_saturating": float(-(q * torch.log(d_star.clamp_min(tiny))).sum() * dx),
+            "minimax": float((q * per_point["minimax"]).sum() * dx),
+            "non_saturating": float((q * per_point["non-saturating"]).sum() * dx),
             "two_jsd": 2 * float(gan.js_divergence(p, q, dx)),
             "kl_minus_two_jsd": float(gan.kl_divergence(q, p, dx)) - 2 * float(gan.js_divergence(p, q, dx)),
         }
@@ -392,38 +402,109 @@ def shifted_generator_gradients(p_dist, q_dist, x_grid: torch.Tensor, *, h: floa
     return {k: (plus[k] - minus[k]) / (2 * h) for k in plus}
 
 
-def mode_coverage(points, means, *, radius: float = 0.3) -> tuple[int, float]:
-    """(number of modes with at least one sample within ``radius``, share of samples within ``radius`` of a mode)."""
-    pts, centres = np.asarray(points), np.asarray(means)
-    dist = np.linalg.norm(pts[:, None, :] - centres[None], axis=2)
-    near = dist.min(1) < radius
-    return len(set(dist.argmin(1)[near].tolist())), float(near.mean())
+def generator_objectives_follow(slopes: dict[str, float], tol: float = 1e-4) -> bool:
+    """The verdict of notebook 03's check (d): the minimax slope equals that of 2·JSD, the non-saturating one
+    that of KL(q‖p) − 2·JSD, and the latter differs from 2·JSD's (relative differences)."""
+
+    def rel(a: str, b: str) -> float:
+        return abs(slopes[a] - slopes[b]) / abs(slopes[b])
+
+    return (
+        rel("minimax", "two_jsd") < tol
+        and rel("non_saturating", "kl_minus_two_jsd") < tol
+        and rel("non_saturating", "two_jsd") > 0.5
+    )
+
+
+def logit_gradients(generator_loss: Callable | None = None, d_fakes=(0.5, 0.1, 1e-2, 1e-3)) -> list[dict]:
+    r"""Notebook 03's check (c): the *signed* derivative of each generator loss with respect to the
+    discriminator's logit s on a generated sample, at D(G(z)) = σ(s) = each of ``d_fakes``, by autograd.
+
+    G minimises both losses, so both derivatives must be negative (lowering the loss raises D(G(z))):
+    eq. (4) ∂/∂s log(1 − σ(s)) = −D and eq. (5) ∂/∂s (−log σ(s)) = −(1 − D). Returns one dict per D with
+    ``d``, ``minimax``, ``non_saturating`` and ``ok`` (both equal to −D and −(1 − D) within 1e-6)."""
+    loss_fn = gan.generator_loss if generator_loss is None else generator_loss
+    rows = []
+    for d in d_fakes:
+        s = torch.tensor([[math.log(d / (1 - d))]], dtype=torch.float64, requires_grad=True)
+        (g_mm,) = torch.autograd.grad(loss_fn(s, "minimax"), s)
+        (g_ns,) = torch.autograd.grad(loss_fn(s, "non-saturating"), s)
+        mm, ns = float(g_mm), float(g_ns)
+        rows.append(
+            {"d": d, "minimax": mm, "non_saturating": ns, "ok": abs(mm + d) < 1e-6 and abs(ns + (1 - d)) < 1e-6}
+        )
+    return rows
+
+
+def trained_discriminator_check(
+    d: torch.Tensor, d_star: torch.Tensor, p: torch.Tensor, q: torch.Tensor, dx: float, *, mass: float = 0.05
+) -> dict:
+    """Notebook 03's check (b) of a *trained* discriminator ``d`` on the grid: ``gap`` = max |d − D*| where
+    the mixture (p + q)/2 exceeds ``mass``, ``shortfall`` = V(D*) − V(d) (≥ 0, since D* maximises V);
+    ``passes`` when the gap is below 0.05 and the shortfall in [0, 0.01)."""
+    where = (p + q) / 2 > mass
+    gap = float((d - d_star)[where].abs().max())
+    shortfall = value_on_grid(d_star, p, q, dx) - value_on_grid(d, p, q, dx)
+    return {"gap": gap, "shortfall": shortfall, "passes": gap < 0.05 and 0 <= shortfall < 0.01}
 
 
 def _modes_hit(points, means, radius: float = 0.3) -> frozenset:
-    pts, centres = np.asarray(points), np.asarray(means)
-    dist = np.linalg.norm(pts[:, None, :] - centres[None], axis=2)
-    return frozenset(dist.argmin(1)[dist.min(1) < radius].tolist())
+    return gan.covered_modes(points, means, radius=radius)
+
+
+def _verdict(final: int, share: float, n_modes: int) -> str:
+    if share < 0.25:
+        return "off the ring"
+    if final == n_modes:
+        return "all modes"
+    if final <= n_modes // 2:
+        return "collapsed"
+    return "partial"
 
 
 def ring_run_summary(runs: dict[tuple[float, int], dict], means) -> list[list]:
-    """One row per cached ring run: lr_D, k, modes covered at each snapshot, share of samples on a mode at
-    the end, and a verdict read off those numbers (all modes / collapsed / not yet on the ring / partial),
-    noting when the set of covered modes changes over the last snapshots."""
+    """One row per cached ring run: lr_D, k, modes covered (:func:`metaadv_edu.gan.mode_coverage`) at each
+    snapshot, the share of samples on a mode at the end, and a verdict read off those numbers (all modes /
+    collapsed (≤ half the modes) / off the ring (< 25 % of samples on a mode) / partial), noting when a mode
+    covered at one of the last four snapshots is no longer covered at the next."""
     rows = []
     for (lr, k), run in sorted(runs.items()):
-        counts = [mode_coverage(s, means) for s in run["snapshots"]]
+        counts = [gan.mode_coverage(s, means) for s in run["snapshots"]]
         final, share = counts[-1]
-        sets = {_modes_hit(s, means) for s in run["snapshots"][-4:]}
-        if share < 0.25:
-            verdict = "most samples off the ring's modes"
-        elif final == len(means):
-            verdict = "covers all modes"
-        elif final <= len(means) // 2:
-            verdict = f"collapsed onto {final} mode{'s' if final > 1 else ''}"
-        else:
+        verdict = _verdict(final, share, len(means))
+        if len(means) // 2 < final < len(means) and verdict == "partial":
             verdict = f"covers {final} of {len(means)} modes"
-        if len(sets) > 1 and share >= 0.25:
-            verdict += "; the covered modes change between snapshots"
+        elif verdict == "collapsed":
+            verdict = f"collapsed onto {final} mode{'s' if final != 1 else ''}"
+        elif verdict == "all modes":
+            verdict = "covers all modes"
+        else:
+            verdict = "most samples off the ring's modes"
+        late = [_modes_hit(s, means) for s in run["snapshots"][-4:]]
+        if any(not a <= b for a, b in zip(late, late[1:])) and share >= 0.25:
+            verdict += "; covered modes are lost between snapshots"
         rows.append([f"{lr:g}", k, " ".join(str(c) for c, _ in counts), f"{share:.0%}", verdict])
+    return rows
+
+
+def ring_seed_summary(runs: dict[tuple[float, int, int], dict], means) -> list[list]:
+    """One row per setting (lr_D, k) over its seeds: the modes covered at the end by each seed, the share
+    of samples on a mode by each seed, and how many seeds end in each verdict (all modes / partial /
+    collapsed / off the ring, as in :func:`ring_run_summary`)."""
+    settings = sorted({(lr, k) for lr, k, _ in runs})
+    rows = []
+    for lr, k in settings:
+        seeds = sorted(seed for a, b, seed in runs if (a, b) == (lr, k))
+        finals = [gan.mode_coverage(runs[(lr, k, seed)]["snapshots"][-1], means) for seed in seeds]
+        verdicts = [_verdict(c, share, len(means)) for c, share in finals]
+        tally = ", ".join(f"{name} {verdicts.count(name)}" for name in dict.fromkeys(verdicts))
+        rows.append(
+            [
+                f"{lr:g}",
+                k,
+                " / ".join(str(c) for c, _ in finals),
+                " / ".join(f"{share:.0%}" for _, share in finals),
+                f"{tally} (of {len(seeds)})",
+            ]
+        )
     return rows

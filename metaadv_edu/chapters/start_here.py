@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from metaadv_edu import cache, covers, data, models, panels
+from metaadv_edu import attacks, cache, covers, data, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.plotting import show_image
-from metaadv_edu.widgets import Explorer, epsilon_slider
+from metaadv_edu.plotting import image_hwc, probability_bars, show_image
+from metaadv_edu.widgets import Explorer, epsilon_slider, inner_lr_slider
 
-__all__ = ["digits_cnn", "first_look_explorer", "library_cnn", "random_vs_worst_case", "same_seed_same_draw"]
+__all__ = ["digits_cnn", "first_look_explorer", "library_cnn", "random_vs_fgsm", "same_seed_same_draw"]
 
 
 def digits_cnn(device=None):
@@ -61,8 +61,6 @@ def first_look_explorer(
     """Notebook 00's demo: ε moves every pixel of one digit by ±ε in a fixed *random* direction (the
     model's prediction barely changes), and α drives 12 steps of gradient descent on the parabola
     f(w) = ½λw², which converge only while |1 − αλ| < 1."""
-    from metaadv_edu.plotting import probability_bars
-    from metaadv_edu.widgets import inner_lr_slider
 
     coin = torch.randint(0, 2, digit.shape, generator=torch.Generator().manual_seed(seed))
     random_sign = (coin * 2 - 1).to(digit.device)
@@ -83,7 +81,7 @@ def first_look_explorer(
     def draw(fig, *, epsilon, inner_lr):
         noisy = (digit + epsilon * random_sign).clamp(0, 1)
         probs = panels.probabilities(model, noisy[None])[0]
-        artists["image"].set_data(panels.image_hwc(noisy))
+        artists["image"].set_data(image_hwc(noisy))
         artists["ax_img"].set_title(f"digit {label} + random ±{epsilon:.2f}", fontsize=9)
         for bar, p in zip(artists["bars"], probs.tolist()):
             bar.set_height(p)
@@ -101,13 +99,12 @@ def first_look_explorer(
     return Explorer(draw, sliders, setup=setup, title="ε and α: a first look", figsize=(10, 3))
 
 
-def random_vs_worst_case(
+def random_vs_fgsm(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, seed: int = 0
 ) -> tuple[float, float]:
-    """Accuracy of ``model`` when every pixel moves by ±ε in a random direction (seeded), and under
-    FGSM's worst-case direction (notebook 01), both clamped to [0, 1]."""
-    from metaadv_edu import attacks
-
+    """Accuracy of ``model`` when every pixel moves by ±ε in a random direction (seeded), and under FGSM
+    (notebook 01) — the direction that is worst for the loss's *linear approximation*, not the worst
+    point of the ball (iterated attacks find worse ones) — both clamped to [0, 1]."""
     coin = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
     noisy = (x + epsilon * (2 * coin - 1)).clamp(0, 1)
     with torch.no_grad():

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from metaadv_edu import data, models
 from metaadv_edu.chapters import adversarial_generator as chapter
+from tests.wrong import rejects
 
 
 @pytest.mark.parametrize(
@@ -77,6 +78,7 @@ def test_check_generator_loss(fn, ok, hint, capsys):
     assert hint in out and "Traceback" not in out
 
 
+@rejects("generator_budget", "a generator that scales its tanh by 2ε instead of ε")
 def test_budget_check_rejects_a_generator_with_the_wrong_scale(device):
     from metaadv_edu import gan
 
@@ -109,3 +111,45 @@ def test_generator_report_measures_noise_spread_and_fooling(device):
         pair["G"].net[0].weight[:, 64:] = 0  # cut z off: the spread must vanish
     assert chapter.generator_report(pair, f, x[:50], y[:50], 0.2)["z_spread"] == 0
     assert all(0 <= report[k] <= 1 for k in ("fooled_generator", "fooled_random", "fooled_fgsm", "d_real", "d_fake"))
+
+
+def test_saturation_report_sees_a_saturated_tanh_and_the_noise_it_erases():
+    from metaadv_edu import gan
+
+    x, _ = data.load_digits("test")
+    torch.manual_seed(0)
+    generator = gan.PerturbationGenerator((1, 8, 8), 0.2)
+    calm = chapter.saturation_report(generator, x[:64])
+    assert calm["tanh_above_0.9"] < 0.05 and calm["mean_tanh_slope"] > 0.9
+    with torch.no_grad():
+        generator.net[-1].weight.mul_(400.0)  # a huge pre-tanh scale: h is large everywhere
+    hot = chapter.saturation_report(generator, x[:64])
+    assert hot["tanh_above_0.9"] > 0.9 and hot["mean_tanh_slope"] < 0.1 and hot["zero_gradient"] > 0.3
+    # the noise moves h more than before, but the saturated tanh moves less than h would suggest
+    assert hot["h_spread_over_z"] > calm["h_spread_over_z"]
+    assert hot["tanh_spread_over_z"] < 0.2 * hot["h_spread_over_z"]
+    assert 0 <= hot["delta_above_0.9eps"] <= 1
+    with pytest.raises(ValueError, match="n_draws"):
+        chapter.saturation_report(generator, x[:4], n_draws=1)
+
+
+def test_fooled_by_is_per_example_and_seeded():
+    from metaadv_edu import gan
+
+    x, y = data.load_digits("test")
+    torch.manual_seed(0)
+    generator = gan.PerturbationGenerator((1, 8, 8), 0.3)
+    f = models.TinyCNN(1, 10, width=4)
+    a = chapter.fooled_by(generator, f, x[:40], y[:40], seed=1)
+    assert a.shape == (40,) and a.dtype == torch.bool
+    assert torch.equal(a, chapter.fooled_by(generator, f, x[:40], y[:40], seed=1))
+    with torch.no_grad():
+        expected = (
+            f(generator(x[:40], torch.randn(40, 8, generator=torch.Generator().manual_seed(1)))).argmax(1) != y[:40]
+        )
+    assert torch.equal(a, expected)
+
+
+def test_adversarial_generator_rejects_an_unknown_target():
+    with pytest.raises(ValueError, match="target"):
+        chapter.adversarial_generator(0.2, 1e-3, "cpu", target="robust")

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from metaadv_edu import attacks, data, models
 from metaadv_edu.chapters import adversarial_training as chapter
+from tests.wrong import rejects
 
 
 def grad_of(model, x, y):
@@ -46,10 +47,22 @@ def mixed_adv_only(model, x, y, eps, alpha):
     return F.cross_entropy(model(attacks.fgsm(model, x, y, eps)), y)
 
 
+def mixed_unclamped(model, x, y, eps, alpha):
+    x_adv = attacks.fgsm(model, x, y, eps, clamp=None)
+    return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
+
+
+def mixed_sum(model, x, y, eps, alpha):
+    x_adv = attacks.fgsm(model, x, y, eps)
+    return F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y)
+
+
 @pytest.mark.parametrize(
     "fn, ok, hint",
     [
         (mixed_ok, True, "gradient for the model"),
+        (mixed_unclamped, False, "clip x + ε·sign(∇ₓJ) to [0, 1]"),
+        (mixed_sum, False, "eq. (2)"),
         (mixed_swapped, False, "swapped"),
         (mixed_detached, False, "no gradient"),
         (mixed_adv_only, False, "adversarial loss alone"),
@@ -142,6 +155,9 @@ def test_l2_maximiser_is_the_maximum():
         assert chapter.logistic_loss(w, b, x + other, y) < exact
 
 
+@rejects("danskin_frozen_maximiser", "δ frozen at the step towards the wrong label")
+@rejects("danskin_frozen_maximiser", "a sign step scaled into the L2 ball (not the maximiser)")
+@rejects("danskin_frozen_maximiser", "the clean gradient (no attack, δ = 0)")
 @pytest.mark.parametrize("name", ["wrong label", "random", "sign", "zero"])
 def test_danskin_check_rejects_a_non_maximiser(name):
     w, b, x, y = _two_digit_classes()

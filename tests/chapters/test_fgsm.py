@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from metaadv_edu import attacks, data
 from metaadv_edu.chapters import fgsm as chapter
+from tests.wrong import rejects
 
 
 def no_grads(model):
@@ -40,6 +41,21 @@ def fgsm_backward(model, x, y, eps):
     return (x + eps * x.grad.sign()).clamp(0, 1).detach()
 
 
+def fgsm_backward_then_cleared(model, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return (x + eps * x.grad.sign()).clamp(0, 1).detach()
+
+
+def fgsm_backward_then_zeroed(model, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x), y).backward()
+    for p in model.parameters():
+        p.grad.zero_()
+    return (x + eps * x.grad.sign()).clamp(0, 1).detach()
+
+
 def fgsm_wrong_shape(model, x, y, eps):
     return x[0]
 
@@ -60,6 +76,8 @@ def fgsm_stub(model, x, y, eps):
         (fgsm_no_clamp, False, "clamp"),
         (fgsm_raw_gradient, False, "sign"),
         (fgsm_backward, False, "torch.autograd.grad"),
+        (fgsm_backward_then_cleared, False, "torch.autograd.grad"),
+        (fgsm_backward_then_zeroed, False, "torch.autograd.grad"),
         (fgsm_wrong_shape, False, "shape"),
         (fgsm_raises, False, "AttributeError"),
         (fgsm_stub, False, "not written yet"),
@@ -132,7 +150,7 @@ def _pgd(model, x, y, eps, a, k, *, project=True, clamp=True, sign=1.0, stale=Fa
         ({"clamp": False}, False, "clamp to [0, 1]"),
         ({"stale": True}, False, "recomputed at the current iterate"),
         ({"sign": -1.0}, False, "wrong sign"),
-        ({"backward": True}, False, "left gradients"),
+        ({"backward": True}, False, "back-propagated"),
     ],
 )
 def test_check_pgd(kwargs, ok, hint, capsys):
@@ -162,6 +180,9 @@ def models_digits_cnn():
     return start_here.digits_cnn("cpu")[0]
 
 
+@rejects("fgsm_linear_maximiser", "the gradient rescaled into the ball, ε·g/‖g‖∞, instead of ε·sign(g)")
+@rejects("fgsm_linear_maximiser", "the L2 step ε·g/‖g‖₂ for an L∞ budget")
+@rejects("fgsm_linear_maximiser", "one pixel's sign flipped")
 @pytest.mark.parametrize(
     "name, ok", [("fgsm", True), ("rescaled", False), ("l2", False), ("too big", False), ("one sign flipped", False)]
 )
@@ -182,6 +203,7 @@ def test_linearised_gain_check_rejects_non_maximisers(name, ok):
     assert result["passes"] is ok
 
 
+@rejects("fgsm_brute_force_corner", "the gradient rescaled into the square, ε·g/‖g‖∞ (not a corner)")
 def test_brute_force_finds_the_fgsm_corner_and_not_the_rescaled_gradient():
     from torch import nn
 
@@ -194,6 +216,7 @@ def test_brute_force_finds_the_fgsm_corner_and_not_the_rescaled_gradient():
     assert not torch.allclose(best, 1e-3 * g[0] / g.abs().max())
 
 
+@rejects("fgsm_first_order_limit", "the direction g/‖g‖∞ instead of sign(g)")
 def test_first_order_errors_shrink_only_for_the_sign_direction():
     import copy
 
@@ -205,3 +228,30 @@ def test_first_order_errors_shrink_only_for_the_sign_direction():
     wrong = chapter.first_order_errors(model, x, y[:8], eps, direction=lambda g: g / g.abs().amax())
     assert right[0] > right[1] > right[2] and right[2] < 1e-2
     assert wrong[2] > 0.1
+
+
+def test_check_pgd_rejects_backward_even_when_the_gradients_are_cleared(capsys):
+    def pgd_backward(model, x, y, epsilon, step_size, steps):
+        x_adv = x.clone()
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            F.cross_entropy(model(x_adv), y).backward()
+            model.zero_grad(set_to_none=True)
+            x_adv = (x + (x_adv + step_size * x_adv.grad.sign() - x).clamp(-epsilon, epsilon)).clamp(0, 1)
+        return x_adv.detach()
+
+    assert not chapter.check_pgd(pgd_backward)
+    assert "torch.autograd.grad" in capsys.readouterr().out
+
+
+def test_attack_suite_takes_the_per_example_worst_case():
+    model = models_digits_cnn()
+    x, y = data.load_digits("test")
+    suite = chapter.attack_suite(model, x[:100], y[:100], 0.1)
+    assert set(suite) == {"FGSM", "PGD-20", "PGD-100 × 5 restarts", "all attacks"}
+    worst = suite["all attacks"]
+    assert torch.equal(worst, suite["FGSM"] & suite["PGD-20"] & suite["PGD-100 × 5 restarts"])
+    assert worst.float().mean() <= min(c.float().mean() for c in suite.values())
+    assert suite["PGD-100 × 5 restarts"].float().mean() <= suite["FGSM"].float().mean()
+    with pytest.raises(ValueError, match="epsilon"):
+        chapter.attack_suite(model, x[:4], y[:4], 0.0)

@@ -1,12 +1,20 @@
 """Notebook 03 · GANs: its graders accept the reference and reject each typical mistake with
 its own hint; its explorer responds to every slider without training."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import data
+from metaadv_edu import data, gan
 from metaadv_edu.chapters import gan as chapter
+from tests.wrong import rejects
+
+
+def _bce(logits, target):
+    if not isinstance(target, torch.Tensor):
+        target = torch.full_like(logits, float(target))
+    return F.binary_cross_entropy_with_logits(logits, target)
 
 
 @pytest.mark.parametrize(
@@ -21,6 +29,17 @@ from metaadv_edu.chapters import gan as chapter
             "not finite",
         ),
         (lambda r, f: -(F.logsigmoid(r).sum() + F.logsigmoid(-f).sum()), False, "average"),
+        (lambda r, f: (_bce(r, 1) + _bce(f, 0)) / 2, False, "halved the sum"),
+        (
+            lambda r, f: _bce(torch.cat([r, f]), torch.cat([torch.ones_like(r), torch.zeros_like(f)])),
+            False,
+            "concatenated",
+        ),
+        (
+            lambda r, f: -(torch.log(torch.sigmoid(r) + 1e-8).mean() + torch.log(1 - torch.sigmoid(f) + 1e-8).mean()),
+            False,
+            "1e-8",
+        ),
     ],
 )
 def test_check_discriminator_loss(fn, ok, hint, capsys):
@@ -102,6 +121,8 @@ def _densities():
     return x, float(x[1] - x[0]), p_dist, q_dist, p, q, gan.optimal_discriminator(p, q)
 
 
+@rejects("gan_value_maximiser", "the labels swapped: q/(p + q) instead of p/(p + q)")
+@rejects("gan_value_maximiser", "the likelihood ratio p/q (clipped) instead of p/(p + q)")
 @pytest.mark.parametrize(
     "name, ok", [("D*", True), ("half", False), ("p/q", False), ("swapped", False), ("slightly off", False)]
 )
@@ -118,6 +139,42 @@ def test_value_maximiser_check_rejects_a_wrong_optimal_discriminator(name, ok):
     assert result["passes"] is ok
 
 
+@rejects("gan_trained_discriminator", "a discriminator trained with the labels swapped (learns q/(p + q))")
+def test_trained_discriminator_check_rejects_swapped_labels():
+    _, dx, _, _, p, q, d_star = _densities()
+    near = torch.sigmoid(torch.logit(d_star) + 0.02)  # a trained D: close to D*, slightly below its value
+    assert chapter.trained_discriminator_check(near, d_star, p, q, dx)["passes"]
+    swapped = chapter.trained_discriminator_check(1 - near, d_star, p, q, dx)
+    assert not swapped["passes"] and swapped["gap"] > 0.05
+
+
+def _sign_flipped_loss(fake_logits, kind="non-saturating"):
+    return -gan.generator_loss(fake_logits, kind)
+
+
+def _kinds_swapped_loss(fake_logits, kind="non-saturating"):
+    return gan.generator_loss(fake_logits, "minimax" if kind == "non-saturating" else "non-saturating")
+
+
+@rejects("gan_logit_gradients", "both generator losses with their sign flipped (G ascends its loss)")
+@rejects("gan_logit_gradients", "the minimax and the non-saturating loss swapped")
+def test_logit_gradients_check_the_direction_of_both_losses():
+    assert all(row["ok"] for row in chapter.logit_gradients())
+    assert not any(row["ok"] for row in chapter.logit_gradients(_sign_flipped_loss))
+    assert not all(row["ok"] for row in chapter.logit_gradients(_kinds_swapped_loss))
+    assert all(row["minimax"] < 0 and row["non_saturating"] < 0 for row in chapter.logit_gradients())
+
+
+@rejects("gan_generator_objectives", "both generator losses with their sign flipped (G ascends its loss)")
+@rejects("gan_generator_objectives", "the minimax and the non-saturating loss swapped")
+def test_generator_objectives_check_uses_the_package_losses():
+    x, _, p_dist, q_dist, *_ = _densities()
+    assert chapter.generator_objectives_follow(chapter.shifted_generator_gradients(p_dist, q_dist, x))
+    for wrong in (_sign_flipped_loss, _kinds_swapped_loss):
+        slopes = chapter.shifted_generator_gradients(p_dist, q_dist, x, generator_loss=wrong)
+        assert not chapter.generator_objectives_follow(slopes)
+
+
 def test_non_saturating_gradient_is_not_that_of_the_jsd():
     x, _, p_dist, q_dist, *_ = _densities()
     s = chapter.shifted_generator_gradients(p_dist, q_dist, x)
@@ -126,6 +183,25 @@ def test_non_saturating_gradient_is_not_that_of_the_jsd():
     assert abs(s["non_saturating"] - s["two_jsd"]) > 0.5 * abs(s["two_jsd"])
 
 
-def test_mode_coverage_counts_modes_and_share():
+def test_mode_coverage_counts_modes_by_their_share_of_samples():
     means = [[0.0, 0.0], [3.0, 0.0]]
-    assert chapter.mode_coverage([[0.1, 0.0], [0.0, 0.1], [9.0, 9.0]], means) == (1, pytest.approx(2 / 3))
+    assert gan.mode_coverage([[0.1, 0.0], [0.0, 0.1], [9.0, 9.0]], means) == (1, pytest.approx(2 / 3))
+    # one stray sample near the second mode among 100 is below a quarter of its fair share (12.5 %)
+    points = [[0.0, 0.1]] * 99 + [[3.0, 0.1]]
+    assert gan.mode_coverage(points, means) == (1, pytest.approx(1.0))
+    assert gan.mode_coverage(points, means, min_share=0.01)[0] == 2
+    with pytest.raises(ValueError, match="min_share"):
+        gan.mode_coverage(points, means, min_share=2.0)
+
+
+def test_ring_seed_summary_tallies_verdicts_over_seeds():
+    means = [[2.0 * np.cos(a), 2.0 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    everywhere = [m for m in means for _ in range(10)]
+    one_mode = [means[0]] * 80
+    runs = {
+        (1e-3, 1, 0): {"snapshots": [everywhere]},
+        (1e-3, 1, 1): {"snapshots": [one_mode]},
+        (1e-3, 1, 2): {"snapshots": [everywhere]},
+    }
+    [row] = chapter.ring_seed_summary(runs, means)
+    assert row[2] == "8 / 1 / 8" and row[4] == "all modes 2, collapsed 1 (of 3)"
