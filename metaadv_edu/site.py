@@ -28,6 +28,7 @@ import re
 import shutil
 import tempfile
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,10 @@ details.site-solution { margin: .5rem 0; border: 1px dashed var(--pst-color-bord
 details.site-solution > summary { cursor: pointer; color: var(--pst-color-link); }
 mjx-assistive-mml { height: 1px !important; }  /* MathML kept for screen readers must not stretch the page */
 .bd-article img { max-width: 100%; height: auto; }
+/* on a phone, a wide equation or a long signature scrolls or wraps by itself; the page does not */
+mjx-container[display="true"], div.math, dl.py > dd { overflow-x: auto; overflow-y: hidden; max-width: 100%; }
+dt.sig, dt.sig span.pre, .bd-article :not(pre) > code, .bd-article :not(pre) > code span.pre {
+  overflow-wrap: anywhere; white-space: normal; }
 """
 
 
@@ -288,12 +293,16 @@ def _run_sphinx(src: Path, confdir: Path, out: Path, doctrees: Path) -> None:
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace, patch_docutils
 
-    warnings = io.StringIO()
-    with patch_docutils(confdir), docutils_namespace():
-        app = Sphinx(str(src), str(confdir), str(out), str(doctrees), "html", status=None, warning=warnings)
+    log = io.StringIO()
+    with patch_docutils(confdir), docutils_namespace(), warnings.catch_warnings():
+        # Sphinx's and its extensions' notices of their own future changes (napoleon reads autodoc's
+        # options the way Sphinx 11 will drop) are for their authors: they must not stop the build
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        app = Sphinx(str(src), str(confdir), str(out), str(doctrees), "html", status=None, warning=log)
         app.build(force_all=True)
     if app.statuscode:
-        raise RuntimeError(f"Sphinx failed to build the site:\n{warnings.getvalue()}")
+        raise RuntimeError(f"Sphinx failed to build the site:\n{log.getvalue()}")
 
 
 # ---------------------------------------------------------------- the Sphinx extension
@@ -336,10 +345,11 @@ _LITERAL = re.compile(r"(``.+?``)")
 def _escape_bars(app, what: str, name: str, obj, options, lines: list[str]) -> None:
     """Docstrings write absolute values and table columns as ``|x|``; to reST that is a substitution.
 
-    Every ``|`` outside inline literals (and outside a line that starts a reST table) is escaped.
+    Every ``|`` outside inline literals is escaped, except on the lines of a reST line block or grid
+    table (``| `` or ``+-`` at the start).
     """
     for i, line in enumerate(lines):
-        if "|" in line and not line.lstrip().startswith(("|", "+")):
+        if "|" in line and not line.lstrip().startswith(("| ", "+-", "+=")):
             parts = _LITERAL.split(line)
             lines[i] = "".join(p if p.startswith("``") else p.replace("|", r"\|") for p in parts)
 
