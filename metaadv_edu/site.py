@@ -32,7 +32,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["REPO", "Page", "api_page", "build_site", "launch_links", "readme_sections", "setup"]
+__all__ = [
+    "REPO",
+    "Page",
+    "api_page",
+    "build_site",
+    "launch_links",
+    "readme_sections",
+    "setup",
+    "stage_sources",
+    "still_outputs",
+]
 
 REPO = "metaadv-edu/metaadv-edu"
 BRANCH = "main"
@@ -108,7 +118,7 @@ def _alt(out) -> str:
     return "figure" if not text or text.startswith("<Figure") else text.splitlines()[0]
 
 
-def _still_outputs(nb):
+def still_outputs(nb):
     """A copy of ``nb`` in which every widget output keeps only the image stored beside it.
 
     A widget view cannot be rendered without a kernel; the course stores each explorer's first figure
@@ -201,7 +211,7 @@ def _toctree(caption: str, docs: list[str]) -> list[str]:
     return [":::{toctree}", f":caption: {caption}", ":hidden:", "", *docs, ":::", ""]
 
 
-def _stage(root: Path, src: Path, paths: list[Path]) -> list[Page]:
+def stage_sources(root: Path, src: Path, paths: list[Path]) -> list[Page]:
     """Write the Sphinx sources of the site for the repository ``root`` into ``src``."""
     import nbformat
 
@@ -209,7 +219,7 @@ def _stage(root: Path, src: Path, paths: list[Path]) -> list[Page]:
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         pages.append(Page(path.stem, _title(nb, path.stem)))
-        nbformat.write(_still_outputs(nb), src / path.name)
+        nbformat.write(still_outputs(nb), src / path.name)
     landing = readme_sections((root / "README.md").read_text(encoding="utf-8"))
     for image in sorted(set(re.findall(r"\]\((notebooks/images/[^)\s]+)\)", landing))):
         (src / "images").mkdir(exist_ok=True)
@@ -277,7 +287,7 @@ def build_site(outdir: str | Path = "build/site", root: str | Path | None = None
     with tempfile.TemporaryDirectory(prefix="metaadv-site-") as tmp:
         src = Path(tmp) / "src"
         src.mkdir()
-        pages = _stage(root, src, paths)
+        pages = stage_sources(root, src, paths)
         _run_sphinx(src, confdir, out, Path(tmp) / "doctrees")
     if (out / "_sources").is_dir() and not any((out / "_sources").iterdir()):
         (out / "_sources").rmdir()

@@ -18,7 +18,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from metaadv_edu.cli import main
-from metaadv_edu.site import _still_outputs, api_page, launch_links, readme_sections
+from metaadv_edu.site import api_page, launch_links, readme_sections, stage_sources, still_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -174,7 +174,7 @@ def test_question_shows_and_answer_folds():
             "<details><summary>Answer</summary>\n\nBecause.\n\n</details>", metadata={"tags": ["answer"]}
         ),
     ]
-    assert [c.source for c in _still_outputs(nb).cells] == [c.source for c in nb.cells]
+    assert [c.source for c in still_outputs(nb).cells] == [c.source for c in nb.cells]
 
 
 def test_explorer_keeps_its_still_with_a_note_and_alt_text_comes_from_cell_metadata():
@@ -186,7 +186,7 @@ def test_explorer_keeps_its_still_with_a_note_and_alt_text_comes_from_cell_metad
         nbformat.v4.new_code_cell("explore()", outputs=[bar, still]),
         nbformat.v4.new_code_cell("plot()", outputs=[still], metadata={"mystnb": {"image": {"alt": "Loss curve"}}}),
     ]
-    out = _still_outputs(nb)
+    out = still_outputs(nb)
     assert "widgets" not in out.metadata
     first = out.cells[0].outputs
     assert [list(o.get("data", {})) for o in first] == [["image/png", "text/plain"], ["text/html"]]
@@ -213,6 +213,29 @@ def test_api_reference_documents_the_library_and_leaves_out_the_tooling(site):
     described = mean_ci.find_next_sibling("dd").get_text()
     assert "Parameters" in described
     assert not soup.select(".problematic"), "a docstring's markup did not parse"
+
+
+def test_sources_list_teaching_and_references_after_the_notebooks_in_course_order(tmp_path):
+    root, src = tmp_path / "repo", tmp_path / "src"
+    (root / "notebooks").mkdir(parents=True)
+    src.mkdir()
+    for stem in ["10_new", "09_next", "00_start"]:  # found by their names, in course order
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# Title {stem}")])
+        nbformat.write(nb, root / "notebooks" / f"{stem}.ipynb")
+    (root / "README.md").write_text(
+        "# c\n\nAn intro.\n\n## The notebooks\n\n[n](notebooks/09_next.ipynb), [p](#performance)\n"
+    )
+    (root / "TEACHING.md").write_text("# Teaching\n")
+    (root / "REFERENCES.md").write_text("# References\n")
+    paths = sorted((root / "notebooks").glob("*.ipynb"))
+    pages = stage_sources(root, src, paths)
+    assert [(p.stem, p.title) for p in pages] == [(s, f"Title {s}") for s in ["00_start", "09_next", "10_new"]]
+    index = (src / "index.md").read_text()
+    entries = [line for line in index.splitlines() if re.fullmatch(r"[0-9a-z_]+", line)]
+    assert entries == ["00_start", "09_next", "10_new", "teaching", "references", "api"]
+    assert "[n](09_next.ipynb)" in index and f"[p](https://github.com/{REPO}#performance)" in index
+    assert (src / "teaching.md").read_text() == "# Teaching\n" and (src / "references.md").is_file()
+    assert (src / "_static" / "mathjax" / "tex-svg-full.js").stat().st_size > 100_000
 
 
 def test_landing_page_rejoins_a_table_split_by_a_blank_line():
