@@ -175,32 +175,32 @@ def readme_sections(readme: str) -> str:
 def api_page(package: str = "metaadv_edu") -> str:
     """The API reference's MyST source: one autodoc section per public module of ``package``.
 
-    The library's modules come first, then the course layer's chapter modules; the tooling
-    (``TOOLING``: the command line, notebook execution, this site) is left out.
+    The package's modules come first, then each notebook's chapter module; the tooling (``TOOLING``:
+    the command line, notebook execution, this site) is left out.
     """
     pkg = importlib.import_module(package)
-    library = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and not m.ispkg]
+    modules = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and not m.ispkg]
     chapters = importlib.import_module(f"{package}.chapters")
     course = [m.name for m in pkgutil.iter_modules(chapters.__path__) if not m.name.startswith("_")]
     lines = [
         "# API reference",
         "",
-        f"Every public function and class of the `{package}` package, from its docstring. The library layer "
-        "holds the methods the notebooks derive; the course layer holds each notebook's helpers and the "
-        "graders of its exercises.",
-        "",
-        "## Library",
+        f"The documented public functions and classes of the `{package}` package, from their docstrings: "
+        "first the package's modules, then the chapter module of each notebook (its helpers and the graders "
+        "of its exercises).",
         "",
     ]
-    for section, modules in (("", [m for m in library if m not in TOOLING]), ("chapters.", course)):
-        if section:
-            lines += ["## Course layer (`chapters`)", ""]
-        for name in sorted(modules):
+    for heading, prefix, names in (
+        ("Modules", "", [m for m in modules if m not in TOOLING]),
+        ("Chapter modules (`chapters`)", "chapters.", course),
+    ):
+        lines += [f"## {heading}", ""]
+        for name in sorted(names):
             lines += [
-                f"### `{section}{name}`",
+                f"### `{prefix}{name}`",
                 "",
                 "```{eval-rst}",
-                f".. automodule:: {package}.{section}{name}",
+                f".. automodule:: {package}.{prefix}{name}",
                 "```",
                 "",
             ]
