@@ -118,13 +118,24 @@ def _alt(out) -> str:
     return "figure" if not text or text.startswith("<Figure") else text.splitlines()[0]
 
 
+def _markdown_in_details(source: str) -> str:
+    """Blank lines around a ``<details>`` block's text, so that MyST reads it (and its equations) as Markdown.
+
+    Jupyter renders Markdown inside ``<details><summary>…</summary> … </details>`` on one line; to
+    CommonMark, which MyST follows, that is one raw HTML block whose ``$…$`` would stay raw TeX.
+    """
+    source = re.sub(r"(</summary>)[ \t]*\n?(?!\n)", r"\1\n\n", source)
+    return re.sub(r"(?<!\n\n)(?<!^)[ \t]*(</details>)", r"\n\n\1", source)
+
+
 def still_outputs(nb):
     """A copy of ``nb`` in which every widget output keeps only the image stored beside it.
 
     A widget view cannot be rendered without a kernel; the course stores each explorer's first figure
     as a PNG in the same output, so the page shows that, followed by a note on where the sliders run.
     Widget outputs with nothing else to show (a progress bar's text) are dropped, and so is the
-    notebook's widget state (myst-nb would load the widget scripts from a CDN for it). The Colab badge
+    notebook's widget state (myst-nb would load the widget scripts from a CDN for it). The text of a
+    folded answer is set apart from its ``<details>`` tags by blank lines. The Colab badge
     and the Colab-only install cell are left out: the page's launch bar does their job. An image's alt
     text is the cell's ``mystnb.image.alt`` metadata where the notebook sets it, else the first line of
     the output's text.
@@ -139,7 +150,9 @@ def still_outputs(nb):
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             lines = cell.source.splitlines()
-            cell.source = "\n".join(line for line in lines if not line.startswith("[![Open in Colab]"))
+            cell.source = _markdown_in_details(
+                "\n".join(line for line in lines if not line.startswith("[![Open in Colab]"))
+            )
         if cell.cell_type != "code":
             continue
         kept = []

@@ -175,6 +175,9 @@ def test_question_shows_and_answer_folds():
         ),
     ]
     assert [c.source for c in still_outputs(nb).cells] == [c.source for c in nb.cells]
+    nb.cells[1].source = "<details><summary>Answer</summary> Because $x > 0$.</details>"
+    md = still_outputs(nb).cells[1].source  # Markdown to MyST, as it is to Jupyter: its $x > 0$ renders
+    assert md == "<details><summary>Answer</summary>\n\nBecause $x > 0$.\n\n</details>"
 
 
 def test_explorer_keeps_its_still_with_a_note_and_alt_text_comes_from_cell_metadata():
