@@ -1,12 +1,18 @@
-"""The course website: the stored, executed notebooks as static HTML pages, in course order.
+"""The course website: the stored, executed notebooks as a Sphinx site, in course order.
 
-``metaadv-edu site [OUTDIR]`` (default ``build/site``) converts every ``notebooks/NN_*.ipynb`` with
-nbconvert from its stored outputs (nothing is executed), adds a landing page made from the README's
-notebook table and results, and writes a self-contained folder: MathJax is copied in from the
-``django-static-mathjax`` package (``docs/requirements.txt``), so the pages render their equations with
-no network. Each page has a launch bar (Binder, Colab, the ``.ipynb``) and a link that opens a GitHub
-issue about that page. Widget outputs keep only the image stored with them: an explorer shows the still
-of its first figure, with a note on where its sliders run.
+``metaadv-edu site [OUTDIR]`` (default ``build/site``) lays the site's sources out in a temporary
+folder and runs Sphinx on them with ``docs/conf.py`` (myst-nb, sphinx-book-theme): a landing page
+from the README's introduction, notebook table and results; one page per ``notebooks/NN_*.ipynb``
+from its stored outputs (nothing is executed); ``TEACHING.md`` and ``REFERENCES.md`` when the
+repository has them; and an API reference that autodoc builds from the package's docstrings. Sphinx
+adds the search page and the previous / next links.
+
+The pages load nothing from another host. MathJax is copied in from the ``django-static-mathjax``
+package (``docs/requirements.txt``). Widget outputs keep only the image stored with them: an
+explorer shows the still of its first figure, with a note on where its sliders run, and no widget
+script is loaded. This module is also the Sphinx extension named in ``docs/conf.py``: it puts a
+launch bar (Binder, Colab, the ``.ipynb``, "report a mistake") on every notebook page and folds the
+solution cells into ``<details>``.
 
 This is tooling: neither the library nor the course layer imports it.
 """
@@ -14,141 +20,75 @@ This is tooling: neither the library nor the course layer imports it.
 from __future__ import annotations
 
 import copy
+import html
+import importlib
+import io
+import pkgutil
 import re
 import shutil
+import tempfile
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["REPO", "Page", "build_site", "launch_links"]
+__all__ = [
+    "REPO",
+    "Page",
+    "api_page",
+    "build_site",
+    "launch_links",
+    "readme_sections",
+    "setup",
+    "stage_sources",
+    "still_outputs",
+]
 
 REPO = "metaadv-edu/metaadv-edu"
 BRANCH = "main"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MATHJAX_BUNDLE = "tex-svg-full.js"  # SVG output, every TeX extension built in: loads nothing else
-
-# Cells through nbconvert's JupyterLab template; solutions folded away, explorers' stills captioned.
-CELLS_TEMPLATE = r"""{%- extends 'base.html.j2' -%}
-{% block codecell %}
-{%- if 'solution' in cell.metadata.get('tags', []) -%}
-<details class="site-solution"><summary>A solution (try the exercise first)</summary>
-{{ super() }}
-</details>
-{%- else -%}
-{{ super() }}
-{%- endif -%}
-{% endblock codecell %}
-{% block data_png scoped %}
-<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
-<img src="{{ output.metadata.filenames['image/png'] | posix_path | escape_html }}"
- alt="{{ output.metadata.get('site_alt', 'figure') | escape_html }}">
-{%- if output.metadata.get('site_explorer') %}
-<p class="site-explorer-note">A still of this explorer's figure. Its sliders run in a live notebook:
-launch this page on Binder or Colab (buttons at the top).</p>
-{%- endif %}
-</div>
-{%- endblock data_png %}
-{% block footer %}{% endblock footer %}
-"""
-
-LAYOUT = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<title>{{ page.title }} · metaadv-edu</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="static/notebook.css">
-<link rel="stylesheet" href="static/site.css">
-<script>
-window.MathJax = {
-  tex: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']],
-        processEscapes: true},
-  svg: {fontCache: 'global'}
-};
-</script>
-<script defer src="static/mathjax/{{ mathjax }}"></script>
-</head>
-<body data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
-<nav class="site-nav" aria-label="Course">
-<a class="site-home" href="index.html">metaadv-edu</a>
-<ol>
-{%- for p in pages %}
-<li><a href="{{ p.href }}"{% if p.stem == page.stem %} aria-current="page"{% endif %}>{{ p.title }}</a></li>
-{%- endfor %}
-</ol>
-</nav>
-<div class="site-main">
-{%- if links %}
-<div class="site-launch" role="toolbar" aria-label="Run this notebook">
-<a class="site-binder" href="{{ links.binder }}">Launch on Binder</a>
-<a class="site-colab" href="{{ links.colab }}">Open in Colab</a>
-<a class="site-download" href="{{ links.download }}" download>Download .ipynb</a>
-<a class="site-report" href="{{ links.report }}">Report a mistake on this page</a>
-</div>
-{%- endif %}
-<main class="jp-Notebook">
-{{ body }}
-</main>
-<footer class="site-footer">
-{%- if prev %}<a class="site-prev" href="{{ prev.href }}">← {{ prev.title }}</a>{% endif %}
-{%- if next %}<a class="site-next" href="{{ next.href }}">{{ next.title }} →</a>{% endif %}
-</footer>
-</div>
-</body>
-</html>
-"""
+MARKER = ".metaadv-edu-site"  # written into every build, so that a rebuild may replace the folder
+TOOLING = ("cli", "colab", "notebooks", "site")  # modules left out of the API reference
+SOLUTION_SUMMARY = "A solution (try the exercise first)"
+EXPLORER_NOTE = (
+    '<p class="site-explorer-note">A still of this explorer\'s figure. Its sliders run in a live notebook: '
+    "launch this page on Binder or Colab (buttons at the top).</p>"
+)
+_NOTEBOOK = re.compile(r"[0-9]{2}_[A-Za-z0-9_]+")
 
 SITE_CSS = """
-body { margin: 0; font-family: var(--jp-ui-font-family); background: #fff; }
-.site-nav { position: fixed; top: 0; left: 0; bottom: 0; width: 15rem; overflow-y: auto;
-  padding: 1rem; box-sizing: border-box; background: #f6f7f9; border-right: 1px solid #dde; font-size: 14px; }
-.site-nav ol { list-style: none; padding: 0; margin: 1rem 0 0 0; }
-.site-nav li { margin: 0 0 .6rem 0; }
-.site-nav a { color: #234; text-decoration: none; }
-.site-nav a[aria-current] { font-weight: bold; color: #0b57d0; }
-.site-home { font-size: 1.2rem; font-weight: bold; }
-.site-main { margin-left: 15rem; padding: 1rem 2rem 3rem 2rem; max-width: 62rem; }
-.site-launch { display: flex; flex-wrap: wrap; gap: .5rem; padding: .5rem 0 1rem 0;
-  border-bottom: 1px solid #dde; margin-bottom: 1rem; }
-.site-launch a { padding: .3rem .8rem; border: 1px solid #bbc; border-radius: 4px; text-decoration: none;
-  color: #123; background: #f6f7f9; font-size: 14px; }
-.site-launch a.site-report { margin-left: auto; border-color: #d9a; background: #fff5f7; }
-main.jp-Notebook { padding: 0; overflow: visible; }
-.jp-Collapser, a.anchor-link { display: none; }
-:is(h1, h2, h3, h4):hover > a.anchor-link { display: inline; margin-left: .3rem; text-decoration: none; }
-.jp-InputArea, .jp-InputArea-editor { overflow: hidden; }
-.jp-OutputArea-output pre { line-height: inherit; font-family: inherit; }
-.jp-RenderedImage img { max-width: 100%; height: auto; }
+.site-launch { display: flex; flex-wrap: wrap; gap: .5rem; padding: 0 0 1rem 0;
+  border-bottom: 1px solid var(--pst-color-border); margin-bottom: 1rem; }
+.site-launch a { padding: .25rem .7rem; border: 1px solid var(--pst-color-border); border-radius: 4px;
+  text-decoration: none; font-size: .85rem; }
+.site-launch a.site-report { margin-left: auto; }
+.site-explorer-note { font-size: .85rem; font-style: italic; margin: .2rem 0 0 0; }
+details.site-solution { margin: .5rem 0; border: 1px dashed var(--pst-color-border); border-radius: 4px;
+  padding: .3rem .6rem; }
+details.site-solution > summary { cursor: pointer; color: var(--pst-color-link); }
 mjx-assistive-mml { height: 1px !important; }  /* MathML kept for screen readers must not stretch the page */
-.site-explorer-note { font-size: 13px; color: #456; font-style: italic; margin: .2rem 0 0 0; }
-.site-solution { margin: .5rem 0; border: 1px dashed #bbc; border-radius: 4px; padding: .3rem .6rem; }
-.site-solution summary { cursor: pointer; color: #0b57d0; }
-.site-footer { display: flex; justify-content: space-between; margin-top: 2rem; padding-top: 1rem;
-  border-top: 1px solid #dde; }
-.site-landing table { border-collapse: collapse; margin: 1rem 0; font-size: 14px; }
-.site-landing th, .site-landing td { border: 1px solid #ccd; padding: .3rem .5rem; vertical-align: top; }
-.site-landing img { max-width: 100%; }
-@media (max-width: 50rem) {
-  .site-nav { position: static; width: auto; border-right: none; }
-  .site-main { margin-left: 0; padding: 1rem; }
-}
+.bd-article img { max-width: 100%; height: auto; }
+/* on a phone, a wide equation or a long signature scrolls or wraps by itself; the page does not */
+mjx-container[display="true"], div.math, dl.py > dd { overflow-x: auto; overflow-y: hidden; max-width: 100%; }
+dt.sig, dt.sig span.pre, .bd-article :not(pre) > code, .bd-article :not(pre) > code span.pre {
+  overflow-wrap: anywhere; white-space: normal; }
 """
 
 
 @dataclass(frozen=True)
 class Page:
-    stem: str  # notebook name without .ipynb; "" for the landing page
+    stem: str  # notebook name without .ipynb; "index" for the landing page
     title: str
 
     @property
     def href(self) -> str:
-        return f"{self.stem}.html" if self.stem else "index.html"
+        return f"{self.stem}.html"
 
 
 def launch_links(stem: str, title: str, repo: str = REPO, branch: str = BRANCH) -> dict[str, str]:
     """Binder, Colab, download and "report a mistake" addresses for the notebook ``stem``."""
-    if not re.fullmatch(r"[0-9]{2}_[A-Za-z0-9_]+", stem):
+    if not _NOTEBOOK.fullmatch(stem):
         raise ValueError(f"stem must name a course notebook like '05_maml', got {stem!r}")
     body = (
         f"Page: {title} (notebooks/{stem}.ipynb)\n\n"
@@ -172,64 +112,155 @@ def _title(nb, stem: str) -> str:
     return stem
 
 
-def _still_outputs(nb):
+def _alt(out) -> str:
+    text = out.get("data", {}).get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return "figure" if not text or text.startswith("<Figure") else text.splitlines()[0]
+
+
+def _markdown_in_details(source: str) -> str:
+    """Blank lines around a ``<details>`` block's text, so that MyST reads it (and its equations) as Markdown.
+
+    Jupyter renders Markdown inside ``<details><summary>…</summary> … </details>`` on one line; to
+    CommonMark, which MyST follows, that is one raw HTML block whose ``$…$`` would stay raw TeX.
+    """
+    source = re.sub(r"(</summary>)[ \t]*\n?(?!\n)", r"\1\n\n", source)
+    return re.sub(r"(?<!\n\n)(?<!^)[ \t]*(</details>)", r"\n\n\1", source)
+
+
+def still_outputs(nb):
     """A copy of ``nb`` in which every widget output keeps only the image stored beside it.
 
     A widget view cannot be rendered without a kernel; the course stores each explorer's first figure
-    as a PNG in the same output, so the page shows that. Widget outputs with nothing else to show (a
-    progress bar's text) are dropped, and so is the notebook's widget state. The Colab badge and the
-    Colab-only install cell are left out: the page's launch bar does their job.
+    as a PNG in the same output, so the page shows that, followed by a note on where the sliders run.
+    Widget outputs with nothing else to show (a progress bar's text) are dropped, and so is the
+    notebook's widget state (myst-nb would load the widget scripts from a CDN for it). The text of a
+    folded answer is set apart from its ``<details>`` tags by blank lines. The Colab badge
+    and the Colab-only install cell are left out: the page's launch bar does their job. An image's alt
+    text is the cell's ``mystnb.image.alt`` metadata where the notebook sets it, else the first line of
+    the output's text.
     """
+    from nbformat.v4 import new_output
+
     from metaadv_edu.colab import COLAB_CELL
 
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
-    # the launch bar opens Colab; its badge (a remote image) and its install cell stay in the notebook
     nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and c.source.strip() == COLAB_CELL.strip())]
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             lines = cell.source.splitlines()
-            cell.source = "\n".join(line for line in lines if not line.startswith("[![Open in Colab]"))
+            cell.source = _markdown_in_details(
+                "\n".join(line for line in lines if not line.startswith("[![Open in Colab]"))
+            )
+        if cell.cell_type != "code":
+            continue
         kept = []
         for out in cell.get("outputs", []):
             data = out.get("data", {})
-            if WIDGET_VIEW in data:
-                data.pop(WIDGET_VIEW)
-                if not set(data) - {"text/plain"}:
-                    continue
-                out.setdefault("metadata", {})["site_explorer"] = True
+            explorer = WIDGET_VIEW in data
+            data.pop(WIDGET_VIEW, None)
+            if explorer and not set(data) - {"text/plain"}:
+                continue
             if "image/png" in data:
-                text = data.get("text/plain", "")
-                alt = "figure" if text.startswith("<Figure") else text.splitlines()[0] if text else "figure"
-                out.setdefault("metadata", {})["site_alt"] = alt
+                image = cell.metadata.setdefault("mystnb", {}).setdefault("image", {})
+                image.setdefault("alt", _alt(out))
             kept.append(out)
-        if cell.cell_type == "code":
-            cell.outputs = kept
+            if explorer:
+                kept.append(new_output("display_data", data={"text/html": EXPLORER_NOTE}))
+        cell.outputs = kept
     return nb
 
 
-def _exporter():
-    import jinja2
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import ExtractOutputPreprocessor
+def readme_sections(readme: str) -> str:
+    """The landing page's Markdown: the README's introduction, notebook table and results."""
+    readme = re.sub(r"(?m)^(\|.*)\n\s*\n(?=\|)", r"\1\n", readme)  # rows split by a stray blank line
+    parts = re.split(r"(?m)^## ", readme)
+    intro = "\n".join(line for line in parts[0].splitlines() if not line.startswith("[!["))
+    keep = [intro]
+    for part in parts[1:]:
+        heading = part.splitlines()[0].strip()
+        if heading in ("The notebooks", "Results"):
+            keep.append("## " + part)
+    return "\n\n".join(keep)
 
-    exporter = HTMLExporter(
-        template_name="lab",
-        extra_loaders=[jinja2.DictLoader({"site.j2": CELLS_TEMPLATE})],
-        template_file="site.j2",
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
+
+def api_page(package: str = "metaadv_edu") -> str:
+    """The API reference's MyST source: one autodoc section per public module of ``package``.
+
+    The package's modules come first, then each notebook's chapter module; the tooling (``TOOLING``:
+    the command line, notebook execution, this site) is left out.
+    """
+    pkg = importlib.import_module(package)
+    modules = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and not m.ispkg]
+    chapters = importlib.import_module(f"{package}.chapters")
+    course = [m.name for m in pkgutil.iter_modules(chapters.__path__) if not m.name.startswith("_")]
+    lines = [
+        "# API reference",
+        "",
+        f"The documented public functions and classes of the `{package}` package, from their docstrings: "
+        "first the package's modules, then the chapter module of each notebook (its helpers and the graders "
+        "of its exercises).",
+        "",
+    ]
+    for heading, prefix, names in (
+        ("Modules", "", [m for m in modules if m not in TOOLING]),
+        ("Chapter modules (`chapters`)", "chapters.", course),
+    ):
+        lines += [f"## {heading}", ""]
+        for name in sorted(names):
+            lines += [
+                f"### `{prefix}{name}`",
+                "",
+                "```{eval-rst}",
+                f".. automodule:: {package}.{prefix}{name}",
+                "```",
+                "",
+            ]
+    return "\n".join(lines)
+
+
+def _toctree(caption: str, docs: list[str]) -> list[str]:
+    return [":::{toctree}", f":caption: {caption}", ":hidden:", "", *docs, ":::", ""]
+
+
+def stage_sources(root: Path, src: Path, paths: list[Path]) -> list[Page]:
+    """Write the Sphinx sources of the site for the repository ``root`` into ``src``."""
+    import nbformat
+
+    pages = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        pages.append(Page(path.stem, _title(nb, path.stem)))
+        nbformat.write(still_outputs(nb), src / path.name)
+    landing = readme_sections((root / "README.md").read_text(encoding="utf-8"))
+    for image in sorted(set(re.findall(r"\]\((notebooks/images/[^)\s]+)\)", landing))):
+        (src / "images").mkdir(exist_ok=True)
+        shutil.copy2(root / image, src / "images" / Path(image).name)
+    landing = landing.replace("](notebooks/images/", "](images/")
+    landing = re.sub(r"\]\(notebooks/([0-9]{2}_[A-Za-z0-9_]+\.ipynb)", r"](\1", landing)
+    # a link to a README section that the landing page leaves out goes to the README on GitHub
+    kept = {"the-notebooks", "results"}
+    landing = re.sub(
+        r"\]\(#([a-z0-9-]+)\)",
+        lambda m: m[0] if m[1] in kept else f"](https://github.com/{REPO}#{m[1]})",
+        landing,
     )
-    exporter.register_preprocessor(ExtractOutputPreprocessor(), enabled=True)
-    return exporter
-
-
-def _lab_css(exporter) -> str:
-    for base in exporter.template_paths:
-        static = Path(base) / "static"
-        if (static / "index.css").is_file() and (static / "theme-light.css").is_file():
-            return (static / "index.css").read_text() + "\n" + (static / "theme-light.css").read_text()
-    raise FileNotFoundError("nbconvert's JupyterLab template CSS (static/index.css) was not found")
+    extra = []
+    for name, doc in (("TEACHING.md", "teaching"), ("REFERENCES.md", "references")):
+        if (root / name).is_file():
+            (src / f"{doc}.md").write_text((root / name).read_text(encoding="utf-8"), encoding="utf-8")
+            extra.append(doc)
+    (src / "api.md").write_text(api_page(), encoding="utf-8")
+    toc = _toctree("Notebooks", [p.stem for p in pages]) + _toctree("Reference", [*extra, "api"])
+    (src / "index.md").write_text(landing.rstrip() + "\n\n" + "\n".join(toc), encoding="utf-8")
+    static = src / "_static"
+    (static / "mathjax").mkdir(parents=True)
+    mathjax = _mathjax_dir()
+    shutil.copy2(mathjax / "es5" / MATHJAX_BUNDLE, static / "mathjax" / MATHJAX_BUNDLE)
+    shutil.copy2(mathjax / "LICENSE", static / "mathjax" / "LICENSE")
+    (static / "site.css").write_text(SITE_CSS, encoding="utf-8")
+    return pages
 
 
 def _mathjax_dir() -> Path:
@@ -243,40 +274,12 @@ def _mathjax_dir() -> Path:
     return es5
 
 
-_NB_LINK = re.compile(r'href="(?:notebooks/)?([0-9]{2}_[A-Za-z0-9_]+)\.ipynb(#[^"]*)?"')
-
-
-def _link_pages(html: str, stems: set[str]) -> str:
-    """Links between notebooks point at their pages instead of the .ipynb files."""
-    return _NB_LINK.sub(lambda m: f'href="{m[1]}.html{m[2] or ""}"' if m[1] in stems else m[0], html)
-
-
-def readme_sections(readme: str) -> str:
-    """The landing page's Markdown: the README's introduction, notebook table and results."""
-    readme = re.sub(r"(?m)^(\|.*)\n\s*\n(?=\|)", r"\1\n", readme)  # rows split by a stray blank line
-    parts = re.split(r"(?m)^## ", readme)
-    intro = "\n".join(line for line in parts[0].splitlines() if not line.startswith("[!["))
-    keep = [intro]
-    for part in parts[1:]:
-        heading = part.splitlines()[0].strip()
-        if heading == "The notebooks":
-            keep.append("## " + part)
-        elif heading == "Results":
-            keep.append("## " + part)
-    return "\n\n".join(keep)
-
-
 def build_site(outdir: str | Path = "build/site", root: str | Path | None = None) -> list[Path]:
     """Write the site for the repository at ``root`` (default: this checkout) into ``outdir``.
 
-    Returns the written HTML pages, the landing page first. ``outdir`` must be new, empty or an earlier
-    build, which is replaced.
+    Returns the written HTML pages: the landing page, the notebooks in course order, then the
+    reference pages. ``outdir`` must be new, empty or an earlier build, which is replaced.
     """
-    import jinja2
-    import nbformat
-    from markupsafe import Markup
-    from nbconvert.filters.markdown_mistune import markdown2html_mistune
-
     from metaadv_edu.notebooks import find_notebooks
 
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
@@ -284,71 +287,106 @@ def build_site(outdir: str | Path = "build/site", root: str | Path | None = None
     paths = find_notebooks(root / "notebooks")
     if not paths:
         raise ValueError(f"no course notebooks (NN_*.ipynb) in {root / 'notebooks'}")
+    confdir = root / "docs"
+    if not (confdir / "conf.py").is_file():
+        raise ValueError(f"root {root} holds no docs/conf.py (the site's Sphinx configuration)")
     if out.exists():
-        if any(out.iterdir()) and not (out / "static" / "site.css").is_file():
+        if any(out.iterdir()) and not (out / MARKER).is_file():
             raise ValueError(
                 f"outdir {out} is not empty and holds no earlier build of the site; refusing to "
                 "overwrite it: choose a new folder such as build/site"
             )
         shutil.rmtree(out)
-    (out / "static" / "mathjax").mkdir(parents=True)
-    mathjax = _mathjax_dir()
-    shutil.copy2(mathjax / "es5" / MATHJAX_BUNDLE, out / "static" / "mathjax" / MATHJAX_BUNDLE)
-    shutil.copy2(mathjax / "LICENSE", out / "static" / "mathjax" / "LICENSE")
-    (out / ".nojekyll").write_text("")
-
-    notebooks = [nbformat.read(p, as_version=4) for p in paths]
-    pages = [Page(p.stem, _title(nb, p.stem)) for p, nb in zip(paths, notebooks)]
-    stems = {p.stem for p in pages}
-    layout = jinja2.Environment(autoescape=True).from_string(LAYOUT)
-    exporter = _exporter()
-    written = []
-    inlined_css: list[str] = []
-    for i, (path, nb, page) in enumerate(zip(paths, notebooks, pages)):
-        resources = {
-            "metadata": {"name": page.stem, "path": str(path.parent)},
-            "output_files_dir": f"{page.stem}_files",
-            "unique_key": page.stem,
-        }
-        body, resources = exporter.from_notebook_node(_still_outputs(nb), resources=resources)
-        inlined_css = inlined_css or list(resources.get("inlining", {}).get("css", []))
-        for name, data in resources.get("outputs", {}).items():
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            (out / name).write_bytes(data)
+    with tempfile.TemporaryDirectory(prefix="metaadv-site-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        pages = stage_sources(root, src, paths)
+        _run_sphinx(src, confdir, out, Path(tmp) / "doctrees")
+    if (out / "_sources").is_dir() and not any((out / "_sources").iterdir()):
+        (out / "_sources").rmdir()
+    for path in paths:
         shutil.copy2(path, out / path.name)
-        html = layout.render(
-            page=page,
-            pages=pages,
-            mathjax=MATHJAX_BUNDLE,
-            links=launch_links(page.stem, page.title),
-            body=Markup(_link_pages(body, stems)),
-            prev=pages[i - 1] if i else Page("", "Course home"),
-            next=pages[i + 1] if i + 1 < len(pages) else None,
-        )
-        written.append(out / page.href)
-        written[-1].write_text(html, encoding="utf-8")
+    (out / MARKER).write_text("written by metaadv-edu site; the folder is replaced by the next build\n")
+    (out / ".nojekyll").write_text("")
+    others = sorted(p for p in out.glob("*.html") if p.stem not in {"index", *(p.stem for p in pages)})
+    return [out / "index.html", *(out / p.href for p in pages), *others]
 
-    (out / "static" / "notebook.css").write_text(_lab_css(exporter) + "\n".join(inlined_css), encoding="utf-8")
-    (out / "static" / "site.css").write_text(SITE_CSS, encoding="utf-8")
-    landing_md = readme_sections((root / "README.md").read_text(encoding="utf-8"))
-    for image in sorted(set(re.findall(r"\]\((notebooks/images/[^)\s]+)\)", landing_md))):
-        (out / "images").mkdir(exist_ok=True)
-        shutil.copy2(root / image, out / "images" / Path(image).name)
-    landing_md = landing_md.replace("](notebooks/images/", "](images/")
-    body = (
-        '<div class="site-landing jp-RenderedHTMLCommon jp-RenderedMarkdown">'
-        + markdown2html_mistune(landing_md)
-        + "</div>"
+
+def _run_sphinx(src: Path, confdir: Path, out: Path, doctrees: Path) -> None:
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace, patch_docutils
+
+    log = io.StringIO()
+    with patch_docutils(confdir), docutils_namespace(), warnings.catch_warnings():
+        # Sphinx's and its extensions' notices of their own future changes (napoleon reads autodoc's
+        # options the way Sphinx 11 will drop) are for their authors: they must not stop the build
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        app = Sphinx(str(src), str(confdir), str(out), str(doctrees), "html", status=None, warning=log)
+        app.build(force_all=True)
+    if app.statuscode:
+        raise RuntimeError(f"Sphinx failed to build the site:\n{log.getvalue()}")
+
+
+# ---------------------------------------------------------------- the Sphinx extension
+
+
+def _launch_bar(app, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Put the launch bar at the top of a notebook page's body."""
+    if doctree is None or not _NOTEBOOK.fullmatch(pagename) or "body" not in context:
+        return
+    title = re.sub(r"<[^>]+>", "", context.get("title", pagename))
+    links = {k: html.escape(v) for k, v in launch_links(pagename, html.unescape(title)).items()}
+    bar = (
+        '<div class="site-launch" role="toolbar" aria-label="Run this notebook">'
+        f'<a class="site-binder" href="{links["binder"]}">Launch on Binder</a>'
+        f'<a class="site-colab" href="{links["colab"]}">Open in Colab</a>'
+        f'<a class="site-download" href="{links["download"]}" download>Download .ipynb</a>'
+        f'<a class="site-report" href="{links["report"]}">Report a mistake on this page</a>'
+        "</div>\n"
     )
-    home = Page("", "Course home")
-    html = layout.render(
-        page=home,
-        pages=pages,
-        mathjax=MATHJAX_BUNDLE,
-        links=None,
-        body=Markup(_link_pages(body, stems)),
-        prev=None,
-        next=pages[0],
-    )
-    (out / "index.html").write_text(html, encoding="utf-8")
-    return [out / "index.html", *written]
+    context["body"] = bar + context["body"]
+
+
+def _fold_solutions(app, doctree, docname: str) -> None:
+    """Wrap every code cell tagged ``solution`` (input and outputs) in a closed ``<details>``."""
+    from docutils import nodes
+
+    for cell in list(doctree.findall(nodes.container)):
+        if "tag_solution" not in cell.get("classes", []):
+            continue
+        opening = f'<details class="site-solution"><summary>{SOLUTION_SUMMARY}</summary>'
+        parent = cell.parent
+        index = parent.index(cell)
+        parent.insert(index + 1, nodes.raw("", "</details>", format="html"))
+        parent.insert(index, nodes.raw("", opening, format="html"))
+
+
+_LITERAL = re.compile(r"(``.+?``)")
+
+
+def _escape_bars(app, what: str, name: str, obj, options, lines: list[str]) -> None:
+    """Docstrings write absolute values and table columns as ``|x|``; to reST that is a substitution.
+
+    Every ``|`` outside inline literals is escaped, except on the lines of a reST line block or grid
+    table (``| `` or ``+-`` at the start).
+    """
+    for i, line in enumerate(lines):
+        if "|" in line and not line.lstrip().startswith(("| ", "+-", "+=")):
+            parts = _LITERAL.split(line)
+            lines[i] = "".join(p if p.startswith("``") else p.replace("|", r"\|") for p in parts)
+
+
+def _static_path(app, config) -> None:
+    static = Path(app.srcdir) / "_static"
+    if static.is_dir() and str(static) not in config.html_static_path:
+        config.html_static_path.append(str(static))
+
+
+def setup(app) -> dict:
+    """Register the site's additions with Sphinx (named in ``docs/conf.py``'s ``extensions``)."""
+    app.connect("config-inited", _static_path)
+    app.connect("autodoc-process-docstring", _escape_bars)
+    app.connect("doctree-resolved", _fold_solutions)
+    app.connect("html-page-context", _launch_bar)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
