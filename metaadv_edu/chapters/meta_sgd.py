@@ -91,8 +91,9 @@ def initial_inner_lrs(model: nn.Module, alpha_init: float | tuple[float, float] 
 
 
 def rate_changes(initial: dict, learned: dict) -> list[list[str]]:
-    """One row per parameter tensor: its size, the median α before and after training, the share of its
-    rates that grew, the share now negative, and the mean |α| — the table of notebook 07."""
+    """One row per parameter tensor: its size, the median α before and after training, the shares of its
+    rates that grew, shrank and stayed exactly unchanged, the share now negative, and the mean |α| — the
+    table of notebook 07."""
     if set(initial) != set(learned):
         raise ValueError("initial and learned must name the same parameter tensors")
     rows = []
@@ -106,6 +107,8 @@ def rate_changes(initial: dict, learned: dict) -> list[list[str]]:
                 f"{a0.median():.4f}",
                 f"{a1.median():+.4f}",
                 f"{(a1 > a0).float().mean():.0%}",
+                f"{(a1 < a0).float().mean():.0%}",
+                f"{(a1 == a0).float().mean():.0%}",
                 f"{(a1 < 0).float().mean():.0%}",
                 f"{a1.abs().mean():.3f}",
             ]

@@ -103,8 +103,10 @@ def test_rate_changes_reports_growth_and_signs_per_tensor():
     initial = {"w": torch.tensor([0.01, 0.02, 0.03, 0.04]), "b": torch.tensor([0.05])}
     learned = {"w": torch.tensor([0.02, -0.01, 0.01, 0.08]), "b": torch.tensor([-0.2])}
     rows = chapter.rate_changes(initial, learned)
-    assert rows[0][:2] == ["w", "4"] and rows[0][4] == "50%" and rows[0][5] == "25%"
-    assert rows[1][4] == "0%" and rows[1][5] == "100%" and rows[1][6] == "0.200"
+    learned["w"][2] = 0.03  # unchanged
+    rows = chapter.rate_changes(initial, learned)
+    assert rows[0][:2] == ["w", "4"] and rows[0][4:8] == ["50%", "25%", "25%", "25%"]
+    assert rows[1][4:9] == ["0%", "100%", "0%", "100%", "0.200"]
     with pytest.raises(ValueError, match="same parameter tensors"):
         chapter.rate_changes(initial, {"w": learned["w"]})
 
