@@ -30,6 +30,7 @@ __all__ = [
     "maml_explorer",
     "one_step_shift",
     "sine_maml",
+    "sine_panel",
     "sine_pretrained",
     "sine_sampler",
 ]
@@ -148,6 +149,24 @@ def one_step_shift(model: nn.Module, tasks: data.Tasks, inner_lr: float) -> tupl
     return moved.mean().item(), needed.mean().item()
 
 
+def sine_panel(ax, lines: dict[str, dict], points: dict[str, dict], *, legend: dict | None = None) -> dict:
+    """Lay out a sine-task panel of the explorers of notebooks 05 and 07 on ``ax``: the true task's curve
+    (artist ``"truth"``), one empty line per entry of ``lines`` and one empty scatter per entry of
+    ``points`` (key → Matplotlib keyword arguments), x ∈ [−5, 5], y ∈ [−6, 6]. Returns the artists by key,
+    for the explorer's ``draw`` to fill in."""
+    (truth,) = ax.plot([], [], color="0.5", lw=2, label="true task")
+    art = {"truth": truth}
+    for key, style in lines.items():
+        (art[key],) = ax.plot([], [], **style)
+    for key, style in points.items():
+        art[key] = ax.scatter([], [], **style)
+    ax.set_xlim(-5, 5)
+    ax.set_ylim(-6, 6)
+    ax.legend(**{"fontsize": 7, "loc": "lower left", **(legend or {})})
+    ax.set_xlabel("x")
+    return art
+
+
 def _adaptation_path(model, theta, xs, ys, grid, truth, inner_lr, keep_step, max_steps=10):
     """Plain gradient descent on (xs, ys) from θ: the MSE on the whole curve after 0..max_steps
     steps, and the prediction on ``grid`` after ``keep_step`` steps. One pass, no graph kept."""
@@ -194,16 +213,16 @@ def maml_explorer(
 
     def setup(fig):
         ax, ax_loss = fig.subplots(1, 2, width_ratios=[1.6, 1])
-        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
-        (art["init"],) = ax.plot([], [], "--", color="tab:blue", lw=1, label="MAML init θ")
-        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=2, label="MAML adapted")
-        (art["pre"],) = ax.plot([], [], color="tab:orange", lw=1.5, label="pretrained, fine-tuned")
-        art["clean_pts"] = ax.scatter([], [], s=18, facecolors="none", edgecolors="0.3", label="clean support x")
-        art["pts"] = ax.scatter([], [], s=22, color="tab:red", zorder=3, label="support points used")
-        ax.set_xlim(-5, 5)
-        ax.set_ylim(-6, 6)
-        ax.legend(fontsize=7, loc="lower left", ncol=2)
-        ax.set_xlabel("x")
+        lines = {
+            "init": {"ls": "--", "color": "tab:blue", "lw": 1, "label": "MAML init θ"},
+            "maml": {"color": "tab:blue", "lw": 2, "label": "MAML adapted"},
+            "pre": {"color": "tab:orange", "lw": 1.5, "label": "pretrained, fine-tuned"},
+        }
+        points = {
+            "clean_pts": {"s": 18, "facecolors": "none", "edgecolors": "0.3", "label": "clean support x"},
+            "pts": {"s": 22, "color": "tab:red", "zorder": 3, "label": "support points used"},
+        }
+        art.update(sine_panel(ax, lines, points, legend={"ncol": 2}))
         steps_axis = list(range(11))
         (art["loss_maml"],) = ax_loss.plot(steps_axis, [1.0] * 11, "o-", ms=3, color="tab:blue", label="MAML")
         (art["loss_pre"],) = ax_loss.plot(steps_axis, [1.0] * 11, "s-", ms=3, color="tab:orange", label="pretrained")

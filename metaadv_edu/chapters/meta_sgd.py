@@ -13,7 +13,7 @@ from metaadv_edu import _validate as v
 from metaadv_edu import cache, data, grading, maml, metasgd, models
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.chapters.maml import SINE_META, sine_sampler
+from metaadv_edu.chapters.maml import SINE_META, sine_panel, sine_sampler
 from metaadv_edu.functional import forward, params_of
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
@@ -171,14 +171,12 @@ def metasgd_explorer(
 
     def setup(fig):
         ax, ax_h = fig.subplots(1, 2, width_ratios=[1.6, 1])
-        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
-        (art["msgd"],) = ax.plot([], [], color="tab:purple", lw=2, label="Meta-SGD, 1 step of learned α")
-        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=1.5, label=f"MAML, 1 step of α = {maml_lr}")
-        art["pts"] = ax.scatter([], [], color="k", s=16, zorder=3, label="support points")
-        ax.set_xlim(-5, 5)
-        ax.set_ylim(-6, 6)
-        ax.legend(fontsize=7, loc="lower left")
-        ax.set_xlabel("x")
+        lines = {
+            "msgd": {"color": "tab:purple", "lw": 2, "label": "Meta-SGD, 1 step of learned α"},
+            "maml": {"color": "tab:blue", "lw": 1.5, "label": f"MAML, 1 step of α = {maml_lr}"},
+        }
+        points = {"pts": {"color": "k", "s": 16, "zorder": 3, "label": "support points"}}
+        art.update(sine_panel(ax, lines, points))
         centers = np.sqrt(bins[:-1] * bins[1:])
         art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color="tab:purple")
         ax_h.set_xscale("log")
@@ -248,6 +246,8 @@ def check_meta_sgd_step(my_step: Callable) -> bool:
                 if not all(grading.close(values[k], ref[k]) for k in ref):
                     if all(grading.close(values[k], (params[k] + lrs[k] * grads[k]).detach()) for k in ref):
                         raise grading.Stop("wrong sign: the inner step descends, θ − α∘∇L")
+                    if all(grading.close(values[k], (-lrs[k] * grads[k]).detach()) for k in ref):
+                        raise grading.Stop("that is the step −α∘∇L alone, without θ: return θ′ = θ − α∘∇L")
                     if all(grading.close(values[k], (params[k] - lrs[k].mean() * grads[k]).detach()) for k in ref):
                         raise grading.Stop("α is not a scalar here: multiply elementwise, one rate per parameter")
                     raise grading.Stop("not θ − α∘∇L (elementwise product)")

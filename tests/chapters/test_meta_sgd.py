@@ -20,6 +20,7 @@ def no_grad_step(p, g, a):
         (lambda p, g, a: {k: p[k] + a[k] * g[k] for k in p}, False, "wrong sign"),
         (lambda p, g, a: {k: p[k] - a[k].mean() * g[k] for k in p}, False, "not a scalar"),
         (lambda p, g, a: p, False, "not θ − α∘∇L"),
+        (lambda p, g, a: {k: -a[k] * g[k] for k in p}, False, "without θ"),
         (lambda p, g, a: {k: p[k] - a[k].detach() * g[k] for k in p}, False, "does not reach α"),
         (lambda p, g, a: {k: p[k] - a[k].data * g[k] for k in p}, False, "does not reach α"),
         (lambda p, g, a: {k: (p[k] - a[k] * g[k]).detach() for k in p}, False, "detached"),
