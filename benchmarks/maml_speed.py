@@ -20,8 +20,8 @@ def time_step(fn, model, tasks, device, **kwargs) -> float:
 
 
 def peak_memory(model, tasks, device, steps, first_order) -> float:
-    """Bytes one meta-step needs beyond the model: the CUDA allocator's peak on a GPU, the tensors
-    saved for backward in the autograd graph on the CPU."""
+    """Bytes one meta-step needs beyond the model: the CUDA allocator's peak on a GPU; on the CPU the
+    memory the autograd graph keeps for backward (``graph_bytes``: each saved storage counted once)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
@@ -72,7 +72,7 @@ def rows(device=None) -> list[tuple[str, str]]:
     out.append(
         (
             "memory of a MAML meta-step, 1 / 2 / 5 / 10 inner steps",
-            " / ".join(f"{m:.1f}" for m in mem) + f" MiB; first-order, 10 steps: {fo:.1f} MiB",
+            " / ".join(f"{m:.2f}" for m in mem) + f" MiB; first-order, 10 steps: {fo:.2f} MiB",
         )
     )
     return out

@@ -13,7 +13,6 @@ computation as a plain per-task loop, kept as the readable reference.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -29,7 +28,8 @@ from metaadv_edu.functional import LossFn, Params, default_loss, forward, params
 __all__ = [
     "adapt",
     "adaptation_losses",
-    "mean_ci",
+    "check_inner_lr",
+    "check_tasks",
     "meta_gradient_by_formula",
     "meta_loss",
     "meta_loss_loop",
@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 
-def _check_tasks(tasks: Tasks) -> None:
+def check_tasks(tasks: Tasks) -> None:
+    """Raise a clear error unless ``tasks`` is a :class:`~metaadv_edu.data.Tasks` of tensors shaped
+    (n_tasks, k, ...) with matching task counts, inputs and targets. Shared by every meta-learner."""
     if not isinstance(tasks, tuple) or len(tasks) != 4:
         raise TypeError("tasks must be a Tasks(x_support, y_support, x_query, y_query) tuple")
     xs, ys, xq, yq = tasks
@@ -62,7 +64,9 @@ def _check_tasks(tasks: Tasks) -> None:
         )
 
 
-def _check_inner(inner_lr, steps) -> tuple:
+def check_inner_lr(inner_lr, steps) -> tuple:
+    """Validate an inner rule: ``inner_lr`` a positive number (or a tensor/dict of per-parameter rates,
+    Meta-SGD's α) and ``steps`` an integer ≥ 1. Returns them, validated."""
     if not isinstance(inner_lr, (torch.Tensor, dict)):
         inner_lr = v.positive("inner_lr", inner_lr)
     return inner_lr, v.integer("steps", steps)
@@ -86,7 +90,7 @@ def adapt(
     order) unless ``first_order=True``, which treats each inner gradient as a constant (FOMAML).
     Works inside ``torch.func.vmap`` (it uses ``torch.func.grad``).
     """
-    inner_lr, steps = _check_inner(inner_lr, steps)
+    inner_lr, steps = check_inner_lr(inner_lr, steps)
     loss_fn = loss_fn or default_loss(y)
     for _ in range(steps):
         grads = grad(task_loss)(params, model, x, y, loss_fn)
@@ -116,8 +120,8 @@ def meta_loss(
     equivalent path (:mod:`metaadv_edu.batched`: batched matrix products instead of vmap) unless
     ``fast_path=False``.
     """
-    _check_tasks(tasks)
-    inner_lr, steps = _check_inner(inner_lr, steps)
+    check_tasks(tasks)
+    inner_lr, steps = check_inner_lr(inner_lr, steps)
     params = params if params is not None else params_of(model)
     if fast_path and loss_fn is None and batched.supports(model):
         return batched.meta_loss(
@@ -149,8 +153,8 @@ def meta_loss_loop(
     loss_fn: LossFn | None = None,
 ) -> torch.Tensor:
     """The same as :func:`meta_loss`, written as a plain loop over tasks with ``torch.autograd.grad``."""
-    _check_tasks(tasks)
-    inner_lr, steps = _check_inner(inner_lr, steps)
+    check_tasks(tasks)
+    inner_lr, steps = check_inner_lr(inner_lr, steps)
     params = params if params is not None else params_of(model)
     loss_fn = loss_fn or default_loss(tasks.y_support)
     losses = []
@@ -178,8 +182,8 @@ def adaptation_losses(
     The evaluation protocol of MAML's sinusoid experiment: fine-tune on the K support points,
     measure on the query points. No graph is kept.
     """
-    _check_tasks(tasks)
-    inner_lr, max_steps = _check_inner(inner_lr, max_steps)
+    check_tasks(tasks)
+    inner_lr, max_steps = check_inner_lr(inner_lr, max_steps)
     params = params_of(model, detach=True) if params is None else params
     params = {k: p.detach() for k, p in params.items()}
     loss_fn = loss_fn or default_loss(tasks.y_support)
@@ -214,14 +218,6 @@ def tune_inner_lr(
     return candidates[int(score.argmin())], table
 
 
-def mean_ci(values: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and the half-width of its 95 % normal confidence interval (1.96·s/√n)."""
-    n = values.shape[dim]
-    if n < 2:
-        raise ValueError("a confidence interval needs at least two values")
-    return values.mean(dim), 1.96 * values.std(dim) / math.sqrt(n)
-
-
 def meta_train(
     model: nn.Module,
     sample_tasks: Callable[[torch.Generator], Tasks],
@@ -249,7 +245,7 @@ def meta_train(
     objective = objective or meta_loss
     iterations = v.integer("iterations", iterations)
     outer_lr = v.positive("outer_lr", outer_lr)
-    inner_lr, steps = _check_inner(inner_lr, steps)
+    inner_lr, steps = check_inner_lr(inner_lr, steps)
     opt = torch.optim.Adam(model.parameters(), lr=outer_lr)
     history: dict[str, list[float]] = {"meta_loss": [], "eval_iteration": [], "eval_loss": []}
     for it in tqdm(range(iterations), desc=desc, disable=not progress, leave=False):
@@ -287,7 +283,7 @@ def meta_gradient_by_formula(
 
     applied right to left with Hessian-vector products. Used to check :func:`meta_loss`.
     """
-    inner_lr, steps = _check_inner(inner_lr, steps)
+    inner_lr, steps = check_inner_lr(inner_lr, steps)
     loss_fn = loss_fn or default_loss(ys)
     thetas = [params_of(model, detach=True)]
     for _ in range(steps):

@@ -11,21 +11,42 @@ import torch
 __all__ = ["graph_bytes", "median_time"]
 
 
-def graph_bytes(output: torch.Tensor) -> int:
-    """Bytes of the tensors that ``output``'s autograd graph saved for the backward pass."""
-    seen, total, stack = set(), 0, [output.grad_fn]
+def _outputs(output) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    values = list(output.values()) if isinstance(output, dict) else list(output)
+    if not all(isinstance(t, torch.Tensor) for t in values):
+        raise TypeError("output must be a tensor, or a dict or sequence of tensors")
+    return values
+
+
+def graph_bytes(output) -> int:
+    """Bytes of memory that ``output``'s autograd graph keeps alive for the backward pass.
+
+    Walks the graph from ``output`` (a tensor, or a dict or sequence of tensors) and collects every
+    tensor a backward node saved (its ``_saved_*`` attributes). Many nodes save the same tensor, or views
+    of one (an activation is saved by the layer that produced it and by the one that reads it; the
+    expanded per-task copies of θ share θ's memory), so each underlying storage is counted once, at its
+    full size. Saved parameters count too: the graph holds them. A tensor without a graph — Reptile's
+    adapted weights, computed from a detached θ — keeps 0 bytes. Used in notebooks 06 and 07.
+    """
+    storages: dict[int, int] = {}
+    seen, stack = set(), [t.grad_fn for t in _outputs(output)]
     while stack:
         fn = stack.pop()
         if fn is None or fn in seen:
             continue
         seen.add(fn)
         for name in dir(fn):
-            if name.startswith("_saved_"):
-                value = getattr(fn, name, None)
-                if isinstance(value, torch.Tensor):
-                    total += value.numel() * value.element_size()
+            if not name.startswith("_saved_"):
+                continue
+            value = getattr(fn, name, None)
+            for t in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    storages[storage.data_ptr()] = storage.nbytes()
         stack.extend(f for f, _ in fn.next_functions)
-    return total
+    return sum(storages.values())
 
 
 def median_time(

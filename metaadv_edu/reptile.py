@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from metaadv_edu import _validate as v
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import LossFn, Params, default_loss, params_of, sgd_step, task_loss
-from metaadv_edu.maml import _check_tasks
+from metaadv_edu.maml import check_tasks
 
-__all__ = ["expected_updates", "outer_step", "predicted_updates", "taylor_terms", "train"]
+__all__ = ["adapted_weights", "expected_updates", "outer_step", "predicted_updates", "taylor_terms", "train"]
 
 
 def _adapted(
@@ -37,6 +37,25 @@ def _adapted(
     return params, task_loss(params, model, x, y, loss_fn)
 
 
+def _batched_adaptation(model, tasks, inner_lr, inner_steps, loss_fn):
+    theta = {k: p.detach() for k, p in params_of(model, detach=True).items()}
+    return vmap(lambda x, y: _adapted(model, theta, x, y, inner_lr, inner_steps, loss_fn))(
+        tasks.x_support, tasks.y_support
+    )
+
+
+def adapted_weights(
+    model: nn.Module, tasks: Tasks, *, inner_lr: float, inner_steps: int, loss_fn: LossFn | None = None
+) -> Params:
+    """Every task's φ̃ᵢ after ``inner_steps`` SGD steps of ``inner_lr`` from the model's detached θ, stacked
+    along a first (task) dimension. No autograd graph reaches θ: Reptile's update needs only these values."""
+    check_tasks(tasks)
+    inner_lr = v.positive("inner_lr", inner_lr)
+    inner_steps = v.integer("inner_steps", inner_steps)
+    loss_fn = loss_fn or default_loss(tasks.y_support)
+    return _batched_adaptation(model, tasks, inner_lr, inner_steps, loss_fn)[0]
+
+
 def outer_step(
     model: nn.Module, tasks: Tasks, *, inner_lr: float, inner_steps: int, outer_lr: float, loss_fn: LossFn | None = None
 ) -> float:
@@ -44,16 +63,12 @@ def outer_step(
 
     Only the support sets of ``tasks`` are used (Reptile has no query set).
     """
-    _check_tasks(tasks)
+    check_tasks(tasks)
     inner_lr = v.positive("inner_lr", inner_lr)
     inner_steps = v.integer("inner_steps", inner_steps)
     outer_lr = v.positive("outer_lr", outer_lr)
     loss_fn = loss_fn or default_loss(tasks.y_support)
-    theta = params_of(model, detach=True)
-    theta = {k: p.detach() for k, p in theta.items()}
-    phis, losses = vmap(lambda x, y: _adapted(model, theta, x, y, inner_lr, inner_steps, loss_fn))(
-        tasks.x_support, tasks.y_support
-    )
+    phis, losses = _batched_adaptation(model, tasks, inner_lr, inner_steps, loss_fn)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.add_(outer_lr * (phis[name].mean(0) - p))

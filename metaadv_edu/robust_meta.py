@@ -125,7 +125,7 @@ def functional_attack(
 
 
 def _check_classification(tasks: Tasks) -> None:
-    maml._check_tasks(tasks)
+    maml.check_tasks(tasks)
     if tasks.y_support.is_floating_point() or tasks.y_query.is_floating_point():
         raise TypeError("robust few-shot learning needs integer class labels in tasks.y_support and tasks.y_query")
 
@@ -135,7 +135,7 @@ def adapt_tasks(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, par
 
     The result has a leading task dimension on every tensor. ``steps=0`` returns θ for every task.
     """
-    maml._check_tasks(tasks)
+    maml.check_tasks(tasks)
     steps = v.integer("steps", steps, low=0)
     if not isinstance(inner_lr, (torch.Tensor, dict)):
         inner_lr = v.positive("inner_lr", inner_lr)
@@ -346,7 +346,7 @@ def adversarial_query_loss(
     if loss_fn is not None:
         raise ValueError("adversarial_query_loss uses the cross-entropy; loss_fn must be None")
     v.choice("target", target, ("adapted", "initial"))
-    inner_lr, steps = maml._check_inner(inner_lr, steps)
+    inner_lr, steps = maml.check_inner_lr(inner_lr, steps)
     epsilon, a_steps, a_step = _attack_settings(epsilon, attack, attack_steps, step_size)
     params = params if params is not None else params_of(model)
     starts = _random_starts(tasks.x_query, epsilon, attack, generator)

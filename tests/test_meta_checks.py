@@ -8,15 +8,18 @@ import torch.nn.functional as F
 from metaadv_edu import maml, metasgd, reptile
 from metaadv_edu import meta_checks as mc
 from metaadv_edu.functional import forward, params_of, sgd_step
+from tests.wrong import rejects
 
 
 # ------------------------------------------------------------------------ 05: meta-gradient
+@rejects("maml_meta_gradient", "first-order meta-loss (the Hessian term dropped)")
 def test_meta_gradient_check_passes_and_rejects_first_order():
     assert all(e < mc.TOL for e in mc.meta_gradient_errors().values())
     fo = lambda m, t, **kw: maml.meta_loss(m, t, first_order=True, **kw)  # noqa: E731
     assert all(e > 1e-4 for e in mc.meta_gradient_errors(fo).values())
 
 
+@rejects("maml_meta_gradient", "a meta-loss that ignores steps and always adapts once")
 def test_meta_gradient_check_rejects_a_wrong_number_of_steps():
     one_step = lambda m, t, *, inner_lr, steps: maml.meta_loss(m, t, inner_lr=inner_lr)  # noqa: E731
     errors = mc.meta_gradient_errors(one_step)
@@ -32,6 +35,7 @@ def pooled_meta_loss(model, tasks, *, inner_lr):
     return F.mse_loss(forward(model, adapted, tasks.x_query.reshape(-1, 1)), tasks.y_query.reshape(-1, 1))
 
 
+@rejects("maml_vmap_loop", "one adaptation on all support sets pooled together")
 def test_vmap_loop_check_passes_and_rejects_pooled_adaptation():
     assert mc.vmap_loop_gap()[2]
     assert not mc.vmap_loop_gap(pooled_meta_loss)[2]
@@ -46,12 +50,14 @@ def test_fomaml_check_passes_on_fomaml():
 
 
 @pytest.mark.parametrize("name", list(mc.FOMAML_MISTAKES))
+@rejects("maml_fomaml_term", "query gradient at θ (no adaptation) or after an ascent inner step")
 def test_fomaml_check_rejects_mistakes(name):
     rows = mc.fomaml_term_errors(mc.FOMAML_MISTAKES[name])
     assert not any(ok for *_, ok in rows)
     assert min(err for _, _, err, _ in rows) > 0.05
 
 
+@rejects("maml_fomaml_term", "the support set used as the query set")
 def test_fomaml_check_rejects_the_support_gradient_at_theta_prime():
     from metaadv_edu.chapters.maml import data_swap
 
@@ -77,6 +83,7 @@ def test_skip_adaptation_passed_the_old_ratio_check():
 
 
 # ------------------------------------------------------------------------ 06: Reptile
+@rejects("reptile_one_step_sgd", "the update sums the tasks' steps instead of averaging them")
 def test_reptile_one_step_check_passes_and_rejects_a_summed_update():
     assert mc.reptile_one_step_gap() < mc.TOL
 
@@ -88,6 +95,7 @@ def test_reptile_one_step_check_passes_and_rejects_a_summed_update():
     assert mc.reptile_one_step_gap(summed) > 1e-4
 
 
+@rejects("reptile_one_step_sgd", "two inner steps of half the outer rate")
 def test_reptile_one_step_check_rejects_two_inner_steps():
     def two(model, tasks, *, inner_lr, inner_steps, outer_lr):
         return reptile.outer_step(model, tasks, inner_lr=inner_lr, inner_steps=2, outer_lr=outer_lr / 2)
@@ -95,6 +103,7 @@ def test_reptile_one_step_check_rejects_two_inner_steps():
     assert mc.reptile_one_step_gap(two) > 1e-8
 
 
+@rejects("reptile_taylor", "k counted as gradient evaluations for MAML and FOMAML")
 def test_taylor_check_passes_and_rejects_gradient_evaluation_counting():
     residuals = mc.taylor_residuals(ks=(2,))
     assert all(mc.taylor_slopes_ok(r) for r in residuals.values())
@@ -108,6 +117,7 @@ def test_taylor_check_passes_and_rejects_gradient_evaluation_counting():
     assert not mc.taylor_slopes_ok(wrong[("MAML", 2)]) and not mc.taylor_slopes_ok(wrong[("FOMAML", 2)])
 
 
+@rejects("reptile_taylor", "the AvgGradInner term with the wrong sign")
 def test_taylor_check_rejects_a_wrong_sign():
     def flipped(terms, *, inner_lr, k):
         return reptile.predicted_updates(terms, inner_lr=-inner_lr, k=k)
@@ -130,6 +140,7 @@ def test_alpha_gradient_check_passes():
         lambda g_q, g_s: -0.5 * g_q * g_s,  # a stray factor
     ],
 )
+@rejects("metasgd_alpha_gradient", "∂L/∂α with the wrong sign, without ∇L_S, or halved")
 def test_alpha_gradient_check_rejects_wrong_formulas(formula):
     assert mc.alpha_gradient_errors(formula=formula)[0] > 1e-6
 
@@ -152,11 +163,13 @@ def first_order_metasgd(model, lrs, tasks):
     "fn, bad_alpha, bad_theta",
     [(detached_alpha, True, False), (ascent_alpha, True, True), (first_order_metasgd, False, True)],
 )
+@rejects("metasgd_alpha_gradient", "a Meta-SGD loss with α detached, an ascent step, or first order")
 def test_alpha_gradient_check_rejects_wrong_meta_losses(fn, bad_alpha, bad_theta):
     error_alpha, error_theta = mc.alpha_gradient_errors(fn)
     assert (error_alpha > 1e-6) is bad_alpha and (error_theta > 1e-6) is bad_theta
 
 
+@rejects("metasgd_equal_alpha", "α detached, first order, or the step halved")
 def test_equal_alpha_check_passes_and_rejects_wrong_meta_losses():
     assert all(g < mc.TOL for g in mc.equal_alpha_gaps())
     assert mc.equal_alpha_gaps(detached_alpha)[2] > 1e-6

@@ -11,10 +11,11 @@ from matplotlib.ticker import NullLocator
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, data, grading, models
+from metaadv_edu import cache, data, grading, maml, models
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.widgets import Explorer, float_slider, int_slider
+from metaadv_edu.functional import forward, params_of
+from metaadv_edu.widgets import Explorer, float_slider, inner_lr_slider, int_slider
 
 __all__ = [
     "AVERAGE_TASK_AMPLITUDE",
@@ -29,6 +30,7 @@ __all__ = [
     "maml_explorer",
     "one_step_shift",
     "sine_maml",
+    "sine_panel",
     "sine_pretrained",
     "sine_sampler",
 ]
@@ -59,7 +61,6 @@ def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False,
     """The 1-40-40-1 regressor meta-trained by MAML on sinusoids (notebook 05): one inner step,
     K = 10, α = 0.01, Adam with β = 1e-3, meta-batch 25, as in Finn et al. (2017, §5.1) but with
     fewer iterations (the paper ran 70,000)."""
-    from metaadv_edu import maml
 
     device = as_device(device)
     config = {
@@ -92,7 +93,6 @@ def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False,
 def sine_pretrained(device=None, *, iterations: int = 6000):
     """The baseline of MAML's sinusoid experiment: the same network trained on all tasks jointly
     (plain regression on points pooled from a batch of tasks), to be fine-tuned afterwards."""
-    import torch.nn.functional as F
 
     device = as_device(device)
     config = {**SINE_META, "iterations": v.integer("iterations", iterations), "seed": 0}
@@ -138,9 +138,6 @@ def one_step_shift(model: nn.Module, tasks: data.Tasks, inner_lr: float) -> tupl
     from the prediction before the step to the query targets."""
     from torch.func import vmap
 
-    from metaadv_edu import maml
-    from metaadv_edu.functional import forward, params_of
-
     theta = params_of(model, detach=True)
 
     def one(xs, ys, xq, yq):
@@ -152,12 +149,27 @@ def one_step_shift(model: nn.Module, tasks: data.Tasks, inner_lr: float) -> tupl
     return moved.mean().item(), needed.mean().item()
 
 
+def sine_panel(ax, lines: dict[str, dict], points: dict[str, dict], *, legend: dict | None = None) -> dict:
+    """Lay out a sine-task panel of the explorers of notebooks 05 and 07 on ``ax``: the true task's curve
+    (artist ``"truth"``), one empty line per entry of ``lines`` and one empty scatter per entry of
+    ``points`` (key → Matplotlib keyword arguments), x ∈ [−5, 5], y ∈ [−6, 6]. Returns the artists by key,
+    for the explorer's ``draw`` to fill in."""
+    (truth,) = ax.plot([], [], color="0.5", lw=2, label="true task")
+    art = {"truth": truth}
+    for key, style in lines.items():
+        (art[key],) = ax.plot([], [], **style)
+    for key, style in points.items():
+        art[key] = ax.scatter([], [], **style)
+    ax.set_xlim(-5, 5)
+    ax.set_ylim(-6, 6)
+    ax.legend(**{"fontsize": 7, "loc": "lower left", **(legend or {})})
+    ax.set_xlabel("x")
+    return art
+
+
 def _adaptation_path(model, theta, xs, ys, grid, truth, inner_lr, keep_step, max_steps=10):
     """Plain gradient descent on (xs, ys) from θ: the MSE on the whole curve after 0..max_steps
     steps, and the prediction on ``grid`` after ``keep_step`` steps. One pass, no graph kept."""
-    import torch.nn.functional as F
-
-    from metaadv_edu.functional import forward
 
     params = {k: p.detach().requires_grad_(True) for k, p in theta.items()}
     losses, kept = [], None
@@ -189,12 +201,6 @@ def maml_explorer(
     inputs, x + ε·sign(∇ₓL_S), computed at the meta-learned initialisation) and which test task.
     Adapting 1-40-40-1 on ≤ 20 points for ≤ 10 steps takes milliseconds; nothing is meta-trained.
     """
-    import ipywidgets as w
-    import torch.nn.functional as F
-
-    from metaadv_edu import data
-    from metaadv_edu.functional import forward, params_of
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
 
     device = next(meta_model.parameters()).device
     tasks, amp, phase = data.sine_tasks(
@@ -207,16 +213,16 @@ def maml_explorer(
 
     def setup(fig):
         ax, ax_loss = fig.subplots(1, 2, width_ratios=[1.6, 1])
-        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
-        (art["init"],) = ax.plot([], [], "--", color="tab:blue", lw=1, label="MAML init θ")
-        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=2, label="MAML adapted")
-        (art["pre"],) = ax.plot([], [], color="tab:orange", lw=1.5, label="pretrained, fine-tuned")
-        art["clean_pts"] = ax.scatter([], [], s=18, facecolors="none", edgecolors="0.3", label="clean support x")
-        art["pts"] = ax.scatter([], [], s=22, color="tab:red", zorder=3, label="support points used")
-        ax.set_xlim(-5, 5)
-        ax.set_ylim(-6, 6)
-        ax.legend(fontsize=7, loc="lower left", ncol=2)
-        ax.set_xlabel("x")
+        lines = {
+            "init": {"ls": "--", "color": "tab:blue", "lw": 1, "label": "MAML init θ"},
+            "maml": {"color": "tab:blue", "lw": 2, "label": "MAML adapted"},
+            "pre": {"color": "tab:orange", "lw": 1.5, "label": "pretrained, fine-tuned"},
+        }
+        points = {
+            "clean_pts": {"s": 18, "facecolors": "none", "edgecolors": "0.3", "label": "clean support x"},
+            "pts": {"s": 22, "color": "tab:red", "zorder": 3, "label": "support points used"},
+        }
+        art.update(sine_panel(ax, lines, points, legend={"ncol": 2}))
         steps_axis = list(range(11))
         (art["loss_maml"],) = ax_loss.plot(steps_axis, [1.0] * 11, "o-", ms=3, color="tab:blue", label="MAML")
         (art["loss_pre"],) = ax_loss.plot(steps_axis, [1.0] * 11, "s-", ms=3, color="tab:orange", label="pretrained")
@@ -269,42 +275,70 @@ def maml_explorer(
         "steps": int_slider("k — inner steps", 1, 0, 10),
         "k_support": int_slider("K — support points", 10, 2, pool),
         "epsilon": float_slider("ε — shift of support inputs", 0.0, 0.0, 1.0, 0.05),
-        "task": w.IntSlider(
-            value=0,
-            min=0,
-            max=n_tasks - 1,
-            description="test task",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "task": int_slider("test task", 0, 0, n_tasks - 1),
     }
     return Explorer(draw, sliders, setup=setup, title="MAML: adapt to a new sine wave", figsize=(10, 3.6), dpi=72)
 
 
 def _sine_case(device, seed: int, n_tasks: int = 3, k: int = 5):
-    from metaadv_edu import data
-
+    """A small tanh MLP, ``n_tasks`` sinusoid tasks, and parameters θ that differ from the module's own
+    weights: a step that ignores ``params`` and differentiates ``model(x)`` cannot pass."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).to(device)
     tasks = data.sine_tasks(n_tasks, k, generator=torch.Generator().manual_seed(seed), device=device)
-    return model, tasks
+    g = torch.Generator().manual_seed(100 + seed)
+    params = {
+        name: (p.detach() + 0.5 * torch.randn(p.shape, generator=g).to(device)).requires_grad_(True)
+        for name, p in model.named_parameters()
+    }
+    return model, tasks, params
+
+
+def _summed_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(out, target, reduction="sum")
+
+
+def _inner_step_mistakes(model, params, x, y, alpha) -> list[tuple[dict, str]]:
+    """Values (detached) that typical wrong inner steps return, each with its hint."""
+    own = {k: p.detach().requires_grad_(True) for k, p in model.named_parameters()}
+    own_step = maml.adapt(model, own, x, y, inner_lr=alpha)
+    grad_at_own = {k: (own[k] - own_step[k]) / alpha for k in own}
+    grad = {k: (params[k] - t) / alpha for k, t in maml.adapt(model, params, x, y, inner_lr=alpha).items()}
+    summed = maml.adapt(model, params, x, y, inner_lr=alpha, loss_fn=_summed_mse)
+    ignoring = (
+        "that is a step from the module's own weights: the loss must be computed with params — "
+        "forward(model, params, x) — and differentiated with respect to params, which here differ "
+        "from the module's weights (in MAML's outer loop they are the meta-parameters, in Exercise 2 "
+        "any θ)"
+    )
+    return [
+        ({k: own_step[k].detach() for k in own}, ignoring),
+        (
+            {k: (params[k] - alpha * grad_at_own[k]).detach() for k in own},
+            "you start from params but take the gradient at the module's own weights (model(x)): the "
+            "gradient must be the loss's at params, through forward(model, params, x)",
+        ),
+        ({k: (params[k] + alpha * grad[k]).detach() for k in own}, "wrong sign: gradient *descent* subtracts α·∇L"),
+        (
+            {k: t.detach() for k, t in summed.items()},
+            "the loss is the *mean* squared error over the support points (F.mse_loss), not their sum",
+        ),
+        ({k: (params[k] - grad[k]).detach() for k in own}, "scale the gradient by the inner learning rate α"),
+    ]
 
 
 def check_inner_step(my_step: Callable) -> bool:
     """Grade ``my_step(model, params, x, y, inner_lr) -> new_params``: one differentiable MAML inner
-    step θ′ = θ − α∇_θ L(θ; x, y) on the MSE loss, for ``params`` a dict of tensors."""
-    from metaadv_edu import maml
-    from metaadv_edu.functional import params_of
+    step θ′ = θ − α∇_θ L(θ; x, y) on the MSE loss, for ``params`` a dict of tensors θ that differ from
+    the module's own weights."""
 
     def body() -> str:
         for device in grading.devices():
             for seed, alpha in ((0, 0.1), (1, 0.01)):
-                model, tasks = _sine_case(device, seed)
+                model, tasks, params = _sine_case(device, seed)
                 x, y = tasks.x_support[0], tasks.y_support[0]
                 before = [p.detach().clone() for p in model.parameters()]
-                params = params_of(model)
-                out = grading.call(my_step, model, params, x, y, alpha)
+                out = grading.call(my_step, model, dict(params), x, y, alpha)
                 if any(not torch.equal(b, p) for b, p in zip(before, model.parameters())):
                     raise grading.Stop(
                         "your step changed the model's own parameters: return a new dict "
@@ -321,60 +355,59 @@ def check_inner_step(my_step: Callable) -> bool:
                             "differentiate through the step (torch.autograd.grad(..., "
                             "create_graph=True) or torch.func.grad)"
                         )
-                    g_out = torch.autograd.grad(sum(t.sum() ** 2 for t in out.values()), list(params.values()))
+                    g_out = torch.autograd.grad(
+                        sum(t.sum() ** 2 for t in out.values()), list(params.values()), allow_unused=True
+                    )
                     g_ref = torch.autograd.grad(sum(t.sum() ** 2 for t in ref.values()), list(params.values()))
-                    if not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
+                    if any(a is None for a in g_out) or not all(
+                        grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)
+                    ):
                         raise grading.Stop(
                             "θ′ has the right values but the wrong derivative with respect to θ: "
                             "the gradient term must stay in the graph (create_graph=True) — "
                             "without it the Hessian term of the meta-gradient is lost"
                         )
                     continue
-                flipped = {k: (2 * params[k] - ref[k]).detach() for k in ref}
-                if all(grading.close(values[k], flipped[k]) for k in ref):
-                    raise grading.Stop("wrong sign: gradient *descent* subtracts α·∇L")
+                for wrong, hint in _inner_step_mistakes(model, params, x, y, alpha):
+                    if all(grading.close(values[k], wrong[k]) for k in ref):
+                        raise grading.Stop(hint)
                 raise grading.Stop(
                     "θ′ differs from θ − α∇L(θ); differentiate the loss of "
-                    "functional_call(model, params, (x,)) with respect to params"
+                    "forward(model, params, x) with respect to params"
                 )
-        return "θ′ = θ − α∇L(θ), differentiable, model untouched"
+        return "θ′ = θ − α∇L(θ) at the given params, differentiable, model untouched"
 
     return grading.run("MAML inner step", body)
 
 
 def check_maml_meta_loss(my_meta_loss: Callable) -> bool:
-    """Grade ``my_meta_loss(model, tasks, inner_lr) -> loss``: the mean over tasks of the query MSE
-    after one second-order inner step on the support set; ``.backward()`` gives the meta-gradient."""
-    from metaadv_edu import maml
+    """Grade ``my_meta_loss(model, params, tasks, inner_lr) -> loss``: the mean over tasks of the query MSE
+    after one second-order inner step from ``params`` (θ, which differ from the module's own weights) on
+    each support set; ``.backward()`` gives the meta-gradient with respect to ``params``."""
 
     def body() -> str:
         for device in grading.devices():
-            for seed, alpha in ((0, 0.1), (2, 0.05)):
-                model, tasks = _sine_case(device, seed)
-                ref = maml.meta_loss(model, tasks, inner_lr=alpha)
-                out = grading.call(my_meta_loss, model, tasks, alpha)
+            for seed, alpha in ((3, 0.1), (2, 0.05)):
+                model, tasks, params = _sine_case(device, seed)
+                ref = maml.meta_loss(model, tasks, inner_lr=alpha, params=params)
+                out = grading.call(my_meta_loss, model, dict(params), tasks, alpha)
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
                     raise grading.Stop("return the meta-loss as a single-number tensor")
                 value = out.detach().reshape(())
                 if not grading.close(value, ref.detach(), 1e-4):
-                    n = tasks.n_tasks
-                    if grading.close(value, n * ref.detach(), 1e-4):
-                        raise grading.Stop("you summed over tasks; take the mean")
-                    no_adapt = F.mse_loss(model(tasks.x_query), tasks.y_query).detach()
-                    if grading.close(value, no_adapt, 1e-4):
-                        raise grading.Stop("that is the query loss at θ: adapt to each task's support set first")
-                    support_after = maml.meta_loss(model, data_swap(tasks), inner_lr=alpha).detach()
-                    if grading.close(value, support_after, 1e-4):
-                        raise grading.Stop("the outer loss must be measured on the *query* set, not the support set")
-                    raise grading.Stop("not the mean query loss after one inner step on the support set")
+                    _meta_loss_mistake(value, ref.detach(), model, params, tasks, alpha)
                 if not out.requires_grad:
                     raise grading.Stop("the meta-loss has no gradient: keep the graph through adaptation")
-                params = list(model.parameters())
-                g_out = torch.autograd.grad(out, params, allow_unused=True)
+                theta = list(params.values())
+                g_out = torch.autograd.grad(out, theta, allow_unused=True)
                 if any(g is None for g in g_out):
-                    raise grading.Stop("the meta-gradient does not reach every parameter of the model")
-                g_ref = torch.autograd.grad(ref, params)
-                g_fo = torch.autograd.grad(maml.meta_loss(model, tasks, inner_lr=alpha, first_order=True), params)
+                    raise grading.Stop(
+                        "the meta-gradient does not reach every entry of params: adapt from params "
+                        "(not from the module's own weights) and keep the graph"
+                    )
+                g_ref = torch.autograd.grad(ref, theta)
+                fo = maml.meta_loss(model, tasks, inner_lr=alpha, first_order=True, params=params)
+                g_fo = torch.autograd.grad(fo, theta)
                 if not all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_ref)):
                     if all(grading.close(a, b, 1e-4) for a, b in zip(g_out, g_fo)):
                         raise grading.Stop(
@@ -382,16 +415,48 @@ def check_maml_meta_loss(my_meta_loss: Callable) -> bool:
                             "first-order MAML's; keep create_graph=True in the inner step"
                         )
                     raise grading.Stop("the value is right but the meta-gradient is not")
-        return "value and second-order meta-gradient both match"
+        return "value and second-order meta-gradient with respect to params both match"
 
     return grading.run("MAML meta-loss", body)
 
 
+def _meta_loss_mistake(value, ref, model, params, tasks, alpha) -> None:
+    """Name the typical mistake whose value the meta-loss matches, or raise the generic hint."""
+    own = {k: p.detach() for k, p in model.named_parameters()}
+    with torch.no_grad():
+        no_adapt = F.mse_loss(forward(model, params, tasks.x_query), tasks.y_query)
+
+    def summed_inner_step(xs, ys, xq, yq):
+        adapted = maml.adapt(model, params, xs, ys, inner_lr=alpha, loss_fn=_summed_mse)
+        return F.mse_loss(forward(model, adapted, xq), yq)
+
+    candidates = [
+        (tasks.n_tasks * ref, "you summed over tasks; take the mean"),
+        (no_adapt, "that is the query loss at θ: adapt to each task's support set first"),
+        (
+            maml.meta_loss(model, data_swap(tasks), inner_lr=alpha, params=params).detach(),
+            "the outer loss must be measured on the *query* set, not the support set",
+        ),
+        (
+            maml.meta_loss(model, tasks, inner_lr=alpha, params=own).detach(),
+            "that is the meta-loss at the module's own weights: adapt from params, with "
+            "forward(model, params, x), not model(x)",
+        ),
+        (
+            torch.stack([summed_inner_step(*task) for task in zip(*tasks)]).mean().detach(),
+            "use the mean squared error (F.mse_loss) in the inner step too, not the sum over support points",
+        ),
+    ]
+    for wrong, hint in candidates:
+        if grading.close(value, wrong, 1e-4):
+            raise grading.Stop(hint)
+    raise grading.Stop("not the mean query loss after one inner step on the support set")
+
+
 def data_swap(tasks):
     """The same tasks with the query set replaced by the support set (a typical mistake's value)."""
-    from metaadv_edu.data import Tasks
 
-    return Tasks(tasks.x_support, tasks.y_support, tasks.x_support, tasks.y_support)
+    return data.Tasks(tasks.x_support, tasks.y_support, tasks.x_support, tasks.y_support)
 
 
 def check_maml_hvp(my_meta_grad: Callable) -> bool:
@@ -399,10 +464,10 @@ def check_maml_hvp(my_meta_grad: Callable) -> bool:
     (I − α∇²L_S(θ))∇L_Q(θ′) with θ′ = θ − α∇L_S(θ), for a flat θ; ``query_grad(θ′)`` returns ∇L_Q(θ′)
     without a graph, so the Hessian term must come from a Hessian-vector product."""
 
-    def grad(fn, t, v=None):
+    def grad(fn, t, vector=None):
         t = t.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(fn(t), t, create_graph=v is not None)
-        return g.detach() if v is None else torch.autograd.grad(g, t, v)[0].detach()
+        (g,) = torch.autograd.grad(fn(t), t, create_graph=vector is not None)
+        return g.detach() if vector is None else torch.autograd.grad(g, t, vector)[0].detach()
 
     def body() -> str:
         for device in grading.devices():

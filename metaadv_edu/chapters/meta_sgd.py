@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, data, grading, models
+from metaadv_edu import cache, data, grading, maml, metasgd, models
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.chapters.maml import SINE_META, sine_sampler
-from metaadv_edu.widgets import Explorer, float_slider
+from metaadv_edu.chapters.maml import SINE_META, sine_panel, sine_sampler
+from metaadv_edu.functional import forward, params_of
+from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
 __all__ = [
     "POINTS",
+    "Variant",
+    "alpha_variants",
     "check_alpha_gradient",
     "check_meta_sgd_step",
+    "initial_inner_lrs",
     "learned_inner_lrs",
     "metasgd_explorer",
+    "rate_changes",
     "sine_metasgd",
 ]
 
@@ -36,8 +43,6 @@ def sine_metasgd(
 
     Returns ``(model, record)``; ``record["inner_lrs"]`` holds the learned α by parameter name.
     """
-    from metaadv_edu import metasgd
-
     device = as_device(device)
     init = list(alpha_init) if isinstance(alpha_init, tuple) else v.positive("alpha_init", alpha_init)
     config = {
@@ -79,25 +84,78 @@ def learned_inner_lrs(record: dict, model: torch.nn.Module) -> dict[str, torch.T
     }
 
 
+def initial_inner_lrs(model: nn.Module, alpha_init: float | tuple[float, float] = (0.005, 0.1)) -> dict:
+    """The α a :func:`sine_metasgd` run started from: its first draw from the seed-0 generator."""
+    lrs = metasgd.init_inner_lrs(model, alpha_init, generator=torch.Generator().manual_seed(0))
+    return {name: a.detach() for name, a in lrs.items()}
+
+
+def rate_changes(initial: dict, learned: dict) -> list[list[str]]:
+    """One row per parameter tensor: its size, the median α before and after training, the shares of its
+    rates that grew, shrank and stayed exactly unchanged, the share now negative, and the mean |α| — the
+    table of notebook 07."""
+    if set(initial) != set(learned):
+        raise ValueError("initial and learned must name the same parameter tensors")
+    rows = []
+    for name in learned:
+        a0 = initial[name].detach().reshape(-1).cpu()
+        a1 = learned[name].detach().reshape(-1).cpu()
+        rows.append(
+            [
+                name,
+                f"{a1.numel()}",
+                f"{a0.median():.4f}",
+                f"{a1.median():+.4f}",
+                f"{(a1 > a0).float().mean():.0%}",
+                f"{(a1 < a0).float().mean():.0%}",
+                f"{(a1 == a0).float().mean():.0%}",
+                f"{(a1 < 0).float().mean():.0%}",
+                f"{a1.abs().mean():.3f}",
+            ]
+        )
+    return rows
+
+
+def alpha_variants(learned: dict) -> dict[str, dict]:
+    """The learned α, and three simplifications of it to test which of its features matter: every rate
+    made positive (|α|), one rate per parameter tensor (the tensor's mean α), one rate for all (the mean
+    of all 1,761)."""
+    overall = torch.cat([a.detach().reshape(-1) for a in learned.values()]).mean()
+    return {
+        "learned α": {k: a.detach() for k, a in learned.items()},
+        "|α| (signs dropped)": {k: a.detach().abs() for k, a in learned.items()},
+        "one rate per tensor (its mean)": {k: torch.full_like(a, float(a.mean())) for k, a in learned.items()},
+        "one rate for all (the mean α)": {k: torch.full_like(a, float(overall)) for k, a in learned.items()},
+    }
+
+
+class Variant(NamedTuple):
+    """One choice of the Meta-SGD explorer: a Meta-SGD model, its learned α, the MAML model trained at
+    the same shot count, and that shot count K."""
+
+    model: nn.Module
+    inner_lrs: dict
+    maml_model: nn.Module
+    k_support: int
+
+
 def metasgd_explorer(
     variants: dict[str, tuple], *, n_tasks: int = 10, seed: int = 77, maml_lr: float = 0.01
 ) -> Explorer:
     """Switch between cached Meta-SGD models (by shot count and α initialisation) and adapt each to a
     new task with one step of its learned α, next to MAML with one step of ``maml_lr``.
 
-    ``variants[label] = (meta_sgd_model, inner_lrs, maml_model, k_support)``. Sliders: the model, a
-    scale applied to the learned α (1 = as learned), and the test task. Nothing is trained.
+    ``variants[label]`` is a :class:`Variant` (or a tuple in its order). Sliders: the model, a scale
+    applied to the learned α (1 = as learned), and the test task. Nothing is trained.
     """
     import ipywidgets as w
 
-    from metaadv_edu import maml
-    from metaadv_edu.functional import forward, params_of
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
+    from metaadv_edu.widgets import LABEL_STYLE
 
+    variants = {label: Variant(*variant) for label, variant in variants.items()}
     labels = list(variants)
-    first = variants[labels[0]][0]
-    device = next(first.parameters()).device
-    pool = max(v[3] for v in variants.values())
+    device = next(variants[labels[0]].model.parameters()).device
+    pool = max(variant.k_support for variant in variants.values())
     tasks, amp, phase = data.sine_tasks(
         n_tasks, pool, generator=torch.Generator().manual_seed(seed), device=device, return_params=True
     )
@@ -105,22 +163,20 @@ def metasgd_explorer(
     bins = np.logspace(-4, 0, 25)
     hists = {
         label: np.histogram(
-            np.abs(torch.cat([a.detach().reshape(-1) for a in v[1].values()]).cpu().numpy()), bins=bins
+            np.abs(torch.cat([a.detach().reshape(-1) for a in variant.inner_lrs.values()]).cpu().numpy()), bins=bins
         )[0]
-        for label, v in variants.items()
+        for label, variant in variants.items()
     }
     art: dict = {}
 
     def setup(fig):
         ax, ax_h = fig.subplots(1, 2, width_ratios=[1.6, 1])
-        (art["truth"],) = ax.plot([], [], color="0.5", lw=2, label="true task")
-        (art["msgd"],) = ax.plot([], [], color="tab:purple", lw=2, label="Meta-SGD, 1 step of learned α")
-        (art["maml"],) = ax.plot([], [], color="tab:blue", lw=1.5, label=f"MAML, 1 step of α = {maml_lr}")
-        art["pts"] = ax.scatter([], [], color="k", s=16, zorder=3, label="support points")
-        ax.set_xlim(-5, 5)
-        ax.set_ylim(-6, 6)
-        ax.legend(fontsize=7, loc="lower left")
-        ax.set_xlabel("x")
+        lines = {
+            "msgd": {"color": "tab:purple", "lw": 2, "label": "Meta-SGD, 1 step of learned α"},
+            "maml": {"color": "tab:blue", "lw": 1.5, "label": f"MAML, 1 step of α = {maml_lr}"},
+        }
+        points = {"pts": {"color": "k", "s": 16, "zorder": 3, "label": "support points"}}
+        art.update(sine_panel(ax, lines, points))
         centers = np.sqrt(bins[:-1] * bins[1:])
         art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color="tab:purple")
         ax_h.set_xscale("log")
@@ -163,15 +219,7 @@ def metasgd_explorer(
             layout=w.Layout(width="44em"),
         ),
         "alpha_scale": float_slider("scale of learned α", 1.0, 0.0, 3.0, 0.1),
-        "task": w.IntSlider(
-            value=0,
-            min=0,
-            max=n_tasks - 1,
-            description="test task",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "task": int_slider("test task", 0, 0, n_tasks - 1),
     }
     return Explorer(draw, sliders, setup=setup, title="Meta-SGD: the learned α at work", figsize=(10, 3.6), dpi=72)
 
@@ -198,6 +246,8 @@ def check_meta_sgd_step(my_step: Callable) -> bool:
                 if not all(grading.close(values[k], ref[k]) for k in ref):
                     if all(grading.close(values[k], (params[k] + lrs[k] * grads[k]).detach()) for k in ref):
                         raise grading.Stop("wrong sign: the inner step descends, θ − α∘∇L")
+                    if all(grading.close(values[k], (-lrs[k] * grads[k]).detach()) for k in ref):
+                        raise grading.Stop("that is the step −α∘∇L alone, without θ: return θ′ = θ − α∘∇L")
                     if all(grading.close(values[k], (params[k] - lrs[k].mean() * grads[k]).detach()) for k in ref):
                         raise grading.Stop("α is not a scalar here: multiply elementwise, one rate per parameter")
                     raise grading.Stop("not θ − α∘∇L (elementwise product)")

@@ -4,12 +4,14 @@ explorer, the exercise."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, grading, models
+from metaadv_edu import cache, grading, maml, models, reptile, stats
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import sine_sampler
@@ -17,11 +19,12 @@ from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
 __all__ = [
     "POINTS",
+    "Learner",
     "check_reptile_joint_step",
     "check_reptile_update",
     "evaluate_own_rules",
+    "paired_comparisons",
     "quadratic_fixed_points",
-    "ranking",
     "reptile_explorer",
     "sine_reptile",
 ]
@@ -33,8 +36,6 @@ POINTS = {"Reptile update": 1, "one-step Reptile as SGD": 2}
 def sine_reptile(device=None, *, iterations: int = 2000):
     """The 1-40-40-1 regressor trained by Reptile on sinusoids (notebook 06): 5 SGD steps of
     α = 0.02 per task on K = 10 points, meta-batch 25, outer step β annealed linearly from 1 to 0."""
-    from metaadv_edu import reptile
-
     device = as_device(device)
     config = {
         "n_tasks": 25,
@@ -63,36 +64,49 @@ def sine_reptile(device=None, *, iterations: int = 2000):
     return load_or_train("sine-reptile", config, build, train, device=device)
 
 
-def evaluate_own_rules(learners: dict, tasks, *, max_steps: int = 10) -> dict[str, dict]:
-    """Evaluate each learner with the inner rule it was trained with.
+class Learner(NamedTuple):
+    """A trained meta-learner and the inner rule it was trained with: ``inner_steps`` steps of
+    ``inner_lr`` (a number, or Meta-SGD's dict of per-parameter rates)."""
 
-    ``learners[name] = (model, inner_lr, inner_steps)``; ``inner_lr`` is a number or Meta-SGD's dict
-    of per-parameter rates. Returns, per learner, the mean query loss and the half-width of its 95 %
-    confidence interval after its own ``inner_steps`` steps (``"own"``) and after ``max_steps`` steps
-    of its own α (``"long"``).
+    model: nn.Module
+    inner_lr: float | dict
+    inner_steps: int
+
+
+def evaluate_own_rules(learners: dict[str, Learner], tasks, *, max_steps: int = 10) -> dict[str, dict]:
+    """Score each learner on the same ``tasks`` with the inner rule it was trained with.
+
+    Returns, per learner, the query loss of every task (a 1-D tensor, in the order of ``tasks``) after its
+    own ``inner_steps`` steps (``"own"``) and after ``max_steps`` steps of its own α (``"long"``). Because
+    every learner is scored on the same tasks, compare them with :func:`paired_comparisons`.
     """
-    from metaadv_edu import maml
-
     out = {}
-    for name, (model, inner_lr, steps) in learners.items():
+    for name, learner in learners.items():
+        model, inner_lr, steps = Learner(*learner)
         steps = v.integer("inner_steps", steps, low=1, high=max_steps)
         losses = maml.adaptation_losses(model, tasks, inner_lr=inner_lr, max_steps=max_steps)
-        out[name] = {
-            "own": tuple(t.item() for t in maml.mean_ci(losses[steps])),
-            "long": tuple(t.item() for t in maml.mean_ci(losses[max_steps])),
-        }
+        out[name] = {"own": losses[steps], "long": losses[max_steps]}
     return out
 
 
-def ranking(results: dict[str, tuple[float, float]]) -> str:
-    """Learners sorted by mean loss, joined by "<" where the 95 % intervals of neighbours are apart and
-    by "≈" where they overlap (the test tasks cannot tell those two apart)."""
-    order = sorted(results, key=lambda n: results[n][0])
-    text = f"{order[0]} {results[order[0]][0]:.3f}"
-    for a, b in zip(order, order[1:]):
-        (ma, ha), (mb, hb) = results[a], results[b]
-        text += f" {'<' if ma + ha < mb - hb else '≈'} {b} {mb:.3f}"
-    return text
+def paired_comparisons(scores: dict[str, torch.Tensor], *, lower_is_better: bool = True) -> list[str]:
+    """Every pair of learners scored on the same tasks, compared by the mean of their per-task differences.
+
+    ``scores[name]`` holds one loss (or accuracy, with ``lower_is_better=False``) per task, the same tasks
+    in the same order for every learner. Learners are listed by mean score, best first; each line gives
+    the paired difference a − b with its 95 % t interval (:func:`metaadv_edu.stats.paired_difference`)
+    and its verdict.
+    """
+    if len(scores) < 2:
+        raise ValueError(f"scores must hold at least two learners, got {len(scores)}")
+    order = sorted(scores, key=lambda n: float(scores[n].mean()), reverse=not lower_is_better)
+    lines = []
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            d = stats.paired_difference(scores[a], scores[b])
+            verdict = d.verdict(a, b, lower_is_better=lower_is_better)
+            lines.append(f"{a} − {b}: {d.format(3)} ({d.n} tasks) → {verdict}")
+    return lines
 
 
 def _quadratic_tasks(n: int = 4, seed: int = 0):

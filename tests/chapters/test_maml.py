@@ -40,10 +40,37 @@ def step_in_place(model, params, x, y, lr):
     return new
 
 
+def step_ignoring_params(model, params, x, y, lr):
+    """Differentiates model(x): a step from the module's own weights, whatever params holds."""
+    weights = dict(model.named_parameters())
+    grads = torch.autograd.grad(F.mse_loss(model(x), y), list(weights.values()), create_graph=True)
+    return {k: p - lr * g for (k, p), g in zip(weights.items(), grads)}
+
+
+def step_live_weights(model, params, x, y, lr):
+    """Starts from params but takes the gradient of model(x), at the module's live weights."""
+    grads = torch.autograd.grad(F.mse_loss(model(x), y), list(model.parameters()), create_graph=True)
+    return {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+
+
+def step_summed_loss(model, params, x, y, lr):
+    loss = F.mse_loss(forward(model, params, x), y, reduction="sum")
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    return {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+
+
+def step_no_lr(model, params, x, y, lr):
+    return step_ok(model, params, x, y, 1.0)
+
+
 @pytest.mark.parametrize(
     "fn, ok, hint",
     [
         (step_ok, True, "differentiable"),
+        (step_ignoring_params, False, "module's own weights"),
+        (step_live_weights, False, "gradient at the module's own weights"),
+        (step_summed_loss, False, "*mean* squared error"),
+        (step_no_lr, False, "inner learning rate"),
         (step_no_graph, False, "Hessian term"),
         (step_detached, False, "detached"),
         (step_sign, False, "wrong sign"),
@@ -56,19 +83,39 @@ def test_check_inner_step(fn, ok, hint, capsys):
     assert hint in capsys.readouterr().out
 
 
-def ml_ok(model, tasks, lr):
-    return maml.meta_loss(model, tasks, inner_lr=lr)
+def ml_ok(model, params, tasks, lr):
+    return maml.meta_loss(model, tasks, inner_lr=lr, params=params)
+
+
+def ml_from_module(model, params, tasks, lr):
+    """A meta-loss built on a step that ignores params: it adapts the module's own weights."""
+    losses = []
+    for xs, ys, xq, yq in zip(*tasks):
+        adapted = step_ignoring_params(model, params, xs, ys, lr)
+        losses.append(F.mse_loss(forward(model, adapted, xq), yq))
+    return torch.stack(losses).mean()
+
+
+def ml_summed_inner_loss(model, params, tasks, lr):
+    losses = []
+    for xs, ys, xq, yq in zip(*tasks):
+        adapted = step_summed_loss(model, params, xs, ys, lr)
+        losses.append(F.mse_loss(forward(model, adapted, xq), yq))
+    return torch.stack(losses).mean()
 
 
 @pytest.mark.parametrize(
     "fn, ok, hint",
     [
         (ml_ok, True, "second-order"),
-        (lambda m, t, lr: maml.meta_loss(m, t, inner_lr=lr, first_order=True), False, "Hessian term missing"),
-        (lambda m, t, lr: t.n_tasks * maml.meta_loss(m, t, inner_lr=lr), False, "summed"),
-        (lambda m, t, lr: F.mse_loss(m(t.x_query), t.y_query), False, "adapt to each task"),
-        (lambda m, t, lr: maml.meta_loss(m, chapter.data_swap(t), inner_lr=lr), False, "query"),
-        (lambda m, t, lr: ml_ok(m, t, lr).detach(), False, "no gradient"),
+        (lambda m, p, t, lr: maml.meta_loss(m, t, inner_lr=lr, params=p, first_order=True), False, "Hessian term"),
+        (lambda m, p, t, lr: t.n_tasks * ml_ok(m, p, t, lr), False, "summed"),
+        (lambda m, p, t, lr: F.mse_loss(forward(m, p, t.x_query), t.y_query), False, "adapt to each task"),
+        (lambda m, p, t, lr: ml_ok(m, p, chapter.data_swap(t), lr), False, "query"),
+        (lambda m, p, t, lr: ml_ok(m, p, t, lr).detach(), False, "no gradient"),
+        (ml_from_module, False, "module's own weights"),
+        (lambda m, p, t, lr: maml.meta_loss(m, t, inner_lr=lr), False, "module's own weights"),
+        (ml_summed_inner_loss, False, "not the sum over support points"),
     ],
 )
 def test_check_maml_meta_loss(fn, ok, hint, capsys):

@@ -4,7 +4,7 @@ its own hint; its explorer responds to every slider without training."""
 import pytest
 import torch
 
-from metaadv_edu import models
+from metaadv_edu import metasgd, models
 from metaadv_edu.chapters import meta_sgd as chapter
 
 
@@ -20,6 +20,7 @@ def no_grad_step(p, g, a):
         (lambda p, g, a: {k: p[k] + a[k] * g[k] for k in p}, False, "wrong sign"),
         (lambda p, g, a: {k: p[k] - a[k].mean() * g[k] for k in p}, False, "not a scalar"),
         (lambda p, g, a: p, False, "not θ − α∘∇L"),
+        (lambda p, g, a: {k: -a[k] * g[k] for k in p}, False, "without θ"),
         (lambda p, g, a: {k: p[k] - a[k].detach() * g[k] for k in p}, False, "does not reach α"),
         (lambda p, g, a: {k: p[k] - a[k].data * g[k] for k in p}, False, "does not reach α"),
         (lambda p, g, a: {k: (p[k] - a[k] * g[k]).detach() for k in p}, False, "detached"),
@@ -89,3 +90,33 @@ def test_check_alpha_gradient(fn, ok, hint, capsys):
     assert chapter.check_alpha_gradient(fn) is ok
     out = capsys.readouterr().out
     assert hint in out and "Traceback" not in out
+
+
+def test_initial_inner_lrs_are_the_training_runs_first_draw():
+    model = models.SineRegressor()
+    again = chapter.initial_inner_lrs(models.SineRegressor())
+    first = metasgd.init_inner_lrs(model, (0.005, 0.1), generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(first[k].detach(), again[k]) for k in first)
+    assert all(((a >= 0.005) & (a <= 0.1)).all() for a in again.values())
+
+
+def test_rate_changes_reports_growth_and_signs_per_tensor():
+    initial = {"w": torch.tensor([0.01, 0.02, 0.03, 0.04]), "b": torch.tensor([0.05])}
+    learned = {"w": torch.tensor([0.02, -0.01, 0.01, 0.08]), "b": torch.tensor([-0.2])}
+    rows = chapter.rate_changes(initial, learned)
+    learned["w"][2] = 0.03  # unchanged
+    rows = chapter.rate_changes(initial, learned)
+    assert rows[0][:2] == ["w", "4"] and rows[0][4:8] == ["50%", "25%", "25%", "25%"]
+    assert rows[1][4:9] == ["0%", "100%", "0%", "100%", "0.200"]
+    with pytest.raises(ValueError, match="same parameter tensors"):
+        chapter.rate_changes(initial, {"w": learned["w"]})
+
+
+def test_alpha_variants_keep_shapes_and_simplify_alpha():
+    learned = {"w": torch.tensor([[0.1, -0.3], [0.2, 0.0]]), "b": torch.tensor([0.4, 0.2])}
+    variants = chapter.alpha_variants(learned)
+    assert next(iter(variants)) == "learned α" and len(variants) == 4
+    assert all(v[k].shape == learned[k].shape for v in variants.values() for k in learned)
+    assert torch.equal(variants["|α| (signs dropped)"]["w"], learned["w"].abs())
+    torch.testing.assert_close(variants["one rate per tensor (its mean)"]["b"], torch.full((2,), 0.3))
+    torch.testing.assert_close(variants["one rate for all (the mean α)"]["w"], torch.full((2, 2), 0.1))

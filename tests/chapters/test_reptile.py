@@ -88,16 +88,31 @@ def test_with_one_inner_step_only_reptile_stops_at_the_average_loss_minimum():
     assert np.linalg.norm(later["Reptile"] - later["average loss"]) > 0.05
 
 
-def test_evaluate_own_rules_uses_each_learners_rule_and_ranking_marks_overlaps(device):
-    import torch
-
+def test_evaluate_own_rules_scores_each_task_with_each_learners_rule(device):
     from metaadv_edu import data, maml, models
 
     torch.manual_seed(0)
     net = models.SineRegressor().to(device)
     tasks = data.sine_tasks(20, 10, 30, generator=torch.Generator().manual_seed(0), device=device)
-    res = chapter.evaluate_own_rules({"a": (net, 0.01, 1), "b": (net, 0.02, 5)}, tasks)
+    res = chapter.evaluate_own_rules({"a": chapter.Learner(net, 0.01, 1), "b": (net, 0.02, 5)}, tasks)
     five = maml.adaptation_losses(net, tasks, inner_lr=0.02, max_steps=5)[5]
-    assert abs(res["b"]["own"][0] - five.mean().item()) < 1e-6
-    assert res["a"]["own"] != res["b"]["own"]
-    assert chapter.ranking({"x": (1.0, 0.1), "y": (2.0, 0.1), "z": (2.1, 0.2)}) == "x 1.000 < y 2.000 ≈ z 2.100"
+    torch.testing.assert_close(res["b"]["own"], five)
+    assert res["a"]["own"].shape == (20,) and not torch.equal(res["a"]["own"], res["b"]["own"])
+
+
+def test_paired_comparisons_resolve_what_overlapping_intervals_cannot():
+    from metaadv_edu import stats
+
+    g = torch.Generator().manual_seed(0)
+    task_difficulty = 5 * torch.rand(300, generator=g)  # shared by both learners: it cancels in a − b
+    a = task_difficulty + 0.1 * torch.randn(300, generator=g)
+    b = task_difficulty + 0.2 + 0.1 * torch.randn(300, generator=g)
+    ci_a, ci_b = stats.mean_ci(a), stats.mean_ci(b)
+    assert ci_a.mean + ci_a.half_width > ci_b.mean - ci_b.half_width  # the unpaired intervals overlap
+    lines = chapter.paired_comparisons({"b": b, "a": a})
+    assert len(lines) == 1 and lines[0].startswith("a − b: -0.") and "a is better" in lines[0]
+    same = chapter.paired_comparisons({"a": a, "a again": a + 0.01 * torch.randn(300, generator=g)})
+    assert "not resolved" in same[0]
+    assert len(chapter.paired_comparisons({"x": a, "y": b, "z": a + 1})) == 3
+    with pytest.raises(ValueError, match="at least two"):
+        chapter.paired_comparisons({"a": a})
