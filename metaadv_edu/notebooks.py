@@ -121,6 +121,7 @@ def execute_notebook(path: str | Path, *, timeout: int = 900, kernel_name: str =
 
 
 SOLUTION_TAG = "solution"
+ANSWER_TAG = "answer"  # the folded answer of a "check your understanding" question: left out of handouts
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's ClearSolutions.code_stub for Python
 
@@ -199,8 +200,9 @@ def nbgrader_source(nb, name: str = "notebook"):
 def student_notebook(path: str | Path, *, keep_solutions: bool = False):
     """A learner's copy of a course notebook: the notebook nbgrader's ``generate_assignment`` releases
     from :func:`nbgrader_source` — each exercise's solution cell shown with its marked region replaced
-    by ``raise NotImplementedError()`` (taking the place of the stub cell it equals), outputs cleared,
-    nbgrader's cell metadata left out. With ``keep_solutions`` the nbgrader source notebook itself, with
+    by ``raise NotImplementedError()`` (taking the place of the stub cell it equals), the answers of the
+    "check your understanding" questions (cells tagged ``answer``) left out, outputs cleared, nbgrader's
+    cell metadata left out. With ``keep_solutions`` the nbgrader source notebook itself, with
     one locked, hidden autograder test cell after each solution cell
     (:func:`metaadv_edu.autograde.nbgrader_test_cells`). Either carries the course's name and version
     in its metadata (:func:`metaadv_edu.autograde.handout_metadata`).
@@ -217,6 +219,7 @@ def student_notebook(path: str | Path, *, keep_solutions: bool = False):
         tests = autograde.nbgrader_test_cells(exercises)
         nb.cells = [c for cell in nb.cells for c in ([cell, tests[cell.id]] if cell.get("id") in tests else [cell])]
     else:
+        nb.cells = [c for c in nb.cells if ANSWER_TAG not in c.get("metadata", {}).get("tags", [])]
         for cell in nb.cells:
             if _is_solution(cell):
                 cell.source = clear_solution(cell.source)

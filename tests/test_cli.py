@@ -149,6 +149,20 @@ def test_student_copy_clears_solutions_and_outputs(tmp_path, capsys):
     assert cli.main(["student", str(src), "--source", str(src)]) == 2
 
 
+def test_student_copy_keeps_the_questions_and_leaves_out_their_answers(tmp_path):
+    src = _exercise_notebook(tmp_path / "src")
+    nb = nbformat.read(str(src / "01_fgsm.ipynb"), as_version=4)
+    question = nbformat.v4.new_markdown_cell("Why?", metadata={"tags": ["question"]})
+    answer = nbformat.v4.new_markdown_cell("<details><summary>Answer</summary>Because.</details>")
+    answer.metadata["tags"] = ["answer"]
+    nb.cells += [question, answer]
+    nbformat.write(nb, str(src / "01_fgsm.ipynb"))
+    assert cli.main(["student", str(tmp_path / "out"), "--source", str(src)]) == 0
+    copy = nbformat.read(str(tmp_path / "out" / "01_fgsm.ipynb"), as_version=4)
+    assert "Why?" in [c.source for c in copy.cells]
+    assert not any("Because" in c.source for c in copy.cells)
+
+
 def test_nbgrader_source_marks_solution_cells_and_adds_hidden_tests(tmp_path):
     src = _exercise_notebook(tmp_path / "src")
     assert cli.main(["student", str(tmp_path / "source" / "ps1"), "--source", str(src), "--nbgrader-source"]) == 0
