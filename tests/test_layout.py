@@ -67,3 +67,46 @@ def test_a_non_editable_install_gets_every_subpackage_and_the_shipped_weights():
     packages = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
     assert set(setuptools["packages"]) == packages
     assert "weights/*.pt" in setuptools["package-data"]["metaadv_edu"]
+
+
+def _private_names_used(path: Path) -> list[str]:
+    """``module._name`` uses and ``from metaadv_edu.module import _name`` imports of another package module's
+    private names (the shared argument checks of ``_validate`` are public to the package)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    modules: dict[str, str] = {}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metaadv_edu"):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__") and alias.name != "_validate":
+                    found.append(f"{node.module}.{alias.name}")
+                elif node.module == "metaadv_edu" or node.module == "metaadv_edu.chapters":
+                    modules[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("metaadv_edu.") and alias.asname:
+                    modules[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and modules[node.value.id] != "_validate"
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{modules[node.value.id]}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("module, path", list(_modules()), ids=[m for m, _ in _modules()])
+def test_no_module_uses_another_modules_private_names(module, path):
+    assert not _private_names_used(path), f"{module} uses private names of other modules"
+
+
+def test_the_private_name_rule_catches_both_forms(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from metaadv_edu import gan, _validate as v\nfrom metaadv_edu.maml import _check\ngan._margin(v.x)\n"
+    )
+    assert sorted(_private_names_used(bad)) == ["gan._margin", "metaadv_edu.maml._check"]
