@@ -15,7 +15,7 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import SINE_META, sine_panel, sine_sampler
 from metaadv_edu.functional import forward, params_of
-from metaadv_edu.widgets import Explorer, float_slider, int_slider
+from metaadv_edu.widgets import Explorer, float_slider, int_slider, selection_slider
 
 __all__ = [
     "POINTS",
@@ -148,10 +148,6 @@ def metasgd_explorer(
     ``variants[label]`` is a :class:`Variant` (or a tuple in its order). Sliders: the model, a scale
     applied to the learned α (1 = as learned), and the test task. Nothing is trained.
     """
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE
-
     variants = {label: Variant(*variant) for label, variant in variants.items()}
     labels = list(variants)
     device = next(variants[labels[0]].model.parameters()).device
@@ -209,15 +205,10 @@ def metasgd_explorer(
             f"<b>{mse_maml:.3f}</b> (MAML)"
         )
 
+    model_slider = selection_slider("cached Meta-SGD model", labels, labels[0])
+    model_slider.layout.width = "44em"  # the labels name shots and α's initialisation
     sliders = {
-        "model": w.SelectionSlider(
-            options=labels,
-            value=labels[0],
-            description="cached Meta-SGD model",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(width="44em"),
-        ),
+        "model": model_slider,
         "alpha_scale": float_slider("scale of learned α", 1.0, 0.0, 3.0, 0.1),
         "task": int_slider("test task", 0, 0, n_tasks - 1),
     }
