@@ -1,6 +1,7 @@
 r"""The derivation checks of adversarial querying (notebook 08, section 3).
 
-Two checks, each with a wrong implementation it must reject (see ``tests/test_robust_meta.py``):
+Three checks, each with wrong implementations it must reject (``tests/test_robust_meta.py`` and
+``tests/test_robust_eval.py``):
 
 * :func:`meta_gradient_check` — on a two-class linear model the inner maximum over an L2 ball is known
   in closed form (:func:`linear_robust_loss`), and one normalised-gradient step of ε is its exact
