@@ -1,6 +1,7 @@
 r"""The derivation checks of adversarial querying (notebook 08, section 3).
 
-Two checks, each with a wrong implementation it must reject (see ``tests/test_robust_meta.py``):
+Three checks, each with wrong implementations it must reject (``tests/test_robust_meta.py`` and
+``tests/test_robust_eval.py``):
 
 * :func:`meta_gradient_check` — on a two-class linear model the inner maximum over an L2 ball is known
   in closed form (:func:`linear_robust_loss`), and one normalised-gradient step of ε is its exact
@@ -14,6 +15,12 @@ Two checks, each with a wrong implementation it must reject (see ``tests/test_ro
   substituted and held fixed. A multi-step L2 attack on a non-linear network is not an exact maximiser,
   so an attack left attached to the graph adds a term :math:`\partial L/\partial\delta\cdot
   \partial\delta/\partial\theta` and fails; so does an attack aimed at θ, or a first-order adaptation.
+  Both sides of this check use the same attack, so it tests how the gradient flows, not how strong the
+  attack is.
+* :func:`attack_strength_check` — the attack inside ``adversarial_query_loss`` must raise the query loss
+  of θ′ as much as an independent PGD (notebook 01's :func:`metaadv_edu.attacks.pgd`, plain autograd, run
+  task by task against θ′ with its own random starts). An attack aimed at θ, or one that descends the
+  loss, falls short and fails.
 """
 
 from __future__ import annotations
@@ -25,13 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import maml, robust_meta
+from metaadv_edu import attacks, maml, robust_meta
 from metaadv_edu.data import Tasks
-from metaadv_edu.functional import Params, params_of
+from metaadv_edu.functional import Params, forward, params_of
 
 __all__ = [
+    "attack_strength_check",
     "directional_derivatives",
-    "finite_difference_gradient",
     "frozen_attack_check",
     "linear_robust_loss",
     "meta_gradient_check",
@@ -62,25 +69,6 @@ def linear_robust_loss(
     margin = s * (x.flatten(1) @ w + b)
     dual = w.norm() if norm == "l2" else w.abs().sum()
     return F.softplus(-margin + epsilon * dual).mean()
-
-
-def finite_difference_gradient(f: Callable[[Params], torch.Tensor], params: Params, *, h: float = 1e-6) -> Params:
-    """Central differences (f(θ + h·e_j) − f(θ − h·e_j)) / 2h for every coordinate j: for small models only."""
-    h = v.positive("h", h)
-    base = {k: p.detach().clone() for k, p in params.items()}
-    out = {}
-    with torch.no_grad():
-        for name, p in base.items():
-            g = torch.zeros_like(p)
-            for j in range(p.numel()):
-                shifted = dict(base)
-                for sign in (1.0, -1.0):
-                    q = p.clone()
-                    q.view(-1)[j] += sign * h
-                    shifted[name] = q
-                    g.view(-1)[j] += sign * float(f(shifted)) / (2 * h)
-            out[name] = g
-    return out
 
 
 def directional_derivatives(
@@ -209,3 +197,61 @@ def frozen_attack_check(
     ref_grads = torch.autograd.grad(ref, params)
     loss, ref = float(loss.detach()), float(ref.detach())
     return {"loss_error": abs(loss - ref) / ref, "grad_error": _relative_error(list(grads), list(ref_grads))}
+
+
+def attack_strength_check(
+    model: nn.Module,
+    tasks: Tasks,
+    *,
+    inner_lr: float,
+    steps: int,
+    epsilon: float,
+    attack_steps: int = 10,
+    seed: int = 0,
+    query_loss: Callable | None = None,
+) -> dict[str, float]:
+    r"""Is the attack inside the adversarial-query loss as strong as an independent attack?
+
+    ``query_loss`` (default :func:`metaadv_edu.robust_meta.adversarial_query_loss`, L∞ PGD of
+    ``attack_steps`` steps of 2.5ε/steps against θ′) gives the mean query loss of the adapted weights at
+    its attacked inputs. The reference is :func:`metaadv_edu.attacks.pgd` (notebook 01, another code path)
+    with the same ε, steps and step size, run task by task against the same θ′ from other random starts.
+    Returns the clean query loss (MAML's :func:`metaadv_edu.maml.meta_loss`), both attacked losses and
+    ``ratio`` = (ours − clean) / (independent − clean): about 1 for an equally strong attack, well below 1
+    for a weaker one, negative for an attack that lowers the loss.
+    """
+    query_loss = query_loss or robust_meta.adversarial_query_loss
+    epsilon = v.positive("epsilon", epsilon)
+    attack_steps = v.integer("attack_steps", attack_steps)
+    ours = query_loss(
+        model,
+        tasks,
+        inner_lr=inner_lr,
+        steps=steps,
+        epsilon=epsilon,
+        attack="pgd",
+        attack_steps=attack_steps,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    clean = maml.meta_loss(model, tasks, inner_lr=inner_lr, steps=steps)
+    theta = params_of(model, detach=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    losses = []
+    for xs, ys, xq, yq in zip(*tasks):
+        adapted = {k: p.detach() for k, p in maml.adapt(model, theta, xs, ys, inner_lr=inner_lr, steps=steps).items()}
+
+        def logits(z, adapted=adapted):
+            return forward(model, adapted, z)
+
+        x_adv = attacks.pgd(
+            logits, xq, yq, epsilon, step_size=2.5 * epsilon / attack_steps, steps=attack_steps, generator=g
+        )
+        with torch.no_grad():
+            losses.append(F.cross_entropy(logits(x_adv), yq))
+    ours, clean, independent = float(ours.detach()), float(clean.detach()), float(torch.stack(losses).mean())
+    return {
+        "clean": clean,
+        "ours": ours,
+        "independent": independent,
+        "ratio": (ours - clean) / (independent - clean),
+    }

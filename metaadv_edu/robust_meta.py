@@ -20,8 +20,8 @@ adapted model.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +40,12 @@ __all__ = [
     "adversarial_query_loss",
     "attack_one_task",
     "attack_tasks",
-    "evaluate_learners",
     "functional_attack",
     "meta_train_adversarial",
     "representative_task",
     "robust_task_accuracy",
     "task_accuracy",
-    "tune_inner_lr",
-    "with_new_head",
+    "tune_inner_lr_by_accuracy",
 ]
 
 ATTACKS = ("fgsm", "pgd")
@@ -265,44 +263,26 @@ def _accuracy_under_attack(model, adapted, tasks, epsilons, *, attack, attack_st
     return torch.stack(rows)
 
 
-Learner = tuple[nn.Module, float, int]
-"""A few-shot learner for evaluation: (model, inner learning rate, inner steps)."""
+class Learner(NamedTuple):
+    """A few-shot learner ready to be evaluated: the network it starts every task from, the inner learning
+    rate α of its ``steps`` SGD steps on a task's clean support set (:func:`adapt_tasks`)."""
+
+    model: nn.Module
+    inner_lr: float
+    steps: int
 
 
-def evaluate_learners(
-    learners: dict[str, Learner],
-    tasks: Tasks,
-    epsilons: Sequence[float],
-    *,
-    attacks: Sequence[str] = ATTACKS,
-    attack_steps: int = 10,
-    seed: int = 0,
-) -> dict[tuple[str, str], torch.Tensor]:
-    """:func:`robust_task_accuracy` for every learner and attack on the same tasks and random starts:
-    ``{(learner, attack): accuracies of shape (len(epsilons), n_tasks)}``."""
-    _check_classification(tasks)
-    for a in attacks:
-        v.choice("attacks[i]", a, ATTACKS)
-    out = {}
-    for name, (model, inner_lr, steps) in learners.items():
-        adapted = adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)  # once, shared by the attacks
-        for a in attacks:
-            out[name, a] = _accuracy_under_attack(
-                model,
-                adapted,
-                tasks,
-                epsilons,
-                attack=a,
-                attack_steps=attack_steps,
-                generator=torch.Generator().manual_seed(seed),
-            )
-    return out
-
-
-def tune_inner_lr(model: nn.Module, tasks: Tasks, inner_lrs: Sequence[float], *, steps: int) -> tuple[float, list]:
-    """The inner learning rate among ``inner_lrs`` with the best mean clean query accuracy after ``steps``
+def tune_inner_lr_by_accuracy(
+    model: nn.Module, tasks: Tasks, inner_lrs: Sequence[float], *, steps: int
+) -> tuple[float, list[float]]:
+    """The inner learning rate among ``inner_lrs`` with the best mean clean query **accuracy** after ``steps``
     steps on the support sets of ``tasks`` (meta-validation tasks, never the test tasks); ties go to the
-    smaller rate. Returns (best rate, mean accuracy for every rate)."""
+    smaller rate. Returns (best rate, mean accuracy for every rate).
+
+    Unlike :func:`metaadv_edu.maml.tune_inner_lr` (regression, notebook 05: the lowest mean query *loss* over
+    1..k steps), the criterion is the accuracy after exactly ``steps`` steps, the number every learner of
+    notebook 08 adapts with.
+    """
     _check_classification(tasks)
     if not inner_lrs:
         raise ValueError("inner_lrs must hold at least one learning rate")
@@ -405,22 +385,6 @@ def meta_train_adversarial(
         desc="adversarial querying",
         objective=objective,
     )
-
-
-# --------------------------------------------------------------------- fine-tuning baseline
-def with_new_head(model: nn.Sequential, n_way: int) -> nn.Sequential:
-    """A copy of ``model`` whose last linear layer is replaced by a zero-initialised one with ``n_way``
-    outputs: a pretrained body ready to be fine-tuned on the support set of an N-way task."""
-    n_way = v.integer("n_way", n_way, low=2)
-    if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
-        raise TypeError("with_new_head needs an nn.Sequential that ends with an nn.Linear layer")
-    new = copy.deepcopy(model)
-    old = new[-1]
-    head = nn.Linear(old.in_features, n_way).to(device=old.weight.device, dtype=old.weight.dtype)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    new[-1] = head
-    return new
 
 
 def representative_task(

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import attacks, covers, maml, models, robust_checks, robust_meta
+from metaadv_edu import attacks, covers, maml, models, robust_checks, robust_meta, transfer
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import forward, params_of
+from tests.wrong import rejects
 
 
 def _tasks(device, n_tasks=3, n_way=3, k_shot=2, k_query=3, seed=0, pool="meta-train"):
@@ -87,6 +88,7 @@ def test_meta_gradient_through_the_attacked_query_matches_finite_differences():
     assert out["error_initial"] > 1e-1
 
 
+@rejects("aq_exact_meta_gradient", "a sign step inside the L2 ball instead of its maximiser")
 def test_meta_gradient_check_rejects_a_non_maximiser():
     # δ = (ε/16)·sign(g) lies inside the L2 ball but is not its maximiser.
     out = robust_checks.meta_gradient_check(query_loss=_sign_step)
@@ -115,6 +117,9 @@ def test_frozen_attack_check_accepts_adversarial_query_loss():
     assert out["loss_error"] < 1e-6 and out["grad_error"] < 1e-5
 
 
+@rejects("aq_frozen_attack", "the attack left attached to the graph")
+@rejects("aq_frozen_attack", "first-order adaptation (Hessian term dropped)")
+@rejects("aq_frozen_attack", "the attack aimed at θ instead of θ′")
 @pytest.mark.parametrize("wrong", [_attached_l2, _first_order, _aimed_at_theta])
 def test_frozen_attack_check_rejects_wrong_meta_gradients(wrong):
     # an attack left in the graph, the first-order shortcut, an attack on θ: each changes the gradient by > 5 %
@@ -314,7 +319,7 @@ def test_adversarial_querying_makes_few_shot_learning_more_robust():
 
 def test_with_new_head_keeps_the_body_and_zeroes_the_head(device):
     model = models.TinyCNN(3, 10, width=4, image_size=8).to(device)
-    new = robust_meta.with_new_head(model, 5)
+    new = transfer.with_new_head(model, 5)
     assert new[-1].out_features == 5
     assert torch.count_nonzero(new[-1].weight) == 0 and torch.count_nonzero(new[-1].bias) == 0
     torch.testing.assert_close(new[0].weight, model[0].weight)
@@ -361,17 +366,17 @@ def test_bad_shapes_and_pools():
             inner_lr=0.3,
         )
     with pytest.raises(ValueError, match="n_way"):
-        robust_meta.with_new_head(model, 1)
+        transfer.with_new_head(model, 1)
 
 
-def test_tune_inner_lr_picks_the_best_rate_on_the_given_tasks(device):
+def test_tune_inner_lr_by_accuracy_picks_the_best_rate_on_the_given_tasks(device):
     model, tasks = _model(device), _tasks(device, n_tasks=4)
     rates = [1e-4, 0.3, 3.0]
-    best, scores = robust_meta.tune_inner_lr(model, tasks, rates, steps=1)
+    best, scores = robust_meta.tune_inner_lr_by_accuracy(model, tasks, rates, steps=1)
     assert len(scores) == 3 and best == rates[max(range(3), key=lambda i: (scores[i], -rates[i]))]
     adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=best, steps=1)
     assert scores[rates.index(best)] == pytest.approx(
         float(robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).mean())
     )
     with pytest.raises(ValueError, match="inner_lrs"):
-        robust_meta.tune_inner_lr(model, tasks, [], steps=1)
+        robust_meta.tune_inner_lr_by_accuracy(model, tasks, [], steps=1)

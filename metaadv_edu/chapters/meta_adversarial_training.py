@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,11 +19,17 @@ __all__ = [
     "BUDGET",
     "COVER_FEW_SHOT",
     "POINTS",
+    "TrainedLearner",
+    "accuracy_rows",
     "check_adversarial_query_loss",
     "check_pgd_query_loss",
+    "cover_learners",
     "cover_maml",
     "cover_pretrained",
     "cover_task_generator",
+    "eval_attacks",
+    "paired_rows",
+    "paired_verdict",
     "robust_few_shot_explorer",
     "training_cost",
 ]
@@ -177,6 +184,96 @@ def cover_pretrained(epsilon: float = 0.0, device=None):
         cache.timed(train),
         device=device,
     )
+
+
+class TrainedLearner(NamedTuple):
+    """One of part A's four learners as trained: the network every task starts from (a pretrained body gets
+    a new zero 5-way head), its training record, the ε it was trained at and its ``kind`` ("meta" for
+    meta-iterations, "pretrained" for epochs of pretraining)."""
+
+    model: torch.nn.Module
+    record: dict
+    epsilon: float
+    kind: str
+
+    @property
+    def units(self) -> int:
+        """Meta-iterations (``kind="meta"``) or epochs (``"pretrained"``) it was trained for."""
+        return len(self.record["meta_loss" if self.kind == "meta" else "loss"])
+
+    @property
+    def image_gradients(self) -> int:
+        """Its training compute in image-gradients (:func:`training_cost`)."""
+        return self.units * training_cost(self.kind, self.epsilon)
+
+
+def cover_learners(device=None) -> dict[str, TrainedLearner]:
+    """Part A's four learners, loaded or trained with the same budget: MAML, adversarial querying (ε = 8/255),
+    and a pretrained and a PGD-trained (8/255) 64-way classifier with a new zero 5-way head."""
+    from metaadv_edu import transfer
+
+    device = as_device(device)
+    out = {}
+    for name, kind, eps in (
+        ("MAML", "meta", 0.0),
+        ("adversarial querying", "meta", 8 / 255),
+        ("pretrained + fine-tune", "pretrained", 0.0),
+        ("robust pretrained + fine-tune", "pretrained", 8 / 255),
+    ):
+        if kind == "meta":
+            model, record = cover_maml(eps, device)
+        else:
+            body, record = cover_pretrained(eps, device)
+            model = transfer.with_new_head(body, COVER_FEW_SHOT["n_way"])
+        out[name] = TrainedLearner(model, record, eps, kind)
+    return out
+
+
+def eval_attacks():
+    """The attacks of part A's evaluation, weakest to strongest: FGSM, PGD-10 and PGD-20 with 2 random starts
+    (an example counts as robust only if it survives both)."""
+    from metaadv_edu.robust_eval import Attack
+
+    return {"FGSM": Attack("fgsm"), "PGD-10": Attack("pgd", 10), "PGD-20 ×2": Attack("pgd", 20, 2)}
+
+
+def accuracy_rows(results: dict, learners, epsilons, columns) -> list[list[str]]:
+    """One row per learner and ε > 0 of :func:`metaadv_edu.robust_eval.evaluate_learners`' ``results``: the
+    mean per-task accuracy ± the half-width of its 95 % t interval for every name in ``columns``."""
+    from metaadv_edu import stats
+
+    rows = []
+    for name in learners:
+        for e, eps in enumerate(epsilons):
+            if eps > 0:
+                cells = [stats.mean_ci(results[name, c][e].float().mean(-1)).format(1, percent=True) for c in columns]
+                rows.append([name, f"{eps * 255:.0f}/255", *cells])
+    return rows
+
+
+def paired_rows(results: dict, pairs, rows) -> list[list[str]]:
+    """One table row per (label, attack name, ε index) in ``rows``, one cell per pair (a, b) of learners: the
+    paired difference a − b of their per-task accuracies (:func:`metaadv_edu.stats.paired_difference`),
+    marked "*" when its 95 % interval excludes 0."""
+    from metaadv_edu import stats
+
+    out = []
+    for label, attack, e in rows:
+        cells = []
+        for a, b in pairs:
+            d = stats.paired_difference(results[a, attack][e].float().mean(-1), results[b, attack][e].float().mean(-1))
+            cells.append(d.format(1, percent=True) + (" *" if d.resolved else ""))
+        out.append([label, *cells])
+    return out
+
+
+def paired_verdict(results: dict, a: str, b: str, attack: str, e: int) -> str:
+    """The verdict of the paired difference a − b of per-task accuracies under ``attack`` at ε index ``e``:
+    which learner is better, or "not resolved" when the 95 % interval contains 0."""
+    from metaadv_edu import stats
+
+    d = stats.paired_difference(results[a, attack][e].float().mean(-1), results[b, attack][e].float().mean(-1))
+    return d.verdict(a, b, lower_is_better=False)
 
 
 def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *, iterations: int = 150):

@@ -85,6 +85,33 @@ def test_training_budgets_match_across_learners():
     assert chapter.training_cost("pretrained", 8 / 255) == 4 * chapter.training_cost("pretrained", 0.0)
 
 
+def test_cover_learners_share_one_budget_and_start_with_zero_heads():
+    learners = chapter.cover_learners("cpu")  # the shipped weights
+    assert list(learners) == ["MAML", "adversarial querying", "pretrained + fine-tune", "robust pretrained + fine-tune"]
+    budget = chapter.BUDGET["image_gradients"]
+    for t in learners.values():
+        assert budget - chapter.training_cost(t.kind, t.epsilon) < t.image_gradients <= budget
+        assert t.model[-1].out_features == chapter.COVER_FEW_SHOT["n_way"]
+    # PGD on the query sets costs image-gradients: adversarial querying gets fewer meta-iterations
+    assert learners["adversarial querying"].units < learners["MAML"].units
+    for name in ("pretrained + fine-tune", "robust pretrained + fine-tune"):
+        assert torch.count_nonzero(learners[name].model[-1].weight) == 0
+
+
+def test_paired_rows_and_verdicts_use_per_task_accuracies():
+    # two learners on 4 tasks of 2 query examples: "a" is right on every example, "b" on one per task
+    a = torch.ones(1, 4, 2, dtype=torch.bool)
+    b = torch.tensor([[[True, False]] * 4])
+    noisy = torch.tensor([[[True, True], [False, False], [True, False], [True, True]]])
+    results = {("a", "PGD"): a, ("b", "PGD"): b, ("c", "PGD"): noisy}
+    rows = chapter.paired_rows(results, [("a", "b"), ("c", "b")], [("PGD at 8/255", "PGD", 0)])
+    assert rows[0][0] == "PGD at 8/255"
+    assert rows[0][1] == "+50.0% ± 0.0% *"  # the same difference on every task: resolved
+    assert rows[0][2].startswith("+12.5%") and not rows[0][2].endswith("*")
+    assert chapter.paired_verdict(results, "a", "b", "PGD", 0) == "a > b: a is better"
+    assert "not resolved" in chapter.paired_verdict(results, "c", "b", "PGD", 0)
+
+
 def test_representative_task_has_the_gap_closest_to_the_mean(device):
     from metaadv_edu import covers
 
