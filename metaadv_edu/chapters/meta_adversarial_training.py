@@ -10,10 +10,26 @@ import torch
 import torch.nn.functional as F
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, covers, grading, models, panels
+from metaadv_edu import (
+    cache,
+    covers,
+    defenses,
+    gan,
+    grading,
+    maml,
+    models,
+    panels,
+    robust_meta,
+    stats,
+    task_generator,
+    transfer,
+)
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.widgets import Explorer, epsilon_slider, int_slider
+from metaadv_edu.functional import forward, params_of
+from metaadv_edu.robust_eval import Attack
+from metaadv_edu.robust_meta import functional_attack
+from metaadv_edu.widgets import Explorer, epsilon_slider, inner_lr_slider, int_slider, selection_slider
 
 __all__ = [
     "BUDGET",
@@ -101,7 +117,6 @@ def cover_maml(epsilon: float = 0.0, device=None):
     attacked by PGD (``BUDGET["aq_attack_steps"]`` steps) against the adapted weights. Both run for
     ``BUDGET["image_gradients"]`` (:func:`training_cost`). Returns (model, record).
     """
-    from metaadv_edu import maml, robust_meta
 
     device = as_device(device)
     c = COVER_FEW_SHOT
@@ -141,7 +156,6 @@ def cover_pretrained(epsilon: float = 0.0, device=None):
     """A 64-way cover classifier on meta-train genres (standard, or PGD-trained when ``epsilon > 0``):
     the body that the fine-tuning baseline of notebook 08 starts from, trained for as many epochs as
     ``BUDGET["image_gradients"]`` allows (:func:`training_cost`). Returns (model, record)."""
-    from metaadv_edu import defenses
 
     device = as_device(device)
     c, b = COVER_FEW_SHOT, BUDGET
@@ -210,7 +224,6 @@ class TrainedLearner(NamedTuple):
 def cover_learners(device=None) -> dict[str, TrainedLearner]:
     """Part A's four learners, loaded or trained with the same budget: MAML, adversarial querying (ε = 8/255),
     and a pretrained and a PGD-trained (8/255) 64-way classifier with a new zero 5-way head."""
-    from metaadv_edu import transfer
 
     device = as_device(device)
     out = {}
@@ -232,7 +245,6 @@ def cover_learners(device=None) -> dict[str, TrainedLearner]:
 def eval_attacks():
     """The attacks of part A's evaluation, weakest to strongest: FGSM, PGD-10 and PGD-20 with 2 random starts
     (an example counts as robust only if it survives both)."""
-    from metaadv_edu.robust_eval import Attack
 
     return {"FGSM": Attack("fgsm"), "PGD-10": Attack("pgd", 10), "PGD-20 ×2": Attack("pgd", 20, 2)}
 
@@ -240,7 +252,6 @@ def eval_attacks():
 def accuracy_rows(results: dict, learners, epsilons, columns) -> list[list[str]]:
     """One row per learner and ε > 0 of :func:`metaadv_edu.robust_eval.evaluate_learners`' ``results``: the
     mean per-task accuracy ± the half-width of its 95 % t interval for every name in ``columns``."""
-    from metaadv_edu import stats
 
     rows = []
     for name in learners:
@@ -255,7 +266,6 @@ def paired_rows(results: dict, pairs, rows) -> list[list[str]]:
     """One table row per (label, attack name, ε index) in ``rows``, one cell per pair (a, b) of learners: the
     paired difference a − b of their per-task accuracies (:func:`metaadv_edu.stats.paired_difference`),
     marked "*" when its 95 % interval excludes 0."""
-    from metaadv_edu import stats
 
     out = []
     for label, attack, e in rows:
@@ -270,7 +280,6 @@ def paired_rows(results: dict, pairs, rows) -> list[list[str]]:
 def paired_verdict(results: dict, a: str, b: str, attack: str, e: int) -> str:
     """The verdict of the paired difference a − b of per-task accuracies under ``attack`` at ε index ``e``:
     which learner is better, or "not resolved" when the 95 % interval contains 0."""
-    from metaadv_edu import stats
 
     d = stats.paired_difference(results[a, attack][e].float().mean(-1), results[b, attack][e].float().mean(-1))
     return d.verdict(a, b, lower_is_better=False)
@@ -279,7 +288,6 @@ def paired_verdict(results: dict, a: str, b: str, attack: str, e: int) -> str:
 def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *, iterations: int = 150):
     """An adversarial generator trained against :func:`cover_maml` (``target_epsilon``) *after* it
     adapts to each task: one forward pass attacks any new task's classifier. Returns (G, record)."""
-    from metaadv_edu import gan, task_generator
 
     device = as_device(device)
     c = COVER_FEW_SHOT
@@ -325,10 +333,6 @@ def robust_few_shot_explorer(
     """Notebook 08: ε and α together. Each cached model adapts to one new-genre task (``steps`` steps of α on its
     clean support set); PGD attacks the query covers against the adapted weights. Shows one query cover per class
     (clean, δ, attacked; the chosen learner's predictions) and each learner's query accuracy. Nothing is trained."""
-    import ipywidgets as w
-
-    from metaadv_edu import robust_meta
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
 
     names = list(learners)
     n_way = int(tasks.y_query.max()) + 1
@@ -402,14 +406,7 @@ def robust_few_shot_explorer(
     sliders = {
         "epsilon": epsilon_slider(epsilon, max=32 / 255, step=1 / 255),
         "inner_lr": inner_lr_slider(inner_lr, -3, 0),
-        "learner": w.SelectionSlider(
-            options=names,
-            value=names[-1],
-            description="covers shown for",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "learner": selection_slider("covers shown for", names, names[-1]),
         "task": int_slider(
             "new-genre task", v.integer("task", task, low=0, high=len(tasks.y_query) - 1), 0, len(tasks.y_query) - 1
         ),
@@ -431,9 +428,6 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
     L2 step x + ε·g/‖g‖₂ per cover against θ′ (clamped to [0, 1], held fixed), then
     return the cross-entropy of θ′ on them. The step moves smoothly with θ′, so an attack left attached
     to the graph changes the meta-gradient, and the grader sees it."""
-    from metaadv_edu import maml
-    from metaadv_edu.functional import forward, params_of
-    from metaadv_edu.robust_meta import functional_attack
 
     def attacked(model, params, x, y, eps, clamp=True, sign=1.0, norm="l2"):
         return functional_attack(
@@ -506,8 +500,6 @@ def check_pgd_query_loss(my_loss: Callable) -> bool:
     """Grade ``my_loss(model, adapted, x, y, epsilon, step_size, steps) -> loss``: the query loss of the
     adapted weights θ′ at the query inputs attacked by L∞ PGD against θ′ (start at x, projected, clamped,
     held fixed). The grader checks the value and that the meta-gradient reaches θ through θ′ only."""
-    from metaadv_edu import maml
-    from metaadv_edu.functional import forward, params_of
 
     def body() -> str:
         for device in grading.devices():
