@@ -72,8 +72,8 @@ def perturbation_pool(
     """Clean query covers and their perturbed versions, flattened over tasks: ``(clean, perturbed)``.
 
     ``kind`` is ``"fgsm"`` or ``"pgd"`` (against each task's adapted model), ``"generator"`` (``perturber``,
-    one forward pass, its own budget) or ``"noise"`` (uniform random signs ±ε: a perturbation that is not an
-    attack, the control).
+    one forward pass; its budget ``perturber.epsilon`` must equal ``epsilon``) or ``"noise"`` (uniform random
+    signs ±ε: a perturbation that is not an attack, the control).
     """
     v.choice("kind", kind, ("fgsm", "pgd", "generator", "noise"))
     epsilon = v.nonnegative("epsilon", epsilon)
@@ -86,6 +86,12 @@ def perturbation_pool(
     elif kind == "generator":
         if perturber is None:
             raise ValueError("kind='generator' needs a perturber (a trained PerturbationGenerator)")
+        budget = getattr(perturber, "epsilon", None)
+        if budget is None or abs(float(budget) - epsilon) > 1e-9:
+            raise ValueError(
+                f"epsilon must equal the perturber's own budget for kind='generator': got epsilon={epsilon:.6g}, "
+                f"perturber.epsilon={budget}"
+            )
         x_adv = task_generator.generate(perturber, xq, generator=generator)
     else:
         signs = torch.randint(0, 2, xq.shape, generator=generator).to(xq) * 2 - 1
@@ -249,14 +255,21 @@ def paired_scores(
 ) -> bool:
     """Whether ``accuracy_fn`` (e.g. :func:`detection_accuracy`) scores every detector on the same tasks.
 
-    If it does, a detector's per-task scores cannot depend on which other detectors are evaluated with it:
-    each detector scored alone must get exactly the scores it gets among all of them. An evaluation that
-    draws tasks per detector (from one running generator, or inside the loop over detectors) fails, and
-    its per-task differences would not be paired differences at all.
+    Two necessary conditions are checked. (1) A detector's per-task scores cannot depend on which other
+    detectors are evaluated with it: each detector scored alone must get exactly the scores it gets among all
+    of them. An evaluation that draws tasks per detector (from one running generator, or inside the loop over
+    detectors) fails. (2) The tasks cannot depend on a detector's name: two copies of the same detector under
+    different names must get identical per-task scores. An evaluation that seeds each detector's tasks from
+    its name passes (1) but fails (2). Either way its per-task differences would not be paired differences.
     """
+    if not detectors:
+        raise ValueError("detectors must hold at least one Detector")
     together = accuracy_fn(detectors, clean, perturbed, shots, **kwargs)
     for name, detector in reversed(list(detectors.items())):
         alone = accuracy_fn({name: detector}, clean, perturbed, shots, **kwargs)
         if not torch.equal(alone[name], together[name]):
             return False
-    return True
+    name, detector = next(iter(detectors.items()))
+    copy_name = f"{name} (a copy)"
+    twins = accuracy_fn({name: detector, copy_name: detector}, clean, perturbed, shots, **kwargs)
+    return torch.equal(twins[name], twins[copy_name])

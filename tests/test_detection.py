@@ -172,8 +172,19 @@ def _seeded_per_detector(detectors, clean, perturbed, shots, *, n_tasks=50, k_qu
     return {name: rows[name] for name, rows in out.items()}
 
 
+def _seeded_by_name(detectors, clean, perturbed, shots, *, n_tasks=50, k_query=10, seed=0):
+    """A subtler wrong evaluation: each detector's tasks are seeded from its name, so a detector scores the
+    same alone as among others, yet two detectors never share their tasks."""
+    out = {}
+    for name, d in detectors.items():
+        own = seed + sum(name.encode())
+        out[name] = detection.detection_accuracy({name: d}, clean, perturbed, shots, n_tasks=n_tasks, seed=own)[name]
+    return out
+
+
 @rejects("detection_paired_tasks", "tasks drawn afresh for every detector from one running generator")
 @rejects("detection_paired_tasks", "a different seed for every detector")
+@rejects("detection_paired_tasks", "every detector's tasks seeded from its name")
 def test_pairing_check_passes_detection_accuracy_and_rejects_unpaired_evaluations(device):
     clean, perturbed = _pools(device)
     detectors = _detectors(device)
@@ -181,6 +192,12 @@ def test_pairing_check_passes_detection_accuracy_and_rejects_unpaired_evaluation
     assert detection.paired_scores(detection.detection_accuracy, detectors, clean, perturbed, [1, 3], **common)
     assert not detection.paired_scores(_drawn_per_detector, detectors, clean, perturbed, [1, 3], **common)
     assert not detection.paired_scores(_seeded_per_detector, detectors, clean, perturbed, [1, 3], **common)
+    # the name-seeded evaluation scores each detector the same alone as together: only the copy test catches it
+    together = _seeded_by_name(detectors, clean, perturbed, [1, 3], **common)
+    for name, d in detectors.items():
+        assert torch.equal(_seeded_by_name({name: d}, clean, perturbed, [1, 3], **common)[name], together[name])
+    assert not detection.paired_scores(_seeded_by_name, detectors, clean, perturbed, [1, 3], **common)
+    assert not detection.paired_scores(_seeded_by_name, {"a": detectors["a"]}, clean, perturbed, [1, 3], **common)
 
 
 def test_detection_accuracy_shapes_and_an_unadapted_detector(device):
@@ -201,6 +218,9 @@ def test_bad_pools_and_budgets_name_the_parameter():
         detection.detection_tasks(torch.rand(10, 3), [torch.rand(10, 3)], 2, k_shot=3, k_query=3)
     with pytest.raises(ValueError, match="perturber"):
         detection.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3)
+    perturber = gan.PerturbationGenerator((3, 8, 8), 0.05, hidden=16)
+    with pytest.raises(ValueError, match="epsilon"):
+        detection.perturbation_pool(model, tasks, kind="generator", epsilon=0.1, inner_lr=0.3, perturber=perturber)
     with pytest.raises(ValueError, match="kind"):
         detection.perturbation_pool(model, tasks, kind="blur", epsilon=0.1, inner_lr=0.3)
     with pytest.raises(ValueError, match="epsilon"):

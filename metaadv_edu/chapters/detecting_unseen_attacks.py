@@ -23,12 +23,14 @@ __all__ = [
     "ADAPTATION",
     "DETECTION",
     "POINTS",
+    "SEEN",
     "at_epsilon",
     "check_bias_step",
     "check_paired_difference",
     "cover_attack_pools",
     "cover_detector",
     "cover_detectors",
+    "detection_experiment",
     "detection_explorer",
     "explorer_tasks",
     "perturbation_directions",
@@ -51,6 +53,10 @@ DETECTION = {
     "outer_lr": 3e-3,
 }
 """Notebook 09: the perturbations used as tasks, and the meta-learned detector's training settings."""
+
+SEEN = "PGD 32/255"
+"""The training perturbation that notebook 09 evaluates beside the held-out ones, as a reference (kept out of
+:data:`DETECTION`, whose settings key the trained detectors' cache)."""
 
 ADAPTATION = {
     "meta-learned": (DETECTION["inner_lr"], DETECTION["steps"]),
@@ -187,6 +193,31 @@ def cover_detectors(device=None) -> dict[str, detection.Detector]:
     scratch = cache.seeded(lambda: models.TinyCNN(3, 2, width=c["width"], image_size=c["size"]), 1)().to(device)
     nets = {"meta-learned": meta, "joint, no adaptation": joint, "joint + fine-tune": joint, "from scratch": scratch}
     return {name: detection.Detector(nets[name], *ADAPTATION[name]) for name in ADAPTATION}
+
+
+def detection_experiment(
+    detectors: dict[str, detection.Detector],
+    pools: dict[str, torch.Tensor],
+    shots: list[int],
+    *,
+    n_tasks: int = 40,
+    seed: int = 100,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Notebook 09's experiment: :func:`metaadv_edu.detection.detection_accuracy` of every detector on each
+    held-out perturbation and on the seen reference :data:`SEEN` of ``pools`` (one genre split of
+    :func:`cover_attack_pools`), ``{pool: {detector: (len(shots), n_tasks)}}``.
+
+    Every pool uses the same ``seed``, and all pools perturb the same originals, so task i at a given K draws
+    the same original covers in every pool: the scores are paired across detectors *and* across pools.
+    """
+    names = [*DETECTION["held_out"], SEEN]
+    missing = [name for name in ["clean", *names] if name not in pools]
+    if missing:
+        raise ValueError(f"pools must hold {missing}: pass one genre split of cover_attack_pools")
+    return {
+        name: detection.detection_accuracy(detectors, pools["clean"], pools[name], shots, n_tasks=n_tasks, seed=seed)
+        for name in names
+    }
 
 
 # ----------------------------------------------------------------------------------------- explorer

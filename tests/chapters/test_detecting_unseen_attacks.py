@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from metaadv_edu import models
+from metaadv_edu import detection, models
 from metaadv_edu.chapters import detecting_unseen_attacks as chapter
 
 
@@ -71,10 +71,25 @@ def test_check_bias_step(fn, ok, hint, capsys):
     assert hint in out and "Traceback" not in out
 
 
-def test_every_detector_has_its_adaptation_and_the_joint_one_is_shared_untrained():
+def test_every_detector_has_its_adaptation_and_the_joint_one_does_not_adapt():
     assert set(chapter.ADAPTATION) == {"meta-learned", "joint, no adaptation", "joint + fine-tune", "from scratch"}
     assert chapter.ADAPTATION["meta-learned"] == (chapter.DETECTION["inner_lr"], chapter.DETECTION["steps"])
     assert chapter.ADAPTATION["joint, no adaptation"][1] == 0
+
+
+def test_the_seen_reference_is_a_training_perturbation_and_the_experiment_needs_its_pool():
+    assert chapter.SEEN in chapter.DETECTION["train"]
+    assert chapter.SEEN not in chapter.DETECTION["held_out"]
+    detector = detection.Detector(models.TinyCNN(3, 2, width=4, image_size=8), 0.1, 0)
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(40, 3, 8, 8, generator=g)
+    pools = {"clean": clean, **{name: (clean + 0.1).clamp(0, 1) for name in chapter.DETECTION["held_out"]}}
+    with pytest.raises(ValueError, match=chapter.SEEN):
+        chapter.detection_experiment({"d": detector}, pools, [1])
+    pools[chapter.SEEN] = (clean - 0.1).clamp(0, 1)
+    out = chapter.detection_experiment({"d": detector}, pools, [1, 2], n_tasks=3, seed=4)
+    assert list(out) == [*chapter.DETECTION["held_out"], chapter.SEEN]
+    assert all(acc["d"].shape == (2, 3) for acc in out.values())
 
 
 def test_explorer_tasks_remake_the_perturbation_at_any_epsilon():
