@@ -105,3 +105,47 @@ def test_forward_runs_with_adapted_params():
     net = models.SineRegressor()
     x = torch.rand(4, 1)
     assert forward(net, params_of(net), x).shape == (4, 1)
+
+
+def test_body_rates_are_the_complement_of_anils():
+    net = models.SineRegressor()
+    head, body = anil.inner_lrs(net, 0.1), chapter.body_inner_lrs(net, 0.1)
+    assert set(head) == set(body)
+    assert all((head[k] == 0.0) != (body[k] == 0.0) for k in head)
+    assert [k for k, r in body.items() if r == 0.0] == anil.head_names(net)
+
+
+def test_adaptation_by_part_moves_only_the_named_part():
+    torch.manual_seed(0)
+    net = models.SineRegressor()
+    tasks = data.sine_tasks(6, 5, generator=torch.Generator().manual_seed(1))
+    scores = chapter.adaptation_by_part(net, tasks, inner_lr=0.01, steps=3, classification=False)
+    assert set(scores) == {"all weights", "head only", "body only"}
+    expected = maml.adaptation_losses(net, tasks, inner_lr=anil.inner_lrs(net, 0.01), max_steps=3)[3]
+    assert torch.allclose(scores["head only"], expected)
+    expected = maml.adaptation_losses(net, tasks, inner_lr=0.01, max_steps=3)[3]
+    assert torch.allclose(scores["all weights"], expected)
+    with pytest.raises(ValueError, match="steps"):
+        chapter.adaptation_by_part(net, tasks, inner_lr=0.01, steps=0, classification=False)
+
+
+def _scores(head_shift, body_shift, n=30):
+    full = torch.linspace(1.0, 2.0, n)
+    wobble = 0.01 * torch.sin(torch.arange(n, dtype=torch.float32))
+    return {"all weights": full, "head only": full + head_shift + wobble, "body only": full + body_shift - wobble}
+
+
+@pytest.mark.parametrize(
+    ("head_shift", "body_shift", "expected"),
+    [
+        (0.0, 0.5, "consistent with feature reuse"),
+        (0.8, 0.1, "mainly through its body"),
+        (0.3, 0.9, "the head more"),
+        (0.5, 0.5, "neither is resolved"),
+    ],
+)
+def test_where_adaptation_happens_reads_the_paired_differences(head_shift, body_shift, expected):
+    assert expected in chapter.where_adaptation_happens(_scores(head_shift, body_shift), lower_is_better=True)
+    # accuracies: higher is better, so a loss of accuracy is a negative shift
+    flipped = {k: -s for k, s in _scores(head_shift, body_shift).items()}
+    assert expected in chapter.where_adaptation_happens(flipped, lower_is_better=False)

@@ -11,7 +11,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import anil, cache, covers, data, grading, imaml, maml, models, protonets, similarity
+from metaadv_edu import (
+    anil,
+    cache,
+    covers,
+    data,
+    grading,
+    imaml,
+    maml,
+    models,
+    protonets,
+    robust_meta,
+    similarity,
+    stats,
+)
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters import maml as maml_chapter
@@ -20,9 +33,12 @@ from metaadv_edu.functional import Params, forward, params_of, task_loss
 from metaadv_edu.widgets import Explorer, inner_lr_slider, int_slider
 
 __all__ = [
+    "DIVERGED_MSE",
     "POINTS",
     "SINE_ITERATIONS",
+    "adaptation_by_part",
     "anil_gradient_check",
+    "body_inner_lrs",
     "check_anil_inner_step",
     "check_conjugate_gradient",
     "check_prototype_logits",
@@ -39,6 +55,9 @@ __all__ = [
     "protonet_linear_check",
     "saved_graph_bytes",
     "sine_anil",
+    "untrained_cover_net",
+    "untrained_sine_net",
+    "where_adaptation_happens",
 ]
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
@@ -46,6 +65,8 @@ POINTS = {"prototype logits": 1, "ANIL inner step": 1, "conjugate gradient": 2}
 
 #: Meta-training iterations of the sinusoid learners compared here (notebook 07's MAML uses the same).
 SINE_ITERATIONS = 1200
+#: The explorer calls an adapted fit whose MSE on the grid exceeds this (or is not finite) diverged.
+DIVERGED_MSE = 1e3
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -174,6 +195,72 @@ def logistic_regression_accuracy(embed: nn.Module, tasks: data.Tasks, *, c: floa
     return torch.tensor(acc)
 
 
+def untrained_cover_net() -> nn.Sequential:
+    """Notebook 08's cover network with the weights its seed-0 recipe starts from, before any training: the
+    initialisation of MAML's and ANIL's cover networks (the reference "untrained" body of notebook 10)."""
+    return cache.seeded(_cover_net, 0)()
+
+
+def untrained_sine_net() -> nn.Module:
+    """The 1-40-40-1 sinusoid regressor with the weights the seed-0 recipe of notebook 05 starts from."""
+    return cache.seeded(models.SineRegressor, 0)()
+
+
+def body_inner_lrs(model: nn.Module, inner_lr: float) -> dict[str, float]:
+    """Per-tensor inner learning rates that move the body only: ``inner_lr`` on every tensor but the head's
+    (:func:`~metaadv_edu.anil.head_names`), 0 on the head's — the complement of :func:`~metaadv_edu.anil.inner_lrs`."""
+    head = anil.inner_lrs(model, inner_lr)
+    return {k: (0.0 if r > 0 else inner_lr) for k, r in head.items()}
+
+
+def adaptation_by_part(
+    model: nn.Module, tasks: data.Tasks, *, inner_lr: float, steps: int, classification: bool
+) -> dict[str, torch.Tensor]:
+    """Raghu et al. (2020)'s functional test of feature reuse on one trained network (notebook 10, §2).
+
+    The same network adapts to every task with ``steps`` SGD steps of ``inner_lr`` on (a) all weights,
+    θ′ = θ − α∇L_S(θ); (b) the head only, eq. (2) with D selecting the head (ANIL's step); (c) the body only,
+    D selecting every other tensor. Returns ``{"all weights", "head only", "body only"}`` → per-task query
+    score: accuracy when ``classification``, else mean-squared error.
+    """
+    inner_lr = v.positive("inner_lr", inner_lr)
+    steps = v.integer("steps", steps, low=1)
+    rates = {
+        "all weights": inner_lr,
+        "head only": anil.inner_lrs(model, inner_lr),
+        "body only": body_inner_lrs(model, inner_lr),
+    }
+    out = {}
+    for name, lr in rates.items():
+        if classification:
+            adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=lr, steps=steps)
+            out[name] = robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).cpu()
+        else:
+            out[name] = maml.adaptation_losses(model, tasks, inner_lr=lr, max_steps=steps)[steps].cpu()
+    return out
+
+
+def where_adaptation_happens(scores: dict[str, torch.Tensor], *, lower_is_better: bool) -> str:
+    """The conclusion the paired differences of :func:`adaptation_by_part` support, in words.
+
+    Feature reuse predicts that adapting the head alone loses nothing against adapting all weights. If it
+    loses, the comparison of head only with body only says which part carries more of the adaptation.
+    """
+    sign = 1.0 if lower_is_better else -1.0
+
+    def worse(a: str, b: str) -> bool:  # a resolved worse than b
+        d = stats.paired_difference(scores[a], scores[b])
+        return d.resolved and sign * d.mean > 0
+
+    if not worse("head only", "all weights"):
+        return "the head alone loses nothing these tasks resolve: consistent with feature reuse"
+    if worse("head only", "body only"):
+        return "the head alone is worse than the body alone: the network adapts mainly through its body"
+    if worse("body only", "head only"):
+        return "the head alone is worse than all weights, the body alone worse still: both parts adapt, the head more"
+    return "each part alone is worse than all weights, and neither is resolved from the other: both parts adapt"
+
+
 # ----------------------------------------------------------------------------------- checks (✓ cells)
 def _flat(params: Params) -> torch.Tensor:
     return torch.cat([p.reshape(-1) for p in params.values()])
@@ -214,8 +301,8 @@ def anil_gradient_check(formula: Callable = anil.meta_gradient_by_formula, *, st
 def protonet_linear_check(head: Callable = protonets.linear_head, *, seed: int = 0):
     """Softmax of :func:`~metaadv_edu.protonets.prototype_logits` against that of the linear classifier
     ``head(prototypes)`` on random 5-way episodes (float64, unequal class sizes). Returns
-    ``{"softmax_error": max |difference|, "offset_spread": max over queries of the spread across classes of
-    (prototype logit − linear logit)}`` — the offset must be −‖f(q)‖², the same for every class."""
+    ``{"softmax_error": max |difference|, "offset_error": max over queries and classes of
+    |(prototype logit − linear logit) − (−‖f(q)‖²)|}`` — the offset must be −‖f(q)‖², the same for every class."""
     g = torch.Generator().manual_seed(seed)
     errors, spreads = [], []
     for n_way, dim in ((5, 16), (3, 2), (4, 64)):
@@ -298,14 +385,28 @@ def saved_graph_bytes(output: torch.Tensor) -> int:
     return sum(storages.values())
 
 
-def meta_gradient_costs(model: nn.Module, tasks: data.Tasks, ks, *, inner_lr: float, lam: float, cg_steps: int = 5):
-    """Wall time (median of 3) of one meta-gradient over ``tasks`` and the bytes of autograd graph one task keeps at its
-    peak, for second-order MAML, first-order MAML and iMAML, with ``k`` inner steps for each k in ``ks``.
+def meta_gradient_costs(
+    model: nn.Module, tasks: data.Tasks, ks, *, inner_lr: float, lam: float, cg_steps: int = 5, repeats: int = 5
+):
+    """Wall time of one meta-gradient over ``tasks`` (the minimum of ``repeats`` calls, after one warm-up
+    call) and the bytes of autograd graph one task keeps at its peak, for second-order MAML, first-order MAML
+    and iMAML, with ``k`` inner steps for each k in ``ks``.
 
     All three loop over the tasks in Python (``maml.meta_loss_loop``; iMAML task by task), so the timings
     compare the algorithms, not batching. iMAML's graph is that of one support gradient at φ*, kept during
     the ``cg_steps`` Hessian-vector products. Returns ``{method: {"seconds": [...], "bytes": [...]}}``."""
-    from metaadv_edu.measure import median_time
+    import time
+
+    repeats = v.integer("repeats", repeats, low=1)
+
+    def min_time(fn) -> float:  # the minimum is the least load-sensitive estimate of a call's own cost
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
 
     theta = params_of(model)
     out = {name: {"seconds": [], "bytes": []} for name in ("MAML", "first-order MAML", "iMAML")}
@@ -327,12 +428,12 @@ def meta_gradient_costs(model: nn.Module, tasks: data.Tasks, ks, *, inner_lr: fl
                 loss.backward()
                 return loss
 
-            out[name]["seconds"].append(median_time(run, repeats=3, warmup=1))
+            out[name]["seconds"].append(min_time(run))
             one = tasks.task(0)  # memory per task: the loops finish one task's graph before the next
             out[name]["bytes"].append(
                 saved_graph_bytes(maml.meta_loss_loop(model, one, inner_lr=inner_lr, steps=k, first_order=first))
             )
-        out["iMAML"]["seconds"].append(median_time(lambda k=k: imaml_all(k), repeats=3, warmup=1))
+        out["iMAML"]["seconds"].append(min_time(lambda k=k: imaml_all(k)))
         xs, ys = tasks.x_support[0], tasks.y_support[0]
         phi = imaml.proximal_adapt(model, theta, xs, ys, lam=lam, inner_lr=inner_lr, steps=k)
         phi = {n: p.requires_grad_(True) for n, p in phi.items()}
@@ -435,18 +536,18 @@ def feature_reuse_explorer(
             with torch.no_grad():
                 pred = forward(net, adapted[n], grid)[:, 0]
             art["lines"][n].set_data(grid[:, 0].cpu(), pred.cpu())
+            mse = float(((pred - truth) ** 2).mean())
             try:  # a large α·k diverges (or kills every unit of a layer): say so instead of drawing nonsense
-                if not torch.isfinite(pred).all():
+                if not mse <= DIVERGED_MSE:  # also catches nan and inf
                     raise ValueError("diverged")
                 sims = layer_cka(net, start, adapted[n], grid)
             except ValueError:
                 for bar in art["bars"][n]:
                     bar.set_height(0.0)
-                text.append(f"{n}: <b>diverged</b>")
+                text.append(f"{n}: <b>diverged</b> (MSE above {DIVERGED_MSE:.0f} or not finite)")
                 continue
             for bar, name in zip(art["bars"][n], art["layers"]):
                 bar.set_height(sims[name])
-            mse = float(((pred - truth) ** 2).mean())
             text.append(f"{n}: MSE <b>{mse:.2f}</b>, CKA " + ", ".join(f"{s:.3f}" for s in sims.values()))
         art["ax"].set_title(f"task {task}: {steps} step(s) of α = {inner_lr:.2g}, λ = {lam:.2g}", fontsize=9)
         return " · ".join(text)

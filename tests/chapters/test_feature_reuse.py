@@ -118,6 +118,22 @@ def test_explorer_reports_divergence_instead_of_failing():
     assert "diverged" in ex.caption.value
 
 
+def test_explorer_never_prints_a_huge_or_infinite_mse():
+    import re
+
+    torch.manual_seed(0)
+    tasks, amplitude, phase = data.sine_tasks(2, 10, generator=torch.Generator().manual_seed(0), return_params=True)
+    ex = chapter.feature_reuse_explorer(models.SineRegressor(), models.SineRegressor(), tasks, amplitude, phase)
+    seen_diverged = False
+    for lr, steps, lam in ((0.1, 20, 30.0), (0.1, 5, 25.0), (0.3, 20, 100.0), (0.01, 5, 10.0)):
+        ex.set(inner_lr=lr, steps=steps, lam=lam)
+        caption = ex.caption.value
+        seen_diverged |= "diverged" in caption
+        values = re.findall(r"MSE <b>([^<]+)</b>", caption)
+        assert all(float(m) <= chapter.DIVERGED_MSE for m in values), caption
+    assert seen_diverged
+
+
 # ------------------------------------------------------------------------------------ measurements
 def test_meta_gradient_memory_grows_with_k_for_maml_only():
     torch.manual_seed(0)
