@@ -307,9 +307,10 @@ def bounds_explorer(
             f"quantising defence under {attack} at ε = {masked_eps[m]:.2f}: {masked_curves[attack][m]:.1%}"
         )
 
+    step = float(np.diff(eps).min()) if len(eps) > 1 else 0.025  # the slider stops on the computed ε
     sliders = {
         "epsilon": float_slider(
-            "ε — L∞ budget", float(eps[len(eps) // 2]), float(eps[0]), float(eps[-1]), 0.025, readout_format=".3f"
+            "ε — L∞ budget", float(eps[len(eps) // 2]), float(eps[0]), float(eps[-1]), step, readout_format=".3f"
         ),
         "sigma": w.SelectionSlider(
             options=sigmas,
