@@ -267,7 +267,7 @@ def certified_by_intervals(
 
     The bounds are computed in the model's floating-point precision, whose rounding is not accounted for;
     an example counts as certified only when every margin's lower bound exceeds ``tolerance`` (≥ 0), a
-    safety margin far above float32 rounding of these small networks' logits."""
+    safety margin for float32 rounding of the logits."""
     tolerance = v.nonnegative("tolerance", tolerance)
     with torch.no_grad():
         margins = margin_lower_bounds(model, x, y, epsilon)
