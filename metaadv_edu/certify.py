@@ -2,7 +2,7 @@ r"""Certified robustness: lower bounds on robust accuracy, where attacks give up
 
 Derived in ``notebooks/11_certified_robustness.ipynb``. Three certificates:
 
-* **Linear models, L∞** (Kolter & Madry's tutorial, ch. 3): the smallest adversarial ε of a correctly
+* **Linear models, L∞** (Kolter & Madry's tutorial, ch. 2): the smallest adversarial ε of a correctly
   classified ``x`` under logits :math:`z = Wx + b` is, without the pixel box,
 
   .. math:: \epsilon^\star(x) = \min_{j \ne y} \frac{z_y - z_j}{\|w_y - w_j\|_1}
@@ -170,7 +170,8 @@ def interval_layer(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -
 
     Affine layers (Linear, Conv2d) map centre :math:`\mu = (u + l)/2` and radius :math:`r = (u - l)/2` to
     :math:`W\mu + b` and :math:`|W| r`; ReLU and MaxPool2d are monotone in every input, so they map the
-    lower and the upper bound separately; Flatten reshapes both.
+    lower and the upper bound separately; Flatten reshapes both. Conv2d pads the radius exactly as its
+    forward pass pads the input (any ``padding_mode``), so reflected or replicated pixels keep their radius.
     """
     if isinstance(layer, nn.Linear):
         mid, rad = (upper + lower) / 2, (upper - lower) / 2
@@ -179,7 +180,7 @@ def interval_layer(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -
     if isinstance(layer, nn.Conv2d):
         mid, rad = (upper + lower) / 2, (upper - lower) / 2
         mid = layer(mid)
-        rad = F.conv2d(rad, layer.weight.abs(), None, layer.stride, layer.padding, layer.dilation, layer.groups)
+        rad = layer._conv_forward(rad, layer.weight.abs(), None)  # same padding (any mode) as the forward pass
         return mid - rad, mid + rad
     if isinstance(layer, (nn.ReLU, nn.MaxPool2d, nn.Flatten)):
         return layer(lower), layer(upper)
@@ -259,12 +260,19 @@ def margin_lower_bounds(
     return (c * mid[:, None, :]).sum(-1) + offset - (c.abs() * rad[:, None, :]).sum(-1)
 
 
-def certified_by_intervals(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """True where interval bounds prove that no ε-perturbation (inside [0, 1]) changes the prediction from y."""
+def certified_by_intervals(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, tolerance: float = 1e-4
+) -> torch.Tensor:
+    """True where interval bounds prove that no ε-perturbation (inside [0, 1]) changes the prediction from y.
+
+    The bounds are computed in the model's floating-point precision, whose rounding is not accounted for;
+    an example counts as certified only when every margin's lower bound exceeds ``tolerance`` (≥ 0), a
+    safety margin for float32 rounding of the logits."""
+    tolerance = v.nonnegative("tolerance", tolerance)
     with torch.no_grad():
         margins = margin_lower_bounds(model, x, y, epsilon)
     margins = margins.scatter(1, y[:, None], math.inf)
-    return margins.amin(1) > 0
+    return margins.amin(1) > tolerance
 
 
 def ibp_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, kappa: float = 0.5) -> torch.Tensor:

@@ -69,6 +69,36 @@ def test_a_wrong_affine_rule_is_caught_by_sampling():
     assert ((z < lower - 1e-5) | (z > upper + 1e-5)).any()
 
 
+def test_the_first_affine_bound_is_attained_by_the_sign_corner():
+    # r' = |W| r is exact for one affine layer: η = r·sign(W_i) reaches unit i's upper bound (a rule such as
+    # rad = upper − lower, without the 1/2, is sound but too loose and fails here)
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 4).double()
+    lower = torch.rand(3, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    upper = lower + 0.3
+    lo, up = certify.interval_layer(layer, lower, upper)
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    with torch.no_grad():
+        for i in range(4):
+            corner_up = layer(mid + rad * layer.weight[i].sign())[:, i]
+            corner_lo = layer(mid - rad * layer.weight[i].sign())[:, i]
+            assert torch.allclose(corner_up, up[:, i]) and torch.allclose(corner_lo, lo[:, i])
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv_interval_bounds_are_sound_for_every_padding_mode(mode):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 3, 3, padding=1, padding_mode=mode)
+    x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    epsilon = 0.1
+    lo, up = certify.interval_layer(conv, x - epsilon, x + epsilon)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for _ in range(200):
+            z = conv(x + epsilon * (2 * (torch.rand(x.shape, generator=g) > 0.5).float() - 1))
+            assert (z >= lo - 1e-5).all() and (z <= up + 1e-5).all()
+
+
 def test_maxpool_and_relu_are_monotone_rules():
     lower = torch.tensor([[[[-1.0, 0.5], [0.2, -3.0]]]])
     upper = lower + torch.tensor([[[[0.5, 0.1], [2.0, 1.0]]]])
@@ -203,6 +233,40 @@ def test_clopper_pearson_lower_bound_covers_the_truth():
     lower = certify.clopper_pearson_lower(counts, n, alpha=0.01)
     assert (lower <= p).mean() >= 0.985  # at least 99 % in expectation
     assert certify.clopper_pearson_lower(0, 10) == 0
+
+
+def test_clopper_pearson_lower_is_the_exact_one_sided_bound():
+    from scipy import stats as scipy_stats
+
+    n, alpha = 50, 0.01
+    for k in (1, 5, 25, 49, 50):
+        ref = scipy_stats.binomtest(k, n, alternative="greater").proportion_ci(1 - alpha, method="exact").low
+        assert certify.clopper_pearson_lower(k, n, alpha) == pytest.approx(ref, rel=1e-9)
+    for a in (0.001, 0.05):
+        assert certify.clopper_pearson_lower(500, 500, a) == pytest.approx(a ** (1 / 500), rel=1e-12)
+
+
+def scipy_stats_beta_ppf(q, a, b):
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.beta.ppf(q, a, b))
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda k, n, alpha: scipy_stats_beta_ppf(alpha / 2, k, n - k + 1),  # the two-sided interval's lower end
+        lambda k, n, alpha: scipy_stats_beta_ppf(alpha, k + 1, n - k),  # Beta(k + 1, n − k): the upper-bound law
+    ],
+    ids=["two-sided", "beta-k+1"],
+)
+def test_clopper_pearson_reference_rejects_plausible_wrong_bounds(wrong):
+    from scipy import stats as scipy_stats
+
+    n, alpha, k = 50, 0.01, 40
+    ref = scipy_stats.binomtest(k, n, alternative="greater").proportion_ci(1 - alpha, method="exact").low
+    assert certify.clopper_pearson_lower(k, n, alpha) == pytest.approx(ref, rel=1e-9)
+    assert wrong(k, n, alpha) != pytest.approx(ref, rel=1e-6)
 
 
 def test_smoothed_radius_of_a_linear_classifier_tends_to_the_distance_to_its_boundary():

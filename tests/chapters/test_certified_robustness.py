@@ -107,7 +107,7 @@ def test_smoothing_check_rejects_sigma_squared():
     assert not out["passes"] and not out["tight"]
 
 
-@rejects("smoothing_radius", "2σ·Φ⁻¹(p): the two-class formula with p_B counted twice (unsound)")
+@rejects("smoothing_radius", "2σ·Φ⁻¹(p): forgetting the ½ of the general formula (unsound)")
 def test_smoothing_check_rejects_a_radius_too_large():
     out = chapter.smoothing_radius_check(lambda p, s: 2 * s * scipy_stats.norm.ppf(p))
     assert not out["passes"] and not out["sound"]
@@ -249,5 +249,16 @@ def test_checklist_flags_the_masked_defence_and_passes_bpda():
     defended = masking.quantized(model, 3)
     naive = chapter.evaluation_checklist(defended, defended, x, y)
     honest = chapter.evaluation_checklist(defended, masking.bpda(defended), x, y)
-    assert naive["ε = 0 gives the clean accuracy"] and not naive["accuracy at ε = 0.5 is 0"]
-    assert honest["accuracy at ε = 0.5 is 0"]
+    assert not naive["accuracy at ε = 1 is 0"] and honest["accuracy at ε = 1 is 0"]
+    assert not naive["input gradient not identically zero"] and honest["input gradient not identically zero"]
+    assert not naive["PGD clearly stronger than FGSM (paired, resolved)"]
+
+
+def test_checklist_passes_an_undefended_model():
+    torch.manual_seed(0)
+    model = models.TinyCNN(1, 10, width=4).eval()
+    x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    out = chapter.evaluation_checklist(model, model, x, y)
+    assert out["accuracy at ε = 1 is 0"] and out["input gradient not identically zero"]
+    assert out["black box not stronger than white box"]
