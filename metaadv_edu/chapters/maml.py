@@ -57,10 +57,13 @@ def sine_sampler(config: dict, device):
     return lambda g: data.sine_tasks(config["n_tasks"], config["k_support"], generator=g, device=device)
 
 
-def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False, k_support: int = 10):
+def sine_maml(
+    device=None, *, iterations: int = 6000, first_order: bool = False, k_support: int = 10, inner_lr: float = 0.01
+):
     """The 1-40-40-1 regressor meta-trained by MAML on sinusoids (notebook 05): one inner step,
     K = 10, α = 0.01, Adam with β = 1e-3, meta-batch 25, as in Finn et al. (2017, §5.1) but with
-    fewer iterations (the paper ran 70,000)."""
+    fewer iterations (the paper ran 70,000). ``inner_lr`` changes α (notebook 07 trains α = 0.03 to ask
+    whether a larger fixed step explains Meta-SGD's advantage)."""
 
     device = as_device(device)
     config = {
@@ -69,6 +72,7 @@ def sine_maml(device=None, *, iterations: int = 6000, first_order: bool = False,
         "first_order": bool(first_order),
         "seed": 0,
         "k_support": v.integer("k_support", k_support),
+        "inner_lr": v.positive("inner_lr", inner_lr),
     }
 
     build = cache.seeded(models.SineRegressor, config["seed"])

@@ -225,7 +225,7 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
             + f"{outer_iterations} outer steps: "
             + ", ".join(f"{n} at ({e[0]:.2f}, {e[1]:.2f})" for n, e in ends.items())
             + warn
-            + "<br>fixed points: "
+            + "; fixed points: "
             + ", ".join(f"{n} ({e[0]:.2f}, {e[1]:.2f})" for n, e in fixed.items())
         )
 

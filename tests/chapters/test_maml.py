@@ -243,3 +243,16 @@ def test_one_step_shift_grows_with_the_step_size(device):
     small, needed = chapter.one_step_shift(net, tasks, 0.001)
     large, needed_again = chapter.one_step_shift(net, tasks, 0.01)
     assert 5 < large / small < 15 and needed == needed_again > 0
+
+
+def test_sine_maml_inner_lr_is_validated_and_shipped(monkeypatch, tmp_path):
+    """A non-positive α is refused before any training, and both α the notebooks use load from the
+    shipped weights (the default α = 0.01 keeps its old cache key)."""
+    from metaadv_edu import cache
+
+    monkeypatch.setenv("METAADV_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="inner_lr"):
+        chapter.sine_maml(iterations=1200, inner_lr=0.0)
+    for lr in (0.01, 0.03):
+        config = {**chapter.SINE_META, "iterations": 1200, "first_order": False, "seed": 0, "inner_lr": lr}
+        assert (cache.SHIPPED / cache.cache_path("sine-maml", config).name).exists()
