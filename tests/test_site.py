@@ -59,7 +59,8 @@ def _math_spans(stem: str) -> tuple[int, int]:
     md = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     md = re.sub(r"(?s)```.*?```|`[^`\n]*`", "", md)
     display = len(re.findall(r"(?s)\$\$.+?\$\$", md))
-    inline = len(re.findall(r"\$[^$\n]+\$", re.sub(r"(?s)\$\$.+?\$\$", "", md)))
+    # inline math may continue on the paragraph's next line, never across a blank line
+    inline = len(re.findall(r"\$(?:[^$\n]|\n(?!\n))+\$", re.sub(r"(?s)\$\$.+?\$\$", "", md)))
     return inline, display
 
 
