@@ -132,7 +132,7 @@ def train_gan(
     *,
     noise_dim: int,
     steps: int,
-    k_disc: int = 1,
+    n_d: int = 1,
     lr_g: float = 1e-3,
     lr_d: float = 1e-3,
     batch_size: int = 128,
@@ -143,13 +143,13 @@ def train_gan(
     progress: bool = True,
     desc: str = "GAN",
 ) -> dict:
-    """Alternate ``k_disc`` discriminator steps and one generator step, with Adam (β₁ = 0.5).
+    """Alternate ``n_d`` discriminator steps (n_D in notebook 03) and one generator step, with Adam (β₁ = 0.5).
 
     ``sample_real(n, rng)`` draws real data. Returns a history with both losses per step and, every
     ``snapshot_every`` steps, ``snapshot_size`` generated samples (lists, for caching).
     """
     steps = v.integer("steps", steps)
-    k_disc = v.integer("k_disc", k_disc)
+    n_d = v.integer("n_d", n_d)
     lr_g, lr_d = v.positive("lr_g", lr_g), v.positive("lr_d", lr_d)
     noise_dim = v.integer("noise_dim", noise_dim)
     v.choice("kind", kind, ("minimax", "non-saturating"))
@@ -164,7 +164,7 @@ def train_gan(
         return torch.randn(n, noise_dim, generator=rng).to(device)
 
     for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        for _ in range(k_disc):
+        for _ in range(n_d):
             real = sample_real(batch_size, rng).to(device)
             with torch.no_grad():
                 fake = generator(noise(batch_size))

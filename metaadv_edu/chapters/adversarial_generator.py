@@ -150,8 +150,9 @@ def generator_explorer(
             d_real = float(torch.sigmoid(pair["D"](x_eval)).mean())
             d_fake = float(torch.sigmoid(pair["D"](adv_eval)).mean())
         rows[0].show(x_show, x_adv, y_show, p_clean, panels.probabilities(classifier, x_adv), epsilon)
-        for i, ax in enumerate(rows[0].axes[:, 1]):
-            ax.set_title(f"δ = G(x, z) − x · D(x_adv) = {score[i]:.2f}", fontsize=8)
+        for i, (ax_delta, ax_adv) in enumerate(rows[0].axes[:, 1:3]):
+            ax_delta.set_title("δ = G(x, z) − x", fontsize=8)
+            ax_adv.set_title(f"{ax_adv.get_title()}\nD(x_adv) = {score[i]:.2f} (1 = real)", fontsize=8)
         return (
             f"generator ε = {epsilon:g}, lr_G = {lr_g:g}: classifier accuracy on {len(x_eval)} generated "
             f"examples <b>{acc:.1%}</b>; discriminator's mean score: real {d_real:.2f}, generated {d_fake:.2f}"
@@ -321,7 +322,9 @@ def generator_report(
     return report
 
 
-def saturation_report(generator, x: torch.Tensor, *, n_draws: int = 8, seed: int = 0) -> dict[str, float]:
+def saturation_report(
+    generator, x: torch.Tensor, *, n_draws: int = 8, seed: int = 0, flat_slope: float = 0.01
+) -> dict[str, float]:
     r"""How saturated the output layer G(x, z) = clip(x + ε·tanh h) of a trained generator is (notebook 04).
 
     Over ``n_draws`` noise draws on the inputs ``x``:
@@ -331,9 +334,13 @@ def saturation_report(generator, x: torch.Tensor, *, n_draws: int = 8, seed: int
     * ``mean_tanh_slope``: mean of tanh′(h) = 1 − tanh²h, the factor every gradient reaching h is scaled by;
     * ``zero_gradient``: share of pixels where ∂G/∂h is exactly 0 — float32 tanh is ±1 (tanh′ = 0) or the
       [0, 1] clip is active;
+    * the same pixels split by cause, three shares that sum to 1: ``clip_active`` (x + ε·tanh h lies outside
+      [0, 1], so G does not depend on h there whatever tanh′ is), ``tanh_flat`` (the clip is inactive but
+      tanh′(h) < ``flat_slope``: the gradient is scaled by less than that) and ``gradient_passes`` (neither);
     * ``h_spread_over_z`` and ``tanh_spread_over_z``: per-pixel standard deviation over the draws of h and of
       tanh h, averaged over pixels — how much the noise moves h, and how much of that survives the tanh."""
     n_draws = v.integer("n_draws", n_draws, low=2)
+    flat_slope = v.finite_number("flat_slope", flat_slope, low=0.0, low_inclusive=False, high=1.0)
     g = torch.Generator().manual_seed(seed)
     hs = []
     with torch.no_grad():
@@ -351,6 +358,9 @@ def saturation_report(generator, x: torch.Tensor, *, n_draws: int = 8, seed: int
         "delta_above_0.9eps": float((delta.abs() > 0.9 * generator.epsilon).float().mean()),
         "mean_tanh_slope": float(slope.mean()),
         "zero_gradient": float(((slope == 0) | clipped).float().mean()),
+        "clip_active": float(clipped.float().mean()),
+        "tanh_flat": float((~clipped & (slope < flat_slope)).float().mean()),
+        "gradient_passes": float((~clipped & (slope >= flat_slope)).float().mean()),
         "h_spread_over_z": float(h.std(0).mean()),
         "tanh_spread_over_z": float(t.std(0).mean()),
     }

@@ -37,16 +37,17 @@ __all__ = [
 POINTS = {"discriminator loss": 1, "D* and JSD": 2}
 
 
-def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1200, seed: int = 0):
+def ring_gan(lr_d: float = 1e-3, n_d: int = 1, device=None, *, steps: int = 1200, seed: int = 0):
     """A GAN on the 2-D ring of 8 Gaussians (notebook 03): MLP generator 8-128-128-2 and
-    discriminator 2-128-128-1, Adam (lr_g = 1e-3), non-saturating loss. ``seed`` sets the initial weights,
+    discriminator 2-128-128-1, Adam (lr_g = 1e-3), non-saturating loss, ``n_d`` discriminator steps per
+    generator step (n_D). ``seed`` sets the initial weights,
     the noise and the data samples. Returns ``(ModuleDict(G, D), record)`` with the losses and 7 snapshots
     of 512 generated points."""
 
     device = as_device(device)
     config = {
         "lr_d": v.positive("lr_d", lr_d),
-        "k_disc": v.integer("k_disc", k_disc),
+        "k_disc": v.integer("n_d", n_d),  # n_D; the key keeps its old name so the cached runs stay valid
         "lr_g": 1e-3,
         "steps": v.integer("steps", steps),
         "batch_size": 128,
@@ -70,13 +71,13 @@ def ring_gan(lr_d: float = 1e-3, k_disc: int = 1, device=None, *, steps: int = 1
             lambda n, g: ring.sample(n, generator=g),
             noise_dim=config["noise_dim"],
             steps=config["steps"],
-            k_disc=config["k_disc"],
+            n_d=config["k_disc"],
             lr_g=config["lr_g"],
             lr_d=config["lr_d"],
             batch_size=config["batch_size"],
             generator_rng=torch.Generator().manual_seed(config["seed"]),
             snapshot_every=config["steps"] // 6,
-            desc=f"ring GAN (lr_D={lr_d:g}, k={k_disc}, seed {config['seed']})",
+            desc=f"ring GAN (lr_D={lr_d:g}, n_D={n_d}, seed {config['seed']})",
         )
         return {
             "d_loss": h["d_loss"][::5],
@@ -129,7 +130,7 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
     """Cached 2-D GAN runs on a grid of discriminator learning rates × discriminator steps per
     generator step; a slider scrubs through the training snapshots. Nothing is trained."""
     lrs = sorted({lr for lr, _ in runs})
-    ks = sorted({k for _, k in runs})
+    n_ds = sorted({n_d for _, n_d in runs})
     n_snap = min(len(r["snapshots"]) for r in runs.values())
     means = ring.means.numpy()
     art: dict = {}
@@ -151,8 +152,8 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         ax_loss.legend(fontsize=7)
         art["ax"], art["ax_loss"] = ax, ax_loss
 
-    def draw(fig, *, lr_d, k_disc, snapshot):
-        run = runs[(lr_d, k_disc)]
+    def draw(fig, *, lr_d, n_d, snapshot):
+        run = runs[(lr_d, n_d)]
         pts = np.asarray(run["snapshots"][snapshot])
         art["pts"].set_offsets(pts)
         steps = np.arange(len(run["d_loss"])) * 5
@@ -164,13 +165,13 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         covered, on_mode = gan.mode_coverage(pts, means)
         art["ax"].set_title(f"step {step}: {covered}/8 modes, {on_mode:.0%} of samples on a mode", fontsize=9)
         return (
-            f"lr_D = {lr_d:g}, k = {k_disc} discriminator steps per generator step, after {step} steps: "
+            f"lr_D = {lr_d:g}, n_D = {n_d} discriminator steps per generator step, after {step} steps: "
             f"<b>{covered} of 8</b> modes covered"
         )
 
     sliders = {
         "lr_d": selection_slider("discriminator (inner) lr", lrs),
-        "k_disc": selection_slider("k — D steps per G step", ks, ks[0]),
+        "n_d": selection_slider("n_D — D steps per G step", n_ds, n_ds[0]),
         "snapshot": int_slider("training snapshot", n_snap - 1, 0, n_snap - 1),
     }
     return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)", figsize=(10, 4), dpi=72)
@@ -463,7 +464,7 @@ def _verdict(final: int, share: float, n_modes: int) -> str:
 
 
 def ring_run_summary(runs: dict[tuple[float, int], dict], means) -> list[list]:
-    """One row per cached ring run: lr_D, k, modes covered (:func:`metaadv_edu.gan.mode_coverage`) at each
+    """One row per cached ring run: lr_D, n_D, modes covered (:func:`metaadv_edu.gan.mode_coverage`) at each
     snapshot, the share of samples on a mode at the end, and a verdict read off those numbers (all modes /
     collapsed (≤ half the modes) / off the ring (< 25 % of samples on a mode) / partial), noting when a mode
     covered at one of the last four snapshots is no longer covered at the next."""
@@ -488,7 +489,7 @@ def ring_run_summary(runs: dict[tuple[float, int], dict], means) -> list[list]:
 
 
 def ring_seed_summary(runs: dict[tuple[float, int, int], dict], means) -> list[list]:
-    """One row per setting (lr_D, k) over its seeds: the modes covered at the end by each seed, the share
+    """One row per setting (lr_D, n_D) over its seeds: the modes covered at the end by each seed, the share
     of samples on a mode by each seed, and how many seeds end in each verdict (all modes / partial /
     collapsed / off the ring, as in :func:`ring_run_summary`)."""
     settings = sorted({(lr, k) for lr, k, _ in runs})

@@ -129,8 +129,20 @@ def test_saturation_report_sees_a_saturated_tanh_and_the_noise_it_erases():
     assert hot["h_spread_over_z"] > calm["h_spread_over_z"]
     assert hot["tanh_spread_over_z"] < 0.2 * hot["h_spread_over_z"]
     assert 0 <= hot["delta_above_0.9eps"] <= 1
+    # the split by cause: three shares that sum to 1, the flat tanh showing up as such where nothing clips
+    for r in (calm, hot):
+        assert r["clip_active"] + r["tanh_flat"] + r["gradient_passes"] == pytest.approx(1.0)
+    assert calm["gradient_passes"] > 0.5 and hot["tanh_flat"] > 0.3 and hot["gradient_passes"] < 0.1
+    # on a mid-grey image nothing can leave [0, 1] at ε = 0.2: only the tanh can stop the gradient
+    grey = chapter.saturation_report(generator, torch.full_like(x[:64], 0.5))
+    assert grey["clip_active"] == 0 and grey["tanh_flat"] > 0.8
+    # on a black image every pixel that the tanh pushes down is clipped, flat or not
+    black = chapter.saturation_report(generator, torch.zeros_like(x[:64]))
+    assert black["clip_active"] > 0.3
     with pytest.raises(ValueError, match="n_draws"):
         chapter.saturation_report(generator, x[:4], n_draws=1)
+    with pytest.raises(ValueError, match="flat_slope"):
+        chapter.saturation_report(generator, x[:4], flat_slope=0.0)
 
 
 def test_fooled_by_is_per_example_and_seeded():

@@ -63,7 +63,7 @@ def test_gan_dynamics_explorer_scrubs_cached_runs():
     }
     ex = chapter.gan_dynamics_explorer(runs, ring)
     images = {ex.image.value}
-    for name, value in (("lr_d", 1e-4), ("k_disc", 5), ("snapshot", 0)):
+    for name, value in (("lr_d", 1e-4), ("n_d", 5), ("snapshot", 0)):
         ex.sliders[name].value = value
         images.add(ex.image.value)
     assert len(images) == 4 and "modes covered" in ex.caption.value
