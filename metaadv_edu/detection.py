@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
@@ -33,6 +34,9 @@ __all__ = [
     "detection_accuracy",
     "detection_tasks",
     "leaked_tasks",
+    "logistic_loss",
+    "logistic_loss_check",
+    "logistic_loss_grad",
     "paired_scores",
     "perturbation_pool",
     "perturbation_pools",
@@ -177,8 +181,10 @@ def detection_tasks(
     """Binary tasks "clean (0) or perturbed (1)?", each drawn from one pool of ``perturbed`` chosen at random.
 
     Every task has ``k_shot`` clean and ``k_shot`` perturbed support covers and ``k_query`` of each in
-    its query set; the clean and perturbed covers of a task come from different originals, so a
-    detector cannot compare a cover with its own clean version (:func:`leaked_tasks` checks it).
+    its query set; the clean and perturbed covers of a task come from different originals
+    (:func:`leaked_tasks` checks it). A support pair (x, x + δ) would differ only by δ: adaptation would see
+    the perturbation with the cover's content cancelled, a matched signal a defender who collects attacked
+    covers does not get, and the scores would overstate detection.
     """
     n_tasks = v.integer("n_tasks", n_tasks)
     k_shot, k_query = v.integer("k_shot", k_shot), v.integer("k_query", k_query)
@@ -199,13 +205,50 @@ def detection_tasks(
     return Tasks(torch.stack(xs), torch.stack(ys), torch.stack(xq), torch.stack(yq))
 
 
+def logistic_loss(delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Eq. (2) of notebook 09, per cover: the two-class cross-entropy as the logistic loss of the logit
+    difference Δ = z₁ − z₀, :math:`\ell = \log(1 + e^{-(2y - 1)\Delta})`, for labels y ∈ {0, 1}."""
+    return F.softplus(-(2 * y.to(delta.dtype) - 1) * delta)
+
+
+def logistic_loss_grad(delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Eq. (3) of notebook 09, per cover: :math:`\partial\ell/\partial\Delta = \sigma(\Delta) - y`."""
+    return torch.sigmoid(delta) - y.to(delta.dtype)
+
+
+def logistic_loss_check(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = logistic_loss,
+    grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = logistic_loss_grad,
+    *,
+    n: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
+    r"""Eqs. (2)–(3) of notebook 09 against PyTorch: ``loss(Δ, y)`` must equal the two-class cross-entropy
+    ``F.cross_entropy(z, y)`` of logits z, per cover, and ``grad(Δ, y)`` its autograd derivative ∂ℓ/∂z₁ (which
+    is ∂ℓ/∂Δ, since ∂Δ/∂z₁ = 1) and −∂ℓ/∂z₀. ``n`` random logits (standard deviation 3) and labels from
+    ``seed``, in float64 on the CPU. Returns the largest absolute errors (loss, gradient); both are ~1e-16 for
+    eqs. (2)–(3), and of order 1 for a sign error in either.
+    """
+    n = v.integer("n", n)
+    g = torch.Generator().manual_seed(seed)
+    z = (3 * torch.randn(n, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
+    y = torch.randint(2, (n,), generator=g)
+    reference = F.cross_entropy(z, y, reduction="none")
+    (dz,) = torch.autograd.grad(reference.sum(), z)
+    delta = (z[:, 1] - z[:, 0]).detach()
+    loss_error = float((loss(delta, y) - reference.detach()).abs().max())
+    claimed = grad(delta, y)
+    grad_error = float(torch.maximum((claimed - dz[:, 1]).abs(), (claimed + dz[:, 0]).abs()).max())
+    return loss_error, grad_error
+
+
 def leaked_tasks(tasks: Tasks, epsilon: float) -> int:
     r"""How many detection tasks hold a perturbed cover within ε (L∞) of one of their clean covers.
 
     A perturbed cover is its original moved by at most ε per pixel (then clamped, which only moves a pixel
     back towards the original), so a perturbed cover of the same original as a clean cover of the task
-    lies within ε of it: the detector could compare the two instead of recognising a perturbation. Two
-    different covers differ by far more than ε in some pixel, so a correct :func:`detection_tasks` gives 0.
+    lies within ε of it. Two different covers differ by far more than ε in some pixel (notebook 09 prints the
+    smallest distance between two of its clean covers), so a correct :func:`detection_tasks` gives 0.
     """
     epsilon = v.nonnegative("epsilon", epsilon)
     x = torch.cat([tasks.x_support, tasks.x_query], dim=1).flatten(2)

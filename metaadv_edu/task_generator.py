@@ -1,11 +1,11 @@
 r"""An adversarial generator trained against a few-shot learner *after* it adapts to each task.
 
 Derived in ``notebooks/04_adversarial_generator.ipynb`` (the generator) and used in
-``notebooks/08_meta_adversarial_training.ipynb`` (part C) and ``notebooks/09_detecting_unseen_attacks.ipynb``
-(a perturbation the detectors never saw). G is :class:`metaadv_edu.gan.PerturbationGenerator`,
-:math:`G(x, z) = \mathrm{clip}(x + \epsilon\tanh h(x, z), 0, 1)`. For a task T with adapted weights
-:math:`\theta'_T` (``steps`` SGD steps of α on T's clean support set, no graph), G lowers the
-Carlini–Wagner margin of the adapted classifier on T's query covers,
+``notebooks/09_detecting_unseen_attacks.ipynb`` (a perturbation the detectors never saw; there the generator
+trained against MAML at 8/255 does not fool it, so it serves as a learned perturbation, not as an attack).
+G is :class:`metaadv_edu.gan.PerturbationGenerator`, :math:`G(x, z) = \mathrm{clip}(x + \epsilon\tanh h(x, z), 0, 1)`.
+For a task T with adapted weights :math:`\theta'_T` (``steps`` SGD steps of α on T's clean support set, no
+graph), G lowers the Carlini–Wagner margin of the adapted classifier on T's query covers,
 
 .. math:: \min_G\; \mathbb{E}_T\, \mathbb{E}_{(x, y) \in Q_T}\,
           \max\big(Z_y(\theta'_T, G(x, z)) - \max_{j \ne y} Z_j(\theta'_T, G(x, z)),\; -\kappa\big),

@@ -235,3 +235,30 @@ def test_perturbed_accuracy_reports_clean_and_every_perturbation(device):
     assert set(out) == {"clean", "PGD", "noise"} and all(a.shape == (4,) for a in out.values())
     torch.testing.assert_close(out["noise"], out["clean"])  # ε = 0 changes nothing
     assert out["PGD"].mean() <= out["clean"].mean()
+
+
+def test_logistic_loss_check_passes_eqs_2_and_3():
+    loss_error, grad_error = detection.logistic_loss_check()
+    assert loss_error < 1e-12 and grad_error < 1e-12
+
+
+@rejects("detection_logistic_loss", "label sign flipped in the loss: log(1 + exp((2y − 1)Δ))")
+@rejects("detection_logistic_loss", "label dropped from the loss: log(1 + exp(−Δ)) for every cover")
+def test_logistic_loss_check_rejects_a_wrong_loss():
+    for wrong in (
+        lambda delta, y: torch.log1p(torch.exp((2 * y.to(delta.dtype) - 1) * delta)),
+        lambda delta, y: torch.nn.functional.softplus(-delta),
+    ):
+        loss_error, grad_error = detection.logistic_loss_check(loss=wrong)
+        assert loss_error > 0.1 and grad_error < 1e-12
+
+
+@rejects("detection_logistic_loss", "gradient sign flipped: y − σ(Δ)")
+@rejects("detection_logistic_loss", "σ of the wrong difference: σ(−Δ) − y")
+def test_logistic_loss_check_rejects_a_wrong_gradient():
+    for wrong in (
+        lambda delta, y: y.to(delta.dtype) - torch.sigmoid(delta),
+        lambda delta, y: torch.sigmoid(-delta) - y.to(delta.dtype),
+    ):
+        loss_error, grad_error = detection.logistic_loss_check(grad=wrong)
+        assert grad_error > 0.1 and loss_error < 1e-12

@@ -33,6 +33,7 @@ __all__ = [
     "detection_experiment",
     "detection_explorer",
     "explorer_tasks",
+    "generator_at_training_budget",
     "perturbation_directions",
     "pool_accuracy",
 ]
@@ -98,6 +99,30 @@ def _held_out_generator(device):
     perturber = copy.deepcopy(perturber)
     perturber.epsilon = DETECTION["epsilon"]
     return perturber
+
+
+def generator_at_training_budget(device=None) -> tuple[dict[str, dict[str, torch.Tensor]], list[float]]:
+    """The held-out generator as it was trained (against MAML at 8/255, 150 iterations): MAML's per-task query
+    accuracy on the tasks of both pools of :func:`cover_attack_pools`, clean and perturbed by the generator at
+    8/255 (``{"meta-train"|"meta-test": {"clean"|"generator 8/255": (32,)}}``, paired over tasks), and the
+    fraction of query covers it fooled at each training iteration (its training record)."""
+    device = as_device(device)
+    c = COVER_FEW_SHOT
+    victim, _ = cover_maml(0.0, device)
+    perturber, record = cover_task_generator(0.0, 8 / 255, device)
+    accuracy = {
+        pool: detection.perturbed_accuracy(
+            victim,
+            _pool_tasks(pool, seed, device),
+            {"generator 8/255": ("generator", 8 / 255)},
+            inner_lr=c["inner_lr"],
+            steps=c["steps"],
+            perturber=perturber,
+            seed=7,
+        )
+        for seed, pool in ((5, "meta-train"), (6, "meta-test"))
+    }
+    return accuracy, list(record["fooled"])
 
 
 def cover_attack_pools(device=None) -> dict[str, dict[str, torch.Tensor]]:
@@ -417,7 +442,7 @@ def check_paired_difference(my_paired: Callable) -> bool:
 def check_bias_step(my_step: Callable) -> bool:
     """Grade ``my_step(logits, y, alpha) -> change``: a two-output detector with logits (n, 2) on its support
     set and labels y ∈ {0, 1}; one SGD step of α on the mean cross-entropy, biases b₀, b₁ only. Return the
-    change of Δb = b₁ − b₀, which is −2α·mean(σ(z₁ − z₀) − y) (derived in notebook 09)."""
+    change of c = b₁ − b₀, which is −2α·mean(σ(z₁ − z₀) − y) (derived in notebook 09)."""
 
     def body() -> str:
         for device in grading.devices():
@@ -445,11 +470,11 @@ def check_bias_step(my_step: Callable) -> bool:
                             (
                                 -alpha * (s - yf).mean(),
                                 "only half the change: b₁ and b₀ both move, in opposite "
-                                "directions, so Δb moves by twice the step of one bias",
+                                "directions, so c = b₁ − b₀ moves by twice the step of one bias",
                             ),
                             (
                                 2 * alpha * (s - yf).mean(),
-                                "wrong sign: gradient descent moves Δb against ∂L/∂Δ = σ(Δ) − y",
+                                "wrong sign: gradient descent moves c = b₁ − b₀ against ∂L/∂Δ = σ(Δ) − y",
                             ),
                             (-2 * alpha * (s - yf).sum(), "the loss is the mean over the support set, not the sum"),
                             (
@@ -459,6 +484,8 @@ def check_bias_step(my_step: Callable) -> bool:
                         ],
                     )
                     raise grading.Stop("not the change of b₁ − b₀ after one SGD step of α on the mean cross-entropy")
-        return "Δb changes by −2α·mean(σ(z₁ − z₀) − y): the step moves the threshold towards the support labels"
+        return (
+            "c = b₁ − b₀ changes by −2α·mean(σ(z₁ − z₀) − y): the step moves the threshold towards the support labels"
+        )
 
     return grading.run("detector's bias step", body)

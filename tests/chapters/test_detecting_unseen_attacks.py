@@ -138,3 +138,12 @@ def test_detection_explorer_adapts_without_training():
         chapter.detection_explorer(meta, joint, tasks, inner_lr=0.0)
     with pytest.raises(ValueError, match="epsilon"):
         chapter.at_epsilon(tasks["noise"], -0.1)
+
+
+def test_generator_at_training_budget_pairs_clean_and_perturbed_tasks_of_both_pools():
+    accuracy, fooled = chapter.generator_at_training_budget("cpu")  # the shipped weights
+    assert set(accuracy) == {"meta-train", "meta-test"}
+    for acc in accuracy.values():
+        assert set(acc) == {"clean", "generator 8/255"}
+        assert acc["clean"].shape == acc["generator 8/255"].shape == (32,)
+    assert len(fooled) == 150 and all(0 <= f <= 1 for f in fooled)
