@@ -35,6 +35,7 @@ __all__ = [
     "SUPPORTED_LAYERS",
     "certified_by_intervals",
     "clopper_pearson_lower",
+    "flat_layers",
     "ibp_loss",
     "interval_bounds",
     "interval_layer",
@@ -92,7 +93,10 @@ def linear_certified_radius(
     a = w[y][:, None, :] - w[None, :, :]  # (B, C, n): w_y − w_j
     margin = z.gather(1, y[:, None]) - z  # (B, C): z_y − z_j
     if box is None:
-        radius = margin / a.abs().sum(-1)
+        norm = a.abs().sum(-1)
+        # identical rows w_y = w_j: class j is never reached if b_y > b_j (inf), always if not (0)
+        unreachable = torch.where(margin > 0, math.inf, 0.0).to(margin.dtype)
+        radius = torch.where(norm == 0, unreachable, margin / norm.masked_fill(norm == 0, 1.0))
     else:
         low, high = (float(c) for c in box)
         room = torch.where(a > 0, flat[:, None, :] - low, high - flat[:, None, :]).clamp(min=0)
@@ -160,6 +164,8 @@ def linear_radius_lp(
             result = optimize.linprog(cost, A_ub=rows, b_ub=rhs, bounds=[*bounds, (0, None)], method="highs")
             if result.status == 0:
                 best = min(best, float(result.x[-1]))
+            elif result.status != 2:  # 2: infeasible, class j cannot be reached; anything else is a failure
+                raise RuntimeError(f"linprog failed for class {j}: {result.message}")
         radii.append(best)
     return torch.tensor(radii, dtype=torch.float64)
 
@@ -190,12 +196,14 @@ def interval_layer(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -
     )
 
 
-def _layers(model: nn.Module) -> list[nn.Module]:
+def flat_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of the ``nn.Sequential`` ``model``, nested Sequentials unpacked, in the order interval
+    bounds pass through them; ``TypeError`` for a layer outside :data:`SUPPORTED_LAYERS`."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be an nn.Sequential of {[t.__name__ for t in SUPPORTED_LAYERS]}")
     layers = []
     for layer in model:
-        layers += _layers(layer) if isinstance(layer, nn.Sequential) else [layer]
+        layers += flat_layers(layer) if isinstance(layer, nn.Sequential) else [layer]
     for layer in layers:
         if not isinstance(layer, SUPPORTED_LAYERS):
             raise TypeError(
@@ -230,7 +238,7 @@ def interval_bounds(
     (Linear, Conv2d, ReLU, MaxPool2d, Flatten) by ``layer_rule`` (default :func:`interval_layer`).
     Sound: every perturbed input's logits lie between the bounds.
     """
-    layers = _layers(model)
+    layers = flat_layers(model)
     lower, upper = _input_box(x, epsilon, clamp)
     for layer in layers:
         lower, upper = layer_rule(layer, lower, upper)
@@ -247,7 +255,7 @@ def margin_lower_bounds(
     of the last hidden layer — tighter than :math:`\underline{z_y} - \overline{z_j}`. Column y is 0.
     """
     v.same_batch(x, y)
-    layers = _layers(model)
+    layers = flat_layers(model)
     if not isinstance(layers[-1], nn.Linear):
         raise TypeError(f"the last layer must be Linear to bound margins, got {type(layers[-1]).__name__}")
     lower, upper = _input_box(x, epsilon, clamp)

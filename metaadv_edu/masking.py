@@ -83,7 +83,7 @@ def random_search(
     Starts from :math:`\delta = \epsilon\,s` with random signs s; each iteration proposes, for every
     example still classified correctly, new random signs on a random square of pixels (all channels),
     and keeps the proposal when it lowers the margin :math:`z_y - \max_{j \ne y} z_j`. Squares shrink
-    from half the image side to one pixel. Only forward passes: gradient masking cannot stop it.
+    from half the shorter image side to one pixel. Only forward passes: gradient masking cannot stop it.
     """
     epsilon = v.nonnegative("epsilon", epsilon)
     iterations = v.integer("iterations", iterations)
@@ -101,16 +101,16 @@ def random_search(
 
     delta = epsilon * signs(x0.shape)
     best = margin(model(project(delta)), y)
-    side = x0.shape[-1]
+    height, width = x0.shape[-2:]
     for it in range(iterations):
         active = best >= 0
         if epsilon == 0 or not active.any():
             break
-        h = max(1, round(side / 2 * (1 - it / iterations)))
-        rows = torch.randint(0, x0.shape[-2] - h + 1, (len(x0), 1, 1, 1), generator=generator).to(x0.device)
-        cols = torch.randint(0, side - h + 1, (len(x0), 1, 1, 1), generator=generator).to(x0.device)
-        r = torch.arange(x0.shape[-2], device=x0.device).view(1, 1, -1, 1)
-        c = torch.arange(side, device=x0.device).view(1, 1, 1, -1)
+        h = max(1, round(min(height, width) / 2 * (1 - it / iterations)))  # the square fits either side
+        rows = torch.randint(0, height - h + 1, (len(x0), 1, 1, 1), generator=generator).to(x0.device)
+        cols = torch.randint(0, width - h + 1, (len(x0), 1, 1, 1), generator=generator).to(x0.device)
+        r = torch.arange(height, device=x0.device).view(1, 1, -1, 1)
+        c = torch.arange(width, device=x0.device).view(1, 1, 1, -1)
         square = (r >= rows) & (r < rows + h) & (c >= cols) & (c < cols + h)
         patch = epsilon * signs((len(x0), x0.shape[1], 1, 1))
         proposal = torch.where(square & active[:, None, None, None], patch, delta)

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import optimize
 from torch import nn
 
 from metaadv_edu import attacks, certify, models
@@ -209,6 +210,31 @@ def test_linear_radius_is_zero_for_misclassified_and_checks_inputs():
         certify.linear_certified_radius(weight, bias, x[:, :3], wrong)
     with pytest.raises(ValueError, match="NaN"):
         certify.linear_certified_radius(weight, bias, x * float("nan"), wrong)
+
+
+def test_identical_weight_rows_give_inf_or_zero_not_nan():
+    weight, bias, x, y = random_linear(4)
+    weight = torch.cat([weight, weight[:1]])  # class 4 copies class 0's weights, with a lower bias
+    bias = torch.cat([bias, bias[:1] - 1.0])
+    y = (x @ weight.T + bias).argmax(1)
+    exact = certify.linear_certified_radius(weight, bias, x, y)
+    assert not exact.isnan().any()
+    assert torch.allclose(exact, certify.linear_radius_lp(weight, bias, x, y), atol=1e-6)
+    only_twins = certify.linear_certified_radius(weight[[0, 4]], bias[[0, 4]], x, torch.zeros_like(y))
+    assert torch.isinf(only_twins).all()  # class 0 always wins against its twin with a lower bias
+    tied = certify.linear_certified_radius(weight[[0, 4]], bias[[0, 0]], x, torch.zeros_like(y))
+    assert (tied == 0).all()
+
+
+def test_linear_radius_lp_raises_when_the_solver_fails(monkeypatch):
+    weight, bias, x, y = random_linear(0)
+
+    def failing(*args, **kwargs):
+        return optimize.OptimizeResult(status=4, message="numerical difficulties", x=None)
+
+    monkeypatch.setattr(certify.optimize, "linprog", failing)
+    with pytest.raises(RuntimeError, match="linprog failed"):
+        certify.linear_radius_lp(weight, bias, x, y)
 
 
 # ------------------------------------------------------------------ randomized smoothing

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from metaadv_edu import attacks, masking, models
 
@@ -40,3 +41,12 @@ def test_random_search_stays_in_the_ball_and_beats_the_masked_gradient():
     assert torch.equal(masking.random_search(defended, x, y, 0.0), x)
     with pytest.raises(ValueError, match="epsilon"):
         masking.random_search(defended, x, y, -1.0)
+
+
+def test_random_search_handles_images_wider_than_tall():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 16, 10)).eval()
+    x = torch.rand(8, 1, 2, 16, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    adv = masking.random_search(model, x, y, 0.2, iterations=30, generator=torch.Generator().manual_seed(0))
+    assert adv.shape == x.shape and (adv - x).abs().max() <= 0.2 + 1e-6

@@ -18,6 +18,7 @@ def linear_problem(seed=0):
     bias = torch.randn(10, generator=g, dtype=torch.float64)
     x = torch.rand(6, 64, generator=g, dtype=torch.float64)
     y = (x @ weight.T + bias).argmax(1)
+    y[0] = (y[0] + 1) % 10  # one misclassified example: radius 0
     return weight, bias, x, y
 
 
@@ -50,6 +51,16 @@ def test_linear_radius_check_rejects_the_boxed_answer():
     assert not chapter.linear_radius_check(boxed, *linear_problem())["passes"]
 
 
+@rejects("linear_radius_lp", "no clamp at 0: a negative radius for a misclassified example")
+def test_linear_radius_check_rejects_a_negative_radius():
+    def unclamped(weight, bias, x, y):
+        z = x @ weight.T + bias
+        ratio = (z.gather(1, y[:, None]) - z) / (weight[y][:, None, :] - weight[None, :, :]).abs().sum(-1)
+        return ratio.masked_fill(torch.nn.functional.one_hot(y, weight.shape[0]).bool(), float("inf")).amin(1)
+
+    assert not chapter.linear_radius_check(unclamped, *linear_problem())["passes"]
+
+
 def small_cnn():
     torch.manual_seed(0)
     return models.TinyCNN(1, 10, width=4).eval()
@@ -70,6 +81,23 @@ def radius_through_w(layer, lower, upper):
 def bounds_through_w(layer, lower, upper):
     if isinstance(layer, (nn.Linear, nn.Conv2d)):
         return layer(lower), layer(upper)
+    return certify.interval_layer(layer, lower, upper)
+
+
+def scaled_radius(factor):
+    def rule(layer, lower, upper):
+        low, up = certify.interval_layer(layer, lower, upper)
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            mid, rad = (up + low) / 2, (up - low) / 2
+            return mid - factor * rad, mid + factor * rad
+        return low, up
+
+    return rule
+
+
+def conv_through_w(layer, lower, upper):
+    if isinstance(layer, nn.Conv2d):
+        return radius_through_w(layer, lower, upper)
     return certify.interval_layer(layer, lower, upper)
 
 
@@ -97,6 +125,25 @@ def test_soundness_check_rejects_bounds_through_w():
     assert not out["passes"]
 
 
+@rejects("ibp_soundness", "radius through W in the convolution only, |W| in the linear layer")
+def test_soundness_check_rejects_w_in_the_convolution_only():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = chapter.interval_soundness_check(
+        small_cnn(), x, 0.05, layer_rule=conv_through_w, generator=torch.Generator().manual_seed(1)
+    )
+    assert not out["passes"] and out["layer_error"] > 1e-3
+
+
+@rejects("ibp_soundness", "radius 0.7·|W|r: too tight (unsound), yet never caught by sampling deep outputs")
+@pytest.mark.parametrize("factor", [0.7, 0.9, 1.1])
+def test_soundness_check_rejects_a_scaled_radius(factor):
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = chapter.interval_soundness_check(
+        small_cnn(), x, 0.05, layer_rule=scaled_radius(factor), generator=torch.Generator().manual_seed(1)
+    )
+    assert not out["passes"] and out["layer_error"] > 1e-3
+
+
 def test_smoothing_check_accepts_cohen_radius():
     assert chapter.smoothing_radius_check(certify.smoothing_radius)["passes"]
 
@@ -111,6 +158,23 @@ def test_smoothing_check_rejects_sigma_squared():
 def test_smoothing_check_rejects_a_radius_too_large():
     out = chapter.smoothing_radius_check(lambda p, s: 2 * s * scipy_stats.norm.ppf(p))
     assert not out["passes"] and not out["sound"]
+
+
+@rejects("smoothing_radius", "σ·Φ⁻¹(p) with no abstention: a negative radius for p ≤ ½")
+def test_smoothing_check_rejects_no_abstention():
+    out = chapter.smoothing_radius_check(lambda p, s: s * scipy_stats.norm.ppf(p))
+    assert not out["passes"] and not out["abstains"]
+
+
+@rejects("smoothing_radius", "Φ⁻¹(p) without the factor σ (right only at σ = 1)")
+def test_smoothing_check_rejects_a_radius_without_sigma():
+    out = chapter.smoothing_radius_check(lambda p, s: scipy_stats.norm.ppf(p) if p > 0.5 else 0.0)
+    assert not out["passes"]
+
+
+def test_smoothing_check_needs_two_noise_levels():
+    with pytest.raises(ValueError, match="sigmas"):
+        chapter.smoothing_radius_check(certify.smoothing_radius, sigmas=(1.0, 1.0))
 
 
 # ------------------------------------------------------------------ graders
@@ -251,7 +315,7 @@ def test_checklist_flags_the_masked_defence_and_passes_bpda():
     honest = chapter.evaluation_checklist(defended, masking.bpda(defended), x, y)
     assert not naive["accuracy at ε = 1 is 0"] and honest["accuracy at ε = 1 is 0"]
     assert not naive["input gradient not identically zero"] and honest["input gradient not identically zero"]
-    assert not naive["PGD clearly stronger than FGSM (paired, resolved)"]
+    assert not naive["PGD-10 clearly stronger than FGSM"]
 
 
 def test_checklist_passes_an_undefended_model():
@@ -261,4 +325,7 @@ def test_checklist_passes_an_undefended_model():
     y = model(x).argmax(1)
     out = chapter.evaluation_checklist(model, model, x, y)
     assert out["accuracy at ε = 1 is 0"] and out["input gradient not identically zero"]
-    assert out["black box not stronger than white box"]
+    assert out["random search not stronger than PGD-10"]
+    detailed = chapter.evaluation_checklist(model, model, x, y, details=True)
+    assert {name: passes for name, (passes, _) in detailed.items()} == out
+    assert all(isinstance(evidence, str) and evidence for _, evidence in detailed.values())
