@@ -1,9 +1,9 @@
 r"""Reptile (Nichol, Achiam & Schulman 2018), batched over tasks.
 
-Derived in ``notebooks/06_reptile.ipynb``. Each task's parameters φ̃ᵢ come from k plain SGD steps on
+Derived in ``notebooks/06_reptile.ipynb``. Each task's parameters θ′ᵢ come from k plain SGD steps on
 its data, starting at θ; the outer step moves θ towards their mean:
 
-.. math:: \theta \leftarrow \theta + \beta\,\frac1n\sum_i(\tilde\phi_i - \theta).
+.. math:: \theta \leftarrow \theta + \beta\,\frac1n\sum_i(\theta'_i - \theta).
 
 With k = 1 this is SGD on the joint loss with step αβ. The Taylor analysis of §5 of the paper is in
 :func:`taylor_terms` and :func:`expected_updates`.
@@ -30,7 +30,7 @@ __all__ = ["adapted_weights", "expected_updates", "outer_step", "predicted_updat
 def _adapted(
     model: nn.Module, theta: Params, x, y, inner_lr: float, inner_steps: int, loss_fn: LossFn
 ) -> tuple[Params, torch.Tensor]:
-    """φ̃ after ``inner_steps`` SGD steps from θ on (x, y), and the support loss there."""
+    """θ′ after ``inner_steps`` SGD steps from θ on (x, y), and the support loss there."""
     params = theta
     for _ in range(inner_steps):
         params = sgd_step(params, grad(task_loss)(params, model, x, y, loss_fn), inner_lr)
@@ -47,7 +47,7 @@ def _batched_adaptation(model, tasks, inner_lr, inner_steps, loss_fn):
 def adapted_weights(
     model: nn.Module, tasks: Tasks, *, inner_lr: float, inner_steps: int, loss_fn: LossFn | None = None
 ) -> Params:
-    """Every task's φ̃ᵢ after ``inner_steps`` SGD steps of ``inner_lr`` from the model's detached θ, stacked
+    """Every task's θ′ᵢ after ``inner_steps`` SGD steps of ``inner_lr`` from the model's detached θ, stacked
     along a first (task) dimension. No autograd graph reaches θ: Reptile's update needs only these values."""
     check_tasks(tasks)
     inner_lr = v.positive("inner_lr", inner_lr)
@@ -68,10 +68,10 @@ def outer_step(
     inner_steps = v.integer("inner_steps", inner_steps)
     outer_lr = v.positive("outer_lr", outer_lr)
     loss_fn = loss_fn or default_loss(tasks.y_support)
-    phis, losses = _batched_adaptation(model, tasks, inner_lr, inner_steps, loss_fn)
+    adapted, losses = _batched_adaptation(model, tasks, inner_lr, inner_steps, loss_fn)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.add_(outer_lr * (phis[name].mean(0) - p))
+            p.add_(outer_lr * (adapted[name].mean(0) - p))
     return float(losses.mean())
 
 
@@ -139,9 +139,9 @@ def expected_updates(
     r"""The measured expected gradients of MAML, FOMAML and Reptile with ``k`` inner SGD steps of
     size α (Nichol et al.'s k), averaged over every ordered (k+1)-tuple of distinct minibatches.
 
-    The k inner steps use minibatches 1..k, φ₁ → φ_{k+1}; MAML and FOMAML take their outer gradient
-    on minibatch k+1: g_MAML = ∂L_{k+1}(φ_{k+1})/∂φ₁, g_FOMAML = L_{k+1}'(φ_{k+1}),
-    g_Reptile = (φ₁ − φ_{k+1})/α.
+    The k inner steps use minibatches 1..k, θ₁ → θ_{k+1}; MAML and FOMAML take their outer gradient
+    on minibatch k+1: g_MAML = ∂L_{k+1}(θ_{k+1})/∂θ₁, g_FOMAML = L_{k+1}'(θ_{k+1}),
+    g_Reptile = (θ₁ − θ_{k+1})/α.
     """
     inner_lr = v.positive("inner_lr", inner_lr)
     k = v.integer("k", k, low=1, high=len(batches) - 1)
@@ -150,13 +150,13 @@ def expected_updates(
     tuples = list(itertools.permutations(range(len(batches)), k + 1))
     for order in tuples:
         theta = params_of(model, detach=True)
-        phi = theta
+        params = theta
         for idx in order[:-1]:
-            phi = sgd_step(phi, _grad(loss_fn, model, phi, *batches[idx]), inner_lr)
-        last = _grad(loss_fn, model, phi, *batches[order[-1]])
+            params = sgd_step(params, _grad(loss_fn, model, params, *batches[idx]), inner_lr)
+        last = _grad(loss_fn, model, params, *batches[order[-1]])
         sums["FOMAML"] = sums["FOMAML"] + _flat(last).detach()
-        sums["Reptile"] = sums["Reptile"] + ((_flat(theta) - _flat(phi)) / inner_lr).detach()
-        final = task_loss(phi, model, *batches[order[-1]], loss_fn)
+        sums["Reptile"] = sums["Reptile"] + ((_flat(theta) - _flat(params)) / inner_lr).detach()
+        final = task_loss(params, model, *batches[order[-1]], loss_fn)
         maml_grad = torch.autograd.grad(final, list(theta.values()))
         sums["MAML"] = sums["MAML"] + torch.cat([g.reshape(-1) for g in maml_grad])
     return {name: total / len(tuples) for name, total in sums.items()}

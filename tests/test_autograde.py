@@ -42,7 +42,7 @@ EXPECTED = [
     ("right", "01_fgsm.ipynb", "FGSM", "1", "1", "1", "matches the reference", ""),
     ("right", "01_fgsm.ipynb", "first-order gain", "1", "1", "1", "ε‖g‖₁ per example", ""),
     ("right", "01_fgsm.ipynb", "PGD", "1", "2", "2", "several projected, clamped ascent steps", ""),
-    ("right", "06_reptile.ipynb", "Reptile update", "1", "1", "1", "θ + β·mean(φ̃ − θ)", ""),
+    ("right", "06_reptile.ipynb", "Reptile update", "1", "1", "1", "θ + β·mean(θ′ − θ)", ""),
     ("right", "06_reptile.ipynb", "one-step Reptile as SGD", "1", "2", "2", "one-step Reptile is SGD", ""),
     ("tamperer", "01_fgsm.ipynb", "FGSM", "0", "0", "1", "differs from the reference", TAMPER_NOTE),
     ("tamperer", "01_fgsm.ipynb", "first-order gain", "0", "0", "1", NOT_WRITTEN, TAMPER_NOTE),

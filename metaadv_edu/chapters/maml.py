@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ __all__ = [
     "check_inner_step",
     "check_maml_hvp",
     "check_maml_meta_loss",
+    "check_two_step_lr_gradient",
     "data_swap",
     "maml_explorer",
     "one_step_shift",
@@ -37,7 +39,12 @@ __all__ = [
 
 
 #: Gradebook weight of each exercise (``metaadv-edu grade --csv``), in the order the notebook asks them.
-POINTS = {"MAML inner step": 1, "MAML meta-loss": 1, "MAML meta-gradient by HVP": 2}
+POINTS = {
+    "MAML inner step": 1,
+    "MAML meta-loss": 1,
+    "MAML meta-gradient by HVP": 2,
+    "MAML learning-rate gradient, two steps": 2,
+}
 
 # Li, Zhou, Chen & Li (2017), Table 1: sinusoid regression, one adaptation step, MSE ± 95 % CI.
 LI_2017_TABLE1 = {
@@ -477,7 +484,7 @@ def check_maml_hvp(my_meta_grad: Callable) -> bool:
         for device in grading.devices():
             for seed, alpha in ((0, 0.05), (1, 0.2), (2, 0.0)):
                 theta, support, query = grading.toy_regression(device, seed)
-                q_grad = lambda t, query=query: grad(query, t)  # noqa: E731
+                q_grad = partial(grad, query)
                 adapted = theta - alpha * grad(support, theta)
                 g = q_grad(adapted)
                 ref = g - alpha * grad(support, theta, g)
@@ -526,3 +533,126 @@ def check_maml_hvp(my_meta_grad: Callable) -> bool:
         return "(I − α∇²L_S(θ))∇L_Q(θ′) through a Hessian-vector product, α = 0 included"
 
     return grading.run("MAML meta-gradient by HVP", body)
+
+
+def _linear_task(device, seed: int, dim: int = 3):
+    """A tiny linear regression task: support and query inputs (n, dim), targets (n,) and weights w (dim,), float64."""
+    g = torch.Generator().manual_seed(seed)
+    x_support, x_query = (
+        torch.randn(5, dim, generator=g, dtype=torch.float64),
+        torch.randn(7, dim, generator=g, dtype=torch.float64),
+    )
+    w_true, w = torch.randn(dim, generator=g, dtype=torch.float64), torch.randn(dim, generator=g, dtype=torch.float64)
+    y_support = x_support @ w_true + 0.1 * torch.randn(5, generator=g, dtype=torch.float64)
+    y_query = x_query @ w_true + 0.1 * torch.randn(7, generator=g, dtype=torch.float64)
+    return tuple(t.to(device) for t in (x_support, y_support, x_query, y_query, w))
+
+
+def _mse_grad(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+    """∇_w of the mean squared error (1/n)‖xw − y‖² of a linear model: (2/n)xᵀ(xw − y)."""
+    return scale / len(y) * x.T @ (x @ w - y)
+
+
+def two_step_lr_gradient(
+    x_support,
+    y_support,
+    x_query,
+    y_query,
+    w,
+    inner_lr: float,
+    *,
+    hessian_sign: float = -1.0,
+    through_step_two: bool = True,
+    scale: float = 2.0,
+) -> torch.Tensor:
+    r"""dL_Q(w₂)/dα for w₁ = w − α∇L_S(w), w₂ = w₁ − α∇L_S(w₁): a linear model, MSE losses (notebook 05,
+    Exercise 4). With :math:`H_S = \tfrac{2}{n}X_S^\top X_S`,
+
+    .. math::
+
+        \frac{dL_Q(w_2)}{d\alpha} = -\nabla L_Q(w_2)^\top\big[(I - \alpha H_S)\nabla L_S(w) + \nabla L_S(w_1)\big].
+
+    ``hessian_sign=+1``, ``through_step_two=False`` (the second step's gradient treated as constant in α) and
+    ``scale=1`` (the MSE's gradient without its factor 2) give typical mistakes, for the grader's hints.
+    """
+    g0 = _mse_grad(x_support, y_support, w, scale)
+    w1 = w - inner_lr * g0
+    g1 = _mse_grad(x_support, y_support, w1, scale)
+    g_query = _mse_grad(x_query, y_query, w1 - inner_lr * g1, scale)
+    hessian_g0 = scale / len(y_support) * x_support.T @ (x_support @ g0)
+    direction = g0 + g1 + (hessian_sign * inner_lr * hessian_g0 if through_step_two else 0.0)
+    return -(g_query @ direction)
+
+
+def _two_step_lr_gradient_by_autograd(x_support, y_support, x_query, y_query, w, inner_lr: float) -> torch.Tensor:
+    """The reference: α as a leaf tensor, two differentiable steps, torch.autograd.grad of L_Q(w₂)."""
+    alpha = torch.tensor(inner_lr, dtype=w.dtype, device=w.device, requires_grad=True)
+    w2 = w
+    for _ in range(2):
+        w2 = w2 - alpha * _mse_grad(x_support, y_support, w2)
+    (d_alpha,) = torch.autograd.grad(((x_query @ w2 - y_query) ** 2).mean(), alpha)
+    return d_alpha.detach()
+
+
+def check_two_step_lr_gradient(my_lr_gradient: Callable) -> bool:
+    """Grade ``my_lr_gradient(x_support, y_support, x_query, y_query, w, inner_lr) -> dL/dα``, written by hand:
+    the derivative of the query MSE of a linear model after two SGD steps of size α on the support MSE,
+    compared with torch.autograd. The learner's function runs under ``torch.no_grad()``."""
+
+    def body() -> str:
+        for device in grading.devices():
+            for seed, alpha in ((0, 0.1), (1, 0.3), (2, 0.05)):
+                task = _linear_task(device, seed)
+                ref = _two_step_lr_gradient_by_autograd(*task, alpha)
+                try:
+                    with torch.no_grad():
+                        out = grading.call(my_lr_gradient, *task, alpha)
+                except grading.Stop as stop:
+                    if "does not require grad" in str(stop) or "grad_fn" in str(stop):
+                        raise grading.Stop(
+                            "this exercise asks for the derivative by hand: write ∇L(w) = (2/n)Xᵀ(Xw − y) and "
+                            "the chain rule with tensor operations, without torch.autograd"
+                        ) from None
+                    raise
+                out = torch.as_tensor(out, dtype=ref.dtype, device=ref.device) if isinstance(out, float) else out
+                out = grading.tensor_like(
+                    out.reshape(()) if isinstance(out, torch.Tensor) and out.numel() == 1 else out, ref, "dL/dα"
+                )
+                if grading.close(out, ref, 1e-8):
+                    continue
+                x_support, y_support, x_query, y_query, w = task
+                w1 = w - alpha * _mse_grad(x_support, y_support, w)
+                w2 = w1 - alpha * _mse_grad(x_support, y_support, w1)
+                grading.first_mistake(
+                    out,
+                    [
+                        (
+                            two_step_lr_gradient(*task, alpha, through_step_two=False),
+                            "the second step's gradient ∇L_S(w₁) depends on α too, through w₁ = w − α∇L_S(w): "
+                            "its derivative adds −α·H_S·(dw₁/dα), with H_S = (2/n)X_Sᵀ X_S",
+                        ),
+                        (-ref, "wrong sign: each step subtracts α times a gradient, so dw₁/dα = −∇L_S(w)"),
+                        (
+                            two_step_lr_gradient(*task, alpha, hessian_sign=1.0),
+                            "the Hessian term has the wrong sign: d∇L_S(w₁)/dα = H_S·dw₁/dα = −H_S∇L_S(w)",
+                        ),
+                        (
+                            -(_mse_grad(x_query, y_query, w1) @ _mse_grad(x_support, y_support, w)),
+                            "that is the one-step formula −∇L_Q(w₁)·∇L_S(w): take two steps, to w₂",
+                        ),
+                        (
+                            -(_mse_grad(x_query, y_query, w2) @ _mse_grad(x_support, y_support, w)),
+                            "only the first step's gradient appears: w₂ = w − α∇L_S(w) − α∇L_S(w₁), "
+                            "and both terms depend on α",
+                        ),
+                        (
+                            two_step_lr_gradient(*task, alpha, scale=1.0),
+                            "a factor 2 is missing: the gradient of (1/n)‖Xw − y‖² is (2/n)Xᵀ(Xw − y)",
+                        ),
+                    ],
+                    1e-8,
+                )
+                raise grading.Stop("not dL_Q(w₂)/dα; apply the chain rule step by step: dw₁/dα, then dw₂/dα")
+        return "dL_Q(w₂)/dα by hand agrees with autograd, the second step's dependence on α included"
+
+    return grading.run("MAML learning-rate gradient, two steps", body)

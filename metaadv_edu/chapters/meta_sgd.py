@@ -181,8 +181,8 @@ def metasgd_explorer(
         art["ax"], art["ax_h"] = ax, ax_h
 
     def draw(fig, *, model, alpha_scale, task):
-        net, lrs, maml_net, k = variants[model]
-        xs, ys = tasks.x_support[task, :k], tasks.y_support[task, :k]
+        net, lrs, maml_net, k_support = variants[model]
+        xs, ys = tasks.x_support[task, :k_support], tasks.y_support[task, :k_support]
         truth = amp[task] * torch.sin(grid - phase[task])
         scaled = {name: alpha_scale * a.detach() for name, a in lrs.items()}
         adapted = maml.adapt(net, params_of(net, detach=True), xs, ys, inner_lr=scaled)
@@ -197,11 +197,11 @@ def metasgd_explorer(
         for rect, c in zip(art["bars"], counts):
             rect.set_height(c)
         art["ax_h"].set_ylim(0, counts.max() * 1.1)
-        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k}", fontsize=9)
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}", fontsize=9)
         mse = float(((pred - truth) ** 2).mean())
         mse_maml = float(((pred_maml - truth) ** 2).mean())
         return (
-            f"one step on K = {k} points: MSE <b>{mse:.3f}</b> (Meta-SGD, α × {alpha_scale:.2f}) vs "
+            f"one step on K = {k_support} points: MSE <b>{mse:.3f}</b> (Meta-SGD, α × {alpha_scale:.2f}) vs "
             f"<b>{mse_maml:.3f}</b> (MAML)"
         )
 

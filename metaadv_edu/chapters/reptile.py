@@ -4,6 +4,7 @@ explorer, the exercise."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -123,16 +124,16 @@ def _quadratic_tasks(n: int = 4, seed: int = 0):
 
 
 def _quadratic_updates(theta, centers, mats, alpha, k):
-    """Closed forms for quadratic tasks: φ_k − c = (I − αA)^k (θ − c). Returns the adapted points
+    """Closed forms for quadratic tasks: θ′ − c = (I − αA)^k (θ − c). Returns the adapted points
     (n, 2) and the mean Reptile, FOMAML and MAML update directions (each −gradient-like)."""
     eye = np.eye(2)
     powers = np.stack([np.linalg.matrix_power(eye - alpha * a, k) for a in mats])
-    phis = centers + np.einsum("nij,nj->ni", powers, theta - centers)
-    grads_at_phi = np.einsum("nij,nj->ni", mats, phis - centers)
-    reptile = (phis - theta).mean(0)
-    fomaml = -grads_at_phi.mean(0)
-    maml = -np.einsum("nij,nj->ni", powers, grads_at_phi).mean(0)
-    return phis, reptile, fomaml, maml
+    adapted = centers + np.einsum("nij,nj->ni", powers, theta - centers)
+    grads_at_adapted = np.einsum("nij,nj->ni", mats, adapted - centers)
+    reptile = (adapted - theta).mean(0)
+    fomaml = -grads_at_adapted.mean(0)
+    maml = -np.einsum("nij,nj->ni", powers, grads_at_adapted).mean(0)
+    return adapted, reptile, fomaml, maml
 
 
 def quadratic_fixed_points(centers, mats, alpha: float, k: int) -> dict[str, np.ndarray]:
@@ -156,7 +157,7 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
 
     Sliders: α, inner steps k and the outer step β. Shown: the MAML objective (mean loss after k
     steps) as an image, each task's minimum and its k inner steps from the start θ₀, and the paths of
-    ``outer_iterations`` outer updates of each algorithm. Reptile moves by β·mean(φ̃ − θ); to put
+    ``outer_iterations`` outer updates of each algorithm. Reptile moves by β·mean(θ′ − θ); to put
     the three on the same scale, FOMAML and MAML move by β·α·k times their negative gradients.
     """
     from metaadv_edu.widgets import inner_lr_slider
@@ -240,8 +241,8 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
 
 
 def check_reptile_update(my_update: Callable) -> bool:
-    """Grade ``my_update(theta, phis, outer_lr) -> new_theta``: the batched Reptile step
-    θ + β·mean_i(φ̃ᵢ − θ), for ``theta`` a dict of tensors and ``phis`` a dict of the same names
+    """Grade ``my_update(theta, adapted, outer_lr) -> new_theta``: the batched Reptile step
+    θ + β·mean_i(θ′ᵢ − θ), for ``theta`` a dict of tensors and ``adapted`` a dict of the same names
     holding each task's adapted tensors stacked along a first dimension."""
 
     def body() -> str:
@@ -249,26 +250,38 @@ def check_reptile_update(my_update: Callable) -> bool:
             for seed, n, beta in ((0, 4, 0.5), (1, 1, 1.0), (2, 7, 0.1)):
                 g = torch.Generator().manual_seed(seed)
                 theta = {"w": torch.randn(3, 2, generator=g).to(device), "b": torch.randn(3, generator=g).to(device)}
-                phis = {k: (t + 0.3 * torch.randn(n, *t.shape, generator=g).to(device)) for k, t in theta.items()}
-                out = grading.call(my_update, {k: t.clone() for k, t in theta.items()}, phis, beta)
+                adapted = {k: (t + 0.3 * torch.randn(n, *t.shape, generator=g).to(device)) for k, t in theta.items()}
+                out = grading.call(my_update, {k: t.clone() for k, t in theta.items()}, adapted, beta)
                 if not isinstance(out, dict) or set(out) != set(theta):
                     raise grading.Stop("return a dict with the same names as theta")
-                ref = {k: theta[k] + beta * (phis[k] - theta[k]).mean(0) for k in theta}
+                ref = {k: theta[k] + beta * (adapted[k] - theta[k]).mean(0) for k in theta}
                 values = {k: grading.tensor_like(out[k], ref[k], f"new_theta[{k!r}]") for k in ref}
                 if all(grading.close(values[k], ref[k]) for k in ref):
                     continue
-                if all(grading.close(values[k], theta[k] - beta * (phis[k] - theta[k]).mean(0)) for k in ref):
-                    raise grading.Stop("wrong sign: Reptile moves θ *towards* the adapted weights, θ + β(φ̃ − θ)")
-                if n > 1 and all(grading.close(values[k], theta[k] + beta * (phis[k] - theta[k]).sum(0)) for k in ref):
+                if all(grading.close(values[k], theta[k] - beta * (adapted[k] - theta[k]).mean(0)) for k in ref):
+                    raise grading.Stop("wrong sign: Reptile moves θ *towards* the adapted weights, θ + β(θ′ − θ)")
+                if n > 1 and all(
+                    grading.close(values[k], theta[k] + beta * (adapted[k] - theta[k]).sum(0)) for k in ref
+                ):
                     raise grading.Stop("average over tasks (mean), do not sum")
-                if all(grading.close(values[k], theta[k] + (phis[k] - theta[k]).mean(0)) for k in ref) and beta != 1:
+                if all(grading.close(values[k], theta[k] + (adapted[k] - theta[k]).mean(0)) for k in ref) and beta != 1:
                     raise grading.Stop("scale the step by the outer step size β")
-                if all(grading.close(values[k], phis[k].mean(0)) for k in ref) and beta != 1:
-                    raise grading.Stop("that jumps all the way to the mean of φ̃ (β = 1); interpolate with β")
-                raise grading.Stop("not θ + β·mean(φ̃ − θ)")
-        return "θ + β·mean(φ̃ − θ) for one task and for many"
+                if all(grading.close(values[k], adapted[k].mean(0)) for k in ref) and beta != 1:
+                    raise grading.Stop("that jumps all the way to the mean of θ′ (β = 1); interpolate with β")
+                raise grading.Stop("not θ + β·mean(θ′ − θ)")
+        return "θ + β·mean(θ′ − θ) for one task and for many"
 
     return grading.run("Reptile update", body)
+
+
+def _mean_loss(losses: list[Callable], theta: torch.Tensor) -> torch.Tensor:
+    """J(θ) = mean_i L_i(θ), the joint loss of the tasks whose losses are ``losses``."""
+    return torch.stack([loss(theta) for loss in losses]).mean()
+
+
+def _scaled(factor: float, loss: Callable, theta: torch.Tensor) -> torch.Tensor:
+    """``factor``·loss(θ): with factor n, the sum of the task losses instead of their mean."""
+    return factor * loss(theta)
 
 
 def check_reptile_joint_step(my_step: Callable) -> bool:
@@ -285,9 +298,9 @@ def check_reptile_joint_step(my_step: Callable) -> bool:
             for seed, n, alpha, beta in ((0, 3, 0.02, 0.5), (1, 1, 0.1, 1.0), (2, 5, 0.01, 0.3)):
                 theta = grading.toy_regression(device, seed)[0]
                 tasks = [grading.toy_regression(device, 10 * seed + i)[1] for i in range(n)]
-                joint = lambda t, tasks=tasks: torch.stack([L(t) for L in tasks]).mean()  # noqa: E731
-                phis = [theta - alpha * grad(L, theta) for L in tasks]
-                reptile = theta + beta * torch.stack([phi - theta for phi in phis]).mean(0)
+                joint = partial(_mean_loss, tasks)
+                adapted = [theta - alpha * grad(L, theta) for L in tasks]
+                reptile = theta + beta * torch.stack([theta_i - theta for theta_i in adapted]).mean(0)
                 out = grading.call(my_step, joint, theta.clone(), alpha, beta)
                 out = grading.tensor_like(out, theta, "new_theta")
                 if grading.close(out, reptile, 1e-8):
@@ -299,23 +312,24 @@ def check_reptile_joint_step(my_step: Callable) -> bool:
                         (theta + alpha * beta * g, "wrong sign: SGD on J descends, θ − (step)·∇J(θ)"),
                         (
                             theta - beta * g,
-                            "the step is not β alone: each φᵢ − θ is itself −α∇Lᵢ(θ), so what is the "
+                            "the step is not β alone: each θ′ᵢ − θ is itself −α∇Lᵢ(θ), so what is the "
                             "learning rate of the step on J?",
                         ),
                         (
                             theta - alpha * g,
                             "the step is not α alone: Reptile moves only a fraction β of the way to "
-                            "the φᵢ, so what is the learning rate of the step on J?",
+                            "the θ′ᵢ, so what is the learning rate of the step on J?",
                         ),
                         (
-                            theta - alpha * beta * grad(lambda t, n=n, joint=joint: n * joint(t), theta),
+                            theta - alpha * beta * grad(partial(_scaled, n, joint), theta),
                             "J is the *mean* of the task losses, not their sum",
                         ),
                     ],
                     1e-8,
                 )
                 raise grading.Stop(
-                    "not the same point as one-step Reptile; write φᵢ − θ for one inner SGD step and average over tasks"
+                    "not the same point as one-step Reptile; write θ′ᵢ − θ for one inner SGD step"
+                    " and average over tasks"
                 )
         return "one-step Reptile is SGD on the mean task loss, and your step lands exactly where Reptile does"
 

@@ -256,3 +256,59 @@ def test_sine_maml_inner_lr_is_validated_and_shipped(monkeypatch, tmp_path):
     for lr in (0.01, 0.03):
         config = {**chapter.SINE_META, "iterations": 1200, "first_order": False, "seed": 0, "inner_lr": lr}
         assert (cache.SHIPPED / cache.cache_path("sine-maml", config).name).exists()
+
+
+def _lr_gradient_by_hand(xs, ys, xq, yq, w, alpha):
+    """The chain rule written out: dw₁/dα = −g₀, dw₂/dα = −g₀ − g₁ + αH_S g₀."""
+    g0 = 2 / len(ys) * xs.T @ (xs @ w - ys)
+    w1 = w - alpha * g0
+    g1 = 2 / len(ys) * xs.T @ (xs @ w1 - ys)
+    w2 = w1 - alpha * g1
+    g_query = 2 / len(yq) * xq.T @ (xq @ w2 - yq)
+    return -(g_query @ (g0 + g1 - alpha * 2 / len(ys) * xs.T @ (xs @ g0)))
+
+
+def _lr_gradient_one_step(xs, ys, xq, yq, w, alpha):
+    """The one-step formula −∇L_Q(w₁)·∇L_S(w), applied to a two-step problem."""
+    g0 = 2 / len(ys) * xs.T @ (xs @ w - ys)
+    return -(2 / len(yq) * xq.T @ (xq @ (w - alpha * g0) - yq)) @ g0
+
+
+def _lr_gradient_by_autograd(xs, ys, xq, yq, w, alpha):
+    a = torch.tensor(alpha, dtype=w.dtype, requires_grad=True)
+    w2 = w
+    for _ in range(2):
+        w2 = w2 - a * 2 / len(ys) * xs.T @ (xs @ w2 - ys)
+    return torch.autograd.grad(((xq @ w2 - yq) ** 2).mean(), a)[0]
+
+
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (_lr_gradient_by_hand, True, "agrees with autograd"),
+        (lambda *t: float(_lr_gradient_by_hand(*t)), True, "agrees with autograd"),
+        (lambda *t: chapter.two_step_lr_gradient(*t, through_step_two=False), False, "depends on α too"),
+        (lambda *t: -_lr_gradient_by_hand(*t), False, "wrong sign"),
+        (lambda *t: chapter.two_step_lr_gradient(*t, hessian_sign=1.0), False, "Hessian term has the wrong sign"),
+        (_lr_gradient_one_step, False, "one-step formula"),
+        (lambda *t: chapter.two_step_lr_gradient(*t, scale=1.0), False, "factor 2"),
+        (_lr_gradient_by_autograd, False, "by hand"),
+        (lambda *t: _lr_gradient_by_hand(*t).reshape(1, 1).expand(2, 2), False, "shape"),
+    ],
+)
+def test_check_two_step_lr_gradient(fn, ok, hint, capsys):
+    assert chapter.check_two_step_lr_gradient(fn) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def test_the_two_step_closed_form_is_autograd_through_both_steps():
+    for seed, alpha in ((0, 0.1), (5, 0.4)):
+        g = torch.Generator().manual_seed(seed)
+        xs, xq = (
+            torch.randn(4, 3, generator=g, dtype=torch.float64),
+            torch.randn(6, 3, generator=g, dtype=torch.float64),
+        )
+        ys, yq, w = (torch.randn(n, generator=g, dtype=torch.float64) for n in (4, 6, 3))
+        task = (xs, ys, xq, yq, w)
+        assert torch.allclose(chapter.two_step_lr_gradient(*task, alpha), _lr_gradient_by_autograd(*task, alpha))
