@@ -82,7 +82,7 @@ def attack_explorer(
 
     sliders = {
         "epsilon": epsilon_slider(epsilon, max=max_epsilon, step=0.005),
-        "steps": int_slider("k — attack steps (1 = FGSM)", 1, 1, 20),
+        "steps": int_slider("T — attack steps (1 = FGSM)", 1, 1, 20),
         "step_size": float_slider("a — PGD step size", 0.02, 0.005, 0.1, 0.005, readout_format=".3f"),
     }
     return Explorer(

@@ -216,6 +216,20 @@ def test_brute_force_finds_the_fgsm_corner_and_not_the_rescaled_gradient():
     assert not torch.allclose(best, 1e-3 * g[0] / g.abs().max())
 
 
+@rejects("fgsm_brute_force_corner", "the descent corner −ε·sign(g) (sign flipped)")
+def test_brute_force_rejects_the_descent_corner():
+    from torch import nn
+
+    torch.manual_seed(0)
+    toy = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    x, y = torch.tensor([[0.3, -0.2]], dtype=torch.float64), torch.tensor([1])
+    best = chapter.brute_force_best_delta(toy, x, y, 1e-3)
+    g, _ = attacks.input_gradient(toy, x, y)
+    assert not torch.allclose(best, -1e-3 * g[0].sign())
+    flipped_one = 1e-3 * g[0].sign() * torch.tensor([1.0, -1.0], dtype=torch.float64)
+    assert not torch.allclose(best, flipped_one)
+
+
 @rejects("fgsm_first_order_limit", "the direction g/‖g‖∞ instead of sign(g)")
 def test_first_order_errors_shrink_only_for_the_sign_direction():
     import copy
