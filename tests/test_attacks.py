@@ -267,3 +267,52 @@ def test_correct_under_is_batched_and_checks_the_attack(device):
     assert torch.equal(attacks.correct_under(model, x, y, lambda m, a, b: a, batch_size=7), clean)
     with pytest.raises(TypeError, match="attack"):
         attacks.correct_under(model, x, y, "pgd")
+
+
+def test_targeted_pgd_moves_towards_its_target(device):
+    model = tiny_model(device, seed=4)
+    x, y = batch(device, seed=5, n=64)
+    target = (y + 1) % 3
+    x_adv = attacks.pgd(model, x, target, 0.3, step_size=0.05, steps=10, targeted=True, random_start=False)
+    with torch.no_grad():
+        before = F.cross_entropy(model(x), target, reduction="none")
+        after = F.cross_entropy(model(x_adv), target, reduction="none")
+        hits_before = (model(x).argmax(-1) == target).float().mean()
+        hits_after = (model(x_adv).argmax(-1) == target).float().mean()
+    assert (after <= before + 1e-6).all() and after.mean() < before.mean()
+    assert hits_after > hits_before
+
+
+def _each_target_runs(model, x, y, n_classes, **kwargs):
+    """The targeted runs that pgd_each_target makes, drawn from the same generator in the same order."""
+    generator = torch.Generator().manual_seed(7)
+    return [
+        attacks.pgd(model, x, (y + s) % n_classes, 0.3, targeted=True, generator=generator, **kwargs)
+        for s in range(1, n_classes)
+    ]
+
+
+def test_pgd_each_target_is_the_per_example_worst_case_of_its_runs(device):
+    model = tiny_model(device, seed=4, n_classes=4)
+    x, y = batch(device, seed=5, n=64, n_classes=4)
+    kwargs = {"step_size": 0.05, "steps": 6}
+    runs = _each_target_runs(model, x, y, 4, **kwargs)
+    best = attacks.pgd_each_target(model, x, y, 0.3, generator=torch.Generator().manual_seed(7), **kwargs)
+    assert (best - x).abs().max() <= 0.3 + 1e-6 and best.min() >= 0 and best.max() <= 1
+    combined = attacks.correct_under(model, x, y, lambda m, a, b: best)
+    single = [attacks.correct_under(model, x, y, lambda m, a, b, r=r: r) for r in runs]
+    clean = attacks.correct_under(model, x, y, lambda m, a, b: a)
+    # an example survives only if the clean input and every targeted run leave it correct
+    assert torch.equal(combined, torch.stack([clean, *single]).all(0))
+    assert all(combined.float().mean() <= s.float().mean() for s in single)
+    # the runs disagree, so the per-example choice matters
+    assert not all(torch.equal(single[0], s) for s in single[1:])
+
+
+def test_pgd_each_target_checks_its_arguments():
+    model = tiny_model("cpu")
+    x, y = batch("cpu")
+    with pytest.raises(ValueError, match="step_size"):
+        attacks.pgd_each_target(model, x, y, 0.1, step_size=0.0, steps=2)
+    with pytest.raises(ValueError, match="epsilon"):
+        attacks.pgd_each_target(model, x, y, -0.1, step_size=0.01, steps=2)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from metaadv_edu import _validate as v
-from metaadv_edu import attacks, cache, data, grading, models, panels
+from metaadv_edu import attacks, cache, certify, data, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, int_slider
@@ -24,6 +24,7 @@ __all__ = [
     "check_pgd",
     "digits_logreg",
     "first_order_errors",
+    "linear_robust_accuracy",
     "linearised_gain_check",
 ]
 
@@ -81,7 +82,7 @@ def attack_explorer(
 
     sliders = {
         "epsilon": epsilon_slider(epsilon, max=max_epsilon, step=0.005),
-        "steps": int_slider("k — attack steps (1 = FGSM)", 1, 1, 20),
+        "steps": int_slider("T — attack steps (1 = FGSM)", 1, 1, 20),
         "step_size": float_slider("a — PGD step size", 0.02, 0.005, 0.1, 0.005, readout_format=".3f"),
     }
     return Explorer(
@@ -216,28 +217,73 @@ def check_pgd(my_pgd: Callable) -> bool:
 
 
 # ------------------------------------------------------------------ headline robust accuracies (notebooks 01, 02)
-def attack_suite(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, seed: int = 0) -> dict[str, torch.Tensor]:
-    r"""Per-example correctness (bool, shape (batch,)) under FGSM, PGD-20 (one random start) and a stronger
-    PGD-100 with 5 random restarts (step 2.5ε/steps each, Madry et al. 2018), and under **all** of them.
+def attack_suite(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    strong_steps: int = 100,
+    restarts: int = 5,
+) -> dict[str, torch.Tensor]:
+    r"""Per-example correctness (bool, shape (batch,)) under FGSM, PGD with ``steps`` steps (one random
+    start), a stronger PGD with ``strong_steps`` steps from ``restarts`` random starts (step 2.5ε/steps
+    each, Madry et al. 2018), targeted PGD with ``steps`` steps towards every other class
+    (:func:`metaadv_edu.attacks.pgd_each_target`), and under **all** of them (notebooks 01 and 02).
 
     ``"all attacks"`` is the per-example worst case: an example counts only if every attack failed on it.
     Every accuracy from this dictionary is an upper bound on the true robust accuracy
     :math:`\mathbb{E}\,\mathbf{1}[f(x+\delta) = y\ \forall \|\delta\|_\infty \le \epsilon]`."""
     epsilon = v.positive("epsilon", epsilon)
+    steps = v.integer("steps", steps)
+    strong_steps = v.integer("strong_steps", strong_steps)
+    restarts = v.integer("restarts", restarts)
 
-    def pgd(steps: int, restarts: int) -> Callable:
+    def pgd(n_steps: int, n_starts: int) -> Callable:
         generator = torch.Generator().manual_seed(seed)
         return lambda m, xb, yb: attacks.pgd(
-            m, xb, yb, epsilon, step_size=2.5 * epsilon / steps, steps=steps, restarts=restarts, generator=generator
+            m, xb, yb, epsilon, step_size=2.5 * epsilon / n_steps, steps=n_steps, restarts=n_starts, generator=generator
         )
 
+    def each_target(m, xb, yb):
+        generator = torch.Generator().manual_seed(seed)
+        return attacks.pgd_each_target(
+            m, xb, yb, epsilon, step_size=2.5 * epsilon / steps, steps=steps, generator=generator
+        )
+
+    strong = f"PGD-{strong_steps} × {restarts} restarts" if restarts > 1 else f"PGD-{strong_steps}"
     suite = {
         "FGSM": attacks.correct_under(model, x, y, lambda m, xb, yb: attacks.fgsm(m, xb, yb, epsilon)),
-        "PGD-20": attacks.correct_under(model, x, y, pgd(20, 1)),
-        "PGD-100 × 5 restarts": attacks.correct_under(model, x, y, pgd(100, 5)),
+        f"PGD-{steps}": attacks.correct_under(model, x, y, pgd(steps, 1)),
+        strong: attacks.correct_under(model, x, y, pgd(strong_steps, restarts)),
+        f"targeted PGD-{steps}, every other class": attacks.correct_under(model, x, y, each_target),
     }
     suite["all attacks"] = torch.stack(list(suite.values())).all(0)
     return suite
+
+
+def linear_robust_accuracy(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    *,
+    box: tuple[float, float] | None = (0.0, 1.0),
+) -> float:
+    r"""The **exact** L∞ robust accuracy of a linear classifier (its last ``nn.Linear`` on the flattened input).
+
+    An example is robust at budget ε when its exact radius (:func:`metaadv_edu.certify.linear_certified_radius`,
+    derived in notebook 11 §2) exceeds ε. Without the pixel box the radius is
+    :math:`\min_{j \ne y} (z_y - z_j)/\|w_y - w_j\|_1`; ``box=(0, 1)`` (the default, as the attacks clamp)
+    solves the boxed problem exactly, and the unboxed radius is a lower bound on it."""
+    epsilon = v.nonnegative("epsilon", epsilon)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if len(linear) != 1:
+        raise ValueError(f"model must be linear (one nn.Linear layer), found {len(linear)} nn.Linear layers")
+    radius = certify.linear_certified_radius(linear[0].weight, linear[0].bias, x, y, box=box)
+    return float((radius > epsilon).double().mean())
 
 
 # ------------------------------------------------------------------ checks of §2 (notebook 01, §4)

@@ -14,21 +14,6 @@ def grad_of(model, x, y):
     return attacks.input_gradient(model, x, y)[0]
 
 
-@pytest.mark.parametrize(
-    "fn, ok, hint",
-    [
-        (lambda xa, x, g, e, a: (x + (xa + a * g.sign() - x).clamp(-e, e)).clamp(0, 1), True, "correct"),
-        (lambda xa, x, g, e, a: (xa + a * g.sign()).clamp(0, 1), False, "projection"),
-        (lambda xa, x, g, e, a: x + (xa + a * g.sign() - x).clamp(-e, e), False, "then clamp"),
-        (lambda xa, x, g, e, a: (x + (xa - a * g.sign() - x).clamp(-e, e)).clamp(0, 1), False, "wrong sign"),
-        (lambda xa, x, g, e, a: (x + (xa + a * g - x).clamp(-e, e)).clamp(0, 1), False, "sign of the gradient"),
-    ],
-)
-def test_check_pgd_step(fn, ok, hint, capsys):
-    assert chapter.check_pgd_step(fn) is ok
-    assert hint in capsys.readouterr().out
-
-
 def mixed_ok(model, x, y, eps, alpha):
     x_adv = attacks.fgsm(model, x, y, eps)
     return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
@@ -99,7 +84,7 @@ def robust(w, b, x, y, eps):
 @pytest.mark.parametrize(
     "fn, ok, hint",
     [
-        (robust, True, "closed form"),
+        (robust, True, "brute force over the corners"),
         (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) + e * w.norm()).mean(), False, "‖w‖₂"),
         (lambda w, b, x, y, e: F.softplus(-y * (x @ w + b) - e * w.abs().sum()).mean(), False, "wrong sign"),
         (
@@ -112,10 +97,25 @@ def robust(w, b, x, y, eps):
         (lambda w, b, x, y, e: F.softplus(-(x @ w + b) + e * w.abs().sum()).mean(), False, "includes the label"),
     ],
 )
-def test_check_robust_linear_loss(fn, ok, hint, capsys):
-    assert chapter.check_robust_linear_loss(fn) is ok
+def test_check_linear_robust_loss(fn, ok, hint, capsys):
+    assert chapter.check_linear_robust_loss(fn) is ok
     out = capsys.readouterr().out
     assert hint in out and "Traceback" not in out
+
+
+def test_brute_force_over_the_corners_is_the_closed_form():
+    """−ε·y·sign(w) is the worst corner, so the enumeration of all 2^d corners gives ε‖w‖₁ in the margin;
+    an interior point of the ball never does better."""
+    g = torch.Generator().manual_seed(1)
+    w, b = torch.randn(6, generator=g, dtype=torch.float64), torch.randn((), generator=g, dtype=torch.float64)
+    x = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    y = (2 * torch.randint(2, (9,), generator=g) - 1).double()
+    brute = chapter.brute_force_linear_robust_loss(w, b, x, y, 0.2)
+    assert float(brute) == pytest.approx(float(robust(w, b, x, y, 0.2)), rel=1e-12)
+    inside = 0.2 * (2 * torch.rand(500, 9, 6, generator=g, dtype=torch.float64) - 1)
+    assert float(F.softplus(-y * ((x + inside) @ w + b)).mean(1).max()) <= float(brute)
+    with pytest.raises(ValueError, match="len"):
+        chapter.brute_force_linear_robust_loss(torch.ones(13), b, torch.ones(2, 13), y[:2], 0.1)
 
 
 def test_robust_linear_loss_is_what_pgd_reaches():
