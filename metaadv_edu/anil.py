@@ -9,8 +9,9 @@ head's entries, 0 on the body's),
           \nabla_\theta L_Q(\theta') = (I - \alpha H D)\,\nabla L_Q(\theta'), \quad H = \nabla^2 L_S(\theta),
 
 i.e. body :math:`\nabla_\phi L_Q - \alpha H_{\phi w}\nabla_w L_Q` and head
-:math:`(I - \alpha H_{ww})\nabla_w L_Q`: MAML's meta-gradient restricted to the head. The learner runs
-through :func:`metaadv_edu.maml.meta_loss`/:func:`~metaadv_edu.maml.adapt` with :func:`inner_lrs`.
+:math:`(I - \alpha H_{ww})\nabla_w L_Q`: MAML's meta-gradient with the inner rate α replaced by αD (the
+body's inner step set to 0); the body still receives a second-order term. The learner runs through
+:func:`metaadv_edu.maml.meta_loss`/:func:`~metaadv_edu.maml.adapt` with :func:`inner_lrs`.
 """
 
 from __future__ import annotations

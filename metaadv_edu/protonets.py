@@ -7,7 +7,8 @@ and a query q scores each class by the negative squared distance,
 .. math:: z_k(q) = -\|f(q) - c_k\|^2 = 2c_k^\top f(q) - \|c_k\|^2 - \|f(q)\|^2 .
 
 The last term is the same for every class, so the softmax over k is that of a **linear classifier** on
-the embedding with :math:`w_k = 2c_k` and :math:`b_k = -\|c_k\|^2` (Snell et al. 2017, §2.3, eq. 4).
+the embedding with :math:`w_k = 2c_k` and :math:`b_k = -\|c_k\|^2` (Snell et al. 2017, section
+"Reinterpretation as a Linear Model").
 Training minimises the cross-entropy of these logits on the query sets of many tasks (episodes).
 """
 

@@ -1,5 +1,6 @@
 """ANIL through MAML's functions: per-tensor inner rates (α on the head, 0 on the body), and its meta-gradient
-(I − αHD)∇L_Q — MAML's restricted to the head — against autograd."""
+(I − αHD)∇L_Q — MAML's with α replaced by αD, the body's inner step set to 0 (the body still receives a
+second-order term) — against autograd."""
 
 import pytest
 import torch

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -326,7 +326,12 @@ def implicit_gradient_check(
     inner_lr: float = 0.02,
 ):
     """The implicit meta-gradient against the unrolled one (autograd through ``k`` steps of the regularised
-    inner loop) as k grows, on a sinusoid task (tanh regressor, float64). Returns the relative errors, one per k."""
+    inner loop) as k grows, on a sinusoid task (tanh regressor, float64). Returns the relative errors, one per k.
+
+    A ``meta_gradient`` that raises ``ValueError`` for some k (conjugate gradient refuses a linear system that
+    is not positive definite, as a wrong one may be) scores an error of ``inf`` there: a ✗, not a traceback."""
+    steps = tuple(v.integer("steps", k, low=1) for k in steps)
+    lam, inner_lr = v.positive("lam", lam), v.positive("inner_lr", inner_lr)
     model, tasks = _smooth_sine()
     xs, ys, xq, yq = (t[0] for t in tasks)
     theta = params_of(model)
@@ -334,7 +339,11 @@ def implicit_gradient_check(
     for k in steps:
         phi = imaml.proximal_adapt(model, theta, xs, ys, lam=lam, inner_lr=inner_lr, steps=k, differentiable=True)
         unrolled = torch.autograd.grad(task_loss(phi, model, xq, yq, F.mse_loss), list(theta.values()))
-        implicit = meta_gradient(model, theta, xs, ys, xq, yq, lam=lam, inner_lr=inner_lr, steps=k, cg_steps=60)
+        try:
+            implicit = meta_gradient(model, theta, xs, ys, xq, yq, lam=lam, inner_lr=inner_lr, steps=k, cg_steps=60)
+        except ValueError:
+            errors.append(float("inf"))
+            continue
         errors.append(_rel(_flat(implicit), torch.cat([u.reshape(-1) for u in unrolled])))
     return errors
 
@@ -362,9 +371,14 @@ def layer_cka(model: nn.Sequential, before: Params, after: Params, x: torch.Tens
     return {name: similarity.linear_cka(a[name], b[name]) for name in a}
 
 
-def saved_graph_bytes(output: torch.Tensor) -> int:
+def saved_graph_bytes(output: torch.Tensor, *, exclude: Iterable[torch.Tensor] = ()) -> int:
     """Bytes of the storages an autograd graph keeps for backward, each storage counted once (a tensor
-    saved by several operations, or views of one buffer, share a storage)."""
+    saved by several operations, or views of one buffer, share a storage).
+
+    A saved view counts its whole storage: a graph built on ``big[:1]`` is charged all of ``big``. Pass
+    contiguous copies to measure what the graph itself needs. Storages of the tensors in ``exclude`` (e.g. the
+    model's own parameters, held in memory whether or not a graph exists) are not counted."""
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
     seen_fn, storages, stack = set(), {}, [output.grad_fn]
     while stack:
         fn = stack.pop()
@@ -382,22 +396,28 @@ def saved_graph_bytes(output: torch.Tensor) -> int:
                         s = t.untyped_storage()
                         storages[s.data_ptr()] = s.nbytes()
         stack.extend(f for f, _ in fn.next_functions)
-    return sum(storages.values())
+    return sum(n for ptr, n in storages.items() if ptr not in excluded)
 
 
 def meta_gradient_costs(
     model: nn.Module, tasks: data.Tasks, ks, *, inner_lr: float, lam: float, cg_steps: int = 5, repeats: int = 5
 ):
     """Wall time of one meta-gradient over ``tasks`` (the minimum of ``repeats`` calls, after one warm-up
-    call) and the bytes of autograd graph one task keeps at its peak, for second-order MAML, first-order MAML
-    and iMAML, with ``k`` inner steps for each k in ``ks``.
+    call) and the bytes of autograd graph one task's meta-gradient keeps for backward, for second-order MAML,
+    first-order MAML and iMAML, with ``k`` inner steps for each k in ``ks``.
 
     All three loop over the tasks in Python (``maml.meta_loss_loop``; iMAML task by task), so the timings
-    compare the algorithms, not batching. iMAML's graph is that of one support gradient at φ*, kept during
-    the ``cg_steps`` Hessian-vector products. Returns ``{method: {"seconds": [...], "bytes": [...]}}``."""
+    compare the algorithms, not batching. The bytes are :func:`saved_graph_bytes` of a graph built on a
+    contiguous copy of the first task, without the model's own parameters (every adapted copy of them is
+    counted). iMAML's graph is that of one support gradient at φ*, kept during the ``cg_steps``
+    Hessian-vector products. Returns ``{method: {"seconds": [...], "bytes": [...]}}``."""
     import time
 
     repeats = v.integer("repeats", repeats, low=1)
+    # contiguous copies: a saved view would charge every graph for the whole tensor it was sliced from
+    tasks = data.Tasks(*(t.clone() for t in tasks))
+    one = data.Tasks(*(t[:1].clone() for t in tasks))
+    weights = list(model.parameters())
 
     def min_time(fn) -> float:  # the minimum is the least load-sensitive estimate of a call's own cost
         fn()
@@ -429,16 +449,17 @@ def meta_gradient_costs(
                 return loss
 
             out[name]["seconds"].append(min_time(run))
-            one = tasks.task(0)  # memory per task: the loops finish one task's graph before the next
-            out[name]["bytes"].append(
-                saved_graph_bytes(maml.meta_loss_loop(model, one, inner_lr=inner_lr, steps=k, first_order=first))
-            )
+            # the graph of one task; meta_loss_loop keeps every task's graph until backward, so the timed
+            # call's peak is about n_tasks × this for MAML and first-order MAML, while iMAML frees each
+            # task's graph after its conjugate-gradient solve
+            loss = maml.meta_loss_loop(model, one, inner_lr=inner_lr, steps=k, first_order=first)
+            out[name]["bytes"].append(saved_graph_bytes(loss, exclude=weights))
         out["iMAML"]["seconds"].append(min_time(lambda k=k: imaml_all(k)))
-        xs, ys = tasks.x_support[0], tasks.y_support[0]
+        xs, ys = one.x_support[0], one.y_support[0]
         phi = imaml.proximal_adapt(model, theta, xs, ys, lam=lam, inner_lr=inner_lr, steps=k)
         phi = {n: p.requires_grad_(True) for n, p in phi.items()}
         g = torch.autograd.grad(task_loss(phi, model, xs, ys, F.mse_loss), list(phi.values()), create_graph=True)
-        out["iMAML"]["bytes"].append(saved_graph_bytes(sum(gi.sum() for gi in g)))
+        out["iMAML"]["bytes"].append(saved_graph_bytes(sum(gi.sum() for gi in g), exclude=weights))
     model.zero_grad()
     return out
 

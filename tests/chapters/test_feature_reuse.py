@@ -145,6 +145,32 @@ def test_meta_gradient_memory_grows_with_k_for_maml_only():
     assert len(set(costs["iMAML"]["bytes"])) == 1 and len(set(costs["first-order MAML"]["bytes"])) == 1
 
 
+def test_meta_gradient_memory_does_not_depend_on_where_the_tasks_were_sliced_from():
+    torch.manual_seed(0)
+    net = models.SineRegressor()
+    big = data.sine_tasks(200, 10, generator=torch.Generator().manual_seed(0))
+    views = data.Tasks(*(t[:2] for t in big))  # views of 200-task tensors
+    copies = data.Tasks(*(t[:2].clone() for t in big))
+    kwargs = {"inner_lr": 0.005, "lam": 50.0, "cg_steps": 2, "repeats": 1}
+    from_views = chapter.meta_gradient_costs(net, views, [1, 2], **kwargs)
+    from_copies = chapter.meta_gradient_costs(net, copies, [1, 2], **kwargs)
+    for name in from_views:
+        assert from_views[name]["bytes"] == from_copies[name]["bytes"], name
+    # first-order MAML keeps θ′ (one parameter-sized copy) and a few small activations, far below the 4 × 8 kB
+    # that the 200-task support and query storages would add
+    theta_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
+    assert theta_bytes <= from_views["first-order MAML"]["bytes"][0] < theta_bytes + 8000
+
+
+def test_saved_graph_bytes_charges_a_view_its_whole_storage_and_skips_excluded_tensors():
+    big = torch.randn(1000)
+    w, u = torch.randn(1, requires_grad=True), torch.randn(1, requires_grad=True)
+    assert chapter.saved_graph_bytes((w * big[:1]).sum()) == 4000  # the 1-element view keeps all of big
+    assert chapter.saved_graph_bytes((w * big[:1].clone()).sum()) == 4
+    both = (w * u).sum()  # MulBackward saves w and u
+    assert chapter.saved_graph_bytes(both) == 8 and chapter.saved_graph_bytes(both, exclude=[w]) == 4
+
+
 def test_saved_graph_bytes_counts_a_shared_storage_once():
     x = torch.randn(1000, requires_grad=True)
     y = x * 2
