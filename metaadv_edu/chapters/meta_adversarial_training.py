@@ -422,6 +422,28 @@ def robust_few_shot_explorer(
     )
 
 
+def _query_loss(model: torch.nn.Module, y: torch.Tensor) -> Callable:
+    """``ce(params, z)``: the cross-entropy of ``model`` run with ``params`` on inputs ``z`` against labels ``y``."""
+
+    def ce(params, z):
+        return F.cross_entropy(forward(model, params, z), y)
+
+    return ce
+
+
+def _pgd_variants_against(ce: Callable, x: torch.Tensor, epsilon: float) -> Callable:
+    """``attack(params, step_size, steps)``: :func:`metaadv_edu.grading.pgd_variants` from ``x`` on the loss
+    ``ce(params, ·)`` of :func:`_query_loss`, the right PGD under key ``"ok"`` and its typical wrong versions."""
+
+    def attack(params, step_size, steps):
+        def loss_of_x(z):
+            return ce(params, z)
+
+        return grading.pgd_variants(loss_of_x, x, epsilon, step_size, steps)
+
+    return attack
+
+
 def check_adversarial_query_loss(my_loss: Callable) -> bool:
     """Grade ``my_loss(model, adapted, x, y, epsilon) -> loss``: adversarial querying's outer loss for
     one task. ``adapted`` holds θ′ (a dict, still attached to θ); attack the query inputs ``x`` with one
@@ -442,7 +464,7 @@ def check_adversarial_query_loss(my_loss: Callable) -> bool:
                 x, y = grading.toy_batch(device, seed + 40, n=6)
                 theta = params_of(model)
                 adapted = maml.adapt(model, theta, xs, ys, inner_lr=0.5)
-                ce = lambda p, z, model=model, y=y: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
+                ce = _query_loss(model, y)
                 ref = ce(adapted, attacked(model, adapted, x, y, eps))
                 out = grading.call(my_loss, model, adapted, x, y, eps)
                 value = grading.scalar_loss(out).to(ref.dtype)
@@ -509,10 +531,8 @@ def check_pgd_query_loss(my_loss: Callable) -> bool:
                 theta = params_of(model)
                 adapted = maml.adapt(model, theta, xs, ys, inner_lr=0.5)
                 frozen = {k: p.detach() for k, p in adapted.items()}
-                ce = lambda p, z, model=model, y=y: F.cross_entropy(forward(model, p, z), y)  # noqa: E731
-                attack = lambda p, a, k, ce=ce, x=x, eps=eps: grading.pgd_variants(  # noqa: E731
-                    lambda z: ce(p, z), x, eps, a, k
-                )
+                ce = _query_loss(model, y)
+                attack = _pgd_variants_against(ce, x, eps)
                 variants = attack(frozen, eps / 4, 6)
                 ref = ce(adapted, variants.pop("ok"))
                 out = grading.call(my_loss, model, adapted, x, y, eps, eps / 4, 6)
