@@ -286,7 +286,7 @@ def paired_verdict(results: dict, a: str, b: str, attack: str, e: int) -> str:
 
     d = stats.paired_difference(results[a, attack][e].float().mean(-1), results[b, attack][e].float().mean(-1))
     verdict = d.verdict(a, b, lower_is_better=False)
-    return verdict if attack == "clean" else f"{verdict} (under the attacks run: upper bounds)"
+    return verdict if attack == "clean" else f"{verdict}, under the attacks run (upper bounds)"
 
 
 def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, device=None, *, iterations: int = 150):

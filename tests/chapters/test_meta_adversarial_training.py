@@ -109,7 +109,7 @@ def test_paired_rows_and_verdicts_use_per_task_accuracies():
     assert rows[0][1] == "+50.0% ± 0.0% *"  # the same difference on every task: resolved
     assert rows[0][2].startswith("+12.5%") and not rows[0][2].endswith("*")
     assert chapter.paired_verdict(results, "a", "b", "PGD", 0) == (
-        "a > b: a is better (under the attacks run: upper bounds)"
+        "a > b: a is better, under the attacks run (upper bounds)"
     )
     clean = {("a", "clean"): a, ("b", "clean"): b}
     assert chapter.paired_verdict(clean, "a", "b", "clean", 0) == "a > b: a is better"
