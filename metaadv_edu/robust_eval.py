@@ -13,6 +13,11 @@ and both are here: a stronger attack (more PGD steps, several random starts; an 
 only if it survives every start), and the **per-example worst case** over all the attacks run (and the
 unperturbed input, δ = 0, which lies in the ball): an example counts as robust only if every one of them
 leaves it correctly classified. Neither gives a lower bound; that takes a certificate.
+
+Two sanity checks guard against a bound that is loose because the attack fails (Carlini et al. 2019): at a
+large ε every learner must fall to about 0 % (:func:`evaluate_learners` at large ``epsilons``), and attacks
+*transferred* from another learner's adapted weights, which see no gradient of the target, must not beat the
+white-box attack on it (:func:`transfer_correct`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from metaadv_edu import robust_meta
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import Params, forward
 
-__all__ = ["WORST_CASE", "Attack", "correct_under_attack", "evaluate_learners", "worst_case"]
+__all__ = ["WORST_CASE", "Attack", "correct_under_attack", "evaluate_learners", "transfer_correct", "worst_case"]
 
 WORST_CASE = "worst case"
 """The key of the per-example worst case over all attacks in :func:`evaluate_learners`' result."""
@@ -143,4 +148,47 @@ def evaluate_learners(
                 [correct_under_attack(model, adapted, tasks, epsilon=e, attack=attack, generator=g) for e in epsilons]
             )
         out[name, WORST_CASE] = worst_case([out[name, a] for a in ("clean", *attacks)])
+    return out
+
+
+def transfer_correct(
+    learners: Mapping[str, robust_meta.Learner],
+    tasks: Tasks,
+    *,
+    epsilon: float,
+    attack: Attack,
+    seed: int = 0,
+) -> dict[tuple[str, str], torch.Tensor]:
+    r"""Transfer attacks: query covers attacked against one learner's adapted weights, scored by another's.
+
+    Every learner adapts to every task's clean support set; ``attack`` (one random start per restart, all
+    from the same seed) perturbs the query covers against the *source* learner's adapted weights, and the
+    *target* learner's adapted weights classify the result. Source = target is the white-box attack. A target
+    whose white-box accuracy is higher than its transfer accuracy points to a failing gradient attack
+    (notebook 08). Returns ``{(source, target): correct}``, boolean of shape (n_tasks, k_query); with
+    ``attack.restarts > 1`` an example counts as correct only if it survives every restart.
+    """
+    if not learners:
+        raise ValueError("learners must hold at least one learner")
+    attack = _check_attack(attack)
+    epsilon = v.nonnegative("epsilon", epsilon)
+    adapted = {name: robust_meta.adapt_tasks(m, tasks, inner_lr=lr, steps=k) for name, (m, lr, k) in learners.items()}
+    out = {}
+    for source, (model, _, _) in learners.items():
+        g = torch.Generator().manual_seed(seed)
+        correct = {target: torch.ones_like(tasks.y_query, dtype=torch.bool) for target in learners}
+        for _ in range(attack.restarts if epsilon > 0 else 1):
+            x_adv = robust_meta.attack_tasks(
+                model,
+                adapted[source],
+                tasks.x_query,
+                tasks.y_query,
+                epsilon=epsilon,
+                attack=attack.kind,
+                attack_steps=attack.steps,
+                generator=g,
+            )
+            for target, (target_model, _, _) in learners.items():
+                correct[target] &= _correct(target_model, adapted[target], x_adv, tasks.y_query)
+        out.update({(source, target): c for target, c in correct.items()})
     return out

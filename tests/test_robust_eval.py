@@ -88,6 +88,24 @@ def test_worst_case_catches_what_a_weaker_attack_misses(device):
     assert worst <= out["a", "FGSM"].float().mean() and worst <= out["a", "PGD"].float().mean()
 
 
+def test_transfer_diagonal_is_the_white_box_attack_and_sources_differ(device):
+    learners, tasks = {"a": _learner(device, 0), "b": _learner(device, 1)}, _tasks(device)
+    attack = robust_eval.Attack("pgd", 5, 2)
+    out = robust_eval.transfer_correct(learners, tasks, epsilon=0.1, attack=attack, seed=0)
+    assert set(out) == {(s, t) for s in learners for t in learners}
+    white = robust_eval.evaluate_learners(learners, tasks, [0.1], {"PGD": attack}, seed=0)
+    for name in learners:
+        torch.testing.assert_close(out[name, name], white[name, "PGD"][0])
+    # perturbations made against another learner's weights are not the white-box ones
+    assert not torch.equal(out["a", "b"], out["b", "b"]) or not torch.equal(out["b", "a"], out["a", "a"])
+    clean = robust_eval.transfer_correct(learners, tasks, epsilon=0.0, attack=attack)
+    torch.testing.assert_close(clean["a", "b"], clean["b", "b"])  # ε = 0: every source leaves x unchanged
+    with pytest.raises(ValueError, match="epsilon"):
+        robust_eval.transfer_correct(learners, tasks, epsilon=-1.0, attack=attack)
+    with pytest.raises(ValueError, match="at least one"):
+        robust_eval.transfer_correct({}, tasks, epsilon=0.1, attack=attack)
+
+
 @pytest.mark.parametrize(
     ("attack", "match"),
     [

@@ -108,7 +108,11 @@ def test_paired_rows_and_verdicts_use_per_task_accuracies():
     assert rows[0][0] == "PGD at 8/255"
     assert rows[0][1] == "+50.0% ± 0.0% *"  # the same difference on every task: resolved
     assert rows[0][2].startswith("+12.5%") and not rows[0][2].endswith("*")
-    assert chapter.paired_verdict(results, "a", "b", "PGD", 0) == "a > b: a is better"
+    assert chapter.paired_verdict(results, "a", "b", "PGD", 0) == (
+        "a > b: a is better, under the attacks run (upper bounds)"
+    )
+    clean = {("a", "clean"): a, ("b", "clean"): b}
+    assert chapter.paired_verdict(clean, "a", "b", "clean", 0) == "a > b: a is better"
     assert "not resolved" in chapter.paired_verdict(results, "c", "b", "PGD", 0)
 
 
@@ -168,10 +172,14 @@ def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
     assert plt.get_fignums() == open_figures
 
 
-def pgd_query_loss(model, adapted, x, y, eps, a, k, *, target="adapted", project=True, keep_graph=True, one=False):
+def pgd_query_loss(
+    model, adapted, x, y, eps, a, k, *, target="adapted", project=True, keep_graph=True, one=False, random_start=False
+):
     params = adapted if target == "adapted" else dict(model.named_parameters())
     frozen = {n: p.detach() for n, p in params.items()}
     x_adv = x.clone()
+    if random_start:  # the uniform start of notebook 01's PGD, from the global generator
+        x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
     for _ in range(1 if one else k):
         z = x_adv.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(F.cross_entropy(forward(model, frozen, z), y), z)
@@ -191,9 +199,59 @@ def pgd_query_loss(model, adapted, x, y, eps, a, k, *, target="adapted", project
         ({"project": False}, False, "ε-ball"),
         ({"one": True}, False, "that is FGSM"),
         ({"keep_graph": False}, False, "no gradient"),
+        ({"random_start": True}, False, "a random start?"),
     ],
 )
 def test_check_pgd_query_loss(kwargs, ok, hint, capsys):
     assert chapter.check_pgd_query_loss(lambda *args: pgd_query_loss(*args, **kwargs)) is ok
+    out = capsys.readouterr().out
+    assert hint in out and "Traceback" not in out
+
+
+def _w(params):
+    return params["1.weight"][1] - params["1.weight"][0]
+
+
+def _shifted(params, x, y, shift):
+    w, b = _w(params), params["1.bias"][1] - params["1.bias"][0]
+    return F.softplus(-(2 * y.double() - 1) * (x @ w + b) + shift).mean()
+
+
+def _linf_ok(theta, adapted, x, y, eps):
+    return _shifted(adapted, x, y, eps * _w(adapted).abs().sum())
+
+
+@pytest.mark.parametrize(
+    "fn, ok, hint",
+    [
+        (_linf_ok, True, "through the adaptation"),
+        (lambda theta, adapted, x, y, eps: _shifted(adapted, x, y, eps * _w(adapted).norm()), False, "ε‖w‖₂"),
+        (lambda theta, adapted, x, y, eps: _shifted(adapted, x, y, eps * _w(adapted).abs().max()), False, "ε‖w‖∞"),
+        (lambda theta, adapted, x, y, eps: _shifted(adapted, x, y, -eps * _w(adapted).abs().sum()), False, "sign"),
+        # the maximiser −ε·s·sign(w) taken from θ instead of θ′: wrong where the inner step flips a sign of w
+        (
+            lambda theta, adapted, x, y, eps: _shifted(adapted, x, y, eps * (_w(adapted) * _w(theta).sign()).sum()),
+            False,
+            "not θ's",
+        ),
+        (lambda theta, adapted, x, y, eps: _linf_ok(theta, theta, x, y, eps), False, "robust loss of θ"),
+        (lambda theta, adapted, x, y, eps: _shifted(adapted, x, y, 0.0), False, "clean query loss"),
+        (
+            lambda theta, adapted, x, y, eps: _linf_ok(theta, {k: p.detach() for k, p in adapted.items()}, x, y, eps),
+            False,
+            "no gradient",
+        ),
+        # θ′ recomputed from θ without the graph of the inner step: the first-order meta-gradient
+        (
+            lambda theta, adapted, x, y, eps: _linf_ok(
+                theta, {k: theta[k] + (adapted[k] - theta[k]).detach() for k in adapted}, x, y, eps
+            ),
+            False,
+            "meta-gradient is not",
+        ),
+    ],
+)
+def test_check_linf_robust_loss(fn, ok, hint, capsys):
+    assert chapter.check_linf_robust_loss(fn) is ok
     out = capsys.readouterr().out
     assert hint in out and "Traceback" not in out
