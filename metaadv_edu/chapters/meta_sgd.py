@@ -15,6 +15,7 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import SINE_META, sine_panel, sine_sampler
 from metaadv_edu.functional import forward, params_of
+from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.widgets import Explorer, float_slider, int_slider, selection_slider
 
 __all__ = [
@@ -168,16 +169,16 @@ def metasgd_explorer(
     def setup(fig):
         ax, ax_h = fig.subplots(1, 2, width_ratios=[1.6, 1])
         lines = {
-            "msgd": {"color": "tab:purple", "lw": 2, "label": "Meta-SGD, 1 step of learned α"},
-            "maml": {"color": "tab:blue", "lw": 1.5, "label": f"MAML, 1 step of α = {maml_lr}"},
+            "msgd": {"ls": "-", "color": series(4).color, "lw": 2, "label": "Meta-SGD, 1 step of learned α"},
+            "maml": {"ls": "--", "color": series(0).color, "lw": 1.8, "label": f"MAML, 1 step of α = {maml_lr}"},
         }
-        points = {"pts": {"color": "k", "s": 16, "zorder": 3, "label": "support points"}}
+        points = {"pts": {"marker": "D", "color": PALETTE["black"], "s": 20, "zorder": 3, "label": "support points"}}
         art.update(sine_panel(ax, lines, points))
         centers = np.sqrt(bins[:-1] * bins[1:])
-        art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color="tab:purple")
+        art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color=series(4).color)
         ax_h.set_xscale("log")
         ax_h.set_xlabel("|learned α| (all 1,761 parameters)")
-        ax_h.set_ylabel("count")
+        ax_h.set_ylabel("number of parameters")
         art["ax"], art["ax_h"] = ax, ax_h
 
     def draw(fig, *, model, alpha_scale, task):
@@ -197,7 +198,7 @@ def metasgd_explorer(
         for rect, c in zip(art["bars"], counts):
             rect.set_height(c)
         art["ax_h"].set_ylim(0, counts.max() * 1.1)
-        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k}", fontsize=9)
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k}")
         mse = float(((pred - truth) ** 2).mean())
         mse_maml = float(((pred_maml - truth) ** 2).mean())
         return (
