@@ -220,3 +220,92 @@ def test_parameter_labels_are_words():
     assert plotting.parameter_label("alpha") == "alpha"
     with pytest.raises(ValueError, match="name must be a parameter"):
         plotting.parameter_label("9.weight", net)
+
+
+def test_epsilon_255_slider_reads_out_fractions_of_255_and_passes_the_float():
+    from metaadv_edu import widgets
+
+    slider = widgets.epsilon_255_slider(8 / 255, max_255=32)
+    assert slider.label == "8/255" and slider.value == 8 / 255
+    assert [label for label, _ in slider.options[:3]] == ["0/255", "1/255", "2/255"] and len(slider.options) == 33
+    assert widgets.epsilon_255_slider(0.1, max_255=48).label == "26/255"  # moved to the nearest stop
+    shown = []
+    ex = widgets.Explorer(lambda fig, epsilon: shown.append(epsilon), {"epsilon": slider})
+    ex.sliders["epsilon"].value = 16 / 255
+    assert shown[-1] == 16 / 255
+    assert "ε — perturbation budget = 16/255" in ex._repr_mimebundle_()["text/plain"]
+    for kwargs, name in (({"max_255": 0}, "max_255"), ({"step_255": 0}, "step_255"), ({"value": 0.5}, "value")):
+        with pytest.raises(ValueError, match=name):
+            widgets.epsilon_255_slider(**kwargs)
+
+
+def _all_text(fig) -> list:
+    return [t for t in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text")) if t.get_text()]
+
+
+def test_density_figure_labels_both_axes_of_both_panels():
+    import matplotlib.pyplot as plt
+
+    from metaadv_edu.chapters import gan as chapter
+
+    x = torch.linspace(-4, 5, 50)
+    p, q = torch.exp(-(x**2) / 2), torch.exp(-((x - 1) ** 2) / 2)
+    fig = chapter.density_figure(x, p, q, p / (p + q), p / (p + q) + 0.01)
+    try:
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel()
+            styles = {line.get_linestyle() for line in ax.get_lines()}
+            assert len(styles) == len(ax.get_lines()) == 2  # told apart without colour
+        assert min(t.get_fontsize() for t in _all_text(fig)) >= plotting.MIN_FONT_SIZE
+        with pytest.raises(ValueError, match="q must hold one value per point"):
+            chapter.density_figure(x, p, q[:10], p, p)
+    finally:
+        plt.close(fig)
+
+
+def test_one_task_figure_draws_each_step_count_in_its_own_style():
+    import matplotlib.pyplot as plt
+
+    from metaadv_edu import models
+    from metaadv_edu.chapters import maml as chapter
+
+    torch.manual_seed(0)
+    net = models.mlp([1, 8, 1], torch.nn.ReLU)
+    xs = torch.linspace(-4, 4, 5).view(-1, 1)
+    fig = chapter.one_task_figure({"a": net, "b": net}, xs, torch.sin(xs), 1.0, 0.0, steps=(0, 1, 5))
+    try:
+        assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "output y"
+        fits = [line for line in fig.axes[0].get_lines() if line.get_label().endswith("steps")]
+        assert [line.get_label() for line in fits] == ["0 steps", "1 steps", "5 steps"]
+        assert len({line.get_linestyle() for line in fits}) == 3
+        assert not np_equal(fits[0].get_ydata(), fits[2].get_ydata()), "5 steps of adaptation must move the fit"
+        with pytest.raises(ValueError, match="inner_lr"):
+            chapter.one_task_figure({"a": net}, xs, torch.sin(xs), 1.0, 0.0, inner_lr=0.0)
+    finally:
+        plt.close(fig)
+
+
+def np_equal(a, b) -> bool:
+    import numpy as np
+
+    return bool(np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float)))
+
+
+def test_alpha_histograms_name_each_tensor_in_words():
+    import matplotlib.pyplot as plt
+
+    from metaadv_edu.chapters import meta_sgd as chapter
+
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    alphas = {n: torch.full_like(p, 0.01) for n, p in net.named_parameters()}
+    fig = chapter.alpha_histograms(alphas, net)
+    try:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        assert titles == ["layer 1 weights (4 × 1)", "layer 1 biases (4)", "output layer weights (1 × 4)"] + [
+            "output layer biases (1)"
+        ]
+        assert all(ax.get_xlabel() == "learned α" for ax in fig.axes if ax.get_title())
+        with pytest.raises(ValueError, match="alphas must map"):
+            chapter.alpha_histograms({"9.weight": torch.zeros(1)}, net)
+    finally:
+        plt.close(fig)

@@ -15,12 +15,13 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import SINE_META, sine_panel, sine_sampler
 from metaadv_edu.functional import forward, params_of
-from metaadv_edu.plotting import PALETTE, series
+from metaadv_edu.plotting import PALETTE, parameter_label, series
 from metaadv_edu.widgets import Explorer, float_slider, int_slider, selection_slider
 
 __all__ = [
     "POINTS",
     "Variant",
+    "alpha_histograms",
     "alpha_variants",
     "check_alpha_gradient",
     "check_meta_sgd_step",
@@ -138,6 +139,32 @@ class Variant(NamedTuple):
     inner_lrs: dict
     maml_model: nn.Module
     k_support: int
+
+
+def alpha_histograms(alphas: dict[str, torch.Tensor], model: nn.Module, *, bins: int = 30):
+    """Notebook 07: one histogram per parameter tensor of its learned inner rates α (``alphas[name]``, shaped like
+    ``model``'s parameter ``name``), titled with the tensor's name in words (:func:`~metaadv_edu.plotting.
+    parameter_label`: "layer 1 weights (40 × 1)") and marked at α = 0, where a rate changes sign. Returns the
+    figure."""
+    import matplotlib.pyplot as plt
+
+    named = dict(model.named_parameters())
+    if not alphas or set(alphas) - set(named):
+        raise ValueError(f"alphas must map some of the model's parameter names {sorted(named)} to rates")
+    cols = min(3, len(alphas))
+    rows = -(-len(alphas) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), layout="constrained", squeeze=False)
+    for ax in axes.flat[len(alphas) :]:
+        ax.set_axis_off()
+    for ax, (name, a) in zip(axes.flat, alphas.items()):
+        values = a.detach().reshape(-1).cpu().numpy()
+        ax.hist(values, bins=bins, color=series(4).color, edgecolor=PALETTE["black"], linewidth=0.3)
+        ax.axvline(0, color=PALETTE["black"], lw=0.8, ls="--")
+        ax.set_title(parameter_label(name, model))
+        ax.set_xlabel("learned α")
+    for row in axes:
+        row[0].set_ylabel("number of parameters")
+    return fig
 
 
 def metasgd_explorer(
