@@ -309,3 +309,45 @@ def test_alpha_histograms_name_each_tensor_in_words():
             chapter.alpha_histograms({"9.weight": torch.zeros(1)}, net)
     finally:
         plt.close(fig)
+
+
+def _cheap_explorers():
+    """Explorers that need no trained model: the quadratic Reptile one, GAN runs and certified bounds from arrays."""
+    import numpy as np
+
+    from metaadv_edu import data
+    from metaadv_edu.chapters import certified_robustness, gan, reptile
+
+    ring = data.ring_mixture(8, 2.0, 0.05)
+    g = torch.Generator().manual_seed(0)
+    runs = {
+        (lr, k): {
+            "d_loss": [1.0] * 10,
+            "g_loss": [2.0] * 10,
+            "snapshot_steps": [1, 25, 50],
+            "snapshots": [ring.sample(64, generator=g).tolist() for _ in range(3)],
+        }
+        for lr in (1e-4, 1e-3)
+        for k in (1, 5)
+    }
+    rng = np.random.default_rng(0)
+    eps = [0.0, 0.05, 0.1, 0.15]
+    certified = np.stack([rng.random(20) < 0.9 - 0.2 * k for k in range(4)])
+    attacked = certified | (rng.random((4, 20)) < 0.5)
+    x, y = torch.rand(20, 1, 8, 8, generator=g), torch.arange(20) % 10
+    smoothing = {0.25: (rng.random(20) * 0.5, rng.random(20) < 0.8), 0.5: (rng.random(20), rng.random(20) < 0.6)}
+    curves = {"PGD": [0.9] * 4, "BPDA": [0.9, 0.6, 0.3, 0.1]}
+    return {
+        "reptile": reptile.reptile_explorer(),
+        "gan": gan.gan_dynamics_explorer(runs, ring),
+        "certified": certified_robustness.bounds_explorer(eps, attacked, certified, x, y, eps, curves, smoothing),
+    }
+
+
+def test_explorer_text_is_at_least_ten_points_and_plots_have_axis_labels():
+    for name, ex in _cheap_explorers().items():
+        sizes = [t.get_fontsize() for t in _all_text(ex.figure)]
+        assert sizes and min(sizes) >= plotting.MIN_FONT_SIZE, name
+        for ax in ex.figure.axes:
+            if ax.get_lines() and ax.axison:  # a plot, not an image strip
+                assert ax.get_xlabel(), f"{name}: an axis without a label"

@@ -187,7 +187,8 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         ax.scatter(*centers.T, marker="x", color=PALETTE["black"], s=40, label="task minima cᵢ")
         art["inner"] = [ax.plot([], [], ":", color=PALETTE["dark grey"], lw=1)[0] for _ in centers]
         art["paths"] = {
-            name: ax.plot([], [], **style.line(ms=3, lw=1.5), label=name)[0] for name, style in styles.items()
+            name: ax.plot([], [], **style.line(ms=4, lw=1.5, markevery=6), label=name)[0]
+            for name, style in styles.items()
         }
         ax.plot(*theta0, "s", color=PALETTE["black"], ms=6, label="start θ₀")
         avg = quadratic_fixed_points(centers, mats, 0.1, 1)["average loss"]
@@ -197,8 +198,8 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         ax.set_aspect("equal")
         ax.set_xlabel("parameter θ₁")
         ax.set_ylabel("parameter θ₂")
-        ax.legend(loc="upper left")
-        ax.set_title("shading: log₁₀ of the MAML objective\n(mean task loss after k steps; darker is lower)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # outside: no path hidden
+        ax.set_title("shading: log₁₀ of the MAML objective\n(mean task loss after k steps; lighter is lower)")
         art["ax"] = ax
 
     def draw(fig, *, inner_lr, inner_steps, outer_lr):
@@ -240,7 +241,7 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         "outer_lr": float_slider("β — outer step size", 0.3, 0.05, 1.0, 0.05),
     }
     return Explorer(
-        draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks", figsize=(6.2, 5.2), dpi=72
+        draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks", figsize=(8.8, 5.2), dpi=72
     )
 
 
