@@ -151,7 +151,7 @@ def generator_explorer(
             d_fake = float(torch.sigmoid(pair["D"](adv_eval)).mean())
         rows[0].show(x_show, x_adv, y_show, p_clean, panels.probabilities(classifier, x_adv), epsilon)
         for i, ax in enumerate(rows[0].axes[:, 1]):
-            ax.set_title(f"δ = G(x, z) − x; D(x_adv) = {score[i]:.2f}")
+            ax.set_title(f"δ = G(x, z) − x\nD(x_adv) = {score[i]:.2f}")
         return (
             f"generator ε = {epsilon:g}, lr_G = {lr_g:g}: classifier accuracy on {len(x_eval)} generated "
             f"examples <b>{acc:.1%}</b>; discriminator's mean score: real {d_real:.2f}, generated {d_fake:.2f}"

@@ -141,10 +141,10 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         ax.scatter(*means.T, s=300, facecolors="none", edgecolors=PALETTE["dark grey"], label="data modes")
         art["pts"] = ax.scatter([], [], s=4, color=series(1).color, alpha=0.5, label="generated")
         ax.set_xlim(-3, 3)
-        ax.set_ylim(-3, 3)
+        ax.set_ylim(-3, 4)  # a band above the ring for the legend
         ax.set_aspect("equal")
         ax.set(xlabel="first coordinate", ylabel="second coordinate")
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper center", ncol=2)
         (art["d"],) = ax_loss.plot(
             [], [], color=series(0).color, ls=series(0).linestyle, lw=1, label="discriminator loss"
         )

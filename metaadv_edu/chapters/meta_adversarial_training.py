@@ -349,9 +349,9 @@ def robust_few_shot_explorer(
         clean = bar_ax.bar(xs - 0.2, np.zeros(len(names)), width=0.4, **series(0).bar(), label="clean")
         adv = bar_ax.bar(xs + 0.2, np.zeros(len(names)), width=0.4, **series(1).bar(), label="PGD (upper bound)")
         bar_ax.set_xticks(xs.tolist(), [n.replace(" ", "\n") for n in names])
-        bar_ax.set(ylim=(0, 1), yticks=[0, 0.5, 1], ylabel="query accuracy")
+        bar_ax.set(ylim=(0, 1.45), yticks=[0, 0.5, 1], ylabel="query accuracy")  # legend above 1: hides no bar
         bar_ax.axhline(1 / n_way, color=PALETTE["grey"], linestyle=":", linewidth=1, label="chance")
-        bar_ax.legend(loc="upper right")
+        bar_ax.legend(loc="upper center", ncol=2)
         artists.update(clean=clean, adv=adv, bar_ax=bar_ax)
 
     memo: dict = {"results_for": None}  # the last results and adaptation: a learner move recomputes nothing
