@@ -326,7 +326,14 @@ def one_task_figure(
             with torch.no_grad():
                 curve = forward(net, adapted, grid).cpu()
             style = series(j)
-            ax.plot(grid.cpu(), curve, color=style.color, ls=style.linestyle, lw=1.8, label=f"{k} steps")
+            ax.plot(
+                grid.cpu(),
+                curve,
+                color=style.color,
+                ls=style.linestyle,
+                lw=1.8,
+                label=f"{k} step" + ("" if k == 1 else "s"),
+            )
         ax.scatter(
             xs.cpu(),
             ys.detach().cpu(),
