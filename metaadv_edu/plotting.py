@@ -129,7 +129,7 @@ apply_style()
 
 def _axes(ax: Axes | None, figsize=(4, 3)) -> Axes:
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
 
 
