@@ -269,7 +269,7 @@ def bounds_explorer(
             for j, n in enumerate(names)
         }
         axes[1].set(xlabel="ε (L∞)", ylim=(0, 1), title="quantising defence")
-        axes[1].legend()
+        axes[1].legend(loc="lower left")  # the curves start near 1: the lower left is empty
         art["smooth"] = {
             s: axes[2].plot(
                 r_grid, [(c & (r >= t)).mean() for t in r_grid], **series(j).line(markevery=6), label=f"σ = {s:g}"
