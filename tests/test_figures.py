@@ -95,7 +95,11 @@ def literal_colours(source: str, filename: str = "<module>") -> list[str]:
     exempt |= {
         id(n.slice)
         for n in ast.walk(tree)
-        if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == "PALETTE"
+        if isinstance(n, ast.Subscript)
+        and (
+            (isinstance(n.value, ast.Name) and n.value.id == "PALETTE")
+            or (isinstance(n.value, ast.Attribute) and n.value.attr == "PALETTE")
+        )
     }
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
@@ -164,6 +168,7 @@ def test_the_colour_scan_names_file_and_line_of_each_planted_literal():
 def test_the_colour_scan_passes_palette_code():
     clean = "from metaadv_edu.plotting import PALETTE, series\nax.plot(x, y, 'o-', **series(1).line())\n"
     clean += "ax.axhline(0.5, color=PALETTE['grey'], linestyle=':')\nax.imshow(z, cmap='gray')\n"
+    clean += "ax.plot(x, y, color=plotting.PALETTE['black'])\n"
     assert literal_colours(clean) == []
 
 
