@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from metaadv_edu import attacks
-from metaadv_edu.plotting import image_hwc, perturbation_image, show_image
+from metaadv_edu.plotting import image_hwc, mark_prediction, perturbation_image, series, show_image
 
 __all__ = ["AttackColumns", "AttackPanels", "delta_hw", "probabilities", "run_attack"]
 
@@ -42,15 +42,16 @@ class AttackPanels:
             self.images.append(show_image(x[i], a0).images[0])
             self.deltas.append(perturbation_image(torch.zeros_like(x[i]), 1.0, a1, title="δ (red +, blue −)").images[0])
             self.advs.append(show_image(x[i], a2).images[0])
-            clean = a3.bar(classes - 0.2, np.zeros(k), width=0.4, label="clean", color="tab:blue")
-            adv = a3.bar(classes + 0.2, np.zeros(k), width=0.4, label="attacked", color="tab:red")
+            clean = a3.bar(classes - 0.2, np.zeros(k), width=0.4, label="clean", **series(0).bar())
+            adv = a3.bar(classes + 0.2, np.zeros(k), width=0.4, label="attacked", **series(1).bar())
             self.bars.append((clean, adv))
             a3.set_ylim(0, 1)
-            a3.set_yticks([0, 1], ["0", "1"], fontsize=7)
+            a3.set_yticks([0, 1], ["0", "1"])
+            a3.set_ylabel("probability")
             names = [str(label)[:4] for label in labels] if i == n - 1 else []
-            a3.set_xticks(classes.tolist() if i == n - 1 else [], names, fontsize=7)
+            a3.set_xticks(classes.tolist() if i == n - 1 else [], names)
             if i == 0:
-                a3.legend(fontsize=7, loc="upper right")
+                a3.legend(loc="upper right")
 
     def show(self, x, x_adv, y, p_clean, p_adv, epsilon):
         labels = self.labels
@@ -58,25 +59,24 @@ class AttackPanels:
             c, a = int(p_clean[i].argmax()), int(p_adv[i].argmax())
             a0, _, a2, a3 = self.axes[i]
             self.images[i].set_data(image_hwc(x[i]))
-            a0.set_title(f"clean → {labels[c]} ({p_clean[i, c]:.0%})", fontsize=9)
+            text, colour = mark_prediction(f"{labels[c]} ({p_clean[i, c]:.0%})", c == int(y[i]))
+            a0.set_title(f"clean: {text}", color=colour)
             self.deltas[i].set_data(delta_hw(x_adv[i] - x[i]))
             self.deltas[i].set_clim(-max(epsilon, 1e-3), max(epsilon, 1e-3))
             self.advs[i].set_data(image_hwc(x_adv[i]))
-            a2.set_title(
-                f"attacked → {labels[a]} ({p_adv[i, a]:.0%})",
-                fontsize=9,
-                color="tab:red" if a != int(y[i]) else "black",
-            )
+            text, colour = mark_prediction(f"{labels[a]} ({p_adv[i, a]:.0%})", a == int(y[i]))
+            a2.set_title(f"attacked: {text}", color=colour)
             for bars, probs in zip(self.bars[i], (p_clean[i], p_adv[i])):
                 for rect, p in zip(bars, probs.tolist()):
                     rect.set_height(p)
             if i == 0:
-                a3.set_title(f"class probabilities (true: {labels[int(y[i])]})", fontsize=9)
+                a3.set_title(f"class probabilities (true: {labels[int(y[i])]})")
 
 
 class AttackColumns:
     """One column per example, rows clean image, perturbation and attacked image, each titled with the
-    predicted class (red when wrong); placed in ``grid[0:3, 0:n]`` of a gridspec, updated by :meth:`show`.
+    predicted class (marked ✗ and vermillion when wrong, ✓ when right); placed in ``grid[0:3, 0:n]`` of a
+    gridspec, updated by :meth:`show`.
 
     Each row is one axes showing its ``n`` images side by side, white between them: three axes instead of
     ``3n``, which redraws several times faster in an explorer.
@@ -96,14 +96,12 @@ class AttackColumns:
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_frame_on(False)
-            ax.set_ylabel(("clean", "δ", "attacked")[r], fontsize=9)
+            ax.set_ylabel(("clean", "δ", "attacked")[r])
             self.rows.append((ax, image))
             if r != 1:
                 self.labels.append(
                     [
-                        ax.text(
-                            c * (width + self.GAP) + (width - 1) / 2, -0.8, "", fontsize=8, ha="center", va="bottom"
-                        )
+                        ax.text(c * (width + self.GAP) + (width - 1) / 2, -0.8, "", ha="center", va="bottom")
                         for c in range(n)
                     ]
                 )
@@ -122,8 +120,9 @@ class AttackColumns:
         self.rows[2][1].set_data(self._strip(x_adv, False))
         for texts, pred, prefix in ((self.labels[0], pred_clean, "class {} → "), (self.labels[1], pred_adv, "→ ")):
             for c, text in enumerate(texts):
-                text.set_text(prefix.format(int(y[c])) + str(int(pred[c])))
-                text.set_color("black" if pred[c] == y[c] else "tab:red")
+                label, colour = mark_prediction(str(int(pred[c])), bool(pred[c] == y[c]))
+                text.set_text(prefix.format(int(y[c])) + label)
+                text.set_color(colour)
 
 
 def delta_hw(delta):

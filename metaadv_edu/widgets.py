@@ -21,7 +21,17 @@ import ipywidgets as w
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["Explorer", "epsilon_slider", "float_slider", "inner_lr_slider", "int_slider"]
+from metaadv_edu import plotting  # noqa: F401  (applies the course's figure style: palette, text ≥ 10 pt)
+
+__all__ = [
+    "Explorer",
+    "epsilon_255_slider",
+    "epsilon_slider",
+    "float_slider",
+    "inner_lr_slider",
+    "int_slider",
+    "selection_slider",
+]
 
 LABEL_STYLE = {"description_width": "15em"}
 _WIDGETS_MAJOR = int(w.__version__.split(".")[0])
@@ -83,6 +93,31 @@ def epsilon_slider(
     return float_slider(description, value, 0.0, max, step)
 
 
+def epsilon_255_slider(
+    value: float = 8 / 255, max_255: int = 32, step_255: int = 1, description: str = "ε — perturbation budget"
+) -> w.SelectionSlider:
+    """The perturbation budget ε of an 8-bit image, in steps of 1/255: the readout says ``8/255``, the value
+    is the float ε = 8/255, so an explorer's ``draw(epsilon=...)`` gets ε in pixel units of [0, 1] as with
+    :func:`epsilon_slider`. ``value`` is moved to the nearest stop of the slider."""
+    if isinstance(max_255, bool) or not isinstance(max_255, int) or max_255 < 1:
+        raise ValueError(f"max_255 must be an int ≥ 1 (ε up to max_255/255), got {max_255!r}")
+    if isinstance(step_255, bool) or not isinstance(step_255, int) or not 1 <= step_255 <= max_255:
+        raise ValueError(f"step_255 must be an int in [1, max_255 = {max_255}], got {step_255!r}")
+    if not 0 <= float(value) <= max_255 / 255:
+        raise ValueError(f"value must be in [0, {max_255}/255], got {value!r}")
+    stops = list(range(0, max_255 + 1, step_255))
+    nearest = min(stops, key=lambda k: abs(k / 255 - float(value)))
+    options = [(f"{k}/255", k / 255) for k in stops]
+    return w.SelectionSlider(
+        options=options,
+        value=nearest / 255,
+        description=description,
+        continuous_update=False,
+        style=LABEL_STYLE,
+        layout=w.Layout(**SLIDER_LAYOUT),
+    )
+
+
 def inner_lr_slider(
     value: float = 0.01, min_exp: float = -4, max_exp: float = 0, description: str = "α — inner learning rate"
 ) -> w.FloatLogSlider:
@@ -113,6 +148,12 @@ def _png(figure: Figure) -> bytes:
 
 def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _readout(slider) -> str:
+    """What the slider shows: its option's label for a selection ("8/255"), else the value."""
+    label = getattr(slider, "label", None)
+    return label if isinstance(label, str) and label else _fmt(slider.value)
 
 
 class Explorer(w.VBox):
@@ -213,7 +254,7 @@ class Explorer(w.VBox):
     def _repr_mimebundle_(self, **kwargs):
         widget_bundle = getattr(super(), "_repr_mimebundle_", None)  # ipywidgets 8
         bundle = (widget_bundle(**kwargs) if widget_bundle else self._widget_view_bundle()) or {}
-        settings = ", ".join(f"{s.description} = {_fmt(s.value)}" for s in self.sliders.values())
+        settings = ", ".join(f"{s.description} = {_readout(s)}" for s in self.sliders.values())
         caption = re.sub(r"<[^>]+>", "", self.caption.value)
         bundle["text/plain"] = f"Explorer: {settings}" + (f"\n{html.unescape(caption)}" if caption else "")
         # A static copy of the current figure: shown where no widget frontend is running.

@@ -31,10 +31,11 @@ def test_attack_columns_place_every_example_in_its_own_column(channels):
             assert (strips[0][:, gap] == 1).all() and np.isnan(strips[1][:, gap]).all()
     assert cols.rows[1][1].get_clim() == pytest.approx((-0.1, 0.1))
     clean, attacked = ([t.get_text() for t in row] for row in cols.labels)
-    assert clean == ["class 0 → 0", "class 1 → 1", "class 2 → 1"]
-    assert attacked == ["→ 2", "→ 1", "→ 1"]
+    assert clean == ["class 0 → ✓ 0", "class 1 → ✓ 1", "class 2 → ✗ 1"]
+    assert attacked == ["→ ✗ 2", "→ ✓ 1", "→ ✗ 1"]  # a wrong prediction is marked by a symbol, not colour alone
     colours = [t.get_color() for t in cols.labels[1]]
-    assert colours == ["tab:red", "black", "tab:red"]
+    wrong, right = plotting.PALETTE["vermillion"], plotting.PALETTE["black"]
+    assert colours == [wrong, right, wrong]
     # each label sits above the centre of its own image
     centres = [t.get_position()[0] for t in cols.labels[0]]
     assert centres == pytest.approx([c * step + (w - 1) / 2 for c in range(n)])

@@ -151,8 +151,8 @@ def generator_explorer(
             d_fake = float(torch.sigmoid(pair["D"](adv_eval)).mean())
         rows[0].show(x_show, x_adv, y_show, p_clean, panels.probabilities(classifier, x_adv), epsilon)
         for i, (ax_delta, ax_adv) in enumerate(rows[0].axes[:, 1:3]):
-            ax_delta.set_title("δ = G(x, z) − x", fontsize=8)
-            ax_adv.set_title(f"{ax_adv.get_title()}\nD(x_adv) = {score[i]:.2f} (1 = real)", fontsize=8)
+            ax_delta.set_title("δ = G(x, z) − x")
+            ax_adv.set_title(f"{ax_adv.get_title()}\nD(x_adv) = {score[i]:.2f} (1 = real)")
         return (
             f"generator ε = {epsilon:g}, lr_G = {lr_g:g}: classifier accuracy on {len(x_eval)} generated "
             f"examples <b>{acc:.1%}</b>; discriminator's mean score: real {d_real:.2f}, generated {d_fake:.2f}"

@@ -11,7 +11,7 @@ from metaadv_edu import _validate as v
 from metaadv_edu import attacks, cache, covers, data, defenses, grading, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.plotting import image_hwc, show_image
+from metaadv_edu.plotting import PALETTE, image_hwc, mark_prediction, series, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, selection_slider
 
 __all__ = [
@@ -136,14 +136,15 @@ def robustness_explorer(
         left, right = fig.subfigures(1, 2, width_ratios=[1, 1.25])
         ax = right.subplots()
         art["lines"] = {
-            e: ax.plot(curve_epsilons, curves[e], marker="o", ms=3, label=f"trained at ε = {e:g}")[0] for e in grid
+            e: ax.plot(curve_epsilons, curves[e], **series(j).line(ms=4), label=f"trained at ε = {e:g}")[0]
+            for j, e in enumerate(grid)
         }
-        (art["star"],) = ax.plot([], [], "k*", ms=12, label="attack below")
+        (art["star"],) = ax.plot([], [], "*", color=PALETTE["black"], ms=12, label="attack below")
         ax.set_xlabel(f"evaluation ε (PGD-{steps})")
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend()
         axes = left.subplots(len(x_show), 2, squeeze=False)
         art["axes"] = axes
         art["clean"] = [
@@ -164,11 +165,8 @@ def robustness_explorer(
         for i, image in enumerate(art["adv"]):
             a = int(p_adv[i].argmax())
             image.set_data(image_hwc(x_adv[i]))
-            art["axes"][i, 1].set_title(
-                f"attacked → {labels[a]} ({p_adv[i, a]:.0%})",
-                fontsize=9,
-                color="tab:red" if a != int(y_show[i]) else "black",
-            )
+            text, colour = mark_prediction(f"{labels[a]} ({p_adv[i, a]:.0%})", a == int(y_show[i]))
+            art["axes"][i, 1].set_title(f"attacked: {text}", color=colour)
         return (
             f"model trained at ε = {train_epsilon:g}, attacked by PGD-{steps} (a = {step_size:.3f}) "
             f"at ε = {epsilon:.3f}: accuracy on {len(x_eval)} test inputs <b>{acc:.1%}</b>"

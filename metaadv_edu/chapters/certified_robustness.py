@@ -15,6 +15,7 @@ from metaadv_edu import _validate as v
 from metaadv_edu import cache, certify, data, grading, models, training
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
+from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.widgets import Explorer, float_slider
 
 __all__ = [
@@ -326,21 +327,26 @@ def bounds_explorer(
         top, bottom = fig.subfigures(2, 1, height_ratios=[2.3, 1])
         axes = top.subplots(1, 3, sharey=True)  # few tick labels: text is most of a redraw's cost
         ax = axes[0]
-        ax.plot(eps, upper, "o-", color="tab:red", ms=3, label="attack (upper bound)")
-        ax.plot(eps, lower, "s-", color="tab:blue", ms=3, label="certified (lower bound)")
-        ax.fill_between(eps, lower, upper, color="tab:purple", alpha=0.2, label="unknown")
-        art["vline"] = [a.axvline(0, color="k", lw=0.8) for a in axes[:2]]
-        ax.set(xlabel="ε (L∞)", ylabel="accuracy", ylim=(0, 1), title="interval-trained CNN")
-        ax.legend(fontsize=7)
-        art["masked"] = {n: axes[1].plot(masked_eps, masked_curves[n], marker="o", ms=3, label=n)[0] for n in names}
+        ax.plot(eps, upper, **series(1).line(ms=4), label="attack (upper bound)")
+        ax.plot(eps, lower, **series(0).line(ms=4), label="certified (lower bound)")
+        ax.fill_between(eps, lower, upper, color=PALETTE["purple"], alpha=0.25, hatch="..", label="unknown")
+        art["vline"] = [a.axvline(0, color=PALETTE["black"], lw=0.8) for a in axes[:2]]
+        ax.set(xlabel="ε (L∞)", ylabel="test accuracy", ylim=(0, 1), title="interval-trained CNN")
+        ax.legend()
+        art["masked"] = {
+            n: axes[1].plot(masked_eps, masked_curves[n], **series(j).line(ms=4), label=n)[0]
+            for j, n in enumerate(names)
+        }
         axes[1].set(xlabel="ε (L∞)", ylim=(0, 1), title="quantising defence")
-        axes[1].legend(fontsize=6)
+        axes[1].legend(loc="lower left")  # the curves start near 1: the lower left is empty
         art["smooth"] = {
-            s: axes[2].plot(r_grid, [(c & (r >= t)).mean() for t in r_grid], label=f"σ = {s:g}")[0]
-            for s, (r, c) in smoothing.items()
+            s: axes[2].plot(
+                r_grid, [(c & (r >= t)).mean() for t in r_grid], **series(j).line(markevery=6), label=f"σ = {s:g}"
+            )[0]
+            for j, (s, (r, c)) in enumerate(smoothing.items())
         }
         axes[2].set(xlabel="L2 radius", ylim=(0, 1), title="randomized smoothing (certified)")
-        axes[2].legend(fontsize=7)
+        axes[2].legend()
         for a in axes:
             a.grid(alpha=0.3)
             a.set_yticks([0, 0.5, 1])
@@ -368,7 +374,7 @@ def bounds_explorer(
             picture[:, j * (side + 1) : j * (side + 1) + side] = images[i]
         art["strip"].set_data(picture)
         labels = ", ".join(str(int(y_show[i])) for i in shown)
-        art["strip_axes"].set_title(f"in the gap at ε = {eps[k]:.3f} (labels {labels or '—'})", fontsize=9)
+        art["strip_axes"].set_title(f"in the gap at ε = {eps[k]:.3f} (labels {labels or '—'})")
         return (
             f"ε = {eps[k]:.3f} (nearest computed): attack leaves <b>{upper[k]:.1%}</b> right, "
             f"intervals certify <b>{lower[k]:.1%}</b>; "

@@ -17,7 +17,8 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.meta_adversarial_training import COVER_FEW_SHOT, cover_maml, cover_task_generator
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import forward
-from metaadv_edu.widgets import Explorer, epsilon_slider
+from metaadv_edu.plotting import PALETTE, series
+from metaadv_edu.widgets import Explorer, epsilon_255_slider
 
 __all__ = [
     "ADAPTATION",
@@ -328,11 +329,13 @@ def detection_explorer(
         bar_ax = fig.add_subplot(grid[0, -1])
         n_tasks = len(tasks[names[0]].x_query)
         xs = np.arange(n_tasks)
-        artists["meta"] = bar_ax.bar(xs - 0.2, np.zeros(n_tasks), width=0.4, color="tab:blue", label="meta-learned")
-        artists["joint"] = bar_ax.bar(xs + 0.2, np.zeros(n_tasks), width=0.4, color="tab:orange", label="joint")
-        bar_ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1)
-        bar_ax.set(ylim=(0, 1), yticks=[0, 0.5, 1], xticks=[], xlabel=f"{n_tasks} detection tasks")
-        bar_ax.legend(fontsize=8, loc="lower right")
+        artists["meta"] = bar_ax.bar(xs - 0.2, np.zeros(n_tasks), width=0.4, **series(0).bar(), label="meta-learned")
+        artists["joint"] = bar_ax.bar(xs + 0.2, np.zeros(n_tasks), width=0.4, **series(1).bar(), label="joint")
+        bar_ax.axhline(0.5, color=PALETTE["grey"], linestyle=":", linewidth=1, label="chance")
+        # a band above 1 holds the legend, so it hides no bar
+        bar_ax.set(ylim=(0, 1.3), yticks=[0, 0.5, 1], xticks=[], xlabel=f"{n_tasks} detection tasks")
+        bar_ax.set_ylabel("detection accuracy")
+        bar_ax.legend(loc="upper center", ncol=3)
         artists["bar_ax"] = bar_ax
 
     def draw(fig, *, epsilon, inner_lr, perturbation):
@@ -352,14 +355,12 @@ def detection_explorer(
         for j, (ax, image) in enumerate(artists["images"]):
             image.set_data(one.x_query[0, shown[j]].permute(1, 2, 0).cpu().numpy())
             kind = "clean" if one.y_query[0, shown[j]] == 0 else "perturbed"
-            ax.set_title(f"{kind}\nP(perturbed) {float(p_perturbed[j]):.2f}", fontsize=8)
+            ax.set_title(f"{kind}\nP(pert.) {float(p_perturbed[j]):.2f}")
         for bar, value in zip(artists["meta"], acc_meta.tolist()):
             bar.set_height(value)
         for bar, value in zip(artists["joint"], acc_joint.tolist()):
             bar.set_height(value)
-        artists["bar_ax"].set_title(
-            f"detection accuracy, {perturbation} re-made at ε = {epsilon * 255:.0f}/255", fontsize=9
-        )
+        artists["bar_ax"].set_title(f"{perturbation} re-made at ε = {epsilon * 255:.0f}/255")
         return (
             f"meta-learned: {steps} steps of α = {inner_lr:.2g} on each task's support set, mean accuracy "
             f"<b>{acc_meta.mean():.0%}</b> · joint, no adaptation: <b>{acc_joint.mean():.0%}</b> "
@@ -368,7 +369,7 @@ def detection_explorer(
         )
 
     sliders = {
-        "epsilon": epsilon_slider(epsilon, max=48 / 255, step=1 / 255),
+        "epsilon": epsilon_255_slider(epsilon, max_255=48),
         "inner_lr": inner_lr_slider(inner_lr, -3, 0.5),
         "perturbation": w.Dropdown(
             options=names,
@@ -378,7 +379,6 @@ def detection_explorer(
             layout=w.Layout(**SLIDER_LAYOUT),
         ),
     }
-    sliders["epsilon"].readout_format = ".3f"
     return Explorer(
         draw,
         sliders,

@@ -30,6 +30,7 @@ from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters import maml as maml_chapter
 from metaadv_edu.chapters import meta_adversarial_training as mat
 from metaadv_edu.functional import Params, forward, params_of, task_loss
+from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.widgets import Explorer, inner_lr_slider, int_slider
 
 __all__ = [
@@ -504,25 +505,28 @@ def feature_reuse_explorer(
     grid = torch.linspace(-5, 5, 200, device=tasks.x_support.device).unsqueeze(-1)
     thetas = {"MAML": params_of(meta_model, detach=True), "ANIL": params_of(anil_model, detach=True)}
     names = ("MAML", "iMAML (λ)", "ANIL")
-    colours = {"MAML": "tab:blue", "iMAML (λ)": "tab:green", "ANIL": "tab:orange"}
+    styles = {"MAML": series(0), "iMAML (λ)": series(2), "ANIL": series(3)}  # colour, line style and hatch
     art: dict = {}
 
     def setup(fig):
         ax, bars = fig.subplots(1, 2, width_ratios=[1.6, 1])
-        art["truth"] = ax.plot([], [], color="0.3", lw=1, label="task")[0]
-        art["support"] = ax.plot([], [], "k^", ms=6, label="support points")[0]
-        art["lines"] = {n: ax.plot([], [], color=colours[n], label=f"{n} adapted")[0] for n in names}
-        ax.set(xlim=(-5, 5), ylim=(-5.5, 5.5), xlabel="x")
-        ax.legend(fontsize=7, loc="lower left", ncol=2)
+        art["truth"] = ax.plot([], [], color=PALETTE["grey"], lw=4, alpha=0.7, label="task")[0]
+        art["support"] = ax.plot([], [], "D", color=PALETTE["black"], ms=5, label="support points")[0]
+        art["lines"] = {
+            n: ax.plot([], [], color=styles[n].color, ls=styles[n].linestyle, lw=1.8, label=f"{n} adapted")[0]
+            for n in names
+        }
+        ax.set(xlim=(-5, 5), ylim=(-5.5, 5.5), xlabel="input x", ylabel="output y")
+        ax.legend(loc="lower left", ncol=2)
         layers = list(similarity.layer_representations(meta_model, thetas["MAML"], grid[:2]))
         xs = np.arange(len(layers))
         art["bars"] = {
-            n: bars.bar(xs + (j - 1) * 0.27, np.ones(len(layers)), width=0.27, color=colours[n], label=n)
+            n: bars.bar(xs + (j - 1) * 0.27, np.ones(len(layers)), width=0.27, **styles[n].bar(), label=n)
             for j, n in enumerate(names)
         }
         bars.set_xticks(xs.tolist(), layers)
-        bars.set(ylim=(0, 1.05), ylabel="CKA before vs after")
-        bars.set_title("how much each layer's representation moves", fontsize=9)
+        bars.set(ylim=(0, 1.05), xlabel="layer", ylabel="CKA before vs after")
+        bars.set_title("how much each layer's\nrepresentation moves (1 = not at all)")
         art.update(ax=ax, layers=layers)
 
     max_steps = 20
@@ -570,7 +574,7 @@ def feature_reuse_explorer(
             for bar, name in zip(art["bars"][n], art["layers"]):
                 bar.set_height(sims[name])
             text.append(f"{n}: MSE <b>{mse:.2f}</b>, CKA " + ", ".join(f"{s:.3f}" for s in sims.values()))
-        art["ax"].set_title(f"task {task}: {steps} step(s) of α = {inner_lr:.2g}, λ = {lam:.2g}", fontsize=9)
+        art["ax"].set_title(f"task {task}: {steps} step(s) of α = {inner_lr:.2g}, λ = {lam:.2g}")
         return " · ".join(text)
 
     truths = amplitude.view(-1, 1) * torch.sin(grid[:, 0].view(1, -1) - phase.view(-1, 1))

@@ -14,12 +14,14 @@ from metaadv_edu import _validate as v
 from metaadv_edu import cache, data, gan, grading, models
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
+from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.widgets import Explorer, int_slider, selection_slider
 
 __all__ = [
     "POINTS",
     "check_discriminator_loss",
     "check_gan_optimum",
+    "density_figure",
     "digits_gan",
     "gan_dynamics_explorer",
     "generator_objectives_follow",
@@ -137,19 +139,23 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
 
     def setup(fig):
         ax, ax_loss = fig.subplots(1, 2, width_ratios=[1, 1.3])
-        ax.scatter(*means.T, s=300, facecolors="none", edgecolors="0.6", label="data modes")
-        art["pts"] = ax.scatter([], [], s=4, color="tab:red", alpha=0.5, label="generated")
+        ax.scatter(*means.T, s=300, facecolors="none", edgecolors=PALETTE["dark grey"], label="data modes")
+        art["pts"] = ax.scatter([], [], s=4, color=series(1).color, alpha=0.5, label="generated")
         ax.set_xlim(-3, 3)
-        ax.set_ylim(-3, 3)
+        ax.set_ylim(-3, 4)  # a band above the ring for the legend
         ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="upper right")
-        (art["d"],) = ax_loss.plot([], [], lw=0.8, label="discriminator loss")
-        (art["g"],) = ax_loss.plot([], [], lw=0.8, label="generator loss")
-        art["mark"] = ax_loss.axvline(0, color="0.5", ls="--")
-        ax_loss.axhline(np.log(4), color="k", lw=0.6, ls=":", label="log 4 (D = ½ everywhere)")
+        ax.set(xlabel="first coordinate", ylabel="second coordinate")
+        ax.legend(loc="upper center", ncol=2)
+        (art["d"],) = ax_loss.plot(
+            [], [], color=series(0).color, ls=series(0).linestyle, lw=1, label="discriminator loss"
+        )
+        (art["g"],) = ax_loss.plot([], [], color=series(1).color, ls=series(1).linestyle, lw=1, label="generator loss")
+        art["mark"] = ax_loss.axvline(0, color=PALETTE["grey"], ls="-.")
+        ax_loss.axhline(np.log(4), color=PALETTE["black"], lw=0.8, ls=":", label="log 4 (D = ½ everywhere)")
         ax_loss.set_xlabel("generator step")
+        ax_loss.set_ylabel("loss")
         ax_loss.set_ylim(0, 5)
-        ax_loss.legend(fontsize=7)
+        ax_loss.legend()
         art["ax"], art["ax_loss"] = ax, ax_loss
 
     def draw(fig, *, lr_d, n_d, snapshot):
@@ -163,7 +169,7 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         step = run["snapshot_steps"][snapshot]
         art["mark"].set_xdata([step, step])
         covered, on_mode = gan.mode_coverage(pts, means)
-        art["ax"].set_title(f"step {step}: {covered}/8 modes, {on_mode:.0%} of samples on a mode", fontsize=9)
+        art["ax"].set_title(f"step {step}: {covered}/8 modes,\n{on_mode:.0%} of samples on a mode")
         return (
             f"lr_D = {lr_d:g}, n_D = {n_d} discriminator steps per generator step, after {step} steps: "
             f"<b>{covered} of 8</b> modes covered"
@@ -175,6 +181,35 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         "snapshot": int_slider("training snapshot", n_snap - 1, 0, n_snap - 1),
     }
     return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)", figsize=(10, 4), dpi=72)
+
+
+def density_figure(
+    x_grid: torch.Tensor, p: torch.Tensor, q: torch.Tensor, d_star: torch.Tensor, d_trained: torch.Tensor
+):
+    """Notebook 03 (a): left, the data density p and the generator's density q over x; right, the optimal
+    discriminator D* = p/(p + q) and a trained one, as the probability each gives that x is real data. Every
+    curve has its own colour and line style. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    curves = {"x_grid": x_grid, "p": p, "q": q, "d_star": d_star, "d_trained": d_trained}
+    arrays = {k: torch.as_tensor(c).detach().cpu().reshape(-1).numpy() for k, c in curves.items()}
+    for name, values in arrays.items():
+        if values.shape != arrays["x_grid"].shape:
+            raise ValueError(
+                f"{name} must hold one value per point of x_grid ({arrays['x_grid'].size}), got {values.size}"
+            )
+    x = arrays["x_grid"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+    ax1.plot(x, arrays["p"], color=series(0).color, ls=series(0).linestyle, lw=1.8, label="p (data)")
+    ax1.plot(x, arrays["q"], color=series(1).color, ls=series(1).linestyle, lw=1.8, label="q (generator)")
+    ax1.set(xlim=(-4, 5), xlabel="x", ylabel="probability density", title="the two densities")
+    ax1.legend()
+    ax2.plot(x, arrays["d_star"], color=PALETTE["black"], ls="-", lw=1.8, label="D* = p/(p+q)")
+    ax2.plot(x, arrays["d_trained"], color=series(1).color, ls="--", lw=1.8, label="trained D")
+    ax2.set(xlim=(-4, 5), ylim=(-0.05, 1.05), xlabel="x", ylabel="D(x): P(x is real data)")
+    ax2.set_title("the discriminator learns D*")
+    ax2.legend()
+    return fig
 
 
 def _discriminator_loss_mistakes(real: torch.Tensor, fake: torch.Tensor, ref: torch.Tensor) -> list:

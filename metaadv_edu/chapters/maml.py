@@ -16,6 +16,7 @@ from metaadv_edu import cache, data, grading, maml, models
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.functional import forward, params_of
+from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.widgets import Explorer, float_slider, inner_lr_slider, int_slider
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "data_swap",
     "maml_explorer",
     "one_step_shift",
+    "one_task_figure",
     "sine_maml",
     "sine_panel",
     "sine_pretrained",
@@ -164,8 +166,9 @@ def sine_panel(ax, lines: dict[str, dict], points: dict[str, dict], *, legend: d
     """Lay out a sine-task panel of the explorers of notebooks 05 and 07 on ``ax``: the true task's curve
     (artist ``"truth"``), one empty line per entry of ``lines`` and one empty scatter per entry of
     ``points`` (key → Matplotlib keyword arguments), x ∈ [−5, 5], y ∈ [−6, 6]. Returns the artists by key,
-    for the explorer's ``draw`` to fill in."""
-    (truth,) = ax.plot([], [], color="0.5", lw=2, label="true task")
+    for the explorer's ``draw`` to fill in. The true task is a wide light-grey band, so a fitted curve drawn
+    over it stays visible."""
+    (truth,) = ax.plot([], [], color=PALETTE["grey"], lw=4, alpha=0.7, label="true task")
     art = {"truth": truth}
     for key, style in lines.items():
         (art[key],) = ax.plot([], [], **style)
@@ -173,8 +176,9 @@ def sine_panel(ax, lines: dict[str, dict], points: dict[str, dict], *, legend: d
         art[key] = ax.scatter([], [], **style)
     ax.set_xlim(-5, 5)
     ax.set_ylim(-6, 6)
-    ax.legend(**{"fontsize": 7, "loc": "lower left", **(legend or {})})
-    ax.set_xlabel("x")
+    ax.legend(**{"loc": "lower left", **(legend or {})})
+    ax.set_xlabel("input x")
+    ax.set_ylabel("output y")
     return art
 
 
@@ -225,27 +229,33 @@ def maml_explorer(
     def setup(fig):
         ax, ax_loss = fig.subplots(1, 2, width_ratios=[1.6, 1])
         lines = {
-            "init": {"ls": "--", "color": "tab:blue", "lw": 1, "label": "MAML init θ"},
-            "maml": {"color": "tab:blue", "lw": 2, "label": "MAML adapted"},
-            "pre": {"color": "tab:orange", "lw": 1.5, "label": "pretrained, fine-tuned"},
+            "init": {"ls": ":", "color": series(0).color, "lw": 1.5, "label": "MAML init θ"},
+            "maml": {"ls": "-", "color": series(0).color, "lw": 2, "label": "MAML adapted"},
+            "pre": {"ls": "--", "color": series(1).color, "lw": 1.8, "label": "pretrained, fine-tuned"},
         }
         points = {
-            "clean_pts": {"s": 18, "facecolors": "none", "edgecolors": "0.3", "label": "clean support x"},
-            "pts": {"s": 22, "color": "tab:red", "zorder": 3, "label": "support points used"},
+            "clean_pts": {
+                "s": 22,
+                "marker": "o",
+                "facecolors": "none",
+                "edgecolors": PALETTE["dark grey"],
+                "label": "clean support x",
+            },
+            "pts": {"s": 26, "marker": "D", "color": PALETTE["black"], "zorder": 3, "label": "support points used"},
         }
         art.update(sine_panel(ax, lines, points, legend={"ncol": 2}))
         steps_axis = list(range(11))
-        (art["loss_maml"],) = ax_loss.plot(steps_axis, [1.0] * 11, "o-", ms=3, color="tab:blue", label="MAML")
-        (art["loss_pre"],) = ax_loss.plot(steps_axis, [1.0] * 11, "s-", ms=3, color="tab:orange", label="pretrained")
-        art["marker"] = ax_loss.axvline(1, color="0.6", ls="--")
+        (art["loss_maml"],) = ax_loss.plot(steps_axis, [1.0] * 11, **series(0).line(ms=4), label="MAML")
+        (art["loss_pre"],) = ax_loss.plot(steps_axis, [1.0] * 11, **series(1).line(ms=4), label="pretrained")
+        art["marker"] = ax_loss.axvline(1, color=PALETTE["grey"], ls=":")
         ax_loss.set_yscale("log")
         ax_loss.set_ylim(1e-3, 30)
         # plain-text labels at fixed ticks: minor ticks and mathtext labels triple the drawing time
         ax_loss.yaxis.set_minor_locator(NullLocator())
         ax_loss.set_yticks([1e-3, 1e-2, 1e-1, 1, 10], ["0.001", "0.01", "0.1", "1", "10"])
-        ax_loss.set_xlabel("inner steps")
+        ax_loss.set_xlabel("inner steps k")
         ax_loss.set_ylabel("MSE on the whole curve")
-        ax_loss.legend(fontsize=7)
+        ax_loss.legend()
         ax_loss.grid(alpha=0.3)
         art["ax"] = ax
 
@@ -274,7 +284,7 @@ def maml_explorer(
         art["loss_maml"].set_ydata(losses["MAML"].clamp(1e-3, 30).cpu())
         art["loss_pre"].set_ydata(losses["pretrained"].clamp(1e-3, 30).cpu())
         art["marker"].set_xdata([steps, steps])
-        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}", fontsize=9)
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}")
         m, p = losses["MAML"][steps].item(), losses["pretrained"][steps].item()
         return (
             f"after {steps} step(s) of α = {inner_lr:.2g} on K = {k_support} points (ε = {epsilon:.2f}): "
@@ -289,6 +299,61 @@ def maml_explorer(
         "task": int_slider("test task", 0, 0, n_tasks - 1),
     }
     return Explorer(draw, sliders, setup=setup, title="MAML: adapt to a new sine wave", figsize=(10, 3.6), dpi=72)
+
+
+def one_task_figure(
+    learners: dict[str, nn.Module],
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    amp: float,
+    phase: float,
+    *,
+    inner_lr: float = 0.01,
+    steps: tuple[int, ...] = (0, 1, 10),
+):
+    """Notebook 05, "One task, step by step": one panel per learner, with the true task y = A·sin(x − φ), the
+    learner's curve after each number of plain gradient steps in ``steps`` (step size α = ``inner_lr`` on the
+    support points ``xs``, ``ys``) and the support points. Each step count has its own colour and line style.
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if not learners:
+        raise ValueError("learners must name at least one model")
+    inner_lr = v.positive("inner_lr", inner_lr)
+    steps = tuple(v.integer(f"steps[{i}]", s, low=0) for i, s in enumerate(steps))
+    grid = torch.linspace(-5, 5, 200, device=xs.device).view(-1, 1)
+    fig, axes = plt.subplots(1, len(learners), figsize=(5 * len(learners), 3.2), sharey=True, layout="constrained")
+    axes = [axes] if len(learners) == 1 else list(axes)
+    for ax, (name, net) in zip(axes, learners.items()):
+        truth = (amp * torch.sin(grid - phase)).cpu()
+        ax.plot(grid.cpu(), truth, color=PALETTE["grey"], lw=4, alpha=0.7, label="true task")
+        params = params_of(net, detach=True)
+        for j, k in enumerate(steps):
+            adapted = params if k == 0 else maml.adapt(net, params, xs, ys, inner_lr=inner_lr, steps=k)
+            with torch.no_grad():
+                curve = forward(net, adapted, grid).cpu()
+            style = series(j)
+            ax.plot(
+                grid.cpu(),
+                curve,
+                color=style.color,
+                ls=style.linestyle,
+                lw=1.8,
+                label=f"{k} step" + ("" if k == 1 else "s"),
+            )
+        ax.scatter(
+            xs.cpu(),
+            ys.detach().cpu(),
+            marker="D",
+            color=PALETTE["black"],
+            s=18,
+            zorder=3,
+            label=f"K = {len(xs)} points",
+        )
+        ax.set(title=name, xlabel="input x")
+        ax.legend(loc="lower left")
+    axes[0].set_ylabel("output y")
+    return fig
 
 
 def _sine_case(device, seed: int, n_tasks: int = 3, k: int = 5):

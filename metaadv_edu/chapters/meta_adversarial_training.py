@@ -28,9 +28,10 @@ from metaadv_edu import (
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.functional import forward, params_of
+from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.robust_eval import Attack
 from metaadv_edu.robust_meta import functional_attack
-from metaadv_edu.widgets import Explorer, epsilon_slider, inner_lr_slider, int_slider, selection_slider
+from metaadv_edu.widgets import Explorer, epsilon_255_slider, inner_lr_slider, int_slider, selection_slider
 
 __all__ = [
     "BUDGET",
@@ -349,12 +350,12 @@ def robust_few_shot_explorer(
         artists["columns"] = panels.AttackColumns(fig, grid, n_way, (3, *tasks.x_query.shape[-2:]))
         bar_ax = fig.add_subplot(grid[:, -1])
         xs = np.arange(len(names))
-        clean = bar_ax.bar(xs - 0.2, np.zeros(len(names)), width=0.4, color="tab:blue", label="clean")
-        adv = bar_ax.bar(xs + 0.2, np.zeros(len(names)), width=0.4, color="tab:red", label="PGD")
-        bar_ax.set_xticks(xs.tolist(), [n.replace(" ", "\n") for n in names], fontsize=8)
-        bar_ax.set(ylim=(0, 1), yticks=[0, 0.5, 1])
-        bar_ax.axhline(1 / n_way, color="0.5", linestyle=":", linewidth=1)
-        bar_ax.legend(fontsize=8, loc="upper right")
+        clean = bar_ax.bar(xs - 0.2, np.zeros(len(names)), width=0.4, **series(0).bar(), label="clean")
+        adv = bar_ax.bar(xs + 0.2, np.zeros(len(names)), width=0.4, **series(1).bar(), label="PGD (upper bound)")
+        bar_ax.set_xticks(xs.tolist(), [n.replace(" ", "\n") for n in names])
+        bar_ax.set(ylim=(0, 1.45), yticks=[0, 0.5, 1], ylabel="query accuracy")  # legend above 1: hides no bar
+        bar_ax.axhline(1 / n_way, color=PALETTE["grey"], linestyle=":", linewidth=1, label="chance")
+        bar_ax.legend(loc="upper center", ncol=2)
         artists.update(clean=clean, adv=adv, bar_ax=bar_ax)
 
     memo: dict = {"results_for": None}  # the last results and adaptation: a learner move recomputes nothing
@@ -401,21 +402,20 @@ def robust_few_shot_explorer(
             artists["clean"][j].set_height(acc_c)
             artists["adv"][j].set_height(acc_a)
             summary.append(f"{name}: clean <b>{acc_c:.0%}</b>, PGD <b>{acc_a:.0%}</b>")
-        artists["bar_ax"].set_title(f"query accuracy, task {task} (ε = {epsilon * 255:.0f}/255)", fontsize=9)
+        artists["bar_ax"].set_title(f"task {task}, ε = {epsilon * 255:.0f}/255")
         return (
             f"α = {inner_lr:.2g}, {steps} steps on {k_shot} clean covers per class; PGD-{attack_steps} on "
             f"{len(y)} query covers · " + " · ".join(summary)
         )
 
     sliders = {
-        "epsilon": epsilon_slider(epsilon, max=32 / 255, step=1 / 255),
+        "epsilon": epsilon_255_slider(epsilon, max_255=32),
         "inner_lr": inner_lr_slider(inner_lr, -3, 0),
         "learner": selection_slider("covers shown for", names, names[-1]),
         "task": int_slider(
             "new-genre task", v.integer("task", task, low=0, high=len(tasks.y_query) - 1), 0, len(tasks.y_query) - 1
         ),
     }
-    sliders["epsilon"].readout_format = ".3f"
     return Explorer(
         draw,
         sliders,

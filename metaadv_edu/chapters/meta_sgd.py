@@ -15,11 +15,13 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import SINE_META, sine_panel, sine_sampler
 from metaadv_edu.functional import forward, params_of
+from metaadv_edu.plotting import PALETTE, parameter_label, series
 from metaadv_edu.widgets import Explorer, float_slider, int_slider, selection_slider
 
 __all__ = [
     "POINTS",
     "Variant",
+    "alpha_histograms",
     "alpha_variants",
     "check_alpha_gradient",
     "check_meta_sgd_step",
@@ -139,6 +141,32 @@ class Variant(NamedTuple):
     k_support: int
 
 
+def alpha_histograms(alphas: dict[str, torch.Tensor], model: nn.Module, *, bins: int = 30):
+    """Notebook 07: one histogram per parameter tensor of its learned inner rates α (``alphas[name]``, shaped like
+    ``model``'s parameter ``name``), titled with the tensor's name in words (:func:`~metaadv_edu.plotting.
+    parameter_label`: "layer 1 weights (40 × 1)") and marked at α = 0, where a rate changes sign. Returns the
+    figure."""
+    import matplotlib.pyplot as plt
+
+    named = dict(model.named_parameters())
+    if not alphas or set(alphas) - set(named):
+        raise ValueError(f"alphas must map some of the model's parameter names {sorted(named)} to rates")
+    cols = min(3, len(alphas))
+    rows = -(-len(alphas) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), layout="constrained", squeeze=False)
+    for ax in axes.flat[len(alphas) :]:
+        ax.set_axis_off()
+    for ax, (name, a) in zip(axes.flat, alphas.items()):
+        values = a.detach().reshape(-1).cpu().numpy()
+        ax.hist(values, bins=bins, color=series(4).color, edgecolor=PALETTE["black"], linewidth=0.3)
+        ax.axvline(0, color=PALETTE["black"], lw=0.8, ls="--")
+        ax.set_title(parameter_label(name, model))
+        ax.set_xlabel("learned α")
+    for row in axes:
+        row[0].set_ylabel("number of parameters")
+    return fig
+
+
 def metasgd_explorer(
     variants: dict[str, tuple], *, n_tasks: int = 10, seed: int = 77, maml_lr: float = 0.01
 ) -> Explorer:
@@ -168,16 +196,16 @@ def metasgd_explorer(
     def setup(fig):
         ax, ax_h = fig.subplots(1, 2, width_ratios=[1.6, 1])
         lines = {
-            "msgd": {"color": "tab:purple", "lw": 2, "label": "Meta-SGD, 1 step of learned α"},
-            "maml": {"color": "tab:blue", "lw": 1.5, "label": f"MAML, 1 step of α = {maml_lr}"},
+            "msgd": {"ls": "-", "color": series(4).color, "lw": 2, "label": "Meta-SGD, 1 step of learned α"},
+            "maml": {"ls": "--", "color": series(0).color, "lw": 1.8, "label": f"MAML, 1 step of α = {maml_lr}"},
         }
-        points = {"pts": {"color": "k", "s": 16, "zorder": 3, "label": "support points"}}
+        points = {"pts": {"marker": "D", "color": PALETTE["black"], "s": 20, "zorder": 3, "label": "support points"}}
         art.update(sine_panel(ax, lines, points))
         centers = np.sqrt(bins[:-1] * bins[1:])
-        art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color="tab:purple")
+        art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color=series(4).color)
         ax_h.set_xscale("log")
         ax_h.set_xlabel("|learned α| (all 1,761 parameters)")
-        ax_h.set_ylabel("count")
+        ax_h.set_ylabel("number of parameters")
         art["ax"], art["ax_h"] = ax, ax_h
 
     def draw(fig, *, model, alpha_scale, task):
@@ -197,7 +225,7 @@ def metasgd_explorer(
         for rect, c in zip(art["bars"], counts):
             rect.set_height(c)
         art["ax_h"].set_ylim(0, counts.max() * 1.1)
-        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}", fontsize=9)
+        art["ax"].set_title(f"task {task}: y = {amp[task]:.2f}·sin(x − {phase[task]:.2f}), K = {k_support}")
         mse = float(((pred - truth) ** 2).mean())
         mse_maml = float(((pred_maml - truth) ** 2).mean())
         return (

@@ -16,6 +16,7 @@ from metaadv_edu import cache, grading, maml, models, reptile, stats
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import sine_sampler
+from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.widgets import Explorer, float_slider, int_slider
 
 __all__ = [
@@ -167,7 +168,7 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
     side = np.linspace(-3.5, 3.5, 90)
     gx, gy = np.meshgrid(side, side)
     points = np.stack([gx.ravel(), gy.ravel()], 1)
-    colors = {"Reptile": "tab:red", "FOMAML": "tab:green", "MAML": "tab:blue"}
+    styles = {"Reptile": series(1), "FOMAML": series(2), "MAML": series(0)}  # colour, marker and line style
     art: dict = {}
 
     def objective(alpha, k):
@@ -184,17 +185,22 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         art["image"] = ax.imshow(
             np.zeros_like(gx), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5), cmap="Greys", vmin=-2, vmax=1.5, alpha=0.6
         )
-        ax.scatter(*centers.T, marker="x", color="k", s=40, label="task minima cᵢ")
-        art["inner"] = [ax.plot([], [], ":", color="0.3", lw=1)[0] for _ in centers]
-        art["paths"] = {name: ax.plot([], [], "o-", ms=2, lw=1.5, color=c, label=name)[0] for name, c in colors.items()}
-        ax.plot(*theta0, "ks", ms=6, label="start θ₀")
+        ax.scatter(*centers.T, marker="x", color=PALETTE["black"], s=40, label="task minima cᵢ")
+        art["inner"] = [ax.plot([], [], ":", color=PALETTE["dark grey"], lw=1)[0] for _ in centers]
+        art["paths"] = {
+            name: ax.plot([], [], **style.line(ms=4, lw=1.5, markevery=6), label=name)[0]
+            for name, style in styles.items()
+        }
+        ax.plot(*theta0, "s", color=PALETTE["black"], ms=6, label="start θ₀")
         avg = quadratic_fixed_points(centers, mats, 0.1, 1)["average loss"]
-        ax.plot(*avg, "*", color="gold", mec="k", ms=12, label="minimum of the average loss")
+        ax.plot(*avg, "*", color=PALETTE["yellow"], mec=PALETTE["black"], ms=14, label="minimum of the average loss")
         ax.set_xlim(-3.5, 3.5)
         ax.set_ylim(-3.5, 3.5)
         ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="upper left")
-        ax.set_title("background: log₁₀ of the MAML objective (mean task loss after k steps)", fontsize=9)
+        ax.set_xlabel("parameter θ₁")
+        ax.set_ylabel("parameter θ₂")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # outside: no path hidden
+        ax.set_title("shading: log₁₀ of the MAML objective\n(mean task loss after k steps; lighter is lower)")
         art["ax"] = ax
 
     def draw(fig, *, inner_lr, inner_steps, outer_lr):
@@ -210,7 +216,7 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
             "MAML": outer_lr * inner_lr * inner_steps,
         }
         ends = {}
-        for i, name in enumerate(colors):
+        for i, name in enumerate(styles):
             theta, path = theta0.copy(), [theta0.copy()]
             for _ in range(outer_iterations):
                 step = _quadratic_updates(theta, centers, mats, inner_lr, inner_steps)[1 + i]
@@ -236,7 +242,7 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         "outer_lr": float_slider("β — outer step size", 0.3, 0.05, 1.0, 0.05),
     }
     return Explorer(
-        draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks", figsize=(6.2, 5.2), dpi=72
+        draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks", figsize=(8.8, 5.2), dpi=72
     )
 
 

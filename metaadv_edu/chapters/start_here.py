@@ -7,7 +7,7 @@ import torch
 from metaadv_edu import attacks, cache, covers, data, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
-from metaadv_edu.plotting import image_hwc, probability_bars, show_image
+from metaadv_edu.plotting import PALETTE, image_hwc, probability_bars, series, show_image
 from metaadv_edu.widgets import Explorer, epsilon_slider, inner_lr_slider
 
 __all__ = ["digits_cnn", "first_look_explorer", "library_cnn", "random_vs_fgsm", "same_seed_same_draw"]
@@ -71,24 +71,25 @@ def first_look_explorer(
         ax_img, ax_prob, ax_gd = fig.subplots(1, 3, width_ratios=[1, 1.4, 1.6])
         show_image(digit, ax_img, title=" ")
         probability_bars(torch.zeros(10), ax_prob, highlight=label, title="CNN's class probabilities")
-        ax_gd.plot(grid, curvature / 2 * grid**2, color="0.6")
-        (path,) = ax_gd.plot([], [], "o-", markersize=3, color="tab:red")
+        ax_gd.plot(grid, curvature / 2 * grid**2, color=PALETTE["grey"], lw=2, label="f(w) = ½λw²")
+        (path,) = ax_gd.plot([], [], **series(1).line(markersize=4), label="gradient descent")
         ax_gd.set_xlim(-3.3, 3.3)
         ax_gd.set_ylim(-2, 50)
-        ax_gd.set_title(" ", fontsize=9)
+        ax_gd.set(xlabel="weight w", ylabel="loss f(w)")
+        ax_gd.set_title(" ")
         artists.update(image=ax_img.images[0], bars=ax_prob.patches, path=path, ax_img=ax_img, ax_gd=ax_gd)
 
     def draw(fig, *, epsilon, inner_lr):
         noisy = (digit + epsilon * random_sign).clamp(0, 1)
         probs = panels.probabilities(model, noisy[None])[0]
         artists["image"].set_data(image_hwc(noisy))
-        artists["ax_img"].set_title(f"digit {label} + random ±{epsilon:.2f}", fontsize=9)
+        artists["ax_img"].set_title(f"digit {label} + random ±{epsilon:.2f}")
         for bar, p in zip(artists["bars"], probs.tolist()):
             bar.set_height(p)
         factor = 1 - inner_lr * curvature
         ws = (2.0 * factor ** torch.arange(13, dtype=torch.float64)).clamp(-3, 3)
         artists["path"].set_data(ws, curvature / 2 * ws**2)
-        artists["ax_gd"].set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}", fontsize=9)
+        artists["ax_gd"].set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}")
         verdict = "converges" if abs(factor) < 1 else "diverges"
         return (
             f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent {verdict} "

@@ -124,7 +124,7 @@ def test_detection_explorer_adapts_without_training():
     ex = chapter.detection_explorer(meta, joint, tasks, epsilon=0.1, inner_lr=0.1)
     images = {ex.image.value}
     assert "joint, no adaptation" in ex.caption.value and "3 tasks" in ex.caption.value
-    for name, value in (("epsilon", 0.05), ("inner_lr", 0.5), ("perturbation", "noise")):
+    for name, value in (("epsilon", 13 / 255), ("inner_lr", 0.5), ("perturbation", "noise")):
         ex.sliders[name].value = value
         images.add(ex.image.value)
     assert len(images) == 4, "each slider move must change the picture"

@@ -162,7 +162,7 @@ def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
     ex = chapter.robust_few_shot_explorer(nets, tasks, epsilon=0.0, inner_lr=0.2)
     images = {ex.image.value}
     assert "PGD <b>" in ex.caption.value and "2 clean covers per class" in ex.caption.value
-    for name, value in (("epsilon", 0.1), ("inner_lr", 0.01), ("learner", "a"), ("task", 2)):
+    for name, value in (("epsilon", 26 / 255), ("inner_lr", 0.01), ("learner", "a"), ("task", 2)):
         ex.sliders[name].value = value
         images.add(ex.image.value)
     assert len(images) == 5, "each slider move must change the picture"
