@@ -309,9 +309,32 @@ def test_pgd_each_target_is_the_per_example_worst_case_of_its_runs(device):
     assert not all(torch.equal(single[0], s) for s in single[1:])
 
 
+def test_pgd_each_target_with_targets_attacks_the_likeliest_wrong_classes(device):
+    model = tiny_model(device, seed=4, n_classes=4)
+    x, y = batch(device, seed=5, n=64, n_classes=4)
+    kwargs = {"step_size": 0.05, "steps": 6}
+    with torch.no_grad():
+        logits = model(x).masked_fill(torch.nn.functional.one_hot(y, 4).bool(), float("-inf"))
+    order = logits.topk(2, dim=-1).indices  # the two likeliest wrong classes of each example
+    generator = torch.Generator().manual_seed(7)
+    runs = [attacks.pgd(model, x, t, 0.3, targeted=True, generator=generator, **kwargs) for t in order.T]
+    best = attacks.pgd_each_target(model, x, y, 0.3, generator=torch.Generator().manual_seed(7), targets=2, **kwargs)
+    combined = attacks.correct_under(model, x, y, lambda m, a, b: best)
+    single = [attacks.correct_under(model, x, y, lambda m, a, b, r=r: r) for r in runs]
+    clean = attacks.correct_under(model, x, y, lambda m, a, b: a)
+    assert torch.equal(combined, torch.stack([clean, *single]).all(0))
+    # towards the least likely class instead, a shift of the label, the runs are others
+    shifted = [r for r in _each_target_runs(model, x, y, 4, **kwargs)[:2]]
+    assert not all(torch.equal(a, b) for a, b in zip(runs, shifted))
+
+
 def test_pgd_each_target_checks_its_arguments():
     model = tiny_model("cpu")
     x, y = batch("cpu")
+    with pytest.raises(ValueError, match="targets must be between 1 and"):
+        attacks.pgd_each_target(model, x, y, 0.1, step_size=0.01, steps=2, targets=99)
+    with pytest.raises(ValueError, match="targets"):
+        attacks.pgd_each_target(model, x, y, 0.1, step_size=0.01, steps=2, targets=0)
     with pytest.raises(ValueError, match="step_size"):
         attacks.pgd_each_target(model, x, y, 0.1, step_size=0.0, steps=2)
     with pytest.raises(ValueError, match="epsilon"):
