@@ -25,11 +25,13 @@ from metaadv_edu import plotting  # noqa: F401  (applies the course's figure sty
 
 __all__ = [
     "Explorer",
+    "dropdown",
     "epsilon_255_slider",
     "epsilon_slider",
     "float_slider",
     "inner_lr_slider",
     "int_slider",
+    "log_slider",
     "selection_slider",
 ]
 
@@ -118,10 +120,10 @@ def epsilon_255_slider(
     )
 
 
-def inner_lr_slider(
-    value: float = 0.01, min_exp: float = -4, max_exp: float = 0, description: str = "α — inner learning rate"
+def log_slider(
+    description: str, value: float, min_exp: float, max_exp: float, readout_format: str = ".1e"
 ) -> w.FloatLogSlider:
-    """The inner learning rate α on a log scale: 10^min_exp … 10^max_exp."""
+    """A positive value on a log scale, 10^min_exp … 10^max_exp in steps of 10^0.1."""
     return w.FloatLogSlider(
         value=value,
         base=10,
@@ -129,10 +131,31 @@ def inner_lr_slider(
         max=max_exp,
         step=0.1,
         description=description,
-        readout_format=".1e",
+        readout_format=readout_format,
         continuous_update=False,
         style=LABEL_STYLE,
         layout=w.Layout(**SLIDER_LAYOUT),
+    )
+
+
+def inner_lr_slider(
+    value: float = 0.01, min_exp: float = -4, max_exp: float = 0, description: str = "α — inner learning rate"
+) -> w.FloatLogSlider:
+    """The inner learning rate α on a log scale: 10^min_exp … 10^max_exp."""
+    return log_slider(description, value, min_exp, max_exp)
+
+
+def dropdown(description: str, options, value=None) -> w.Dropdown:
+    """A choice among named cases (attacks, perturbations) with no order; ``value`` defaults to the first."""
+    options = list(options)
+    if not options:
+        raise ValueError(f"options of the menu {description!r} must not be empty")
+    if value is None:
+        value = options[0]
+    elif value not in options:
+        raise ValueError(f"value must be one of the options {options}, got {value!r}")
+    return w.Dropdown(
+        options=options, value=value, description=description, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)
     )
 
 

@@ -8,15 +8,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from scipy import stats as scipy_stats
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, certify, data, grading, models, training
+from metaadv_edu import attacks, cache, certify, data, grading, masking, models, stats, training
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.plotting import PALETTE, series
-from metaadv_edu.widgets import Explorer, float_slider
+from metaadv_edu.widgets import Explorer, dropdown, float_slider, selection_slider
 
 __all__ = [
     "POINTS",
@@ -236,8 +237,6 @@ def evaluation_checklist(
     is the number the check rests on (a paired difference of accuracy with its 95 % half-width, or an
     accuracy or gradient size).
     """
-    from metaadv_edu import attacks, masking, stats
-
     epsilon = v.positive("epsilon", epsilon)
 
     def pgd(eps, step_size, steps, seed):
@@ -307,11 +306,6 @@ def bounds_explorer(
     attack ``name`` at ``masked_epsilons[k]``; ``smoothing[σ] = (radii, correct)`` per example. A move only
     indexes and thresholds.
     """
-    import ipywidgets as w
-    from matplotlib.ticker import MaxNLocator
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
-
     eps = np.asarray(epsilons, dtype=float)
     masked_eps = np.asarray(masked_epsilons, dtype=float)
     upper, lower = attacked_correct.mean(1), certified.mean(1)
@@ -387,15 +381,8 @@ def bounds_explorer(
         "epsilon": float_slider(
             "ε — L∞ budget", float(eps[len(eps) // 2]), float(eps[0]), float(eps[-1]), step, readout_format=".3f"
         ),
-        "sigma": w.SelectionSlider(
-            options=sigmas,
-            value=sigmas[0],
-            description="σ — smoothing noise",
-            continuous_update=False,
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
-        "attack": w.Dropdown(options=names, value=names[0], description="attack on the defence", style=LABEL_STYLE),
+        "sigma": selection_slider("σ — smoothing noise", sigmas, sigmas[0]),
+        "attack": dropdown("attack on the defence", names),
     }
     return Explorer(draw, sliders, setup=setup, title="Upper and lower bounds", figsize=(9.5, 4.2), dpi=72)
 

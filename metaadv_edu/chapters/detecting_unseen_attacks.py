@@ -18,7 +18,7 @@ from metaadv_edu.chapters.meta_adversarial_training import COVER_FEW_SHOT, cover
 from metaadv_edu.data import Tasks
 from metaadv_edu.functional import forward
 from metaadv_edu.plotting import PALETTE, series
-from metaadv_edu.widgets import Explorer, epsilon_255_slider
+from metaadv_edu.widgets import Explorer, dropdown, epsilon_255_slider, inner_lr_slider
 
 __all__ = [
     "ADAPTATION",
@@ -303,10 +303,6 @@ def detection_explorer(
     held-out perturbation, re-made at budget ε (:func:`at_epsilon`); the joint detector is used as it is. Shows
     two clean and two perturbed query covers of the first task with the meta-learned detector's P(perturbed),
     and both detectors' accuracy on every task. Nothing is trained."""
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT, inner_lr_slider
-
     if not tasks:
         raise ValueError("tasks must map at least one held-out perturbation's name to its explorer_tasks")
     epsilon, inner_lr = v.nonnegative("epsilon", epsilon), v.positive("inner_lr", inner_lr)
@@ -371,13 +367,7 @@ def detection_explorer(
     sliders = {
         "epsilon": epsilon_255_slider(epsilon, max_255=48),
         "inner_lr": inner_lr_slider(inner_lr, -3, 0.5),
-        "perturbation": w.Dropdown(
-            options=names,
-            value=names[0],
-            description="held-out perturbation",
-            style=LABEL_STYLE,
-            layout=w.Layout(**SLIDER_LAYOUT),
-        ),
+        "perturbation": dropdown("held-out perturbation", names),
     }
     return Explorer(
         draw,
@@ -394,7 +384,6 @@ def check_paired_difference(my_paired: Callable) -> bool:
     """Grade ``my_paired(a, b) -> (mean, half_width)``: the mean of the per-task differences a − b and the
     half-width t_{0.975, n−1}·s_d/√n of its 95 % interval, s_d the sample standard deviation (n − 1) of the
     differences. The reference is :func:`metaadv_edu.stats.paired_difference`."""
-    from scipy import stats as scipy_stats
 
     def body() -> str:
         for seed, n in ((0, 8), (1, 40), (2, 3)):
@@ -408,7 +397,7 @@ def check_paired_difference(my_paired: Callable) -> bool:
             except (TypeError, ValueError):
                 raise grading.Stop("return two numbers: (mean of a − b, half-width of its interval)") from None
             d = (a - b).numpy()
-            t_n = float(scipy_stats.t.ppf(0.975, n))
+            t_n = stats.t_quantile(n + 1)  # t_{0.975} with n degrees of freedom instead of n − 1
             s_d = float(np.std(d, ddof=1))
             unpaired = float(np.sqrt(np.var(a.numpy(), ddof=1) / n + np.var(b.numpy(), ddof=1) / n))
             if abs(mean - ref.mean) > 1e-9:

@@ -31,7 +31,7 @@ from metaadv_edu.chapters import maml as maml_chapter
 from metaadv_edu.chapters import meta_adversarial_training as mat
 from metaadv_edu.functional import Params, forward, params_of, task_loss
 from metaadv_edu.plotting import PALETTE, series
-from metaadv_edu.widgets import Explorer, inner_lr_slider, int_slider
+from metaadv_edu.widgets import Explorer, inner_lr_slider, int_slider, log_slider
 
 __all__ = [
     "DIVERGED_MSE",
@@ -468,22 +468,7 @@ def meta_gradient_costs(
 # ------------------------------------------------------------------------------------------ explorer
 def lam_slider(value: float = 1.0):
     """iMAML's λ on a log scale, 10⁻² … 10²."""
-    import ipywidgets as w
-
-    from metaadv_edu.widgets import LABEL_STYLE, SLIDER_LAYOUT
-
-    return w.FloatLogSlider(
-        value=v.positive("lam", value),
-        base=10,
-        min=-2,
-        max=2,
-        step=0.1,
-        description="λ — iMAML's pull to θ",
-        readout_format=".2g",
-        continuous_update=False,
-        style=LABEL_STYLE,
-        layout=w.Layout(**SLIDER_LAYOUT),
-    )
+    return log_slider("λ — iMAML's pull to θ", v.positive("lam", value), -2, 2, readout_format=".2g")
 
 
 def feature_reuse_explorer(

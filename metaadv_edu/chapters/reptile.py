@@ -17,7 +17,7 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.maml import sine_sampler
 from metaadv_edu.plotting import PALETTE, series
-from metaadv_edu.widgets import Explorer, float_slider, int_slider
+from metaadv_edu.widgets import Explorer, float_slider, inner_lr_slider, int_slider
 
 __all__ = [
     "POINTS",
@@ -161,8 +161,6 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
     ``outer_iterations`` outer updates of each algorithm. Reptile moves by β·mean(θ′ − θ); to put
     the three on the same scale, FOMAML and MAML move by β·α·k times their negative gradients.
     """
-    from metaadv_edu.widgets import inner_lr_slider
-
     centers, mats = _quadratic_tasks(n_tasks, seed)
     theta0 = np.array([2.6, -2.6])
     side = np.linspace(-3.5, 3.5, 90)
