@@ -87,7 +87,7 @@ inner learning rate chosen from ``inner_lrs`` on meta-validation tasks."""
 def training_cost(kind: str, epsilon: float = 0.0) -> int:
     """Image-gradients per meta-iteration (``kind="meta"``) or per epoch (``"pretrained"``).
 
-    Meta-learning, per task: ``steps`` support gradients, their second-order backward (counted as as
+    Meta-learning, per task: ``steps`` support gradients, their second-order backward (counted as
     many again), the query gradient, and ``aq_attack_steps`` query gradients for the attack when
     ``epsilon > 0``. Pretraining, per cover: one gradient, plus ``pgd_steps`` for PGD when ``epsilon > 0``.
     """
@@ -573,8 +573,7 @@ def check_pgd_query_loss(my_loss: Callable) -> bool:
                     ref,
                     list(theta.values()),
                     "the value is right but the meta-gradient "
-                    "is not: hold the perturbation fixed (detach x_adv) so θ is reached only "
-                    "through θ′",
+                    "is not: the loss must reach θ only through θ′, scored by `adapted`",
                 )
         return "PGD against θ′ (projected, clamped), scored by θ′; the meta-gradient flows through the adaptation"
 
