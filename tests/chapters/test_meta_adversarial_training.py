@@ -208,6 +208,20 @@ def test_check_pgd_query_loss(kwargs, ok, hint, capsys):
     assert hint in out and "Traceback" not in out
 
 
+def test_attached_sign_step_attack_is_invisible_to_the_pgd_grader():
+    """Exercise 2's text: with sign steps an attached perturbation has zero derivative, so the grader passes it."""
+
+    def attached(model, adapted, x, y, eps, a, k):
+        x_adv = x.clone()
+        for _ in range(k):
+            z = x_adv if x_adv.requires_grad else x_adv.requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(forward(model, adapted, z), y), z, create_graph=True)
+            x_adv = (x + (x_adv + a * g.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+        return F.cross_entropy(forward(model, adapted, x_adv), y)
+
+    assert chapter.check_pgd_query_loss(attached) is True
+
+
 def _w(params):
     return params["1.weight"][1] - params["1.weight"][0]
 
