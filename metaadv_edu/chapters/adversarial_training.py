@@ -190,7 +190,14 @@ def check_mixed_loss(my_loss: Callable) -> bool:
                 x_adv = attacks.fgsm(model, x, y, eps)
                 clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
                 ref = omega * clean + (1 - omega) * adv
-                out = grading.call(my_loss, model, x, y, eps, omega)
+                model.zero_grad(set_to_none=True)
+                with grading.watch_parameter_gradients(model) as touched:
+                    out = grading.call(my_loss, model, x, y, eps, omega)
+                if touched or any(p.grad is not None for p in model.parameters()):
+                    raise grading.Stop(
+                        "you back-propagated into the model while building x_FGSM (that is what loss.backward() "
+                        "does, even if .grad is cleared afterwards): use attacks.fgsm or torch.autograd.grad(loss, x)"
+                    )
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
                     raise grading.Stop("return the loss as a single-number tensor")
                 if not out.requires_grad:
@@ -200,6 +207,13 @@ def check_mixed_loss(my_loss: Callable) -> bool:
                     )
                 value = out.detach().reshape(())
                 if grading.close(value, ref.detach()):
+                    grading.same_gradient(
+                        out.reshape(()),
+                        ref,
+                        list(model.parameters()),
+                        "right value, wrong gradient: both J(x) and J(x_FGSM) must carry a gradient into the "
+                        "model (no torch.no_grad() or .detach() on either term)",
+                    )
                     continue
                 if grading.close(value, ((1 - omega) * clean + omega * adv).detach()):
                     raise grading.Stop("ω and 1 − ω are swapped: ω weighs the clean loss")

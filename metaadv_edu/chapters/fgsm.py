@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -90,31 +89,13 @@ def attack_explorer(
     )
 
 
-@contextmanager
-def _watch_parameter_gradients(model: torch.nn.Module) -> Iterator[list[str]]:
-    """Record the name of every parameter into which a backward pass accumulates a gradient.
-
-    A hook fires on accumulation itself, so ``loss.backward()`` is seen even when the learner's code then
-    clears ``.grad`` (``zero_grad(set_to_none=True)``, ``p.grad = None``, ``p.grad.zero_()``)."""
-    touched: list[str] = []
-    handles = [
-        p.register_post_accumulate_grad_hook(lambda _p, name=name: touched.append(name))
-        for name, p in model.named_parameters()
-    ]
-    try:
-        yield touched
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def check_fgsm(my_fgsm: Callable) -> bool:
     """Grade ``my_fgsm(model, x, y, epsilon) -> x_adv``: untargeted FGSM, clamped to [0, 1]."""
 
     def body() -> str:
         for model, x, y, eps in grading.cases():
             model.zero_grad(set_to_none=True)
-            with _watch_parameter_gradients(model) as touched:
+            with grading.watch_parameter_gradients(model) as touched:
                 out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
             if touched or any(p.grad is not None for p in model.parameters()):
                 raise grading.Stop(
@@ -191,7 +172,7 @@ def check_pgd(my_pgd: Callable) -> bool:
         for model, x, y, eps in grading.cases():
             for step_size, steps in ((max(eps, 0.03) / 3, 6), (max(eps, 0.03) / 2, 1)):
                 model.zero_grad(set_to_none=True)
-                with _watch_parameter_gradients(model) as touched:
+                with grading.watch_parameter_gradients(model) as touched:
                     out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
                 out = grading.tensor_like(out, x, "x_adv")
                 if touched or any(p.grad is not None for p in model.parameters()):
