@@ -216,6 +216,9 @@ def attack_suite(
     (:func:`metaadv_edu.attacks.pgd_each_target`; ``targets=m``: only towards the ``m`` likeliest wrong classes),
     and under **all** of them (notebooks 01, 02 and 04).
 
+    Each attack draws its random starts from its own generator (seeds ``seed``, ``seed + 1`` and ``seed + 2``
+    for PGD, the stronger PGD and the targeted runs), so the stronger run never repeats PGD's start.
+
     ``"all attacks"`` is the per-example worst case: an example counts only if every attack failed on it.
     Every accuracy from this dictionary is an upper bound on the true robust accuracy
     :math:`\mathbb{E}\,\mathbf{1}[f(x+\delta) = y\ \forall \|\delta\|_\infty \le \epsilon]`."""
@@ -224,16 +227,24 @@ def attack_suite(
     strong_steps = v.integer("strong_steps", strong_steps)
     restarts = v.integer("restarts", restarts)
 
-    def pgd(n_steps: int, n_starts: int) -> Callable:
-        generator = torch.Generator().manual_seed(seed)
+    def pgd(n_steps: int, n_starts: int, offset: int) -> Callable:
+        generator = torch.Generator().manual_seed(seed + offset)
         return lambda m, xb, yb: attacks.pgd(
             m, xb, yb, epsilon, step_size=2.5 * epsilon / n_steps, steps=n_steps, restarts=n_starts, generator=generator
         )
 
+    targeted_generator = torch.Generator().manual_seed(seed + 2)
+
     def each_target(m, xb, yb):
-        generator = torch.Generator().manual_seed(seed)
         return attacks.pgd_each_target(
-            m, xb, yb, epsilon, step_size=2.5 * epsilon / steps, steps=steps, generator=generator, targets=targets
+            m,
+            xb,
+            yb,
+            epsilon,
+            step_size=2.5 * epsilon / steps,
+            steps=steps,
+            generator=targeted_generator,
+            targets=targets,
         )
 
     strong = f"PGD-{strong_steps} × {restarts} restarts" if restarts > 1 else f"PGD-{strong_steps}"
@@ -241,8 +252,8 @@ def attack_suite(
     targeted = f"targeted PGD-{steps}, {towards}"
     suite = {
         "FGSM": attacks.correct_under(model, x, y, lambda m, xb, yb: attacks.fgsm(m, xb, yb, epsilon)),
-        f"PGD-{steps}": attacks.correct_under(model, x, y, pgd(steps, 1)),
-        strong: attacks.correct_under(model, x, y, pgd(strong_steps, restarts)),
+        f"PGD-{steps}": attacks.correct_under(model, x, y, pgd(steps, 1, 0)),
+        strong: attacks.correct_under(model, x, y, pgd(strong_steps, restarts, 1)),
         targeted: attacks.correct_under(model, x, y, each_target),
     }
     suite["all attacks"] = torch.stack(list(suite.values())).all(0)

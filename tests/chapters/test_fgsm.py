@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import attacks, data
+from metaadv_edu import attacks, data, models
 from metaadv_edu.chapters import fgsm as chapter
 from tests.wrong import rejects
 
@@ -286,3 +286,22 @@ def test_attack_suite_reaches_the_exact_robust_accuracy_of_the_linear_model():
     assert unboxed <= exact <= worst
     assert worst - exact < 0.005
     assert float(suite["targeted PGD-20, every other class"].float().mean()) < float(suite["PGD-20"].float().mean())
+
+
+def test_attack_suite_gives_each_attack_its_own_random_start(monkeypatch):
+    x, y = data.load_digits("test")
+    model = models.TinyCNN(1, 10, width=4).eval()
+    starts = []
+    original = attacks.pgd
+
+    def recording_pgd(m, xb, yb, epsilon, **kwargs):
+        if "restarts" in kwargs:  # a call from the suite, not one restart inside attacks.pgd
+            copy = torch.Generator()
+            copy.set_state(kwargs["generator"].get_state())
+            starts.append(torch.rand(xb.shape, generator=copy))
+        return original(m, xb, yb, epsilon, **kwargs)
+
+    monkeypatch.setattr(attacks, "pgd", recording_pgd)
+    chapter.attack_suite(model, x[:8], y[:8], 0.1, steps=2, strong_steps=2, restarts=2)
+    plain, strong = starts
+    assert not torch.equal(plain, strong)
