@@ -260,7 +260,8 @@ def check_linear_robust_loss(my_loss: Callable) -> bool:
                     continue
                 if not torch.isfinite(value):
                     raise grading.Stop(
-                        "the loss overflows for a large margin: log(1 + exp(z)) is F.softplus(z), which stays finite"
+                        "the loss overflows for a confidently wrong example (a large negative margin): "
+                        "log(1 + exp(z)) is F.softplus(z), which stays finite"
                     )
                 margin, l1 = y * (x @ w + b), w.abs().sum()
                 if eps:
@@ -291,7 +292,10 @@ def check_linear_robust_loss(my_loss: Callable) -> bool:
                     1e-6,
                 )
                 raise grading.Stop("not the worst-case logistic loss; which δ with ‖δ‖∞ ≤ ε lowers y·w·δ most?")
-        return "equals the brute force over the corners of the ball, finite for large margins, ε = 0 included"
+        return (
+            "equals the brute force over the corners of the ball, finite for confidently wrong examples "
+            "(large negative margins), ε = 0 included"
+        )
 
     return grading.run("linear robust loss", body)
 
@@ -362,9 +366,11 @@ def pgd_restart_gap(
     generator: torch.Generator | None = None,
     tol: float = 1e-4,
 ) -> dict[str, float]:
-    """How far PGD (``steps`` sign steps of ε/4 from x, no clamp) is from the inner maximum: the share of
-    examples on which the best of ``random_restarts`` random starts and one targeted run towards every
-    other class reaches a loss higher by more than ``tol`` (relative), and the mean relative gain there."""
+    """How far PGD (``steps`` sign steps of ε/4 from x, no clamp to [0, 1]) is from the inner maximum: the share
+    of examples on which the best of ``random_restarts`` random starts and one targeted run towards every
+    other class reaches a loss higher by more than ``tol`` (relative), and on those examples the median
+    relative gain and the mean absolute gain in loss (nats). The mean relative gain is kept too; it is
+    dominated by examples whose PGD loss is small."""
 
     def losses(x_adv):
         with torch.no_grad():
@@ -383,7 +389,10 @@ def pgd_restart_gap(
         best = torch.maximum(best, losses(x_t))
     higher = best > plain * (1 + tol)
     gain = ((best - plain) / plain)[higher]
+    absolute = (best - plain)[higher]
     return {
         "share_higher": float(higher.float().mean()),
         "mean_relative_gain": float(gain.mean()) if len(gain) else 0.0,
+        "median_relative_gain": float(gain.median()) if len(gain) else 0.0,
+        "mean_absolute_gain": float(absolute.mean()) if len(gain) else 0.0,
     }

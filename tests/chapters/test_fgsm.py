@@ -239,7 +239,9 @@ def test_first_order_errors_shrink_only_for_the_sign_direction():
     x = x[:8].double() + 0.01 * torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     eps = (1e-3, 1e-4, 1e-5)
     right = chapter.first_order_errors(model, x, y[:8], eps)
-    wrong = chapter.first_order_errors(model, x, y[:8], eps, direction=lambda g: g / g.abs().amax())
+    wrong = chapter.first_order_errors(
+        model, x, y[:8], eps, direction=lambda g: g / g.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
+    )
     assert right[0] > right[1] > right[2] and right[2] < 1e-2
     assert wrong[2] > 0.1
 
