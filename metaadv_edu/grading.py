@@ -11,7 +11,8 @@ turns that into the printed verdict.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ __all__ = [
     "toy_batch",
     "toy_classifier",
     "toy_regression",
+    "watch_parameter_gradients",
 ]
 
 
@@ -185,3 +187,21 @@ def toy_regression(device, seed: int, hidden: int = 8):
         return of
 
     return theta, loss(xs), loss(xq)
+
+
+@contextmanager
+def watch_parameter_gradients(model: nn.Module) -> Iterator[list[str]]:
+    """Record the name of every parameter into which a backward pass accumulates a gradient.
+
+    A hook fires on accumulation itself, so ``loss.backward()`` is seen even when the learner's code then
+    clears ``.grad`` (``zero_grad(set_to_none=True)``, ``p.grad = None``, ``p.grad.zero_()``)."""
+    touched: list[str] = []
+    handles = [
+        p.register_post_accumulate_grad_hook(lambda _p, name=name: touched.append(name))
+        for name, p in model.named_parameters()
+    ]
+    try:
+        yield touched
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -190,7 +190,14 @@ def check_mixed_loss(my_loss: Callable) -> bool:
                 x_adv = attacks.fgsm(model, x, y, eps)
                 clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
                 ref = omega * clean + (1 - omega) * adv
-                out = grading.call(my_loss, model, x, y, eps, omega)
+                model.zero_grad(set_to_none=True)
+                with grading.watch_parameter_gradients(model) as touched:
+                    out = grading.call(my_loss, model, x, y, eps, omega)
+                if touched or any(p.grad is not None for p in model.parameters()):
+                    raise grading.Stop(
+                        "you back-propagated into the model while building x_FGSM (that is what loss.backward() "
+                        "does, even if .grad is cleared afterwards): use attacks.fgsm or torch.autograd.grad(loss, x)"
+                    )
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
                     raise grading.Stop("return the loss as a single-number tensor")
                 if not out.requires_grad:
@@ -200,6 +207,13 @@ def check_mixed_loss(my_loss: Callable) -> bool:
                     )
                 value = out.detach().reshape(())
                 if grading.close(value, ref.detach()):
+                    grading.same_gradient(
+                        out.reshape(()),
+                        ref,
+                        list(model.parameters()),
+                        "right value, wrong gradient: both J(x) and J(x_FGSM) must carry a gradient into the "
+                        "model (no torch.no_grad() or .detach() on either term)",
+                    )
                     continue
                 if grading.close(value, ((1 - omega) * clean + omega * adv).detach()):
                     raise grading.Stop("ω and 1 − ω are swapped: ω weighs the clean loss")
@@ -246,7 +260,8 @@ def check_linear_robust_loss(my_loss: Callable) -> bool:
                     continue
                 if not torch.isfinite(value):
                     raise grading.Stop(
-                        "the loss overflows for a large margin: log(1 + exp(z)) is F.softplus(z), which stays finite"
+                        "the loss overflows for a confidently wrong example (a large negative margin): "
+                        "log(1 + exp(z)) is F.softplus(z), which stays finite"
                     )
                 margin, l1 = y * (x @ w + b), w.abs().sum()
                 if eps:
@@ -277,7 +292,10 @@ def check_linear_robust_loss(my_loss: Callable) -> bool:
                     1e-6,
                 )
                 raise grading.Stop("not the worst-case logistic loss; which δ with ‖δ‖∞ ≤ ε lowers y·w·δ most?")
-        return "equals the brute force over the corners of the ball, finite for large margins, ε = 0 included"
+        return (
+            "equals the brute force over the corners of the ball, finite for confidently wrong examples "
+            "(large negative margins), ε = 0 included"
+        )
 
     return grading.run("linear robust loss", body)
 
@@ -348,9 +366,11 @@ def pgd_restart_gap(
     generator: torch.Generator | None = None,
     tol: float = 1e-4,
 ) -> dict[str, float]:
-    """How far PGD (``steps`` sign steps of ε/4 from x, no clamp) is from the inner maximum: the share of
-    examples on which the best of ``random_restarts`` random starts and one targeted run towards every
-    other class reaches a loss higher by more than ``tol`` (relative), and the mean relative gain there."""
+    """How far PGD (``steps`` sign steps of ε/4 from x, no clamp to [0, 1]) is from the inner maximum: the share
+    of examples on which the best of ``random_restarts`` random starts and one targeted run towards every
+    other class reaches a loss higher by more than ``tol`` (relative), and on those examples the median
+    relative gain and the mean absolute gain in loss (nats). The mean relative gain is kept too; it is
+    dominated by examples whose PGD loss is small."""
 
     def losses(x_adv):
         with torch.no_grad():
@@ -369,7 +389,10 @@ def pgd_restart_gap(
         best = torch.maximum(best, losses(x_t))
     higher = best > plain * (1 + tol)
     gain = ((best - plain) / plain)[higher]
+    absolute = (best - plain)[higher]
     return {
         "share_higher": float(higher.float().mean()),
         "mean_relative_gain": float(gain.mean()) if len(gain) else 0.0,
+        "median_relative_gain": float(gain.median()) if len(gain) else 0.0,
+        "mean_absolute_gain": float(absolute.mean()) if len(gain) else 0.0,
     }

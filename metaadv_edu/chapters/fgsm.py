@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -90,31 +89,13 @@ def attack_explorer(
     )
 
 
-@contextmanager
-def _watch_parameter_gradients(model: torch.nn.Module) -> Iterator[list[str]]:
-    """Record the name of every parameter into which a backward pass accumulates a gradient.
-
-    A hook fires on accumulation itself, so ``loss.backward()`` is seen even when the learner's code then
-    clears ``.grad`` (``zero_grad(set_to_none=True)``, ``p.grad = None``, ``p.grad.zero_()``)."""
-    touched: list[str] = []
-    handles = [
-        p.register_post_accumulate_grad_hook(lambda _p, name=name: touched.append(name))
-        for name, p in model.named_parameters()
-    ]
-    try:
-        yield touched
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def check_fgsm(my_fgsm: Callable) -> bool:
     """Grade ``my_fgsm(model, x, y, epsilon) -> x_adv``: untargeted FGSM, clamped to [0, 1]."""
 
     def body() -> str:
         for model, x, y, eps in grading.cases():
             model.zero_grad(set_to_none=True)
-            with _watch_parameter_gradients(model) as touched:
+            with grading.watch_parameter_gradients(model) as touched:
                 out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
             if touched or any(p.grad is not None for p in model.parameters()):
                 raise grading.Stop(
@@ -191,7 +172,7 @@ def check_pgd(my_pgd: Callable) -> bool:
         for model, x, y, eps in grading.cases():
             for step_size, steps in ((max(eps, 0.03) / 3, 6), (max(eps, 0.03) / 2, 1)):
                 model.zero_grad(set_to_none=True)
-                with _watch_parameter_gradients(model) as touched:
+                with grading.watch_parameter_gradients(model) as touched:
                     out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
                 out = grading.tensor_like(out, x, "x_adv")
                 if touched or any(p.grad is not None for p in model.parameters()):
@@ -235,6 +216,9 @@ def attack_suite(
     (:func:`metaadv_edu.attacks.pgd_each_target`; ``targets=m``: only towards the ``m`` likeliest wrong classes),
     and under **all** of them (notebooks 01, 02 and 04).
 
+    Each attack draws its random starts from its own generator (seeds ``seed``, ``seed + 1`` and ``seed + 2``
+    for PGD, the stronger PGD and the targeted runs), so the stronger run never repeats PGD's start.
+
     ``"all attacks"`` is the per-example worst case: an example counts only if every attack failed on it.
     Every accuracy from this dictionary is an upper bound on the true robust accuracy
     :math:`\mathbb{E}\,\mathbf{1}[f(x+\delta) = y\ \forall \|\delta\|_\infty \le \epsilon]`."""
@@ -243,16 +227,24 @@ def attack_suite(
     strong_steps = v.integer("strong_steps", strong_steps)
     restarts = v.integer("restarts", restarts)
 
-    def pgd(n_steps: int, n_starts: int) -> Callable:
-        generator = torch.Generator().manual_seed(seed)
+    def pgd(n_steps: int, n_starts: int, offset: int) -> Callable:
+        generator = torch.Generator().manual_seed(seed + offset)
         return lambda m, xb, yb: attacks.pgd(
             m, xb, yb, epsilon, step_size=2.5 * epsilon / n_steps, steps=n_steps, restarts=n_starts, generator=generator
         )
 
+    targeted_generator = torch.Generator().manual_seed(seed + 2)
+
     def each_target(m, xb, yb):
-        generator = torch.Generator().manual_seed(seed)
         return attacks.pgd_each_target(
-            m, xb, yb, epsilon, step_size=2.5 * epsilon / steps, steps=steps, generator=generator, targets=targets
+            m,
+            xb,
+            yb,
+            epsilon,
+            step_size=2.5 * epsilon / steps,
+            steps=steps,
+            generator=targeted_generator,
+            targets=targets,
         )
 
     strong = f"PGD-{strong_steps} × {restarts} restarts" if restarts > 1 else f"PGD-{strong_steps}"
@@ -260,8 +252,8 @@ def attack_suite(
     targeted = f"targeted PGD-{steps}, {towards}"
     suite = {
         "FGSM": attacks.correct_under(model, x, y, lambda m, xb, yb: attacks.fgsm(m, xb, yb, epsilon)),
-        f"PGD-{steps}": attacks.correct_under(model, x, y, pgd(steps, 1)),
-        strong: attacks.correct_under(model, x, y, pgd(strong_steps, restarts)),
+        f"PGD-{steps}": attacks.correct_under(model, x, y, pgd(steps, 1, 0)),
+        strong: attacks.correct_under(model, x, y, pgd(strong_steps, restarts, 1)),
         targeted: attacks.correct_under(model, x, y, each_target),
     }
     suite["all attacks"] = torch.stack(list(suite.values())).all(0)

@@ -37,6 +37,21 @@ def mixed_unclamped(model, x, y, eps, alpha):
     return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
 
 
+def mixed_adversarial_term_without_gradient(model, x, y, eps, alpha):
+    x_adv = attacks.fgsm(model, x, y, eps)
+    with torch.no_grad():
+        adv = F.cross_entropy(model(x_adv), y)
+    return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * adv
+
+
+def mixed_fgsm_by_backward(model, x, y, eps, alpha):
+    x_req = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x_req), y).backward()
+    model.zero_grad(set_to_none=True)
+    x_adv = (x + eps * x_req.grad.sign()).clamp(0, 1)
+    return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
+
+
 def mixed_sum(model, x, y, eps, alpha):
     x_adv = attacks.fgsm(model, x, y, eps)
     return F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y)
@@ -51,6 +66,8 @@ def mixed_sum(model, x, y, eps, alpha):
         (mixed_swapped, False, "swapped"),
         (mixed_detached, False, "no gradient"),
         (mixed_adv_only, False, "adversarial loss alone"),
+        (mixed_adversarial_term_without_gradient, False, "right value, wrong gradient"),
+        (mixed_fgsm_by_backward, False, "back-propagated into the model"),
     ],
 )
 def test_check_mixed_loss(fn, ok, hint, capsys):

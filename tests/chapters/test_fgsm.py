@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import attacks, data
+from metaadv_edu import attacks, data, models
 from metaadv_edu.chapters import fgsm as chapter
 from tests.wrong import rejects
 
@@ -239,7 +239,9 @@ def test_first_order_errors_shrink_only_for_the_sign_direction():
     x = x[:8].double() + 0.01 * torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     eps = (1e-3, 1e-4, 1e-5)
     right = chapter.first_order_errors(model, x, y[:8], eps)
-    wrong = chapter.first_order_errors(model, x, y[:8], eps, direction=lambda g: g / g.abs().amax())
+    wrong = chapter.first_order_errors(
+        model, x, y[:8], eps, direction=lambda g: g / g.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
+    )
     assert right[0] > right[1] > right[2] and right[2] < 1e-2
     assert wrong[2] > 0.1
 
@@ -286,3 +288,22 @@ def test_attack_suite_reaches_the_exact_robust_accuracy_of_the_linear_model():
     assert unboxed <= exact <= worst
     assert worst - exact < 0.005
     assert float(suite["targeted PGD-20, every other class"].float().mean()) < float(suite["PGD-20"].float().mean())
+
+
+def test_attack_suite_gives_each_attack_its_own_random_start(monkeypatch):
+    x, y = data.load_digits("test")
+    model = models.TinyCNN(1, 10, width=4).eval()
+    starts = []
+    original = attacks.pgd
+
+    def recording_pgd(m, xb, yb, epsilon, **kwargs):
+        if "restarts" in kwargs:  # a call from the suite, not one restart inside attacks.pgd
+            copy = torch.Generator()
+            copy.set_state(kwargs["generator"].get_state())
+            starts.append(torch.rand(xb.shape, generator=copy))
+        return original(m, xb, yb, epsilon, **kwargs)
+
+    monkeypatch.setattr(attacks, "pgd", recording_pgd)
+    chapter.attack_suite(model, x[:8], y[:8], 0.1, steps=2, strong_steps=2, restarts=2)
+    plain, strong = starts
+    assert not torch.equal(plain, strong)
