@@ -347,8 +347,8 @@ def generator_report(
 
     * ``fooled_generator``, ``fooled_random``, ``fooled_fgsm``: share of inputs the classifier gets wrong
       after the generator, after random ±ε signs (clamped), and after FGSM, all at the same ε;
-    * ``generator_minus_random``: the paired difference (generator − random signs) of those per-input
-      outcomes, a :class:`~metaadv_edu.stats.PairedDifference`;
+    * ``generator_minus_random`` and ``fgsm_minus_generator``: the paired differences (generator − random
+      signs, FGSM − generator) of those per-input outcomes, each a :class:`~metaadv_edu.stats.PairedDifference`;
     * ``decision_changes_over_z``: share of inputs whose predicted class is not the same for all
       ``n_noise`` noise draws;
     * ``d_real``, ``d_fake``, ``d_fake_max``: the discriminator's mean D(x), mean and largest D(G(x, z)),
@@ -381,7 +381,9 @@ def generator_report(
         }
     x_fgsm = attacks.fgsm(classifier, x, y, epsilon)
     with torch.no_grad():
-        report["fooled_fgsm"] = float((classifier(x_fgsm).argmax(1) != y).float().mean())
+        wrong_fgsm = classifier(x_fgsm).argmax(1) != y
+    report["fooled_fgsm"] = float(wrong_fgsm.float().mean())
+    report["fgsm_minus_generator"] = stats.paired_difference(wrong_fgsm.float(), wrong_generator.float())
     return report
 
 

@@ -198,6 +198,8 @@ def test_generator_report_pairs_the_generator_with_random_signs_and_counts_decis
     paired = report["generator_minus_random"]
     assert paired.n == 60
     assert paired.mean == pytest.approx(report["fooled_generator"] - report["fooled_random"])
+    vs_fgsm = report["fgsm_minus_generator"]
+    assert vs_fgsm.n == 60 and vs_fgsm.mean == pytest.approx(report["fooled_fgsm"] - report["fooled_generator"])
     assert 0 <= report["decision_changes_over_z"] <= 1
     with torch.no_grad():
         pair["G"].net[0].weight[:, 64:] = 0  # cut z off: no decision can move with the noise
