@@ -304,9 +304,11 @@ def train_adversarial_generator(
         losses = adversarial_generator_losses(classifier, discriminator, xb, yb, x_adv, gan_weight=gan_weight)
         losses["d_loss"] = d_loss
         opt_g.zero_grad(set_to_none=True)
+        flags = [p.requires_grad for p in classifier.parameters()]
         classifier.requires_grad_(False)
         losses["g_loss"].backward()
-        classifier.requires_grad_(True)
+        for p, flag in zip(classifier.parameters(), flags):  # restore: a frozen target stays frozen
+            p.requires_grad_(flag)
         opt_g.step()
         f_loss = torch.tensor(float("nan"))
         if opt_f is not None:

@@ -11,6 +11,11 @@ make a and b correlated, so the interval of the mean difference is usually far n
 interval alone, and "the intervals overlap" is not a test even for independent samples. The comparison
 is resolved when the interval of d̄ excludes 0.
 
+Two classifiers or attacks scored right/wrong on the same examples, where few examples differ, are
+compared by the exact sign (McNemar) test of :func:`paired_binary` instead: only the discordant
+examples, those where exactly one of the two succeeds, carry information, and with a handful of them the
+t interval is unreliable.
+
 Each trained model is one training run: these intervals speak of the tasks or examples drawn, not of
 the spread between training runs (seeds).
 """
@@ -26,7 +31,7 @@ from scipy import stats as _scipy_stats
 
 from metaadv_edu import _validate
 
-__all__ = ["MeanCI", "PairedDifference", "mean_ci", "paired_difference", "t_quantile"]
+__all__ = ["MeanCI", "PairedBinary", "PairedDifference", "mean_ci", "paired_binary", "paired_difference", "t_quantile"]
 
 
 class MeanCI(NamedTuple):
@@ -117,3 +122,51 @@ def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
         raise ValueError(f"a and b must score the same tasks or examples: shapes {x.shape} and {y.shape} differ")
     d = mean_ci(x - y, confidence)
     return PairedDifference(d.mean, d.half_width, d.n)
+
+
+class PairedBinary(NamedTuple):
+    """Paired yes/no outcomes on shared examples: ``a_only`` examples where only a succeeds, ``b_only``
+    where only b does, ``n`` examples in all, and the exact two-sided sign-test p-value."""
+
+    a_only: int
+    b_only: int
+    n: int
+    p_value: float
+
+    @property
+    def resolved(self) -> bool:
+        """True when the exact sign test rejects "a and b succeed equally often" at the 5 % level."""
+        return self.p_value < 0.05
+
+    def verdict(self, a: str = "a", b: str = "b") -> str:
+        """``"a > b (exact sign test p = 0.002)"``, or ``"a vs b: not resolved (exact sign test p = 0.125)"``."""
+        test = f"exact sign test p = {self.p_value:.3g}"
+        if not self.resolved:
+            return f"{a} vs {b}: not resolved ({test})"
+        return f"{a} {'>' if self.a_only > self.b_only else '<'} {b} ({test})"
+
+    def format(self) -> str:
+        """``"4 vs 0 of 449"``: the discordant counts, a's first."""
+        return f"{self.a_only} vs {self.b_only} of {self.n}"
+
+
+def paired_binary(a, b) -> PairedBinary:
+    r"""Exact sign (McNemar) test for two yes/no outcomes on the same examples.
+
+    With :math:`n_a` examples where only a succeeds and :math:`n_b` where only b does, under the null
+    hypothesis each discordant example is a's with probability ½, so
+    :math:`p = P\big(|X - m/2| \ge |n_a - m/2|\big)` for :math:`X \sim \mathrm{Bin}(m, \tfrac12)`,
+    :math:`m = n_a + n_b` (``scipy.stats.binomtest``). With no discordant example, p = 1.
+
+    ``a`` and ``b``: one boolean (or 0/1) per example each, in the same order. Used in notebook 04, §5.
+    """
+    x, y = _sample("a", a), _sample("b", b)
+    if x.shape != y.shape:
+        raise ValueError(f"a and b must score the same examples: shapes {x.shape} and {y.shape} differ")
+    for name, values in (("a", x), ("b", y)):
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise ValueError(f"{name} must hold yes/no outcomes (booleans, or 0 and 1 only)")
+    a_only, b_only = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+    m = a_only + b_only
+    p = float(_scipy_stats.binomtest(a_only, m, 0.5).pvalue) if m else 1.0
+    return PairedBinary(a_only, b_only, int(x.size), p)

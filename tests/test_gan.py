@@ -125,6 +125,20 @@ def test_generator_attack_beats_chance_on_a_fixed_model(device):
     assert len(hist["fooled"]) == 500
 
 
+def test_training_a_generator_leaves_the_classifier_requires_grad_flags_as_they_were():
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(10, (32,))
+    torch.manual_seed(0)
+    f = models.TinyCNN(1, 10, width=4).requires_grad_(False)  # frozen, except its first weight
+    next(f.parameters()).requires_grad_(True)
+    flags = [p.requires_grad for p in f.parameters()]
+    gen = gan.PerturbationGenerator((1, 8, 8), 0.2)
+    disc = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
+    gan.train_adversarial_generator(
+        gen, disc, f, x, y, steps=2, batch_size=8, rng=torch.Generator().manual_seed(0), progress=False
+    )
+    assert [p.requires_grad for p in f.parameters()] == flags and not all(flags) and any(flags)
+
+
 def test_covered_modes_names_the_modes_with_enough_samples():
     from metaadv_edu import gan
 

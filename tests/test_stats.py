@@ -71,3 +71,38 @@ def test_formatting():
 def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("a_only, b_only, same", [(4, 0, 445), (9, 1, 90), (0, 0, 20), (3, 7, 40), (30, 12, 400)])
+def test_paired_binary_matches_scipy_exact_binomial_test(a_only, b_only, same):
+    a = torch.tensor([True] * a_only + [False] * b_only + [True, False] * (same // 2))
+    b = torch.tensor([False] * a_only + [True] * b_only + [True, False] * (same // 2))
+    result = stats.paired_binary(a, b)
+    assert (result.a_only, result.b_only, result.n) == (a_only, b_only, len(a))
+    m = a_only + b_only
+    expected = scipy_stats.binomtest(a_only, m, 0.5).pvalue if m else 1.0
+    assert result.p_value == pytest.approx(expected, rel=1e-12)
+    assert result.resolved is bool(expected < 0.05)
+
+
+def test_paired_binary_does_not_resolve_four_discordant_examples_that_the_t_interval_would():
+    a = torch.zeros(449, dtype=torch.bool)
+    a[:4] = True
+    b = torch.zeros(449, dtype=torch.bool)
+    t_interval = stats.paired_difference(a.float(), b.float())
+    sign_test = stats.paired_binary(a, b)
+    assert t_interval.resolved  # the t interval pretends to tell them apart ...
+    assert not sign_test.resolved and sign_test.p_value == pytest.approx(0.125)  # ... 4 coin flips cannot
+    assert sign_test.verdict("hardened f", "standard f") == (
+        "hardened f vs standard f: not resolved (exact sign test p = 0.125)"
+    )
+    assert sign_test.format() == "4 vs 0 of 449"
+    b_wins = stats.paired_binary(torch.zeros(40), torch.tensor([1.0] * 9 + [0.0] * 31))
+    assert b_wins.resolved and b_wins.verdict("x", "y").startswith("x < y")
+
+
+def test_paired_binary_rejects_scores_that_are_not_yes_no():
+    with pytest.raises(ValueError, match="yes/no"):
+        stats.paired_binary([0.0, 0.5, 1.0], [0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="same examples"):
+        stats.paired_binary([0, 1, 1], [0, 1])

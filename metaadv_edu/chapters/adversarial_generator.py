@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import attacks, cache, data, gan, grading, models, panels
+from metaadv_edu import attacks, cache, data, gan, grading, models, panels, stats
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters.start_here import digits_cnn
@@ -24,6 +25,7 @@ __all__ = [
     "check_generator_loss",
     "digits_cnn_generator_hardened",
     "fooled_by",
+    "frozen_wrong_sign",
     "generator_explorer",
     "generator_report",
     "saturation_report",
@@ -174,33 +176,58 @@ def generator_explorer(
 
 def check_bounded_perturbation(my_output: Callable) -> bool:
     """Grade ``my_output(x, h, epsilon) -> x_adv``: the adversarial generator's output layer
-    clip(x + ε·tanh(h), 0, 1), which keeps ‖x_adv − x‖∞ ≤ ε by construction."""
+    clip(x + ε·tanh(h), 0, 1), which keeps ‖x_adv − x‖∞ ≤ ε by construction, and its gradient to h,
+    ε·(1 − tanh²h) where the clip is inactive and 0 where it is active."""
 
     def body() -> str:
         for device in grading.devices():
             for seed, eps in ((0, 0.1), (1, 0.3), (2, 0.0)):
                 g = torch.Generator().manual_seed(seed)
                 x = torch.rand(5, 1, 4, 4, generator=g).to(device)
-                h = (3 * torch.randn(5, 1, 4, 4, generator=g)).to(device)
-                ref = (x + eps * torch.tanh(h)).clamp(0, 1)
-                out = grading.tensor_like(grading.call(my_output, x, h, eps), x, "x_adv")
-                if grading.close(out, ref):
+                h = (3 * torch.randn(5, 1, 4, 4, generator=g)).to(device).requires_grad_(True)
+                with torch.no_grad():
+                    raw = x + eps * torch.tanh(h)
+                    ref = raw.clamp(0, 1)
+                    th = torch.tanh(h)
+                out = grading.call(my_output, x, h, eps)
+                value = grading.tensor_like(out, x, "x_adv")
+                if grading.close(value, ref):
+                    if eps > 0:
+                        _check_gradient_to_h(out, h, eps * (1 - th**2) * ((raw > 0) & (raw < 1)))
                     continue
-                if grading.close(out, x + eps * torch.tanh(h)):
+                if grading.close(value, raw):
                     raise grading.Stop("clip the result to [0, 1]: it must stay a valid image")
-                if grading.close(
-                    out, (x + (x + torch.tanh(h)).clamp(x - eps, x + eps) - x).clamp(0, 1)
-                ) or grading.close(out, (x + h.clamp(-eps, eps)).clamp(0, 1)):
+                if grading.close(value, (x + (x + th).clamp(x - eps, x + eps) - x).clamp(0, 1)) or grading.close(
+                    value, (x + h.detach().clamp(-eps, eps)).clamp(0, 1)
+                ):
                     raise grading.Stop(
                         "bounded, but clamping h kills the gradient wherever the bound is active; "
                         "ε·tanh(h) is smooth and still strictly inside the ball"
                     )
-                if grading.close(out, (x + torch.tanh(h)).clamp(0, 1)):
+                if grading.close(value, (x + th).clamp(0, 1)):
                     raise grading.Stop("scale the tanh by ε: tanh alone lies in (−1, 1)")
                 raise grading.Stop("not clip(x + ε·tanh(h), 0, 1)")
-        return "clip(x + ε·tanh(h), 0, 1): bounded and differentiable"
+        return "clip(x + ε·tanh(h), 0, 1): bounded, with the gradient ε·tanh′(h) to h where the clip is inactive"
 
     return grading.run("bounded perturbation", body)
+
+
+def _check_gradient_to_h(out: torch.Tensor, h: torch.Tensor, expected: torch.Tensor) -> None:
+    """Stop unless ``out`` carries the gradient ``expected`` = ∂(Σ out)/∂h back to ``h``."""
+    no_gradient = (
+        "your result does not carry a gradient to h: build it from torch operations on h "
+        "(no .detach(), no NumPy), so the generator can learn through this layer"
+    )
+    if not out.requires_grad:
+        raise grading.Stop(no_gradient)
+    (grad,) = torch.autograd.grad(out.sum(), h, allow_unused=True)
+    if grad is None:
+        raise grading.Stop(no_gradient)
+    if not grading.close(grad, expected):
+        raise grading.Stop(
+            "the values are right but the gradient to h is not ε·(1 − tanh²h) where the clip is inactive "
+            "and 0 where it is active"
+        )
 
 
 def check_generator_loss(my_loss: Callable) -> bool:
@@ -216,15 +243,20 @@ def check_generator_loss(my_loss: Callable) -> bool:
                 y = torch.randint(5, (12,), generator=g).to(device)
                 d = (scale * torch.randn(12, 1, generator=g)).to(device)
                 d[0] = -200.0  # a generated input the discriminator is sure about
+                logits.requires_grad_(True)
+                d.requires_grad_(True)
                 true = logits.gather(1, y[:, None])[:, 0]
-                other = logits.masked_fill(F.one_hot(y, 5).bool(), float("-inf")).amax(1)
+                one_hot = F.one_hot(y, 5).bool()
+                other = logits.masked_fill(one_hot, float("-inf")).amax(1)
                 fool, real = gan.margin_loss(logits, y), gan.generator_loss(d, "non-saturating")
                 ref = fool + weight * real
+                ref_grads = torch.autograd.grad(ref, (logits, d), retain_graph=True)
                 out = grading.call(my_loss, logits, y, d, weight)
                 if not isinstance(out, torch.Tensor) or out.numel() != 1:
                     raise grading.Stop("return the loss as a single-number tensor (means over the batch)")
                 value = out.detach().reshape(()).to(ref.dtype)
-                if grading.close(value, ref, 1e-4):
+                if grading.close(value, ref.detach(), 1e-4):
+                    _check_loss_gradients(out, logits, d, ref_grads)
                     continue
                 if not torch.isfinite(value):
                     raise grading.Stop(
@@ -263,13 +295,36 @@ def check_generator_loss(my_loss: Callable) -> bool:
                             "the margin has the wrong sign: minimising it must push Z_y *below* the best other logit",
                         ),
                         (fool + real, "scale the realism term by gan_weight (λ_GAN)"),
+                        (
+                            torch.clamp(true - logits.masked_fill(one_hot, 0.0).amax(1), min=0).mean() + weight * real,
+                            "zeroing the true logit does not mask it out: where every other logit is negative, "
+                            "the max picks your 0; fill the true class with −inf",
+                        ),
                     ],
                     1e-4,
                 )
                 raise grading.Stop("not the margin term plus λ_GAN times the non-saturating realism term")
-        return "fooling margin floored at 0, plus λ_GAN·(−log D), stable for confident logits"
+        return "fooling margin floored at 0, plus λ_GAN·(−log D), stable for confident logits, gradients alive"
 
     return grading.run("generator loss", body)
+
+
+def _check_loss_gradients(out: torch.Tensor, logits: torch.Tensor, d: torch.Tensor, ref_grads) -> None:
+    """Stop unless the learner's loss ``out`` carries the reference gradients back to ``logits`` and ``d``."""
+    grads = (None, None)
+    if out.requires_grad:
+        grads = torch.autograd.grad(out.reshape(()), (logits, d), allow_unused=True)
+    for name, grad, ref in zip(("logits", "d_logits"), grads, ref_grads):
+        if grad is None:
+            raise grading.Stop(
+                f"your loss does not carry a gradient to {name}: the generator learns through it, "
+                "so build it from torch operations (no .detach(), no .item())"
+            )
+        if not grading.close(grad.to(ref.dtype), ref, 1e-4):
+            raise grading.Stop(
+                f"the value is right but the gradient to {name} is not the reference's "
+                "(a clamp or a constant that hides the gradient?)"
+            )
 
 
 # ------------------------------------------------------------------ measurements (notebook 04, §3–§4)
@@ -287,11 +342,15 @@ def budget_holds(generator_net, x: torch.Tensor, epsilon: float, *, seed: int = 
 
 def generator_report(
     pair, classifier, x: torch.Tensor, y: torch.Tensor, epsilon: float, *, n_noise: int = 8, seed: int = 0
-) -> dict[str, float]:
+) -> dict:
     """What a cached generator does, measured on ``(x, y)``:
 
     * ``fooled_generator``, ``fooled_random``, ``fooled_fgsm``: share of inputs the classifier gets wrong
       after the generator, after random ±ε signs (clamped), and after FGSM, all at the same ε;
+    * ``generator_minus_random`` and ``fgsm_minus_generator``: the paired differences (generator − random
+      signs, FGSM − generator) of those per-input outcomes, each a :class:`~metaadv_edu.stats.PairedDifference`;
+    * ``decision_changes_over_z``: share of inputs whose predicted class is not the same for all
+      ``n_noise`` noise draws;
     * ``d_real``, ``d_fake``, ``d_fake_max``: the discriminator's mean D(x), mean and largest D(G(x, z)),
       and ``d_fooled`` the share of generated inputs it calls real (D > ½);
     * ``z_spread``: the per-pixel standard deviation of G(x, z) over ``n_noise`` noise draws, averaged
@@ -303,12 +362,16 @@ def generator_report(
         outs = torch.stack([G(x, z) for z in zs])
         coin = torch.randint(0, 2, x.shape, generator=gen).to(x.device)
         noisy = (x + epsilon * (2 * coin - 1)).clamp(0, 1)
-        wrong = lambda inputs: float((classifier(inputs).argmax(1) != y).float().mean())  # noqa: E731
         d_fake = torch.sigmoid(D(outs[0])).view(-1)
         spread = outs.std(0)
+        predictions = torch.stack([classifier(out).argmax(1) for out in outs])
+        wrong_generator = classifier(outs[0]).argmax(1) != y
+        wrong_random = classifier(noisy).argmax(1) != y
         report = {
-            "fooled_generator": wrong(outs[0]),
-            "fooled_random": wrong(noisy),
+            "fooled_generator": float(wrong_generator.float().mean()),
+            "fooled_random": float(wrong_random.float().mean()),
+            "generator_minus_random": stats.paired_difference(wrong_generator.float(), wrong_random.float()),
+            "decision_changes_over_z": float((predictions != predictions[0]).any(0).float().mean()),
             "d_real": float(torch.sigmoid(D(x)).mean()),
             "d_fake": float(d_fake.mean()),
             "d_fake_max": float(d_fake.max()),
@@ -318,7 +381,9 @@ def generator_report(
         }
     x_fgsm = attacks.fgsm(classifier, x, y, epsilon)
     with torch.no_grad():
-        report["fooled_fgsm"] = wrong(x_fgsm)
+        wrong_fgsm = classifier(x_fgsm).argmax(1) != y
+    report["fooled_fgsm"] = float(wrong_fgsm.float().mean())
+    report["fgsm_minus_generator"] = stats.paired_difference(wrong_fgsm.float(), wrong_generator.float())
     return report
 
 
@@ -372,3 +437,45 @@ def fooled_by(generator, classifier, x: torch.Tensor, y: torch.Tensor, *, seed: 
     with torch.no_grad():
         z = torch.randn(len(x), generator.noise_dim, generator=g).to(x.device)
         return classifier(generator(x, z)).argmax(1) != y
+
+
+def frozen_wrong_sign(
+    generator, classifier, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, flat_slope: float = 0.01
+) -> dict:
+    r"""The pixels a trained generator gets wrong where its own gradient cannot reach them (notebook 04, §4).
+
+    For one noise draw, with t = tanh h and x_adv = G(x, z) = clip(x + ε·t), a pixel is **frozen and
+    wrong** when the clip is inactive, tanh′(h) = 1 − t² < ``flat_slope`` (almost no gradient reaches h),
+    and the sign of t differs from that of ∂CE(f(x_adv), y)/∂x_adv (the direction that raises f's loss, as
+    FGSM reads it). Setting only those pixels to clip(x + ε·sign(∂CE/∂x)) shows what the generator leaves
+    on the table there; it uses f's gradient, which the generator does not have at attack time.
+
+    Returns ``frozen`` (share of pixels with the clip inactive and tanh′ < ``flat_slope``),
+    ``frozen_agree`` (share of those whose sign agrees with the gradient's), ``frozen_wrong`` (share of
+    all pixels that are frozen and wrong), ``fooled_before`` and ``fooled_after`` (per-input bools: f wrong
+    on x_adv, and after the flip)."""
+    flat_slope = v.finite_number("flat_slope", flat_slope, low=0.0, low_inclusive=False, high=1.0)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(x), generator.noise_dim, generator=g).to(x.device)
+    with torch.no_grad():
+        t = torch.tanh(generator.pre_activation(x, z))
+        raw = x + generator.epsilon * t
+        x_adv = raw.clamp(0, 1)
+    probe = x_adv.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(classifier(probe), y, reduction="sum"), probe)
+    frozen = ~((raw < 0) | (raw > 1)) & (1 - t**2 < flat_slope)
+    wrong = frozen & (torch.sign(t) != torch.sign(grad)) & (grad != 0)
+    flipped = torch.where(wrong, (x + generator.epsilon * torch.sign(grad)).clamp(0, 1), x_adv)
+    with torch.no_grad():
+        before = classifier(x_adv).argmax(1) != y
+        after = classifier(flipped).argmax(1) != y
+    n_frozen = int(frozen.sum())
+    return {
+        "frozen": float(frozen.float().mean()),
+        "frozen_agree": float((frozen & (torch.sign(t) == torch.sign(grad))).sum()) / n_frozen
+        if n_frozen
+        else math.nan,
+        "frozen_wrong": float(wrong.float().mean()),
+        "fooled_before": before,
+        "fooled_after": after,
+    }

@@ -1,6 +1,7 @@
 """Notebook 04 · Adversarial generator: its graders accept the reference and reject each typical mistake with
 its own hint; its explorer responds to every slider without training."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,18 @@ from tests.wrong import rejects
 @pytest.mark.parametrize(
     "fn, ok, hint",
     [
-        (lambda x, h, e: (x + e * torch.tanh(h)).clamp(0, 1), True, "differentiable"),
+        (lambda x, h, e: (x + e * torch.tanh(h)).clamp(0, 1), True, "the gradient ε·tanh′(h)"),
+        (lambda x, h, e: (x + e * torch.tanh(h)).clamp(0, 1).detach(), False, "does not carry a gradient to h"),
+        (
+            lambda x, h, e: torch.from_numpy(np.clip(x.numpy() + e * np.tanh(h.detach().numpy()), 0, 1)),
+            False,
+            "does not carry a gradient to h",
+        ),
+        (
+            lambda x, h, e: (x + e * torch.tanh(h)).clamp(0, 1).detach() + 0 * h,
+            False,
+            "gradient to h is not",
+        ),
         (lambda x, h, e: x + e * torch.tanh(h), False, "clip the result"),
         (lambda x, h, e: (x + h.clamp(-e, e)).clamp(0, 1), False, "kills the gradient"),
         (lambda x, h, e: (x + torch.tanh(h)).clamp(0, 1), False, "scale the tanh"),
@@ -51,9 +63,10 @@ def test_generator_explorer_runs_forward_passes_only(device):
         assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
 
 
-def _margin(logits, y, *, floor=True, include_true=False, flip=False):
+def _margin(logits, y, *, floor=True, include_true=False, flip=False, zero_true=False):
     true = logits.gather(1, y[:, None])[:, 0]
-    masked = logits if include_true else logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    fill = 0.0 if zero_true else float("-inf")
+    masked = logits if include_true else logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), fill)
     m = masked.amax(1) - true if flip else true - masked.amax(1)
     return (m.clamp(min=0) if floor else m).mean()
 
@@ -70,6 +83,9 @@ def _margin(logits, y, *, floor=True, include_true=False, flip=False):
         (lambda z, y, d, w: -F.cross_entropy(z, y) - w * F.logsigmoid(d).mean(), False, "Carlini–Wagner"),
         (lambda z, y, d, w: _margin(z, y, flip=True) - w * F.logsigmoid(d).mean(), False, "wrong sign"),
         (lambda z, y, d, w: _margin(z, y) - F.logsigmoid(d).mean(), False, "gan_weight"),
+        (lambda z, y, d, w: (_margin(z, y) - w * F.logsigmoid(d).mean()).detach(), False, "gradient to logits"),
+        (lambda z, y, d, w: _margin(z, y) - w * F.logsigmoid(d.detach()).mean(), False, "gradient to d_logits"),
+        (lambda z, y, d, w: _margin(z, y, zero_true=True) - w * F.logsigmoid(d).mean(), False, "zeroing the true"),
     ],
 )
 def test_check_generator_loss(fn, ok, hint, capsys):
@@ -165,3 +181,50 @@ def test_fooled_by_is_per_example_and_seeded():
 def test_adversarial_generator_rejects_an_unknown_target():
     with pytest.raises(ValueError, match="target"):
         chapter.adversarial_generator(0.2, 1e-3, "cpu", target="robust")
+
+
+def test_generator_report_pairs_the_generator_with_random_signs_and_counts_decisions_that_move_with_z():
+    from torch import nn
+
+    from metaadv_edu import gan
+
+    x, y = data.load_digits("test")
+    torch.manual_seed(0)
+    f = models.TinyCNN(1, 10, width=4)
+    pair = nn.ModuleDict(
+        {"G": gan.PerturbationGenerator((1, 8, 8), 0.3), "D": nn.Sequential(nn.Flatten(), nn.Linear(64, 1))}
+    )
+    report = chapter.generator_report(pair, f, x[:60], y[:60], 0.3)
+    paired = report["generator_minus_random"]
+    assert paired.n == 60
+    assert paired.mean == pytest.approx(report["fooled_generator"] - report["fooled_random"])
+    vs_fgsm = report["fgsm_minus_generator"]
+    assert vs_fgsm.n == 60 and vs_fgsm.mean == pytest.approx(report["fooled_fgsm"] - report["fooled_generator"])
+    assert 0 <= report["decision_changes_over_z"] <= 1
+    with torch.no_grad():
+        pair["G"].net[0].weight[:, 64:] = 0  # cut z off: no decision can move with the noise
+    assert chapter.generator_report(pair, f, x[:60], y[:60], 0.3)["decision_changes_over_z"] == 0
+
+
+def test_frozen_wrong_sign_finds_the_saturated_pixels_that_push_against_the_gradient():
+    from metaadv_edu import gan
+
+    x, y = data.load_digits("test")
+    x, y = x[:80], y[:80]
+    torch.manual_seed(0)
+    f = models.TinyCNN(1, 10, width=4)
+    generator = gan.PerturbationGenerator((1, 8, 8), 0.2)
+    calm = chapter.frozen_wrong_sign(generator, f, x, y)
+    assert calm["frozen"] == 0 and calm["frozen_wrong"] == 0  # an untrained tanh is nowhere flat
+    assert torch.equal(calm["fooled_before"], calm["fooled_after"])  # nothing to flip
+    assert torch.equal(calm["fooled_before"], chapter.fooled_by(generator, f, x, y, seed=0))
+    with torch.no_grad():
+        generator.net[-1].weight.mul_(400.0)  # saturate the tanh: h is large almost everywhere
+    hot = chapter.frozen_wrong_sign(generator, f, x, y)
+    assert hot["frozen"] > 0.3 and 0 < hot["frozen_wrong"] <= hot["frozen"]
+    # the agreeing and the wrong pixels split the frozen ones (the gradient is nowhere exactly 0 here)
+    assert hot["frozen_wrong"] == pytest.approx(hot["frozen"] * (1 - hot["frozen_agree"]), abs=1e-6)
+    # on this example, turning the wrong-sign frozen pixels to FGSM's sign fools f at least as often
+    assert hot["fooled_after"].float().mean() >= hot["fooled_before"].float().mean()
+    with pytest.raises(ValueError, match="flat_slope"):
+        chapter.frozen_wrong_sign(generator, f, x, y, flat_slope=1.5)

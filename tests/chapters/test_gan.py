@@ -1,6 +1,8 @@
 """Notebook 03 · GANs: its graders accept the reference and reject each typical mistake with
 its own hint; its explorer responds to every slider without training."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -73,13 +75,15 @@ def _kl(p, q, dx):
     return torch.xlogy(p, p / torch.where(q > 0, q, torch.ones_like(q))).sum() * dx
 
 
-def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=False, one_minus=False):
+def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=False, one_minus=False, from_jsd=False):
     m, total = (p + q) / 2, torch.where(p + q > 0, p + q, 1.0)
     d = torch.where(p + q > 0, (q if swap else p) / total, 0.5)  # any value is optimal where both vanish
     kl = (lambda a, c, dx: (a * torch.log(a / c)).sum() * dx) if naive else _kl
     jsd = half_kl * (kl(p, m, dx) + kl(q, m, dx))
     log_fake = torch.log(1 - d) if one_minus else torch.log(q / total)  # log(1 − D*) = log(p_g / (p + p_g))
     d_loss = -(torch.xlogy(p, d).sum() + torch.where(q > 0, q * log_fake, 0.0).sum()) * (1 if no_dx else dx)
+    if from_jsd:
+        d_loss = math.log(4) - 2 * jsd
     return d, jsd, d2l * d_loss
 
 
@@ -94,6 +98,7 @@ def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=Fa
         ({"d2l": -1.0}, False, "V(D*, G)"),
         ({"no_dx": True}, False, "multiply the sum over the grid by dx"),
         ({"one_minus": True}, False, "rounds to 0"),
+        ({"from_jsd": True}, False, "compute d_loss from D* itself"),
     ],
 )
 def test_check_gan_optimum(kwargs, ok, hint, capsys):
