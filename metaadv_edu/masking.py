@@ -2,7 +2,7 @@ r"""Gradient masking, and the attacks that see through it: BPDA and gradient-fre
 
 Derived in ``notebooks/11_certified_robustness.ipynb``, §1. A "defence" that quantises its input,
 
-.. math:: q(x) = \mathrm{round}\big((L - 1)\,x\big) / (L - 1),
+.. math:: q(x) = \mathrm{round}\big((n_{\text{levels}} - 1)\,x\big) / (n_{\text{levels}} - 1),
 
 has a zero gradient almost everywhere (``round`` is piecewise constant), so gradient attacks such as
 FGSM and PGD receive no signal and the defence *looks* robust: the gradients are obfuscated (Athalye,

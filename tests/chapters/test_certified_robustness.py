@@ -144,6 +144,37 @@ def test_soundness_check_rejects_a_scaled_radius(factor):
     assert not out["passes"] and out["layer_error"] > 1e-3
 
 
+def elementwise_rule(kind):
+    def rule(layer, lower, upper):
+        lo, up = certify.interval_layer(layer, lower, upper)
+        if kind == "relu" and isinstance(layer, nn.ReLU):
+            return lo, 0.9 * up
+        if kind == "pool" and isinstance(layer, nn.MaxPool2d):
+            pool = nn.functional.avg_pool2d
+            return pool(lower, layer.kernel_size, layer.stride), pool(upper, layer.kernel_size, layer.stride)
+        return lo, up
+
+    return rule
+
+
+@rejects("ibp_soundness", "ReLU rule (relu(l), 0.9·relu(u)): an upper bound slightly too tight")
+def test_soundness_check_rejects_a_shrunk_relu_bound():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = chapter.interval_soundness_check(
+        small_cnn(), x, 0.05, layer_rule=elementwise_rule("relu"), generator=torch.Generator().manual_seed(1)
+    )
+    assert not out["passes"] and out["layer_error"] > 1e-3
+
+
+@rejects("ibp_soundness", "max pooling bounded by average pooling of the bounds")
+def test_soundness_check_rejects_average_pooled_bounds():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = chapter.interval_soundness_check(
+        small_cnn(), x, 0.05, layer_rule=elementwise_rule("pool"), generator=torch.Generator().manual_seed(1)
+    )
+    assert not out["passes"] and out["layer_error"] > 1e-3
+
+
 def test_smoothing_check_accepts_cohen_radius():
     assert chapter.smoothing_radius_check(certify.smoothing_radius)["passes"]
 
@@ -170,6 +201,23 @@ def test_smoothing_check_rejects_no_abstention():
 def test_smoothing_check_rejects_a_radius_without_sigma():
     out = chapter.smoothing_radius_check(lambda p, s: scipy_stats.norm.ppf(p) if p > 0.5 else 0.0)
     assert not out["passes"]
+
+
+@rejects("smoothing_radius", "1.15·σ·Φ⁻¹(p): a radius 15 % too large, unsound but near the boundary's scale")
+def test_smoothing_check_rejects_a_slightly_too_large_radius():
+    out = chapter.smoothing_radius_check(lambda p, s: 1.15 * s * scipy_stats.norm.ppf(p) if p > 0.5 else 0.0)
+    assert not out["passes"] and not out["sound"] and out["tight"]
+
+
+@rejects("smoothing_radius", "0.999·σ·Φ⁻¹(p): sound but not the exact radius of a linear classifier")
+def test_smoothing_check_rejects_a_slightly_too_small_radius():
+    out = chapter.smoothing_radius_check(lambda p, s: 0.999 * s * scipy_stats.norm.ppf(p) if p > 0.5 else 0.0)
+    assert not out["passes"] and out["sound"] and not out["tight"]
+
+
+def test_smoothing_check_confirms_its_reference_by_monte_carlo():
+    out = chapter.smoothing_radius_check(certify.smoothing_radius, n=10_000)
+    assert out["monte_carlo"] and out["max_error"] < 1e-9
 
 
 def test_smoothing_check_needs_two_noise_levels():
@@ -238,6 +286,23 @@ def aff_bias_in_radius(weight, bias, lower, upper):
     return mid - rad, mid + rad
 
 
+def aff_radius_through_w(weight, bias, lower, upper):
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    mid, rad = mid @ weight.T + bias, rad @ weight.T
+    return mid - rad, mid + rad
+
+
+def aff_abs_after_w(weight, bias, lower, upper):
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    mid, rad = mid @ weight.T + bias, (rad @ weight.T).abs()
+    return mid - rad, mid + rad
+
+
+def aff_no_bias(weight, bias, lower, upper):
+    lo, up = aff_ok(weight, bias, lower, upper)
+    return lo - bias, up - bias
+
+
 def aff_swapped(weight, bias, lower, upper):
     lo, up = aff_ok(weight, bias, lower, upper)
     return up, lo
@@ -247,7 +312,10 @@ def aff_swapped(weight, bias, lower, upper):
     "fn, ok, hint",
     [
         (aff_ok, True, "radius through |W|"),
-        (aff_endpoints, False, "not bounds"),
+        (aff_endpoints, False, "W·lower + b and W·upper + b"),
+        (aff_radius_through_w, False, "the radius went through W, not |W|"),
+        (aff_abs_after_w, False, "|W r| is not |W| r"),
+        (aff_no_bias, False, "the bias is missing"),
         (aff_bias_in_radius, False, "centre only"),
         (aff_swapped, False, "swapped"),
         (lambda w, b, lo, up: lo, False, "pair"),
@@ -326,6 +394,47 @@ def test_checklist_passes_an_undefended_model():
     out = chapter.evaluation_checklist(model, model, x, y)
     assert out["accuracy at ε = 1 is 0"] and out["input gradient not identically zero"]
     assert out["random search not stronger than PGD-10"]
+    assert out["2 restarts of PGD-10 break no more than one run"]
+    assert out["steps ε/8 (×20) or ε/2 (×10) break no more than ε/4"]
     detailed = chapter.evaluation_checklist(model, model, x, y, details=True)
     assert {name: passes for name, (passes, _) in detailed.items()} == out
     assert all(isinstance(evidence, str) and evidence for _, evidence in detailed.values())
+
+
+def test_checklist_fails_an_under_powered_attack():
+    torch.manual_seed(0)
+    model = models.TinyCNN(1, 10, width=4).eval()
+    torch.manual_seed(1)
+    unrelated = models.TinyCNN(1, 10, width=4).eval()  # PGD follows the gradients of an unrelated network
+    x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    out = chapter.evaluation_checklist(model, unrelated, x, y, epsilon=0.2)
+    assert not out["2 restarts of PGD-10 break no more than one run"]
+    assert not out["steps ε/8 (×20) or ε/2 (×10) break no more than ε/4"]
+    assert not out["random search not stronger than PGD-10"]
+
+
+def test_checklist_step_size_row_does_not_depend_on_the_restart_seeds():
+    torch.manual_seed(0)
+    model = models.TinyCNN(1, 10, width=4).eval()
+    torch.manual_seed(1)
+    unrelated = models.TinyCNN(1, 10, width=4).eval()
+    x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    row = "steps ε/8 (×20) or ε/2 (×10) break no more than ε/4"
+    runs = [
+        chapter.evaluation_checklist(model, unrelated, x, y, epsilon=0.2, restart_seeds=seeds, details=True)
+        for seeds in ((1, 2), (5, 6))
+    ]
+    assert runs[0][row] == runs[1][row]
+    assert (
+        runs[0]["2 restarts of PGD-10 break no more than one run"]
+        != runs[1]["2 restarts of PGD-10 break no more than one run"]
+    )
+
+
+def test_checklist_rejects_bad_restart_seeds():
+    model = models.TinyCNN(1, 10, width=4).eval()
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="restart_seeds"):
+        chapter.evaluation_checklist(model, model, x, model(x).argmax(1), restart_seeds=(0, 1))
