@@ -138,7 +138,9 @@ def implicit_meta_gradient(
     adapted = {k: p.requires_grad_(True) for k, p in adapted.items()}
     with torch.enable_grad():
         g_query = torch.autograd.grad(task_loss(adapted, model, xq, yq, loss_fn), list(adapted.values()))
-        g_support = torch.autograd.grad(task_loss(adapted, model, xs, ys, loss_fn), list(adapted.values()), create_graph=True)
+        g_support = torch.autograd.grad(
+            task_loss(adapted, model, xs, ys, loss_fn), list(adapted.values()), create_graph=True
+        )
 
     def matvec(vec: Params) -> Params:  # (I + H/λ) v, with H v from one backward pass of g_support · v
         with torch.enable_grad():
