@@ -2,14 +2,17 @@ r"""Implicit MAML (Rajeswaran, Finn, Kakade & Levine 2019): the meta-gradient wi
 
 Derived in ``notebooks/10_feature_reuse.ipynb``. The inner problem is regularised towards θ,
 
-.. math:: \theta^{\prime\star}(\theta) = \arg\min_{\theta'}\; G(\theta', \theta) = L_S(\theta') + \tfrac{\lambda}{2}\|\theta' - \theta\|^2
+.. math:: \theta^{\prime\star}(\theta) = \arg\min_{\theta'}\; G(\theta', \theta), \qquad
+          G(\theta', \theta) = L_S(\theta') + \tfrac{\lambda}{2}\|\theta' - \theta\|^2
 
 (Rajeswaran et al. 2019, eq. 3–4; they write φ for θ′, a letter this course keeps for the sine phase).
 At the minimum :math:`\nabla L_S(\theta^{\prime\star}) + \lambda(\theta^{\prime\star} - \theta) = 0`;
-differentiating this identity in θ gives :math:`(H + \lambda I)\,\mathrm d\theta^{\prime\star}/\mathrm d\theta = \lambda I`, so
+differentiating this identity in θ gives
+:math:`(H + \lambda I)\,\mathrm d\theta^{\prime\star}/\mathrm d\theta = \lambda I`, so
 
 .. math:: \frac{\mathrm d\theta^{\prime\star}}{\mathrm d\theta} = \Big(I + \frac{H}{\lambda}\Big)^{-1}, \qquad
-          \nabla_\theta L_Q(\theta^{\prime\star}) = \Big(I + \frac{H}{\lambda}\Big)^{-1}\nabla L_Q(\theta^{\prime\star}),
+          \nabla_\theta L_Q(\theta^{\prime\star})
+          = \Big(I + \frac{H}{\lambda}\Big)^{-1}\nabla L_Q(\theta^{\prime\star}),
           \quad H = \nabla^2 L_S(\theta^{\prime\star})
 
 (eq. 5–6), valid where :math:`I + H/\lambda` is invertible. It depends only on θ′*, not on the path that
@@ -77,7 +80,8 @@ def proximal_adapt(
     differentiable: bool = False,
     loss_fn: LossFn | None = None,
 ) -> Params:
-    r"""``steps`` gradient steps on :math:`G(\theta') = L_S(\theta') + \frac{\lambda}{2}\|\theta' - \theta\|^2` from θ′ = θ:
+    r"""``steps`` gradient steps from θ′ = θ on iMAML's inner problem
+    :math:`G(\theta') = L_S(\theta') + \frac{\lambda}{2}\|\theta' - \theta\|^2`:
 
     .. math:: \theta' \leftarrow \theta' - \alpha\big(\nabla L_S(\theta') + \lambda(\theta' - \theta)\big).
 
@@ -116,7 +120,9 @@ def implicit_meta_gradient(
     cg_steps: int = 10,
     loss_fn: LossFn | None = None,
 ) -> Params:
-    r"""iMAML's meta-gradient of one task, :math:`(I + H/\lambda)^{-1}\nabla L_Q(\theta^{\prime\star})`, by conjugate gradient.
+    r"""iMAML's meta-gradient of one task by conjugate gradient.
+
+    .. math:: \nabla_\theta L_Q(\theta^{\prime\star}) = (I + H/\lambda)^{-1}\nabla L_Q(\theta^{\prime\star})
 
     θ′* is approximated by ``steps`` steps of :func:`proximal_adapt` (no graph kept); H is the Hessian of
     the support loss at θ′*, used only through Hessian-vector products. The graph of one support gradient
