@@ -1,14 +1,14 @@
 r"""ANIL, "almost no inner loop" (Raghu, Raghu, Bengio & Vinyals 2020): adapt only the head.
 
-Derived in ``notebooks/10_feature_reuse.ipynb``. Split θ = (φ, w) into the body φ and the last layer w.
-ANIL's inner step moves w only, :math:`w' = w - \alpha\nabla_w L_S(\phi, w)`, φ′ = φ. That is MAML's step
+Derived in ``notebooks/10_feature_reuse.ipynb``. Split θ = (θ_b, w) into the body θ_b and the last layer w.
+ANIL's inner step moves w only, :math:`w' = w - \alpha\nabla_w L_S(\theta_b, w)`, θ_b′ = θ_b. That is MAML's step
 with a per-tensor learning rate, α on the head and 0 on the body: with the diagonal mask D (1 on the
 head's entries, 0 on the body's),
 
 .. math:: \theta' = \theta - \alpha D \nabla L_S(\theta), \qquad
           \nabla_\theta L_Q(\theta') = (I - \alpha H D)\,\nabla L_Q(\theta'), \quad H = \nabla^2 L_S(\theta),
 
-i.e. body :math:`\nabla_\phi L_Q - \alpha H_{\phi w}\nabla_w L_Q` and head
+i.e. body :math:`\nabla_{\theta_b} L_Q - \alpha H_{\theta_b w}\nabla_w L_Q` and head
 :math:`(I - \alpha H_{ww})\nabla_w L_Q`: MAML's meta-gradient with the inner rate α replaced by αD (the
 body's inner step set to 0); the body still receives a second-order term. The learner runs through
 :func:`metaadv_edu.maml.meta_loss`/:func:`~metaadv_edu.maml.adapt` with :func:`inner_lrs`.

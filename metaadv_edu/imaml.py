@@ -2,16 +2,20 @@ r"""Implicit MAML (Rajeswaran, Finn, Kakade & Levine 2019): the meta-gradient wi
 
 Derived in ``notebooks/10_feature_reuse.ipynb``. The inner problem is regularised towards θ,
 
-.. math:: \phi^\star(\theta) = \arg\min_\phi\; G(\phi, \theta) = L_S(\phi) + \tfrac{\lambda}{2}\|\phi - \theta\|^2
+.. math:: \theta^{\prime\star}(\theta) = \arg\min_{\theta'}\; G(\theta', \theta), \qquad
+          G(\theta', \theta) = L_S(\theta') + \tfrac{\lambda}{2}\|\theta' - \theta\|^2
 
-(Rajeswaran et al. 2019, eq. 3–4). At the minimum :math:`\nabla L_S(\phi^\star) + \lambda(\phi^\star - \theta) = 0`;
-differentiating this identity in θ gives :math:`(H + \lambda I)\,\mathrm d\phi^\star/\mathrm d\theta = \lambda I`, so
+(Rajeswaran et al. 2019, eq. 3–4; they write φ for θ′, a letter this course keeps for the sine phase).
+At the minimum :math:`\nabla L_S(\theta^{\prime\star}) + \lambda(\theta^{\prime\star} - \theta) = 0`;
+differentiating this identity in θ gives
+:math:`(H + \lambda I)\,\mathrm d\theta^{\prime\star}/\mathrm d\theta = \lambda I`, so
 
-.. math:: \frac{\mathrm d\phi^\star}{\mathrm d\theta} = \Big(I + \frac{H}{\lambda}\Big)^{-1}, \qquad
-          \nabla_\theta L_Q(\phi^\star) = \Big(I + \frac{H}{\lambda}\Big)^{-1}\nabla L_Q(\phi^\star),
-          \quad H = \nabla^2 L_S(\phi^\star)
+.. math:: \frac{\mathrm d\theta^{\prime\star}}{\mathrm d\theta} = \Big(I + \frac{H}{\lambda}\Big)^{-1}, \qquad
+          \nabla_\theta L_Q(\theta^{\prime\star})
+          = \Big(I + \frac{H}{\lambda}\Big)^{-1}\nabla L_Q(\theta^{\prime\star}),
+          \quad H = \nabla^2 L_S(\theta^{\prime\star})
 
-(eq. 5–6), valid where :math:`I + H/\lambda` is invertible. It depends only on φ*, not on the path that
+(eq. 5–6), valid where :math:`I + H/\lambda` is invertible. It depends only on θ′*, not on the path that
 found it: the inner loop keeps no graph, and the linear system is solved by conjugate gradient with
 Hessian-vector products (CG needs :math:`I + H/\lambda` positive definite, i.e. λ > −(smallest eigenvalue of H)).
 """
@@ -76,9 +80,10 @@ def proximal_adapt(
     differentiable: bool = False,
     loss_fn: LossFn | None = None,
 ) -> Params:
-    r"""``steps`` gradient steps on :math:`G(\phi) = L_S(\phi) + \frac{\lambda}{2}\|\phi - \theta\|^2` from φ = θ:
+    r"""``steps`` gradient steps from θ′ = θ on iMAML's inner problem
+    :math:`G(\theta') = L_S(\theta') + \frac{\lambda}{2}\|\theta' - \theta\|^2`:
 
-    .. math:: \phi \leftarrow \phi - \alpha\big(\nabla L_S(\phi) + \lambda(\phi - \theta)\big).
+    .. math:: \theta' \leftarrow \theta' - \alpha\big(\nabla L_S(\theta') + \lambda(\theta' - \theta)\big).
 
     With ``differentiable=False`` (iMAML) nothing is kept for backward: the result is detached. With
     ``differentiable=True`` the graph of every step is kept, and back-propagating through the result
@@ -88,17 +93,17 @@ def proximal_adapt(
     steps = v.integer("steps", steps, low=0)
     loss_fn = loss_fn or default_loss(y)
     theta = params if differentiable else {k: p.detach() for k, p in params.items()}
-    phi = dict(theta)
+    adapted = dict(theta)
     for _ in range(steps):
         with torch.enable_grad():
-            current = phi if differentiable else {k: p.detach().requires_grad_(True) for k, p in phi.items()}
+            current = adapted if differentiable else {k: p.detach().requires_grad_(True) for k, p in adapted.items()}
             grads = torch.autograd.grad(
                 task_loss(current, model, x, y, loss_fn), list(current.values()), create_graph=differentiable
             )
-        phi = {k: current[k] - inner_lr * (g + lam * (current[k] - theta[k])) for k, g in zip(current, grads)}
+        adapted = {k: current[k] - inner_lr * (g + lam * (current[k] - theta[k])) for k, g in zip(current, grads)}
         if not differentiable:
-            phi = {k: p.detach() for k, p in phi.items()}
-    return phi
+            adapted = {k: p.detach() for k, p in adapted.items()}
+    return adapted
 
 
 def implicit_meta_gradient(
@@ -115,10 +120,12 @@ def implicit_meta_gradient(
     cg_steps: int = 10,
     loss_fn: LossFn | None = None,
 ) -> Params:
-    r"""iMAML's meta-gradient of one task, :math:`(I + H/\lambda)^{-1}\nabla L_Q(\phi^\star)`, by conjugate gradient.
+    r"""iMAML's meta-gradient of one task by conjugate gradient.
 
-    φ* is approximated by ``steps`` steps of :func:`proximal_adapt` (no graph kept); H is the Hessian of
-    the support loss at φ*, used only through Hessian-vector products. The graph of one support gradient
+    .. math:: \nabla_\theta L_Q(\theta^{\prime\star}) = (I + H/\lambda)^{-1}\nabla L_Q(\theta^{\prime\star})
+
+    θ′* is approximated by ``steps`` steps of :func:`proximal_adapt` (no graph kept); H is the Hessian of
+    the support loss at θ′*, used only through Hessian-vector products. The graph of one support gradient
     is the only graph alive during the ``cg_steps`` products, whatever ``steps`` is.
 
     Parameters
@@ -133,16 +140,18 @@ def implicit_meta_gradient(
         Conjugate-gradient iterations.
     """
     loss_fn = loss_fn or default_loss(ys)
-    phi = proximal_adapt(model, params, xs, ys, lam=lam, inner_lr=inner_lr, steps=steps, loss_fn=loss_fn)
-    phi = {k: p.requires_grad_(True) for k, p in phi.items()}
+    adapted = proximal_adapt(model, params, xs, ys, lam=lam, inner_lr=inner_lr, steps=steps, loss_fn=loss_fn)
+    adapted = {k: p.requires_grad_(True) for k, p in adapted.items()}
     with torch.enable_grad():
-        g_query = torch.autograd.grad(task_loss(phi, model, xq, yq, loss_fn), list(phi.values()))
-        g_support = torch.autograd.grad(task_loss(phi, model, xs, ys, loss_fn), list(phi.values()), create_graph=True)
+        g_query = torch.autograd.grad(task_loss(adapted, model, xq, yq, loss_fn), list(adapted.values()))
+        g_support = torch.autograd.grad(
+            task_loss(adapted, model, xs, ys, loss_fn), list(adapted.values()), create_graph=True
+        )
 
     def matvec(vec: Params) -> Params:  # (I + H/λ) v, with H v from one backward pass of g_support · v
         with torch.enable_grad():
-            dot = sum((g * vec[k]).sum() for g, k in zip(g_support, phi))
-            hv = torch.autograd.grad(dot, list(phi.values()), retain_graph=True)
-        return {k: vec[k] + h / lam for k, h in zip(phi, hv)}
+            dot = sum((g * vec[k]).sum() for g, k in zip(g_support, adapted))
+            hv = torch.autograd.grad(dot, list(adapted.values()), retain_graph=True)
+        return {k: vec[k] + h / lam for k, h in zip(adapted, hv)}
 
-    return conjugate_gradient(matvec, dict(zip(phi, g_query)), iterations=cg_steps)
+    return conjugate_gradient(matvec, dict(zip(adapted, g_query)), iterations=cg_steps)

@@ -49,7 +49,7 @@ def test_the_notebook_check_passes_and_anil_differs_from_maml():
 
 
 def _body_without_mixed_term(model, xs, ys, xq, yq, *, inner_lr, steps=1, **_):
-    """ANIL's gradient with the body taking only ∂L_Q/∂φ: the dependence of w′ on φ is ignored."""
+    """ANIL's gradient with the body taking only ∂L_Q/∂θ_b: the dependence of w′ on θ_b is ignored."""
     exact = anil.meta_gradient_by_formula(model, xs, ys, xq, yq, inner_lr=inner_lr, steps=steps)
     theta = params_of(model, detach=True)
     adapted = maml.adapt(model, theta, xs, ys, inner_lr=anil.inner_lrs(model, inner_lr), steps=steps, first_order=True)
@@ -87,7 +87,7 @@ def _first_order(model, xs, ys, xq, yq, *, inner_lr, steps=1, **_):
     )
 
 
-@rejects("anil_meta_gradient", "body gradient ∂L_Q/∂φ only (w′'s dependence on φ, −αH_φw∇_wL_Q, dropped)")
+@rejects("anil_meta_gradient", "body gradient ∂L_Q/∂θ_b only (w′'s dependence on θ_b, −αH_θb,w∇_wL_Q, dropped)")
 def test_the_check_rejects_a_body_without_the_mixed_term():
     assert chapter.anil_gradient_check(_body_without_mixed_term)["error"] > 1e-3
 

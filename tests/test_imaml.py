@@ -1,5 +1,5 @@
 """Implicit MAML: conjugate gradient solves SPD systems, the proximal inner loop minimises
-L_S + λ/2‖φ − θ‖², and (I + H/λ)⁻¹∇L_Q(φ*) equals the unrolled meta-gradient as the inner loop converges."""
+L_S + λ/2‖θ′ − θ‖², and (I + H/λ)⁻¹∇L_Q(θ′*) equals the unrolled meta-gradient as the inner loop converges."""
 
 import pytest
 import torch
@@ -95,7 +95,7 @@ def test_the_check_rejects_lambda_on_the_wrong_side():
     assert errors[-1] > 1e-3
 
 
-@rejects("implicit_gradient", "first-order iMAML: ∇L_Q(φ*) without the (I + H/λ)⁻¹ factor")
+@rejects("implicit_gradient", "first-order iMAML: ∇L_Q(θ′*) without the (I + H/λ)⁻¹ factor")
 def test_the_check_rejects_the_first_order_gradient():
     errors = chapter.implicit_gradient_check(_with_matvec(lambda v, hv, lam: v))
     assert errors[-1] > 1e-3

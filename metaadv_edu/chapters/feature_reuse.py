@@ -196,15 +196,32 @@ def logistic_regression_accuracy(embed: nn.Module, tasks: data.Tasks, *, c: floa
     return torch.tensor(acc)
 
 
-def untrained_cover_net() -> nn.Sequential:
-    """Notebook 08's cover network with the weights its seed-0 recipe starts from, before any training: the
-    initialisation of MAML's and ANIL's cover networks (the reference "untrained" body of notebook 10)."""
-    return cache.seeded(_cover_net, 0)()
+def untrained_cover_net(seed: int = 0) -> nn.Sequential:
+    """Notebook 08's cover network with the weights its recipe starts from, before any training.
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative. Seed 0 gives the initialisation of MAML's and ANIL's cover networks (the reference
+        "untrained" body of notebook 10); any other seed gives an unrelated untrained network.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return cache.seeded(_cover_net, seed)()
 
 
-def untrained_sine_net() -> nn.Module:
-    """The 1-40-40-1 sinusoid regressor with the weights the seed-0 recipe of notebook 05 starts from."""
-    return cache.seeded(models.SineRegressor, 0)()
+def untrained_sine_net(seed: int = 0) -> nn.Module:
+    """The 1-40-40-1 sinusoid regressor at initialisation, before any training.
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative. Seed 0 gives the weights notebook 05's MAML regressor starts from; any other seed
+        gives an unrelated untrained regressor.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return cache.seeded(models.SineRegressor, seed)()
 
 
 def body_inner_lrs(model: nn.Module, inner_lr: float) -> dict[str, float]:
@@ -410,7 +427,7 @@ def meta_gradient_costs(
     All three loop over the tasks in Python (``maml.meta_loss_loop``; iMAML task by task), so the timings
     compare the algorithms, not batching. The bytes are :func:`saved_graph_bytes` of a graph built on a
     contiguous copy of the first task, without the model's own parameters (every adapted copy of them is
-    counted). iMAML's graph is that of one support gradient at φ*, kept during the ``cg_steps``
+    counted). iMAML's graph is that of one support gradient at θ′*, kept during the ``cg_steps``
     Hessian-vector products. Returns ``{method: {"seconds": [...], "bytes": [...]}}``."""
     import time
 
@@ -484,7 +501,7 @@ def feature_reuse_explorer(
     task: int = 0,
 ) -> Explorer:
     """Notebook 10: α, k and λ. MAML's initialisation adapts to one sinusoid task with ``k`` steps of α on its
-    support points (all weights), iMAML-style (the same steps on L_S + λ/2‖φ − θ‖²) and ANIL's initialisation
+    support points (all weights), iMAML-style (the same steps on L_S + λ/2‖θ′ − θ‖²) and ANIL's initialisation
     with head-only steps; left, the three fits; right, each layer's linear CKA between the representations of
     200 inputs before and after adaptation. Nothing is trained."""
     grid = torch.linspace(-5, 5, 200, device=tasks.x_support.device).unsqueeze(-1)
@@ -526,7 +543,7 @@ def feature_reuse_explorer(
             path = [params]
             for _ in range(max_steps):
                 step = maml.adapt(net, path[-1], xs, ys, inner_lr=rate, steps=1, first_order=True)
-                if name == "iMAML (λ)":  # the same step on L_S + λ/2‖φ − θ‖²: plus the pull −αλ(φ − θ)
+                if name == "iMAML (λ)":  # the same step on L_S + λ/2‖θ′ − θ‖²: plus the pull −αλ(θ′ − θ)
                     step = {k: p - inner_lr * lam * (path[-1][k] - params[k]) for k, p in step.items()}
                 path.append({k: p.detach() for k, p in step.items()})
             if len(memo) > 30:

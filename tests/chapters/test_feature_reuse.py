@@ -1,6 +1,7 @@
 """Notebook 10 · What meta-learning learns: its graders accept the reference and reject each typical mistake
 with its own hint; its explorer responds to every slider without training; its cost measurement."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -203,3 +204,13 @@ def test_explorer_imaml_fit_is_proximal_gradient_descent():
         mse = float(((forward(meta, phi, grid)[:, 0] - amplitude[1] * torch.sin(grid[:, 0] - phase[1])) ** 2).mean())
     shown = float(re.search(r"iMAML \(λ\): MSE <b>([\d.]+)</b>", ex.caption.value).group(1))
     assert abs(shown - mse) < 0.006
+
+
+def test_untrained_nets_of_another_seed_differ_and_bad_seeds_are_refused():
+    for build in (chapter.untrained_cover_net, chapter.untrained_sine_net):
+        a, a_again, b = build(), build(0), build(1)
+        first = next(iter(a.state_dict()))
+        assert torch.equal(a.state_dict()[first], a_again.state_dict()[first])
+        assert not torch.equal(a.state_dict()[first], b.state_dict()[first])
+        with pytest.raises(ValueError, match="seed"):
+            build(-1)
