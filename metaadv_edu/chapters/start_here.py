@@ -13,7 +13,11 @@ from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider
 __all__ = [
     "descent_verdict",
     "digits_cnn",
-    "first_look_explorer", "library_cnn", "random_vs_fgsm", "same_seed_same_draw"]
+    "first_look_explorer",
+    "library_cnn",
+    "random_vs_fgsm",
+    "same_seed_same_draw",
+]
 
 
 def digits_cnn(device=None):
