@@ -6,7 +6,8 @@
   never form H (used by MAML in 05, Meta-SGD in 07, implicit MAML in 10). Finite differences of the
   gradient check them: :math:`Hv \\approx (\\nabla f(x + hv) - \\nabla f(x - hv)) / 2h`.
 * **Dual norms**: :math:`\\max_{\\|\\delta\\|_p \\le 1} \\delta^\\top g = \\|g\\|_q` with 1/p + 1/q = 1; for
-  p = ∞ the maximiser is sign(g) and the value ‖g‖₁ (FGSM in 01), for p = 2 it is g/‖g‖₂ (02, 11).
+  p = ∞ the maximiser is sign(g) and the value ‖g‖₁ (FGSM in 01), for p = 2 it is g/‖g‖₂
+  (02's Danskin check, 08's L2 step).
 * **KL and Jensen–Shannon divergences** of discrete distributions, in nats:
   :math:`\\mathrm{KL}(p\\|q) = \\sum_i p_i \\log(p_i/q_i)`, :math:`\\mathrm{JSD}(p, q) = \\tfrac12\\mathrm{KL}(p\\|m)
   + \\tfrac12\\mathrm{KL}(q\\|m)` with m = (p + q)/2; 0 ≤ JSD ≤ log 2 (GANs in 03).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
@@ -659,26 +660,73 @@ def _two_step_lr_gradient_by_autograd(x_support, y_support, x_query, y_query, w,
     return d_alpha.detach()
 
 
+_BY_HAND = (
+    "this exercise asks for the derivative by hand: write ∇L(w) = (2/n)Xᵀ(Xw − y) and the chain rule with "
+    "tensor operations; the grader blocks autograd (torch.autograd, torch.func) while your function runs"
+)
+
+# Every entry point through which a learner's function could let PyTorch differentiate for it.
+_AUTOGRAD_ENTRY_POINTS = (
+    (torch.autograd, ("grad", "backward")),
+    (torch.Tensor, ("backward",)),
+    (torch, ("enable_grad",)),
+    (torch.func, ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian")),
+    (torch.autograd.functional, ("jacobian", "hessian", "vjp", "jvp", "hvp", "vhp")),
+)
+
+
+@contextlib.contextmanager
+def _autograd_blocked() -> Iterator[None]:
+    """Replace autograd's entry points by functions raising :class:`grading.Stop`; restore them on exit."""
+
+    def refuse(*args, **kwargs):
+        raise grading.Stop(_BY_HAND)
+
+    set_grad_enabled = torch.set_grad_enabled
+
+    def only_disable(mode: bool):  # torch.no_grad itself calls torch.set_grad_enabled(False)
+        if mode:
+            raise grading.Stop(_BY_HAND)
+        return set_grad_enabled(mode)
+
+    saved = [(owner, name, getattr(owner, name)) for owner, names in _AUTOGRAD_ENTRY_POINTS for name in names]
+    saved.append((torch, "set_grad_enabled", set_grad_enabled))
+    with torch.no_grad():
+        try:
+            for owner, name, _ in saved:
+                setattr(owner, name, refuse)
+            torch.set_grad_enabled = only_disable
+            yield
+        finally:
+            for owner, name, original in saved:
+                setattr(owner, name, original)
+
+
+def _call_by_hand(fn: Callable, *args):
+    """Call ``fn`` with autograd blocked; a refusal is the verdict, any other failure is phrased by
+    :func:`grading.call` (which runs the deterministic ``fn`` again, still blocked)."""
+    try:
+        with _autograd_blocked():
+            return fn(*args)
+    except grading.Stop:
+        raise
+    except Exception:  # the learner's code may fail in any way; report it kindly
+        with _autograd_blocked():
+            return grading.call(fn, *args)
+
+
 def check_two_step_lr_gradient(my_lr_gradient: Callable) -> bool:
     """Grade ``my_lr_gradient(x_support, y_support, x_query, y_query, w, inner_lr) -> dL/dα``, written by hand:
     the derivative of the query MSE of a linear model after two SGD steps of size α on the support MSE,
-    compared with torch.autograd. The learner's function runs under ``torch.no_grad()``."""
+    compared with torch.autograd. The learner's function runs under ``torch.no_grad()`` with autograd's entry points
+    (``torch.autograd``, ``Tensor.backward``, ``torch.enable_grad``, ``torch.func``) replaced by a refusal."""
 
     def body() -> str:
         for device in grading.devices():
             for seed, alpha in ((0, 0.1), (1, 0.3), (2, 0.05)):
                 task = _linear_task(device, seed)
                 ref = _two_step_lr_gradient_by_autograd(*task, alpha)
-                try:
-                    with torch.no_grad():
-                        out = grading.call(my_lr_gradient, *task, alpha)
-                except grading.Stop as stop:
-                    if "does not require grad" in str(stop) or "grad_fn" in str(stop):
-                        raise grading.Stop(
-                            "this exercise asks for the derivative by hand: write ∇L(w) = (2/n)Xᵀ(Xw − y) and "
-                            "the chain rule with tensor operations, without torch.autograd"
-                        ) from None
-                    raise
+                out = _call_by_hand(my_lr_gradient, *task, alpha)
                 out = torch.as_tensor(out, dtype=ref.dtype, device=ref.device) if isinstance(out, float) else out
                 out = grading.tensor_like(
                     out.reshape(()) if isinstance(out, torch.Tensor) and out.numel() == 1 else out, ref, "dL/dα"
@@ -699,7 +747,8 @@ def check_two_step_lr_gradient(my_lr_gradient: Callable) -> bool:
                         (-ref, "wrong sign: each step subtracts α times a gradient, so dw₁/dα = −∇L_S(w)"),
                         (
                             two_step_lr_gradient(*task, alpha, hessian_sign=1.0),
-                            "the Hessian term has the wrong sign: d∇L_S(w₁)/dα = H_S·dw₁/dα = −H_S∇L_S(w)",
+                            "the Hessian term has the wrong sign: d∇L_S(w₁)/dα = H_S·dw₁/dα = −H_S∇L_S(w) "
+                            "(or you took dw₂/dα = −2∇L_S(w): ∇L_S(w₁) ≠ ∇L_S(w))",
                         ),
                         (
                             -(_mse_grad(x_query, y_query, w1) @ _mse_grad(x_support, y_support, w)),

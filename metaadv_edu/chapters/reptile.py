@@ -35,15 +35,16 @@ __all__ = [
 POINTS = {"Reptile update": 1, "one-step Reptile as SGD": 2}
 
 
-def sine_reptile(device=None, *, iterations: int = 2000):
-    """The 1-40-40-1 regressor trained by Reptile on sinusoids (notebook 06): 5 SGD steps of
-    α = 0.02 per task on K = 10 points, meta-batch 25, outer step β annealed linearly from 1 to 0."""
+def sine_reptile(device=None, *, iterations: int = 2000, inner_steps: int = 5):
+    """The 1-40-40-1 regressor trained by Reptile on sinusoids (notebook 06): ``inner_steps`` (k, default 5)
+    SGD steps of α = 0.02 per task on K = 10 points, meta-batch 25, outer step β annealed linearly from 1 to 0.
+    With ``inner_steps=1`` it is SGD on the joint loss, eq. (2) of notebook 06 (its Going further)."""
     device = as_device(device)
     config = {
         "n_tasks": 25,
         "k_support": 10,
         "inner_lr": 0.02,
-        "inner_steps": 5,
+        "inner_steps": v.integer("inner_steps", inner_steps),
         "outer_lr": 1.0,
         "iterations": v.integer("iterations", iterations),
         "seed": 0,

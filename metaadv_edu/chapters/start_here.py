@@ -8,9 +8,16 @@ from metaadv_edu import attacks, cache, covers, data, models, panels
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.plotting import PALETTE, image_hwc, probability_bars, series, show_image
-from metaadv_edu.widgets import Explorer, epsilon_slider, inner_lr_slider
+from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider
 
-__all__ = ["digits_cnn", "first_look_explorer", "library_cnn", "random_vs_fgsm", "same_seed_same_draw"]
+__all__ = [
+    "descent_verdict",
+    "digits_cnn",
+    "first_look_explorer",
+    "library_cnn",
+    "random_vs_fgsm",
+    "same_seed_same_draw",
+]
 
 
 def digits_cnn(device=None):
@@ -90,14 +97,29 @@ def first_look_explorer(
         ws = (2.0 * factor ** torch.arange(13, dtype=torch.float64)).clamp(-3, 3)
         artists["path"].set_data(ws, curvature / 2 * ws**2)
         artists["ax_gd"].set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}")
-        verdict = "converges" if abs(factor) < 1 else "diverges"
         return (
-            f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent {verdict} "
-            f"(|1 − αλ| = {abs(factor):.2f})"
+            f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent "
+            f"{descent_verdict(factor)} (|1 − αλ| = {abs(factor):.3f})"
         )
 
-    sliders = {"epsilon": epsilon_slider(0.1, max=0.5), "inner_lr": inner_lr_slider(0.05, -3, 0)}
+    sliders = {
+        "epsilon": epsilon_slider(0.1, max=0.5),
+        "inner_lr": float_slider("α — inner learning rate", 0.05, 0.01, 0.3, 0.01),
+    }
     return Explorer(draw, sliders, setup=setup, title="ε and α: a first look", figsize=(10, 3))
+
+
+def descent_verdict(factor: float, tol: float = 1e-9) -> str:
+    """What gradient descent on f(w) = ½λw² does when each step multiplies w by ``factor`` = 1 − αλ
+    (notebook 00): it converges for |factor| < 1, keeps its size for ever at |factor| = 1 (within ``tol``,
+    so that a slider's α = 0.2 with λ = 10 counts as exactly −1) and diverges for |factor| > 1."""
+    if abs(factor) < 1 - tol:
+        return "converges"
+    if abs(factor - 1) <= tol:
+        return "stays where it starts (α = 0)"
+    if abs(factor) <= 1 + tol:
+        return "oscillates for ever (neither converges nor diverges)"
+    return "diverges"
 
 
 def random_vs_fgsm(

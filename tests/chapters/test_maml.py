@@ -282,10 +282,51 @@ def _lr_gradient_by_autograd(xs, ys, xq, yq, w, alpha):
     return torch.autograd.grad(((xq @ w2 - yq) ** 2).mean(), a)[0]
 
 
+def _lr_gradient_under_enable_grad(xs, ys, xq, yq, w, alpha):
+    """Autograd switched back on inside the learner's function."""
+    with torch.enable_grad():
+        return _lr_gradient_by_autograd(xs, ys, xq, yq, w, alpha)
+
+
+def _lr_gradient_by_func_grad(xs, ys, xq, yq, w, alpha):
+    """torch.func.grad ignores an outer torch.no_grad()."""
+
+    def query_loss(a):
+        w2 = w
+        for _ in range(2):
+            w2 = w2 - a * 2 / len(ys) * xs.T @ (xs @ w2 - ys)
+        return ((xq @ w2 - yq) ** 2).mean()
+
+    return torch.func.grad(query_loss)(torch.tensor(alpha, dtype=w.dtype))
+
+
+def _lr_gradient_by_backward(xs, ys, xq, yq, w, alpha):
+    """Tensor.backward under torch.set_grad_enabled(True)."""
+    with torch.set_grad_enabled(True):
+        a = torch.tensor(alpha, dtype=w.dtype, requires_grad=True)
+        w2 = w
+        for _ in range(2):
+            w2 = w2 - a * 2 / len(ys) * xs.T @ (xs @ w2 - ys)
+        ((xq @ w2 - yq) ** 2).mean().backward()
+        return a.grad
+
+
+def _lr_gradient_minus_two_g0(xs, ys, xq, yq, w, alpha):
+    """dw₂/dα taken as −2∇L_S(w): for a linear model numerically the Hessian sign flipped."""
+    g0 = 2 / len(ys) * xs.T @ (xs @ w - ys)
+    w1 = w - alpha * g0
+    w2 = w1 - alpha * 2 / len(ys) * xs.T @ (xs @ w1 - ys)
+    return -2 / len(yq) * xq.T @ (xq @ w2 - yq) @ (2 * g0)
+
+
 @pytest.mark.parametrize(
     "fn, ok, hint",
     [
         (_lr_gradient_by_hand, True, "agrees with autograd"),
+        (_lr_gradient_under_enable_grad, False, "blocks autograd"),
+        (_lr_gradient_by_func_grad, False, "blocks autograd"),
+        (_lr_gradient_by_backward, False, "blocks autograd"),
+        (_lr_gradient_minus_two_g0, False, "−2∇L_S(w)"),
         (lambda *t: float(_lr_gradient_by_hand(*t)), True, "agrees with autograd"),
         (lambda *t: chapter.two_step_lr_gradient(*t, through_step_two=False), False, "depends on α too"),
         (lambda *t: -_lr_gradient_by_hand(*t), False, "wrong sign"),
@@ -300,6 +341,14 @@ def test_check_two_step_lr_gradient(fn, ok, hint, capsys):
     assert chapter.check_two_step_lr_gradient(fn) is ok
     out = capsys.readouterr().out
     assert hint in out and "Traceback" not in out
+
+
+def test_the_two_step_grader_gives_autograd_back(capsys):
+    entry_points = (torch.autograd.grad, torch.Tensor.backward, torch.enable_grad, torch.set_grad_enabled)
+    chapter.check_two_step_lr_gradient(_lr_gradient_by_func_grad)
+    assert (torch.autograd.grad, torch.Tensor.backward, torch.enable_grad, torch.set_grad_enabled) == entry_points
+    assert torch.func.grad(lambda t: (t**2).sum())(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert torch.is_grad_enabled()
 
 
 def test_the_two_step_closed_form_is_autograd_through_both_steps():

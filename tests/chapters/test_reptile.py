@@ -116,3 +116,8 @@ def test_paired_comparisons_resolve_what_overlapping_intervals_cannot():
     assert len(chapter.paired_comparisons({"x": a, "y": b, "z": a + 1})) == 3
     with pytest.raises(ValueError, match="at least two"):
         chapter.paired_comparisons({"a": a})
+
+
+def test_sine_reptile_rejects_a_bad_number_of_inner_steps():
+    with pytest.raises(ValueError, match="inner_steps"):
+        chapter.sine_reptile("cpu", inner_steps=0)

@@ -28,3 +28,32 @@ def test_random_vs_fgsm_orders_the_two():
     assert chapter.random_vs_fgsm(model, x, y, 0.0) == pytest.approx((record["test_accuracy"],) * 2)
     random_acc, fgsm_acc = chapter.random_vs_fgsm(model, x, y, 0.1)
     assert fgsm_acc < random_acc - 0.2
+
+
+@pytest.mark.parametrize(
+    "inner_lr, verdict, factor",
+    [
+        (0.05, "gradient descent converges", "0.500"),
+        (0.15, "gradient descent converges", "0.500"),
+        (0.19, "gradient descent converges", "0.900"),
+        (0.2, "neither converges nor diverges", "1.000"),
+        (0.21, "gradient descent diverges", "1.100"),
+        (0.25, "gradient descent diverges", "1.500"),
+    ],
+)
+def test_first_look_caption_names_what_gradient_descent_does(inner_lr, verdict, factor):
+    digit = data.load_digits("test")[0][3]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    explorer = chapter.first_look_explorer(model, digit, 0)
+    slider = explorer.sliders["inner_lr"]
+    assert slider.min <= 0.05 and slider.max >= 0.25
+    slider.value = inner_lr
+    explorer.update()
+    assert verdict in explorer.caption.value and f"|1 − αλ| = {factor})" in explorer.caption.value
+
+
+def test_descent_verdict_at_the_boundaries():
+    assert chapter.descent_verdict(-1 + 1e-6) == "converges"
+    assert chapter.descent_verdict(1 - 0.2 * 10) == "oscillates for ever (neither converges nor diverges)"
+    assert chapter.descent_verdict(-1 - 1e-6) == "diverges"
+    assert chapter.descent_verdict(1.0) == "stays where it starts (α = 0)"
