@@ -4,11 +4,12 @@ For a notebook: open it, Run All Cells, wait for the kernel, then move every sli
 check that its explorer's figure changes. Screenshots go to ``test-artifacts/browser/``. Needs Debian's
 ``chromium`` (``.ci/run`` installs it); never downloads a browser.
 
-The default run drives two notebooks whose explorers hold every kind of slider the course uses (ε and α
-float sliders, a log slider, integer and selection sliders); each chapter's explorer is moved slider by
-slider without a browser in ``tests/chapters``, and nbval re-runs every notebook. Running all twelve in
-JupyterLab doubles the suite's time on two cores, so it is opt-in: ``METAADV_BROWSER_ALL=1 pytest
-tests/test_browser.py`` (do it before a release, or after a change to ``metaadv_edu/widgets.py``).
+The default run drives three short notebooks whose explorers hold every kind of slider the course uses:
+float sliders (00: ε and α; 06: β), a log slider (06: α), integer sliders (06, 07) and a selection slider
+(07). Each chapter's explorer is moved slider by slider without a browser in ``tests/chapters``, and nbval
+re-runs every notebook. Running all twelve in JupyterLab doubles the suite's time on two cores, so it is
+opt-in: ``METAADV_BROWSER_ALL=1 pytest tests/test_browser.py`` (do it before a release, or after a change
+to ``metaadv_edu/widgets.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 ALL_NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-SAMPLE = ["00_start_here.ipynb", "07_meta_sgd.ipynb"]
+SAMPLE = ["00_start_here.ipynb", "06_reptile.ipynb", "07_meta_sgd.ipynb"]
 NOTEBOOKS = ALL_NOTEBOOKS if os.environ.get("METAADV_BROWSER_ALL") == "1" else SAMPLE
 ARGS = [
     "--headless",
