@@ -15,7 +15,7 @@ differentiating this identity in θ gives
           = \Big(I + \frac{H}{\lambda}\Big)^{-1}\nabla L_Q(\theta^{\prime\star}),
           \quad H = \nabla^2 L_S(\theta^{\prime\star})
 
-(eq. 5–6), valid where :math:`I + H/\lambda` is invertible. It depends only on θ′*, not on the path that
+(eq. 5–6), valid where :math:`I + H/\lambda` is invertible. It depends only on θ′⋆, not on the path that
 found it: the inner loop keeps no graph, and the linear system is solved by conjugate gradient with
 Hessian-vector products (CG needs :math:`I + H/\lambda` positive definite, i.e. λ > −(smallest eigenvalue of H)).
 """
@@ -124,8 +124,8 @@ def implicit_meta_gradient(
 
     .. math:: \nabla_\theta L_Q(\theta^{\prime\star}) = (I + H/\lambda)^{-1}\nabla L_Q(\theta^{\prime\star})
 
-    θ′* is approximated by ``steps`` steps of :func:`proximal_adapt` (no graph kept); H is the Hessian of
-    the support loss at θ′*, used only through Hessian-vector products. The graph of one support gradient
+    θ′⋆ is approximated by ``steps`` steps of :func:`proximal_adapt` (no graph kept); H is the Hessian of
+    the support loss at θ′⋆, used only through Hessian-vector products. The graph of one support gradient
     is the only graph alive during the ``cg_steps`` products, whatever ``steps`` is.
 
     Parameters

@@ -180,54 +180,6 @@ def robustness_explorer(
     return Explorer(draw, sliders, setup=setup, title="Train ε × test ε", figsize=(9.5, 4.2), dpi=72)
 
 
-def check_mixed_loss(my_loss: Callable) -> bool:
-    """Grade ``my_loss(model, x, y, epsilon, omega) -> loss``: Goodfellow's mixed objective
-    ω·J(x) + (1 − ω)·J(x + ε·sign(∇ₓJ)), a scalar whose gradient flows into the model (notebook 02, eq. 2)."""
-
-    def body() -> str:
-        for model, x, y, eps in grading.cases():
-            for omega in (0.5, 0.2):
-                x_adv = attacks.fgsm(model, x, y, eps)
-                clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
-                ref = omega * clean + (1 - omega) * adv
-                model.zero_grad(set_to_none=True)
-                with grading.watch_parameter_gradients(model) as touched:
-                    out = grading.call(my_loss, model, x, y, eps, omega)
-                if touched or any(p.grad is not None for p in model.parameters()):
-                    raise grading.Stop(
-                        "you back-propagated into the model while building x_FGSM (that is what loss.backward() "
-                        "does, even if .grad is cleared afterwards): use attacks.fgsm or torch.autograd.grad(loss, x)"
-                    )
-                if not isinstance(out, torch.Tensor) or out.numel() != 1:
-                    raise grading.Stop("return the loss as a single-number tensor")
-                if not out.requires_grad:
-                    raise grading.Stop(
-                        "the loss has no gradient: do not detach it or compute it under "
-                        "torch.no_grad(), the model must learn from it"
-                    )
-                value = out.detach().reshape(())
-                if grading.close(value, ref.detach()):
-                    grading.same_gradient(
-                        out.reshape(()),
-                        ref,
-                        list(model.parameters()),
-                        "right value, wrong gradient: both J(x) and J(x_FGSM) must carry a gradient into the "
-                        "model (no torch.no_grad() or .detach() on either term)",
-                    )
-                    continue
-                if grading.close(value, ((1 - omega) * clean + omega * adv).detach()):
-                    raise grading.Stop("ω and 1 − ω are swapped: ω weighs the clean loss")
-                if grading.close(value, adv.detach()):
-                    raise grading.Stop("that is the adversarial loss alone; mix in the clean loss with weight ω")
-                unclamped = F.cross_entropy(model(attacks.fgsm(model, x, y, eps, clamp=None)), y)
-                if grading.close(value, (omega * clean + (1 - omega) * unclamped).detach()):
-                    raise grading.Stop("eq. (2) clamps the FGSM input to valid pixels: clip x + ε·sign(∇ₓJ) to [0, 1]")
-                raise grading.Stop("not equal to ω·J(x) + (1 − ω)·J(clip(x + ε·sign(∇ₓJ))), eq. (2)")
-        return "ω·J(x) + (1 − ω)·J(x_FGSM), with a gradient for the model"
-
-    return grading.run("mixed loss", body)
-
-
 def brute_force_linear_robust_loss(w, b, x, y, epsilon: float) -> torch.Tensor:
     r"""Mean over the batch of :math:`\max_{\|\delta\|_\infty \le \epsilon} \log(1 + e^{-y(w^\top(x+\delta) + b)})`
     by enumeration of the :math:`2^d` corners of the ball (the loss is convex in δ, so its maximum over the
@@ -396,3 +348,51 @@ def pgd_restart_gap(
         "median_relative_gain": float(gain.median()) if len(gain) else 0.0,
         "mean_absolute_gain": float(absolute.mean()) if len(gain) else 0.0,
     }
+
+
+def check_mixed_loss(my_loss: Callable) -> bool:
+    """Grade ``my_loss(model, x, y, epsilon, omega) -> loss``: Goodfellow's mixed objective
+    ω·J(x) + (1 − ω)·J(x + ε·sign(∇ₓJ)), a scalar whose gradient flows into the model (notebook 02, eq. 2)."""
+
+    def body() -> str:
+        for model, x, y, eps in grading.cases():
+            for omega in (0.5, 0.2):
+                x_adv = attacks.fgsm(model, x, y, eps)
+                clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
+                ref = omega * clean + (1 - omega) * adv
+                model.zero_grad(set_to_none=True)
+                with grading.watch_parameter_gradients(model) as touched:
+                    out = grading.call(my_loss, model, x, y, eps, omega)
+                if touched or any(p.grad is not None for p in model.parameters()):
+                    raise grading.Stop(
+                        "you back-propagated into the model while building x_FGSM (that is what loss.backward() "
+                        "does, even if .grad is cleared afterwards): use attacks.fgsm or torch.autograd.grad(loss, x)"
+                    )
+                if not isinstance(out, torch.Tensor) or out.numel() != 1:
+                    raise grading.Stop("return the loss as a single-number tensor")
+                if not out.requires_grad:
+                    raise grading.Stop(
+                        "the loss has no gradient: do not detach it or compute it under "
+                        "torch.no_grad(), the model must learn from it"
+                    )
+                value = out.detach().reshape(())
+                if grading.close(value, ref.detach()):
+                    grading.same_gradient(
+                        out.reshape(()),
+                        ref,
+                        list(model.parameters()),
+                        "right value, wrong gradient: both J(x) and J(x_FGSM) must carry a gradient into the "
+                        "model (no torch.no_grad() or .detach() on either term)",
+                    )
+                    continue
+                if grading.close(value, ((1 - omega) * clean + omega * adv).detach()):
+                    raise grading.Stop("ω and 1 − ω are swapped: ω weighs the clean loss")
+                if grading.close(value, adv.detach()):
+                    raise grading.Stop("that is the adversarial loss alone; mix in the clean loss with weight ω")
+                unclamped = F.cross_entropy(model(attacks.fgsm(model, x, y, eps, clamp=None)), y)
+                if grading.close(value, (omega * clean + (1 - omega) * unclamped).detach()):
+                    raise grading.Stop("eq. (2) clamps the FGSM input to valid pixels: clip x + ε·sign(∇ₓJ) to [0, 1]")
+                raise grading.Stop("not equal to ω·J(x) + (1 − ω)·J(clip(x + ε·sign(∇ₓJ))), eq. (2)")
+        return "ω·J(x) + (1 − ω)·J(x_FGSM), with a gradient for the model"
+
+    return grading.run("mixed loss", body)

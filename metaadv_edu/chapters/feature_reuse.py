@@ -427,7 +427,7 @@ def meta_gradient_costs(
     All three loop over the tasks in Python (``maml.meta_loss_loop``; iMAML task by task), so the timings
     compare the algorithms, not batching. The bytes are :func:`saved_graph_bytes` of a graph built on a
     contiguous copy of the first task, without the model's own parameters (every adapted copy of them is
-    counted). iMAML's graph is that of one support gradient at θ′*, kept during the ``cg_steps``
+    counted). iMAML's graph is that of one support gradient at θ′⋆, kept during the ``cg_steps``
     Hessian-vector products. Returns ``{method: {"seconds": [...], "bytes": [...]}}``."""
     import time
 
