@@ -24,6 +24,7 @@ import html
 import importlib
 import io
 import pkgutil
+import posixpath
 import re
 import shutil
 import tempfile
@@ -232,6 +233,9 @@ def stage_sources(root: Path, src: Path, paths: list[Path]) -> list[Page]:
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         pages.append(Page(path.stem, _title(nb, path.stem)))
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = site_links(cell.source, base="notebooks")
         nbformat.write(still_outputs(nb), src / path.name)
     landing = readme_sections((root / "README.md").read_text(encoding="utf-8"))
     for image in sorted(set(re.findall(r"\]\((notebooks/images/[^)\s]+)\)", landing))):
@@ -247,9 +251,9 @@ def stage_sources(root: Path, src: Path, paths: list[Path]) -> list[Page]:
         landing,
     )
     extra = []
-    for name, doc in (("TEACHING.md", "teaching"), ("REFERENCES.md", "references")):
+    for name, doc in SITE_DOCS:
         if (root / name).is_file():
-            (src / f"{doc}.md").write_text((root / name).read_text(encoding="utf-8"), encoding="utf-8")
+            (src / f"{doc}.md").write_text(site_links((root / name).read_text(encoding="utf-8")), encoding="utf-8")
             extra.append(doc)
     (src / "api.md").write_text(api_page(), encoding="utf-8")
     toc = _toctree("Notebooks", [p.stem for p in pages]) + _toctree("Reference", [*extra, "api"])
@@ -261,6 +265,39 @@ def stage_sources(root: Path, src: Path, paths: list[Path]) -> list[Page]:
     shutil.copy2(mathjax / "LICENSE", static / "mathjax" / "LICENSE")
     (static / "site.css").write_text(SITE_CSS, encoding="utf-8")
     return pages
+
+
+#: The repository's documents that are also pages of the site: (file, page name).
+SITE_DOCS = (("TEACHING.md", "teaching"), ("REFERENCES.md", "references"))
+
+
+def site_links(text: str, base: str = "", repo: str = REPO, branch: str = BRANCH) -> str:
+    """Rewrite the links of a notebook's or a document's Markdown for the site.
+
+    A link to a document that is a page of the site (``TEACHING.md``, ``REFERENCES.md``, with or without
+    ``../``) goes to that page; a link to the README or to any other file of the repository goes to GitHub,
+    since the site has no page for it; a link to a notebook goes to the notebook's page. ``base`` is the folder
+    of the document in the repository (``"notebooks"`` for a notebook), against which relative links resolve.
+    """
+    pages = dict(SITE_DOCS)
+
+    def rewrite(m: re.Match) -> str:
+        target, anchor = m[1], m[2] or ""
+        name = target.split("/")[-1]
+        if name in pages:
+            return f"]({pages[name]}.md{anchor})"
+        if re.fullmatch(r"[0-9]{2}_[A-Za-z0-9_]+\.ipynb", name):
+            return f"]({name}{anchor})"
+        path = posixpath.normpath(posixpath.join(base, target))
+        if name == "README.md":
+            return f"](https://github.com/{repo}{anchor})"
+        return f"](https://github.com/{repo}/blob/{branch}/{path}{anchor})"
+
+    return re.sub(
+        r"\]\((?!https?:|mailto:|#)((?:\.\./|\./)?[A-Za-z0-9_./-]+\.(?:md|ipynb|py|txt|toml|yml))(#[^)\s]*)?\)",
+        rewrite,
+        text,
+    )
 
 
 def _mathjax_dir() -> Path:

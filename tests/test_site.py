@@ -18,7 +18,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from metaadv_edu.cli import main
-from metaadv_edu.site import api_page, launch_links, readme_sections, stage_sources, still_outputs
+from metaadv_edu.site import api_page, launch_links, readme_sections, site_links, stage_sources, still_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -157,7 +157,7 @@ def test_figures_and_explorer_stills_are_on_the_page(site, stem):
     images = soup.select("article img")
     assert len(images) == pngs > 0
     assert all((site / img["src"]).stat().st_size > 1000 for img in images)
-    assert all(img.get("alt") for img in images)
+    assert all(len(img.get("alt", "").split()) >= 6 for img in images), "an image has no descriptive alt text"
     notes = soup.select("article .site-explorer-note")
     assert len(notes) == _widget_images(stem) >= 1
     solutions = sum("solution" in c.metadata.get("tags", []) for c in nb.cells)
@@ -197,6 +197,28 @@ def test_explorer_keeps_its_still_with_a_note_and_alt_text_comes_from_cell_metad
     assert "site-explorer-note" in first[1].data["text/html"]
     assert out.cells[0].metadata["mystnb"]["image"]["alt"] == "Explorer: ε = 0.1"
     assert out.cells[1].metadata["mystnb"]["image"]["alt"] == "Loss curve"
+
+
+def test_links_to_documents_go_to_their_page_or_to_github():
+    text = "[a](README.md#for-teachers) [b](../TEACHING.md#grading) [c](REFERENCES.md) [d](CONTRIBUTING.md)"
+    assert site_links(text) == (
+        "[a](https://github.com/metaadv-edu/metaadv-edu#for-teachers) [b](teaching.md#grading) "
+        "[c](references.md) [d](https://github.com/metaadv-edu/metaadv-edu/blob/main/CONTRIBUTING.md)"
+    )
+    untouched = "[n](05_maml.ipynb) [w](https://example.org/x.md) [h](#here)"
+    assert site_links(untouched, base="notebooks") == untouched
+    assert site_links("[s](src/05_maml.md)", base="notebooks").endswith("/blob/main/notebooks/src/05_maml.md)")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_figure_of_a_notebook_has_alt_text_saying_what_it_shows(stem):
+    """Alt text comes from the cell's ``mystnb.image.alt``: a description, not "figure" or slider values."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])):
+            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+            assert len(alt.split()) >= 6, f"{stem}, cell {cell.get('id')}: no alt text in its metadata"
+            assert not alt.lower().startswith(("figure", "explorer:", "<figure")), alt
 
 
 def test_notebook_links_point_at_pages(site):
