@@ -163,6 +163,26 @@ def test_student_copy_keeps_the_questions_and_leaves_out_their_answers(tmp_path)
     assert not any("Because" in c.source for c in copy.cells)
 
 
+COURSE = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", COURSE, ids=[p.stem for p in COURSE])
+def test_a_learners_copy_keeps_every_section_and_drops_only_the_answers(path):
+    """An ``answer`` cell is one folded block and nothing else, so leaving it out of a handout loses no prose."""
+    course = nbformat.read(path, as_version=4)
+    for cell in course.cells:
+        if "answer" in cell.metadata.get("tags", []):
+            text = cell.source.strip()
+            assert text.startswith("<details>") and text.endswith("</details>"), f"{path.stem}: {text[:80]!r}"
+            assert text.count("<details>") == 1, f"{path.stem}: one answer per cell: {text[:80]!r}"
+    handout, _ = notebooks.student_notebook(path)
+    text = "\n".join(c.source for c in handout.cells if c.cell_type == "markdown")
+    for cell in course.cells:
+        if cell.cell_type == "markdown" and "answer" not in cell.metadata.get("tags", []):
+            for heading in (line for line in cell.source.splitlines() if line.startswith("## ")):
+                assert heading in text, f"{path.stem}: the handout lost {heading!r}"
+
+
 def test_nbgrader_source_marks_solution_cells_and_adds_hidden_tests(tmp_path):
     src = _exercise_notebook(tmp_path / "src")
     assert cli.main(["student", str(tmp_path / "source" / "ps1"), "--source", str(src), "--nbgrader-source"]) == 0
