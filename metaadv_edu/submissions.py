@@ -44,6 +44,8 @@ CSV_FIELDS = ("learner", "notebook", "exercise", "passed", "points", "max_points
 OUTPUT_LIMIT = 100_000
 #: Seconds a kernel gets to answer after it was interrupted, before it is restarted.
 INTERRUPT_GRACE = 10
+#: Seconds beyond ``notebook_timeout`` per notebook after which a silent grading worker is given up on.
+STUCK_GRACE = 300
 
 
 class NotGradable(ValueError):
@@ -388,8 +390,7 @@ def grade_class(
     or not graded, with the reason in ``result``), or a single row saying why it is not gradable.
     """
     import multiprocessing
-    import sys
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor, TimeoutError, as_completed
 
     from tqdm.auto import tqdm
 
@@ -411,19 +412,35 @@ def grade_class(
                 exercises[job.stem], broken[job.stem] = [], f"the course notebook cannot be graded: {exc}"
         if job.stem in broken and not job.error:
             job.error = broken[job.stem]
-    # worker processes forked from this one start without re-importing anything (Linux); each grades one
-    # notebook at a time: in CPython 3.11, ast.parse, which tracebacks use, is not safe across threads
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" and "fork" in methods else None)
+    # Fresh ("spawn") worker processes, never forked ones: a process forked from one that has already run
+    # a kernel client shares its event loop's epoll descriptor and can wait forever for a reply its
+    # parent consumed. Each worker grades one notebook at a time: in CPython 3.11, ast.parse, which
+    # tracebacks use, is not safe across threads.
+    context = multiprocessing.get_context("spawn")
+    # a backstop beyond the per-notebook limit: a worker that stops answering costs its notebooks a row
+    # saying so, never the batch
+    waves = -(-len(queue) // jobs)
+    backstop = waves * (notebook_timeout + STUCK_GRACE)
     results: dict[int, dict] = {}
-    with (
-        ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
-        tqdm(total=len(queue), disable=not progress) as bar,
-    ):
-        futures = {pool.submit(_grade_job, job): i for i, job in enumerate(queue)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    answered = False
+    try:
+        with tqdm(total=len(queue), disable=not progress) as bar:
+            futures = {pool.submit(_grade_job, job): i for i, job in enumerate(queue)}
+            try:
+                for future in as_completed(futures, timeout=backstop):
+                    results[futures[future]] = future.result()
+                    bar.update()
+                answered = True
+            except TimeoutError:
+                stuck = f"not graded: the grading worker did not answer within {backstop} s"
+                for i in set(futures.values()) - set(results):
+                    results[i] = {"error": stuck}
+    finally:
+        if not answered:  # the executor has no public way to stop a worker that hangs
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=answered, cancel_futures=True)
     rows = []
     for i, job in enumerate(queue):
         rows += _rows(job, results[i], exercises.get(job.stem or "", []), points or {})
