@@ -3,8 +3,10 @@ r"""Adversarial training: the classifier learns on attacked inputs.
 Derived in ``notebooks/02_adversarial_training.ipynb``.
 
 * ``"standard"`` — empirical risk, :math:`\min_\theta \mathbb{E}\,L(\theta, x, y)`.
-* ``"fgsm"`` — Goodfellow et al. (2015)'s mixed objective
-  :math:`\tilde J = \alpha J(\theta, x, y) + (1-\alpha) J(\theta, x + \epsilon\,\mathrm{sign}\nabla_x J, y)`.
+* ``"fgsm"`` — Goodfellow et al. (2015)'s mixed objective (notebook 02, eq. 2)
+  :math:`\tilde J = \omega J(\theta, x, y) + (1-\omega) J(\theta, x + \epsilon\,\mathrm{sign}\nabla_x J, y)`,
+  with mixing weight ω, passed as the keyword ``alpha`` (the paper's name for it; the course writes ω because
+  it reserves α for the inner learning rate of meta-learning).
 * ``"pgd"`` — Madry et al. (2018)'s saddle point
   :math:`\min_\theta \mathbb{E}\max_{\|\delta\|_\infty\le\epsilon} L(\theta, x+\delta, y)`,
   the inner maximum approximated by PGD with a random start.
@@ -26,7 +28,10 @@ METHODS = ("standard", "fgsm", "pgd")
 
 
 def fgsm_mixed_loss(epsilon: float, alpha: float = 0.5) -> LossFn:
-    """Goodfellow's α·J(x) + (1 − α)·J(x_FGSM); the FGSM point is treated as a constant."""
+    """Goodfellow's mixed loss ω·J(x) + (1 − ω)·J(x_FGSM) (notebook 02, eq. 2); the FGSM point is a constant.
+
+    ``alpha`` is the mixing weight ω in [0, 1] (Goodfellow et al. call it α; notebook 02 writes ω because the
+    course reserves α for the inner learning rate)."""
     epsilon = v.nonnegative("epsilon", epsilon)
     alpha = v.finite_number("alpha", alpha, low=0.0, high=1.0)
 
@@ -72,7 +77,8 @@ def adversarial_training(
 ) -> dict[str, list[float]]:
     """Train ``model`` in place by ``method`` (``"standard"``, ``"fgsm"`` or ``"pgd"``).
 
-    ``pgd_step_size`` defaults to 2.5·ε / ``pgd_steps``. Returns the history of
+    ``alpha`` is the mixing weight ω of ``method="fgsm"`` (:func:`fgsm_mixed_loss`; Goodfellow's α, written ω in
+    notebook 02). ``pgd_step_size`` defaults to 2.5·ε / ``pgd_steps``. Returns the history of
     :func:`metaadv_edu.training.train_classifier` (loss per epoch, clean accuracy on ``eval_data``).
     """
     v.choice("method", method, METHODS)

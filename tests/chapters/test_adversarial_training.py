@@ -175,8 +175,10 @@ def test_l2_maximiser_is_the_maximum():
 @rejects("danskin_frozen_maximiser", "δ frozen at the step towards the wrong label")
 @rejects("danskin_frozen_maximiser", "a sign step scaled into the L2 ball (not the maximiser)")
 @rejects("danskin_frozen_maximiser", "the clean gradient (no attack, δ = 0)")
-@pytest.mark.parametrize("name", ["wrong label", "random", "sign", "zero"])
-def test_danskin_check_rejects_a_non_maximiser(name):
+@rejects("danskin_frozen_maximiser", "δ* without the factor ε (the unit vector −y·w/‖w‖)")
+@pytest.mark.parametrize("radius", [0.75, 1.5])
+@pytest.mark.parametrize("name", ["wrong label", "random", "sign", "zero", "no epsilon"])
+def test_danskin_check_rejects_a_non_maximiser(name, radius):
     w, b, x, y = _two_digit_classes()
     point = torch.randn(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     wrong = {
@@ -184,9 +186,24 @@ def test_danskin_check_rejects_a_non_maximiser(name):
         "random": lambda w, b, x, y, e: (e * point / point.norm()).expand_as(x),
         "sign": lambda w, b, x, y, e: -e / 8 * y[:, None] * w.sign(),
         "zero": lambda w, b, x, y, e: torch.zeros_like(x),
+        "no epsilon": lambda w, b, x, y, e: -y[:, None] * (w / w.norm())[None, :],
     }[name]
-    assert chapter.danskin_error(chapter.l2_maximiser, w, b, x, y, 1.0) < 1e-6
-    assert chapter.danskin_error(wrong, w, b, x, y, 1.0) > 0.1
+    assert chapter.danskin_error(chapter.l2_maximiser, w, b, x, y, radius) < 1e-6
+    assert chapter.danskin_error(wrong, w, b, x, y, radius) > 0.1
+
+
+def test_danskin_check_compares_every_coordinate():
+    """A δ that matches the true gradient in all coordinates but one is still caught: the check is not a
+    projection on one direction, which a wrong gradient can pass by chance."""
+    w, b, x, y = _two_digit_classes()
+    worst = w.abs().argmax()
+
+    def one_pixel_off(w, b, x, y, e):
+        delta = chapter.l2_maximiser(w, b, x, y, e).clone()
+        delta[:, worst] = 0.0
+        return delta
+
+    assert chapter.danskin_error(one_pixel_off, w, b, x, y, 0.75) > 0.1
 
 
 def test_pgd_restart_gap_sees_a_weak_maximiser():
