@@ -439,6 +439,12 @@ def fooled_by(generator, classifier, x: torch.Tensor, y: torch.Tensor, *, seed: 
         return classifier(generator(x, z)).argmax(1) != y
 
 
+def _share(event: torch.Tensor, among: torch.Tensor) -> float:
+    """Share of the pixels in ``among`` (a bool mask) where ``event`` holds; NaN if ``among`` is empty."""
+    n = int(among.sum())
+    return float((event & among).sum()) / n if n else math.nan
+
+
 def frozen_wrong_sign(
     generator, classifier, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, flat_slope: float = 0.01
 ) -> dict:
@@ -450,8 +456,13 @@ def frozen_wrong_sign(
     FGSM reads it). Setting only those pixels to clip(x + ε·sign(∂CE/∂x)) shows what the generator leaves
     on the table there; it uses f's gradient, which the generator does not have at attack time.
 
+    The control is ``passing_agree``: the same sign agreement on the pixels the gradient still reaches (clip
+    inactive, tanh′ ≥ ``flat_slope``). Only if frozen pixels agree *less* often than those are the
+    generator's sign errors concentrated where saturation cuts its gradient off.
+
     Returns ``frozen`` (share of pixels with the clip inactive and tanh′ < ``flat_slope``),
-    ``frozen_agree`` (share of those whose sign agrees with the gradient's), ``frozen_wrong`` (share of
+    ``frozen_agree`` (share of those whose sign agrees with the gradient's), ``passing_agree`` (the same
+    share on the pixels where the gradient passes; NaN if there are none), ``frozen_wrong`` (share of
     all pixels that are frozen and wrong), ``fooled_before`` and ``fooled_after`` (per-input bools: f wrong
     on x_adv, and after the flip)."""
     flat_slope = v.finite_number("flat_slope", flat_slope, low=0.0, low_inclusive=False, high=1.0)
@@ -463,18 +474,19 @@ def frozen_wrong_sign(
         x_adv = raw.clamp(0, 1)
     probe = x_adv.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(classifier(probe), y, reduction="sum"), probe)
-    frozen = ~((raw < 0) | (raw > 1)) & (1 - t**2 < flat_slope)
-    wrong = frozen & (torch.sign(t) != torch.sign(grad)) & (grad != 0)
+    clip_inactive = ~((raw < 0) | (raw > 1))
+    frozen = clip_inactive & (1 - t**2 < flat_slope)
+    passing = clip_inactive & (1 - t**2 >= flat_slope)
+    agree = torch.sign(t) == torch.sign(grad)
+    wrong = frozen & ~agree & (grad != 0)
     flipped = torch.where(wrong, (x + generator.epsilon * torch.sign(grad)).clamp(0, 1), x_adv)
     with torch.no_grad():
         before = classifier(x_adv).argmax(1) != y
         after = classifier(flipped).argmax(1) != y
-    n_frozen = int(frozen.sum())
     return {
         "frozen": float(frozen.float().mean()),
-        "frozen_agree": float((frozen & (torch.sign(t) == torch.sign(grad))).sum()) / n_frozen
-        if n_frozen
-        else math.nan,
+        "frozen_agree": _share(agree, frozen),
+        "passing_agree": _share(agree, passing),
         "frozen_wrong": float(wrong.float().mean()),
         "fooled_before": before,
         "fooled_after": after,

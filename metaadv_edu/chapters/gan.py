@@ -146,10 +146,8 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         ax.set_aspect("equal")
         ax.set(xlabel="first coordinate", ylabel="second coordinate")
         ax.legend(loc="upper center", ncol=2)
-        (art["d"],) = ax_loss.plot(
-            [], [], color=series(0).color, ls=series(0).linestyle, lw=1, label="discriminator loss"
-        )
-        (art["g"],) = ax_loss.plot([], [], color=series(1).color, ls=series(1).linestyle, lw=1, label="generator loss")
+        (art["d"],) = ax_loss.plot([], [], **series(0).line(lw=1, markevery=0.1, ms=4, label="discriminator loss"))
+        (art["g"],) = ax_loss.plot([], [], **series(1).line(lw=1, markevery=0.1, ms=4, label="generator loss"))
         art["mark"] = ax_loss.axvline(0, color=PALETTE["grey"], ls="-.")
         ax_loss.axhline(np.log(4), color=PALETTE["black"], lw=0.8, ls=":", label="log 4 (D = ½ everywhere)")
         ax_loss.set_xlabel("generator step")
@@ -188,7 +186,7 @@ def density_figure(
 ):
     """Notebook 03 (a): left, the data density p and the generator's density q over x; right, the optimal
     discriminator D* = p/(p + q) and a trained one, as the probability each gives that x is real data. Every
-    curve has its own colour and line style. Returns the figure."""
+    curve has its own colour, marker and line style (:func:`~metaadv_edu.plotting.series`). Returns the figure."""
     import matplotlib.pyplot as plt
 
     curves = {"x_grid": x_grid, "p": p, "q": q, "d_star": d_star, "d_trained": d_trained}
@@ -200,12 +198,13 @@ def density_figure(
             )
     x = arrays["x_grid"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
-    ax1.plot(x, arrays["p"], color=series(0).color, ls=series(0).linestyle, lw=1.8, label="p (data)")
-    ax1.plot(x, arrays["q"], color=series(1).color, ls=series(1).linestyle, lw=1.8, label="q (generator)")
+    marks = {"lw": 1.8, "markevery": 0.08, "ms": 5}
+    ax1.plot(x, arrays["p"], **series(0).line(label="p (data)", **marks))
+    ax1.plot(x, arrays["q"], **series(1).line(label="q (generator)", **marks))
     ax1.set(xlim=(-4, 5), xlabel="x", ylabel="probability density", title="the two densities")
     ax1.legend()
-    ax2.plot(x, arrays["d_star"], color=PALETTE["black"], ls="-", lw=1.8, label="D* = p/(p+q)")
-    ax2.plot(x, arrays["d_trained"], color=series(1).color, ls="--", lw=1.8, label="trained D")
+    ax2.plot(x, arrays["d_star"], **series(6).line(linestyle="-", label="D* = p/(p+q)", **marks))
+    ax2.plot(x, arrays["d_trained"], **series(2).line(label="trained D", **marks))
     ax2.set(xlim=(-4, 5), ylim=(-0.05, 1.05), xlabel="x", ylabel="D(x): P(x is real data)")
     ax2.set_title("the discriminator learns D*")
     ax2.legend()
@@ -299,6 +298,13 @@ def check_gan_optimum(my_optimum: Callable) -> bool:
                 both = (p + q) > 0
                 ref_d = gan.optimal_discriminator(p, q)
                 d_star = grading.tensor_like(out[0], ref_d, "d_star")
+                if not torch.isfinite(d_star).all():
+                    raise grading.Stop(
+                        "d_star is NaN or infinite somewhere: where both densities are 0 any value in [0, 1] "
+                        "is optimal (the package uses ½), but not NaN — guard the division p / (p + p_g)"
+                    )
+                if ((d_star < 0) | (d_star > 1)).any():
+                    raise grading.Stop("d_star is a probability: every value must lie in [0, 1]")
                 if not grading.close(d_star[both], ref_d[both]):
                     grading.first_mistake(
                         d_star[both],

@@ -1,6 +1,8 @@
 """Notebook 04 · Adversarial generator: its graders accept the reference and reject each typical mistake with
 its own hint; its explorer responds to every slider without training."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -228,3 +230,41 @@ def test_frozen_wrong_sign_finds_the_saturated_pixels_that_push_against_the_grad
     assert hot["fooled_after"].float().mean() >= hot["fooled_before"].float().mean()
     with pytest.raises(ValueError, match="flat_slope"):
         chapter.frozen_wrong_sign(generator, f, x, y, flat_slope=1.5)
+
+
+class _FixedSignGenerator:
+    """A stand-in generator whose h is ``big`` (tanh saturated) on ``frozen`` pixels and ``small`` elsewhere."""
+
+    noise_dim = 2
+    epsilon = 0.1
+
+    def __init__(self, frozen_sign: torch.Tensor, passing_sign: torch.Tensor, frozen: torch.Tensor):
+        self.h = torch.where(frozen, 20.0 * frozen_sign, 0.5 * passing_sign)
+
+    def pre_activation(self, x, z):
+        return self.h.expand_as(x)
+
+
+def test_frozen_wrong_sign_compares_frozen_pixels_with_those_the_gradient_reaches():
+    # f's logit 0 is w·x and logit 1 is 0; with y = 1 the gradient of CE is p₀·w: its sign is sign(w) everywhere
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, generator=gen)
+    f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    with torch.no_grad():
+        f[1].weight.zero_()
+        f[1].weight[0] = w
+        f[1].bias.zero_()
+    x, y = torch.full((5, 1, 8, 8), 0.5), torch.ones(5, dtype=torch.long)  # mid-grey: the clip is never active
+    right = torch.sign(w).view(1, 8, 8)
+    frozen = (torch.arange(64) % 2 == 0).view(1, 8, 8)
+    # frozen pixels always right, reachable ones always wrong: the sign errors are *not* where saturation is
+    g = _FixedSignGenerator(right, -right, frozen)
+    r = chapter.frozen_wrong_sign(g, f, x, y)
+    assert r["frozen"] == pytest.approx(0.5)
+    assert r["frozen_agree"] == 1.0 and r["passing_agree"] == 0.0 and r["frozen_wrong"] == 0.0
+    # and the other way round
+    r = chapter.frozen_wrong_sign(_FixedSignGenerator(-right, right, frozen), f, x, y)
+    assert r["frozen_agree"] == 0.0 and r["passing_agree"] == 1.0 and r["frozen_wrong"] == pytest.approx(0.5)
+    # no pixel frozen: the frozen share is NaN, the control is still measured
+    r = chapter.frozen_wrong_sign(_FixedSignGenerator(right, right, torch.zeros_like(frozen)), f, x, y)
+    assert math.isnan(r["frozen_agree"]) and r["passing_agree"] == 1.0

@@ -75,7 +75,20 @@ def _kl(p, q, dx):
     return torch.xlogy(p, p / torch.where(q > 0, q, torch.ones_like(q))).sum() * dx
 
 
-def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=False, one_minus=False, from_jsd=False):
+def optimum(
+    p,
+    q,
+    dx,
+    *,
+    half_kl=0.5,
+    d2l=1.0,
+    swap=False,
+    naive=False,
+    no_dx=False,
+    one_minus=False,
+    from_jsd=False,
+    nan_d=False,
+):
     m, total = (p + q) / 2, torch.where(p + q > 0, p + q, 1.0)
     d = torch.where(p + q > 0, (q if swap else p) / total, 0.5)  # any value is optimal where both vanish
     kl = (lambda a, c, dx: (a * torch.log(a / c)).sum() * dx) if naive else _kl
@@ -84,6 +97,8 @@ def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=Fa
     d_loss = -(torch.xlogy(p, d).sum() + torch.where(q > 0, q * log_fake, 0.0).sum()) * (1 if no_dx else dx)
     if from_jsd:
         d_loss = math.log(4) - 2 * jsd
+    if nan_d:  # the division left unguarded: 0/0 = NaN where both densities vanish (d_loss computed safely)
+        d = p / (p + q)
     return d, jsd, d2l * d_loss
 
 
@@ -92,6 +107,7 @@ def optimum(p, q, dx, *, half_kl=0.5, d2l=1.0, swap=False, naive=False, no_dx=Fa
     [
         ({}, True, "log 4 − 2·JSD"),
         ({"swap": True}, False, "*real*"),
+        ({"nan_d": True}, False, "not NaN"),
         ({"naive": True}, False, "0·log 0"),
         ({"half_kl": 1.0}, False, "averages the two KLs"),
         ({"d2l": 0.5}, False, "d2l"),
