@@ -83,7 +83,7 @@ def linear_certified_radius(
     the smallest ε at which some δ with :math:`\|\delta\|_\infty \le \epsilon` makes class j score at
     least as high as y (notebook 11, §2). Misclassified examples get 0. With ``box=(low, high)`` the
     perturbed input must also stay in the box: for each j the largest drop of the margin at budget t is
-    :math:`\sum_i |a_i| \min(t, \rho_i)`, :math:`a = w_y - w_j`, where :math:`\rho_i` is how far pixel i may
+    :math:`\sum_i |a_i| \min(t, m_i)`, :math:`a = w_y - w_j`, where :math:`m_i` is how far pixel i may
     move in the harmful direction before leaving the box; the radius is the smallest t at which the
     drop reaches the margin (``inf`` if it never does). Returns shape ``(batch,)``, float64.
     """

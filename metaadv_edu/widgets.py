@@ -20,6 +20,8 @@ from collections.abc import Callable
 import ipywidgets as w
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
+from PIL import Image
 
 from metaadv_edu import plotting  # noqa: F401  (applies the course's figure style: palette, text ≥ 10 pt)
 
@@ -169,6 +171,36 @@ def _png(figure: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _background(figure: Figure) -> tuple:
+    """The figure rendered without its animated artists, those artists, and the kept legends' pixels."""
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas.draw()  # a plain draw (not a save) leaves animated artists out
+    animated = sorted(figure.findobj(lambda a: a.get_animated()), key=lambda a: a.get_zorder())
+    legends = [
+        canvas.copy_from_bbox(legend.get_window_extent())
+        for legend in figure.findobj(Legend)
+        if not legend.get_animated()
+    ]
+    return canvas.copy_from_bbox(figure.bbox), animated, legends
+
+
+def _blitted_png(figure: Figure, background, animated: list, legends: list) -> bytes:
+    canvas = figure.canvas
+    canvas.restore_region(background)
+    renderer = canvas.get_renderer()
+    for artist in animated:
+        if artist.get_visible():
+            artist.draw(renderer)
+    for region in legends:  # legends stay on top of the lines they describe
+        canvas.restore_region(region)
+    width, height = canvas.get_width_height()
+    buf = io.BytesIO()
+    Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(
+        buf, format="png", compress_level=1
+    )
+    return buf.getvalue()
+
+
 def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
@@ -198,6 +230,12 @@ class Explorer(w.VBox):
         rebuilding a figure of many axes on every slider move.
     figsize, dpi :
         Size of the figure.
+    blit : bool, optional
+        Only with ``setup``. After the first full render, the figure is rendered once more without the
+        artists that ``setup`` marked animated (``artist.set_animated(True)``), and that picture is kept;
+        each later redraw pastes it back, draws only the animated artists on it (in z-order), and pastes
+        the kept legends back on top. Use it when text (tick labels, legends) is most of a redraw's cost
+        and only a few lines or images change.
 
     Attributes
     ----------
@@ -216,11 +254,14 @@ class Explorer(w.VBox):
         figsize: tuple[float, float] = (9.0, 3.2),
         dpi: int = 80,
         setup: Callable | None = None,
+        blit: bool = False,
     ):
         if not callable(draw):
             raise TypeError("draw must be callable as draw(fig, **values)")
         if not sliders:
             raise ValueError("sliders must name at least one slider")
+        if blit and setup is None:
+            raise ValueError("blit=True needs setup: the animated artists are built once, by setup")
         for name, slider in sliders.items():
             if not isinstance(slider, w.ValueWidget):
                 raise TypeError(f"sliders[{name!r}] must be an ipywidgets value widget")
@@ -231,6 +272,7 @@ class Explorer(w.VBox):
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.caption = w.HTML()
         self.last_update_s = float("nan")
+        self._blit: tuple | None = None
         header = [w.HTML(f"<b>{html.escape(title)}</b>")] if title else []
         super().__init__(header + [*self.sliders.values(), self.image, self.caption])
         for slider in self.sliders.values():
@@ -240,6 +282,9 @@ class Explorer(w.VBox):
         self.update()
         if setup is not None:
             self.figure.set_layout_engine("none")
+        if blit:  # the first render left the animated artists out: render again, complete
+            self._blit = _background(self.figure)
+            self.update()
 
     @property
     def values(self) -> dict:
@@ -254,7 +299,7 @@ class Explorer(w.VBox):
         if self._setup is None:
             self.figure.clear()
         text = self._draw(self.figure, **self.values)
-        self.image.value = _png(self.figure)
+        self.image.value = _png(self.figure) if self._blit is None else _blitted_png(self.figure, *self._blit)
         self.caption.value = text or ""
         self.last_update_s = time.perf_counter() - start
 

@@ -147,3 +147,50 @@ def test_selection_slider_defaults_to_the_middle_option_and_checks_its_value():
         selection_slider("k", [1, 5], 3)
     with pytest.raises(ValueError, match="empty"):
         selection_slider("k", [])
+
+
+def blit_explorer(blit):
+    art = {}
+
+    def setup(fig):
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0.2, 0.8], label="static")
+        art["line"] = ax.plot([0, 1], [0, 0.1], lw=3, label="moving", animated=blit)[0]
+        ax.set(xlim=(0, 1), ylim=(0, 1), title="blit")
+        ax.legend(loc="upper left")
+
+    def draw(fig, *, epsilon):
+        art["line"].set_ydata([0, epsilon])
+        return f"ε = {epsilon:.2f}"
+
+    return widgets.Explorer(draw, {"epsilon": widgets.epsilon_slider(0.1)}, setup=setup, blit=blit, dpi=50)
+
+
+def pixels(png):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_blitting_draws_what_a_full_render_draws():
+    fast, full = blit_explorer(True), blit_explorer(False)
+    for value in (0.1, 0.9, 0.5):  # the first image too: it is the one a stored notebook shows
+        if value != 0.1:
+            fast.set(epsilon=value)
+            full.set(epsilon=value)
+        a, b = pixels(fast.image.value), pixels(full.image.value)
+        assert a.shape == b.shape
+        assert (abs(a - b).max(-1) > 8).mean() < 0.01, "only anti-aliasing under the legend may differ"
+    moved = pixels(fast.image.value)
+    fast.set(epsilon=0.1)
+    assert (abs(pixels(fast.image.value) - moved).max(-1) > 8).sum() > 20, "the animated line moves"
+
+
+def test_blitting_needs_setup():
+    with pytest.raises(ValueError, match="blit"):
+        widgets.Explorer(
+            draw_line, {"epsilon": widgets.epsilon_slider(0.1), "inner_lr": widgets.inner_lr_slider(0.01)}, blit=True
+        )

@@ -438,3 +438,62 @@ def test_checklist_rejects_bad_restart_seeds():
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="restart_seeds"):
         chapter.evaluation_checklist(model, model, x, model(x).argmax(1), restart_seeds=(0, 1))
+
+
+def test_checklist_effort_rows_report_counts_without_a_one_sided_test():
+    torch.manual_seed(0)
+    model = models.TinyCNN(1, 10, width=4).eval()
+    torch.manual_seed(1)
+    unrelated = models.TinyCNN(1, 10, width=4).eval()
+    x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    out = chapter.evaluation_checklist(model, unrelated, x, y, epsilon=0.2, details=True)
+    _, restarts = out["2 restarts of PGD-10 break no more than one run"]
+    assert restarts.endswith("/60") and "p =" not in restarts  # a count: the worst case only moves one way
+    _, steps = out["steps ε/8 (×20) or ε/2 (×10) break no more than ε/4"]
+    assert steps.startswith("ε/8: ") and "; ε/2: " in steps
+    assert steps.count(" vs ") == 2 and steps.count(", p = ") == 2  # a single run can differ both ways
+
+
+# ------------------------------------------------------------------ attack sweeps
+def tiny_setup(n=40):
+    torch.manual_seed(0)
+    model = models.TinyCNN(1, 10, width=4).eval()
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return model, x, model(x).argmax(1)
+
+
+def test_pgd_run_stays_in_the_ball_and_does_not_move_at_zero():
+    model, x, y = tiny_setup(8)
+    assert torch.equal(chapter.pgd_run(model, x, y, 0.0), x)
+    adv = chapter.pgd_run(model, x, y, 0.1, steps=5, restarts=2, seed=3)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert torch.equal(adv, chapter.pgd_run(model, x, y, 0.1, steps=5, restarts=2, seed=3))
+    with pytest.raises(ValueError, match="epsilon"):
+        chapter.pgd_run(model, x, y, -0.1)
+
+
+def test_masking_sweep_sees_the_zero_gradient_and_bpda_undoes_it():
+    model, x, y = tiny_setup()
+    defended = masking.quantized(model, 3)
+    eps = [0.0, 0.3]
+    correct, undefended = chapter.masking_sweep(
+        model, defended, masking.bpda(defended), x, y, eps, search_iterations=20
+    )
+    assert list(correct) == ["FGSM", "PGD-10", "BPDA-PGD (3 × 30)", "PGD on f alone (skips q)", "random search"]
+    clean = (defended(x).argmax(1) == y).float().numpy()
+    for name, c in correct.items():
+        assert c.shape == (2, len(x)) and np.array_equal(c[0], clean), name  # ε = 0: nothing moves
+    assert np.array_equal(correct["FGSM"][1], clean)  # sign(0) = 0: FGSM returns x unchanged
+    assert correct["BPDA-PGD (3 × 30)"][1].mean() < correct["FGSM"][1].mean()
+    assert undefended.shape == (2, len(x)) and undefended[0].all() and undefended[1].mean() < 1
+
+
+def test_certify_and_attack_brackets_the_truth():
+    model, x, y = tiny_setup()
+    certified, survives = chapter.certify_and_attack(model, x, y, [0.0, 0.01, 0.05, 0.2], search_iterations=20)
+    assert certified.shape == survives.shape == (4, len(x)) and certified.dtype == survives.dtype == bool
+    assert survives[0].all()  # y is the model's own prediction
+    assert not (certified & ~survives).any()  # a certified example survives every attack
+    assert (certified[:-1] >= certified[1:]).all()  # nested balls: certified at ε ⇒ certified at smaller ε
+    assert survives[-1].mean() < 1
