@@ -6,6 +6,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from matplotlib.ticker import NullLocator
 from torch import nn
 
 from metaadv_edu import _validate as v
-from metaadv_edu import cache, data, grading, maml, models
+from metaadv_edu import cache, data, grading, maml, models, stats
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.functional import forward, params_of
@@ -25,15 +26,19 @@ __all__ = [
     "LI_2017_TABLE1",
     "POINTS",
     "SINE_META",
+    "SineEvaluation",
     "average_task_gap",
     "check_inner_step",
     "check_maml_hvp",
     "check_maml_meta_loss",
     "check_two_step_lr_gradient",
     "data_swap",
+    "evaluation_figure",
+    "evaluation_table",
     "maml_explorer",
     "one_step_shift",
     "one_task_figure",
+    "sine_evaluation",
     "sine_maml",
     "sine_panel",
     "sine_pretrained",
@@ -161,6 +166,88 @@ def one_step_shift(model: nn.Module, tasks: data.Tasks, inner_lr: float) -> tupl
 
     moved, needed = vmap(one)(*tasks)
     return moved.mean().item(), needed.mean().item()
+
+
+class SineEvaluation(NamedTuple):
+    """The evaluation of notebook 05, §7: the baseline's tuned step size and every model's scores."""
+
+    pretrained_lr: float  #: the baseline's fine-tuning step size, chosen on the validation tasks
+    candidates: tuple[float, ...]  #: the step sizes tried for the baseline
+    validation: torch.Tensor  #: (candidates, max_steps + 1): mean validation MSE after 0, 1, … steps
+    inner_lrs: dict[str, float]  #: the step size each model adapts with on the test tasks
+    scores: dict[tuple[str, int], torch.Tensor]  #: (model, K) → (max_steps + 1, n_tasks) query MSE per task
+
+
+def sine_evaluation(
+    meta_model: nn.Module,
+    pretrained: nn.Module,
+    val_tasks: data.Tasks,
+    *,
+    candidates: tuple[float, ...] = (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05),
+    shots: tuple[int, ...] = (5, 10, 20),
+    n_tasks: int = 600,
+    max_steps: int = 10,
+    meta_lr: float = 0.01,
+) -> SineEvaluation:
+    """Finn et al.'s sinusoid evaluation (notebook 05, §7). The baseline's step size is the candidate with
+    the lowest mean validation MSE over steps 1..``max_steps`` (:func:`maml.tune_inner_lr` on ``val_tasks``);
+    then, for each K in ``shots``, ``n_tasks`` new tasks (seed 100 + K, 100 query points) are drawn, and each
+    model is fine-tuned on them by plain gradient descent — MAML with the α = ``meta_lr`` it was trained for,
+    the baseline with its tuned step — and scored on the query points after 0, 1, …, ``max_steps`` steps. Both
+    models see the same tasks, so their scores can be paired task by task."""
+    shots = tuple(v.integer(f"shots[{i}]", k) for i, k in enumerate(shots))
+    n_tasks = v.integer("n_tasks", n_tasks, low=2)
+    max_steps = v.integer("max_steps", max_steps)
+    meta_lr = v.positive("meta_lr", meta_lr)
+    candidates = tuple(v.positive(f"candidates[{i}]", c) for i, c in enumerate(candidates))
+    pretrained_lr, validation = maml.tune_inner_lr(pretrained, val_tasks, candidates, max_steps=max_steps)
+    device = next(meta_model.parameters()).device
+    nets = {"MAML": meta_model, "pretrained": pretrained}
+    inner_lrs = {"MAML": meta_lr, "pretrained": pretrained_lr}
+    scores = {}
+    for k_support in shots:
+        g = torch.Generator().manual_seed(100 + k_support)
+        test_tasks = data.sine_tasks(n_tasks, k_support, 100, generator=g, device=device)
+        for name, net in nets.items():
+            scores[(name, k_support)] = maml.adaptation_losses(
+                net, test_tasks, inner_lr=inner_lrs[name], max_steps=max_steps
+            )
+    return SineEvaluation(pretrained_lr, candidates, validation, inner_lrs, scores)
+
+
+def evaluation_table(evaluation: SineEvaluation, steps: tuple[int, ...] = (0, 1, 5, 10)) -> list[list[str]]:
+    """Rows of notebook 05's results table: K, the model and its step size, then the mean query MSE with
+    its 95 % t interval over the test tasks after each number of steps in ``steps``."""
+    return [
+        [f"K = {k}", f"{name}, α = {evaluation.inner_lrs[name]:g}"]
+        + [stats.mean_ci(per_step[s]).format(3) for s in steps]
+        for (name, k), per_step in evaluation.scores.items()
+    ]
+
+
+def evaluation_figure(evaluation: SineEvaluation):
+    """Notebook 05's adaptation curves: one panel per K, the mean query MSE of each model after 0, 1, …
+    steps with its 95 % t band, each model with its own colour, marker and line style. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    shots = sorted({k for _, k in evaluation.scores})
+    names = list(evaluation.inner_lrs)
+    fig, axes = plt.subplots(1, len(shots), figsize=(10, 3), sharey=True, layout="constrained", squeeze=False)
+    for ax, k_support in zip(axes[0], shots):
+        for j, name in enumerate(names):
+            cis = [stats.mean_ci(per_task) for per_task in evaluation.scores[(name, k_support)]]
+            mean = torch.tensor([c.mean for c in cis])
+            half = torch.tensor([c.half_width for c in cis])
+            steps = range(len(cis))
+            ax.plot(steps, mean, **series(j).line(ms=4), label=name)
+            ax.fill_between(steps, mean - half, mean + half, color=series(j).color, alpha=0.2)
+        ax.set_title(f"K = {k_support}")
+        ax.set_xlabel("gradient steps")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("query MSE (95% CI)")
+    axes[0, 0].legend()
+    return fig
 
 
 def sine_panel(ax, lines: dict[str, dict], points: dict[str, dict], *, legend: dict | None = None) -> dict:
@@ -314,7 +401,7 @@ def one_task_figure(
 ):
     """Notebook 05, "One task, step by step": one panel per learner, with the true task y = A·sin(x − φ), the
     learner's curve after each number of plain gradient steps in ``steps`` (step size α = ``inner_lr`` on the
-    support points ``xs``, ``ys``) and the support points. Each step count has its own colour and line style.
+    support points ``xs``, ``ys``) and the support points. Each step count has its own colour, marker and line style.
     Returns the figure."""
     import matplotlib.pyplot as plt
 
@@ -333,13 +420,10 @@ def one_task_figure(
             adapted = params if k == 0 else maml.adapt(net, params, xs, ys, inner_lr=inner_lr, steps=k)
             with torch.no_grad():
                 curve = forward(net, adapted, grid).cpu()
-            style = series(j)
             ax.plot(
                 grid.cpu(),
                 curve,
-                color=style.color,
-                ls=style.linestyle,
-                lw=1.8,
+                **series(j).line(lw=1.8, ms=4, markevery=(5 * j, 25)),
                 label=f"{k} step" + ("" if k == 1 else "s"),
             )
         ax.scatter(
