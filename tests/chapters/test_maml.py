@@ -390,6 +390,8 @@ def test_sine_evaluation_tunes_the_baseline_and_scores_both_models_on_shared_tas
     assert all(len(r) == 4 for r in rows)
     fig = chapter.evaluation_figure(ev)
     assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+    maml_line, base_line = fig.axes[0].get_lines()
+    assert maml_line.get_marker() != base_line.get_marker() and maml_line.get_linestyle() != base_line.get_linestyle()
     with pytest.raises(ValueError, match="n_tasks"):
         chapter.sine_evaluation(meta_net, base_net, val, n_tasks=1)
     with pytest.raises(ValueError, match="candidates"):
