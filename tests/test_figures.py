@@ -283,6 +283,7 @@ def test_one_task_figure_draws_each_step_count_in_its_own_style():
         fits = [line for line in fig.axes[0].get_lines() if " step" in line.get_label()]
         assert [line.get_label() for line in fits] == ["0 steps", "1 step", "5 steps"]
         assert len({line.get_linestyle() for line in fits}) == 3
+        assert len({line.get_marker() for line in fits}) == 3, "markers too: not colour and dashes alone"
         assert not np_equal(fits[0].get_ydata(), fits[2].get_ydata()), "5 steps of adaptation must move the fit"
         with pytest.raises(ValueError, match="inner_lr"):
             chapter.one_task_figure({"a": net}, xs, torch.sin(xs), 1.0, 0.0, inner_lr=0.0)

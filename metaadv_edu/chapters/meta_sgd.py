@@ -118,17 +118,22 @@ def rate_changes(initial: dict, learned: dict) -> list[list[str]]:
     return rows
 
 
-def alpha_variants(learned: dict) -> dict[str, dict]:
-    """The learned α, and three simplifications of it to test which of its features matter: every rate
-    made positive (|α|), one rate per parameter tensor (the tensor's mean α), one rate for all (the mean
-    of all 1,761)."""
+def alpha_variants(learned: dict, *, scales: tuple[float, ...] = (0.5, 2.0)) -> dict[str, dict]:
+    """The learned α, and simplifications of it to test which of its features matter (notebook 07, §5):
+    every rate made positive (|α|), one rate per parameter tensor (the tensor's mean α), one rate for all
+    (the mean of all 1,761), and the learned α multiplied by each of ``scales`` (the same pattern of rates,
+    parameter by parameter and sign by sign, at another overall size)."""
+    scales = tuple(v.positive(f"scales[{i}]", s) for i, s in enumerate(scales))
     overall = torch.cat([a.detach().reshape(-1) for a in learned.values()]).mean()
-    return {
+    variants = {
         "learned α": {k: a.detach() for k, a in learned.items()},
         "|α| (signs dropped)": {k: a.detach().abs() for k, a in learned.items()},
         "one rate per tensor (its mean)": {k: torch.full_like(a, float(a.mean())) for k, a in learned.items()},
         "one rate for all (the mean α)": {k: torch.full_like(a, float(overall)) for k, a in learned.items()},
     }
+    for scale in scales:
+        variants[f"learned α × {scale:g} (size only)"] = {k: scale * a.detach() for k, a in learned.items()}
+    return variants
 
 
 class Variant(NamedTuple):
@@ -278,7 +283,7 @@ def check_meta_sgd_step(my_step: Callable) -> bool:
 
 def check_alpha_gradient(my_grad: Callable) -> bool:
     """Grade ``my_grad(support_loss, query_loss, theta, alpha) -> g``: ∂L_Q(θ′)/∂α for the Meta-SGD inner
-    step θ′ = θ − α ⊙ ∇L_S(θ), with θ and α flat tensors of the same shape; g has α's shape."""
+    step θ′ = θ − α ∘ ∇L_S(θ), with θ and α flat tensors of the same shape; g has α's shape."""
 
     def grad(fn, t):
         t = t.detach().requires_grad_(True)
@@ -320,7 +325,7 @@ def check_alpha_gradient(my_grad: Callable) -> bool:
                 grading.first_mistake(
                     out,
                     [
-                        (-ref, "wrong sign: θ′ moves by −α ⊙ ∇L_S(θ), so ∂θ′/∂α = −∇L_S(θ)"),
+                        (-ref, "wrong sign: θ′ moves by −α ∘ ∇L_S(θ), so ∂θ′/∂α = −∇L_S(θ)"),
                         (-grad(query, theta) * g_s, "∇L_Q is taken at the adapted θ′, not at θ"),
                         (-grad(query, adapted) * grad(support, adapted), "∇L_S is the inner step's gradient, at θ"),
                         (grad(query, adapted), "that is ∂L/∂θ′; the chain rule multiplies it by ∂θ′/∂α"),
@@ -328,7 +333,7 @@ def check_alpha_gradient(my_grad: Callable) -> bool:
                     1e-6,
                 )
                 raise grading.Stop("not ∂L_Q(θ′)/∂α")
-        return "−∇L_Q(θ′) ⊙ ∇L_S(θ), one entry per learning rate"
+        return "−∇L_Q(θ′) ∘ ∇L_S(θ), one entry per learning rate"
 
     return grading.run("Meta-SGD ∂L/∂α", body)
 

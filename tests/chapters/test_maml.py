@@ -361,3 +361,38 @@ def test_the_two_step_closed_form_is_autograd_through_both_steps():
         ys, yq, w = (torch.randn(n, generator=g, dtype=torch.float64) for n in (4, 6, 3))
         task = (xs, ys, xq, yq, w)
         assert torch.allclose(chapter.two_step_lr_gradient(*task, alpha), _lr_gradient_by_autograd(*task, alpha))
+
+
+def test_sine_evaluation_tunes_the_baseline_and_scores_both_models_on_shared_tasks(device):
+    """The baseline gets the candidate with the lowest mean validation MSE over steps 1..k, MAML keeps its
+    own α, and both are scored on the same seeded test tasks (100 + K), as notebook 05 reports them."""
+    from metaadv_edu import data
+
+    torch.manual_seed(0)
+    meta_net, base_net = models.SineRegressor().to(device), models.SineRegressor().to(device)
+    val = data.sine_tasks(8, 10, 20, generator=torch.Generator().manual_seed(99), device=device)
+    candidates = (0.001, 0.01, 5.0)  # 5.0 diverges: it may never be chosen
+    ev = chapter.sine_evaluation(meta_net, base_net, val, candidates=candidates, shots=(5, 10), n_tasks=6, max_steps=3)
+    means = torch.stack([maml.adaptation_losses(base_net, val, inner_lr=c, max_steps=3).mean(1) for c in candidates])
+    torch.testing.assert_close(ev.validation, means)
+    assert ev.pretrained_lr == candidates[int(means[:2, 1:].mean(1).argmin())]
+    assert ev.inner_lrs == {"MAML": 0.01, "pretrained": ev.pretrained_lr}
+    assert set(ev.scores) == {(n, k) for n in ("MAML", "pretrained") for k in (5, 10)}
+    tasks = data.sine_tasks(6, 5, 100, generator=torch.Generator().manual_seed(105), device=device)
+    torch.testing.assert_close(
+        ev.scores[("MAML", 5)], maml.adaptation_losses(meta_net, tasks, inner_lr=0.01, max_steps=3)
+    )
+    rows = chapter.evaluation_table(ev, steps=(0, 3))
+    assert [r[:2] for r in rows[:2]] == [
+        ["K = 5", "MAML, α = 0.01"],
+        ["K = 5", f"pretrained, α = {ev.pretrained_lr:g}"],
+    ]
+    assert all(len(r) == 4 for r in rows)
+    fig = chapter.evaluation_figure(ev)
+    assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+    maml_line, base_line = fig.axes[0].get_lines()
+    assert maml_line.get_marker() != base_line.get_marker() and maml_line.get_linestyle() != base_line.get_linestyle()
+    with pytest.raises(ValueError, match="n_tasks"):
+        chapter.sine_evaluation(meta_net, base_net, val, n_tasks=1)
+    with pytest.raises(ValueError, match="candidates"):
+        chapter.sine_evaluation(meta_net, base_net, val, candidates=(0.01, -1.0))

@@ -115,8 +115,12 @@ def test_rate_changes_reports_growth_and_signs_per_tensor():
 def test_alpha_variants_keep_shapes_and_simplify_alpha():
     learned = {"w": torch.tensor([[0.1, -0.3], [0.2, 0.0]]), "b": torch.tensor([0.4, 0.2])}
     variants = chapter.alpha_variants(learned)
-    assert next(iter(variants)) == "learned α" and len(variants) == 4
+    assert next(iter(variants)) == "learned α" and len(variants) == 6
     assert all(v[k].shape == learned[k].shape for v in variants.values() for k in learned)
     assert torch.equal(variants["|α| (signs dropped)"]["w"], learned["w"].abs())
     torch.testing.assert_close(variants["one rate per tensor (its mean)"]["b"], torch.full((2,), 0.3))
     torch.testing.assert_close(variants["one rate for all (the mean α)"]["w"], torch.full((2, 2), 0.1))
+    torch.testing.assert_close(variants["learned α × 0.5 (size only)"]["w"], 0.5 * learned["w"])
+    torch.testing.assert_close(variants["learned α × 2 (size only)"]["b"], 2 * learned["b"])
+    with pytest.raises(ValueError, match="scales"):
+        chapter.alpha_variants(learned, scales=(0.0,))
