@@ -60,10 +60,15 @@ def test_anil_grader_names_each_mistake(capsys):
     def flipped(model, params, x, y, lr):
         return {k: 2 * params[k] - p for k, p in _anil_step(model, params, x, y, lr).items()}
 
+    def weight_only(model, params, x, y, lr):  # the head's bias left where it was
+        bias = [k for k in anil.head_names(model) if k.endswith("bias")]
+        return {**_anil_step(model, params, x, y, lr), **{k: params[k] for k in bias}}
+
     cases = {
         "MAML's step": lambda m, p, x, y, lr: maml.adapt(m, p, x, y, inner_lr=lr),
         "wrong sign": flipped,
         "meta-gradient": no_graph,
+        "weight and bias": weight_only,
     }
     for hint, fn in cases.items():
         ok, out = _verdict(capsys, chapter.check_anil_inner_step, fn)
