@@ -43,11 +43,13 @@ __all__ = [
     "SINE_ITERATIONS",
     "adaptation_by_part",
     "anil_gradient_check",
+    "before_after_cka",
     "body_inner_lrs",
     "check_anil_inner_step",
     "check_conjugate_gradient",
     "check_prototype_logits",
     "cka_invariance_check",
+    "cka_paired_rows",
     "cover_anil",
     "cover_protonet",
     "embedding",
@@ -56,10 +58,14 @@ __all__ = [
     "layer_cka",
     "logistic_regression_accuracy",
     "meta_gradient_costs",
+    "paired_outcome",
     "protonet_cost",
     "protonet_linear_check",
+    "reference_cka",
     "saved_graph_bytes",
     "sine_anil",
+    "training_compute",
+    "tuned_accuracy",
     "untrained_cover_net",
     "untrained_sine_net",
     "where_adaptation_happens",
@@ -283,6 +289,61 @@ def where_adaptation_happens(scores: dict[str, torch.Tensor], *, lower_is_better
     return "each part alone is worse than all weights, and neither is resolved from the other: both parts adapt"
 
 
+def tuned_accuracy(
+    model: nn.Module, val_tasks: data.Tasks, test_tasks: data.Tasks, *, grid, steps: int, rates=None
+) -> tuple[float, torch.Tensor]:
+    """Notebook 08's protocol for a learner that adapts by SGD: the α of ``grid`` with the best mean query accuracy
+    on ``val_tasks`` after ``steps`` inner steps (a tie goes to the smaller α), then the per-task query accuracy
+    on ``test_tasks`` with that α. ``rates(α)`` gives the inner rates (default: α on every tensor; ANIL:
+    ``lambda a: anil.inner_lrs(model, a)``). Returns (α, accuracies on the CPU)."""
+    grid = [v.positive("grid", a) for a in grid]
+    if not grid:
+        raise ValueError("grid must hold at least one learning rate")
+    rates = rates or (lambda a: a)
+
+    def accuracy(tasks: data.Tasks, a: float) -> torch.Tensor:
+        adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=rates(a), steps=steps)
+        return robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).cpu()
+
+    val = [float(accuracy(val_tasks, a).mean()) for a in grid]
+    best = grid[max(range(len(grid)), key=lambda i: (val[i], -grid[i]))]
+    return best, accuracy(test_tasks, best)
+
+
+def training_compute(meta_updates: int, protonet_updates: int) -> dict[str, dict[str, int]]:
+    """What each cover learner of notebook 10, §3 did with its training budget: parameter ``updates``,
+    ``image-gradients`` per update and in all (notebook 08's unit,
+    :func:`~metaadv_edu.chapters.meta_adversarial_training.training_cost`), and ``cover passes`` (covers run
+    forward and backward). MAML and ANIL make ``meta_updates`` meta-iterations, the ProtoNet ``protonet_updates``;
+    the pretrained classifier trains whole epochs over its fixed genres in batches of 64, the last one partial."""
+    meta_updates = v.integer("meta_updates", meta_updates, low=1)
+    protonet_updates = v.integer("protonet_updates", protonet_updates, low=1)
+    b = mat.BUDGET
+    episode_covers = protonet_cost()  # the support and query covers of one meta-batch
+    pretrain_covers = b["pretrain_genres"] * b["per_genre"]
+    epochs = b["image_gradients"] // mat.training_cost("pretrained")
+    learners = {
+        "MAML and ANIL": (meta_updates, mat.training_cost("meta"), meta_updates * episode_covers),
+        "ProtoNet": (protonet_updates, protonet_cost(), protonet_updates * episode_covers),
+        "pretrained": (epochs * -(-pretrain_covers // 64), 64, epochs * pretrain_covers),
+    }
+    out = {}
+    for name, (updates, per_update, passes) in learners.items():
+        total = epochs * pretrain_covers if name == "pretrained" else updates * per_update
+        out[name] = {"updates": updates, "per update": per_update, "image-gradients": total, "cover passes": passes}
+    return out
+
+
+def paired_outcome(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> str:
+    """Which of two learners scored on the same tasks is more accurate, by the paired difference of their
+    accuracies a − b (:func:`metaadv_edu.stats.paired_difference`): ``"<name_a> more accurate"``,
+    ``"<name_b> more accurate"`` or ``"not resolved"`` when its 95 % interval contains 0."""
+    d = stats.paired_difference(a, b)
+    if not d.resolved:
+        return "not resolved"
+    return f"{name_a if d.mean > 0 else name_b} more accurate"
+
+
 # ----------------------------------------------------------------------------------- checks (✓ cells)
 def _flat(params: Params) -> torch.Tensor:
     return torch.cat([p.reshape(-1) for p in params.values()])
@@ -391,6 +452,52 @@ def layer_cka(model: nn.Sequential, before: Params, after: Params, x: torch.Tens
         a = similarity.layer_representations(model, before, x)
         b = similarity.layer_representations(model, after, x)
     return {name: similarity.linear_cka(a[name], b[name]) for name in a}
+
+
+def _per_layer(per_input: list[dict[str, float]]) -> dict[str, torch.Tensor]:
+    return {layer: torch.tensor([t[layer] for t in per_input]) for layer in per_input[0]}
+
+
+def before_after_cka(
+    model: nn.Sequential, tasks: data.Tasks, *, inner_lr, steps: int, inputs: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """How much each layer's representation moves in the inner loop (notebook 10, §2): for every task, θ′ from
+    ``steps`` SGD steps of ``inner_lr`` (a number or per-tensor rates) on its support set, then the linear CKA,
+    eq. (5), of every layer's representation under θ and under θ′.
+
+    The representations are of the task's own query inputs, or of ``inputs`` (one batch, the same for every
+    task) when given. Returns layer name → per-task CKA (a tensor of ``tasks.n_tasks`` values)."""
+    steps = v.integer("steps", steps, low=1)
+    if tasks.n_tasks < 1:
+        raise ValueError("tasks must hold at least one task")
+    theta = params_of(model, detach=True)
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)  # θ′ of every task, batched
+    batches = tasks.x_query if inputs is None else [inputs] * tasks.n_tasks
+    return _per_layer(
+        [layer_cka(model, theta, {n: p[i] for n, p in adapted.items()}, x) for i, x in enumerate(batches)]
+    )
+
+
+def reference_cka(model: nn.Sequential, other: nn.Module, inputs) -> dict[str, torch.Tensor]:
+    """The reference rows of notebook 10's CKA table: every layer's CKA between ``model`` and ``other`` (the same
+    architecture, e.g. an untrained network) on each batch of ``inputs``. Returns layer name → one value per
+    batch."""
+    if type(other) is not type(model):
+        raise TypeError(f"other must have model's architecture ({type(model).__name__}), got {type(other).__name__}")
+    theta, weights = params_of(model, detach=True), params_of(other, detach=True)
+    return _per_layer([layer_cka(model, theta, weights, x) for x in inputs])
+
+
+def cka_paired_rows(before_after: dict[str, torch.Tensor], references: dict[str, dict[str, torch.Tensor]], layers):
+    """Rows of a table: for each reference and each of ``layers``, the paired difference (over the same
+    tasks, :func:`metaadv_edu.stats.paired_difference`) of the before/after CKA minus the reference CKA, and its
+    verdict ("before/after > reference": the inner loop moves that layer less than the reference differs)."""
+    rows = []
+    for label, reference in references.items():
+        for layer in layers:
+            d = stats.paired_difference(before_after[layer], reference[layer])
+            rows.append([label, layer, d.format(3), d.verdict("before/after", "reference")])
+    return rows
 
 
 def saved_graph_bytes(output: torch.Tensor, *, exclude: Iterable[torch.Tensor] = ()) -> int:
