@@ -16,7 +16,6 @@ from metaadv_edu import (
     cache,
     covers,
     data,
-    grading,
     imaml,
     maml,
     models,
@@ -29,6 +28,11 @@ from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.chapters import maml as maml_chapter
 from metaadv_edu.chapters import meta_adversarial_training as mat
+from metaadv_edu.chapters.graders.feature_reuse import (
+    check_anil_inner_step,
+    check_conjugate_gradient,
+    check_prototype_logits,
+)
 from metaadv_edu.functional import Params, forward, params_of, task_loss
 from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.widgets import Explorer, inner_lr_slider, int_slider, log_slider
@@ -39,11 +43,13 @@ __all__ = [
     "SINE_ITERATIONS",
     "adaptation_by_part",
     "anil_gradient_check",
+    "before_after_cka",
     "body_inner_lrs",
     "check_anil_inner_step",
     "check_conjugate_gradient",
     "check_prototype_logits",
     "cka_invariance_check",
+    "cka_paired_rows",
     "cover_anil",
     "cover_protonet",
     "embedding",
@@ -52,10 +58,14 @@ __all__ = [
     "layer_cka",
     "logistic_regression_accuracy",
     "meta_gradient_costs",
+    "paired_outcome",
     "protonet_cost",
     "protonet_linear_check",
+    "reference_cka",
     "saved_graph_bytes",
     "sine_anil",
+    "training_compute",
+    "tuned_accuracy",
     "untrained_cover_net",
     "untrained_sine_net",
     "where_adaptation_happens",
@@ -279,6 +289,61 @@ def where_adaptation_happens(scores: dict[str, torch.Tensor], *, lower_is_better
     return "each part alone is worse than all weights, and neither is resolved from the other: both parts adapt"
 
 
+def tuned_accuracy(
+    model: nn.Module, val_tasks: data.Tasks, test_tasks: data.Tasks, *, grid, steps: int, rates=None
+) -> tuple[float, torch.Tensor]:
+    """Notebook 08's protocol for a learner that adapts by SGD: the α of ``grid`` with the best mean query accuracy
+    on ``val_tasks`` after ``steps`` inner steps (a tie goes to the smaller α), then the per-task query accuracy
+    on ``test_tasks`` with that α. ``rates(α)`` gives the inner rates (default: α on every tensor; ANIL:
+    ``lambda a: anil.inner_lrs(model, a)``). Returns (α, accuracies on the CPU)."""
+    grid = [v.positive("grid", a) for a in grid]
+    if not grid:
+        raise ValueError("grid must hold at least one learning rate")
+    rates = rates or (lambda a: a)
+
+    def accuracy(tasks: data.Tasks, a: float) -> torch.Tensor:
+        adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=rates(a), steps=steps)
+        return robust_meta.task_accuracy(model, adapted, tasks.x_query, tasks.y_query).cpu()
+
+    val = [float(accuracy(val_tasks, a).mean()) for a in grid]
+    best = grid[max(range(len(grid)), key=lambda i: (val[i], -grid[i]))]
+    return best, accuracy(test_tasks, best)
+
+
+def training_compute(meta_updates: int, protonet_updates: int) -> dict[str, dict[str, int]]:
+    """What each cover learner of notebook 10, §3 did with its training budget: parameter ``updates``,
+    ``image-gradients`` per update and in all (notebook 08's unit,
+    :func:`~metaadv_edu.chapters.meta_adversarial_training.training_cost`), and ``cover passes`` (covers run
+    forward and backward). MAML and ANIL make ``meta_updates`` meta-iterations, the ProtoNet ``protonet_updates``;
+    the pretrained classifier trains whole epochs over its fixed genres in batches of 64, the last one partial."""
+    meta_updates = v.integer("meta_updates", meta_updates, low=1)
+    protonet_updates = v.integer("protonet_updates", protonet_updates, low=1)
+    b = mat.BUDGET
+    episode_covers = protonet_cost()  # the support and query covers of one meta-batch
+    pretrain_covers = b["pretrain_genres"] * b["per_genre"]
+    epochs = b["image_gradients"] // mat.training_cost("pretrained")
+    learners = {
+        "MAML and ANIL": (meta_updates, mat.training_cost("meta"), meta_updates * episode_covers),
+        "ProtoNet": (protonet_updates, protonet_cost(), protonet_updates * episode_covers),
+        "pretrained": (epochs * -(-pretrain_covers // 64), 64, epochs * pretrain_covers),
+    }
+    out = {}
+    for name, (updates, per_update, passes) in learners.items():
+        total = epochs * pretrain_covers if name == "pretrained" else updates * per_update
+        out[name] = {"updates": updates, "per update": per_update, "image-gradients": total, "cover passes": passes}
+    return out
+
+
+def paired_outcome(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> str:
+    """Which of two learners scored on the same tasks is more accurate, by the paired difference of their
+    accuracies a − b (:func:`metaadv_edu.stats.paired_difference`): ``"<name_a> more accurate"``,
+    ``"<name_b> more accurate"`` or ``"not resolved"`` when its 95 % interval contains 0."""
+    d = stats.paired_difference(a, b)
+    if not d.resolved:
+        return "not resolved"
+    return f"{name_a if d.mean > 0 else name_b} more accurate"
+
+
 # ----------------------------------------------------------------------------------- checks (✓ cells)
 def _flat(params: Params) -> torch.Tensor:
     return torch.cat([p.reshape(-1) for p in params.values()])
@@ -387,6 +452,52 @@ def layer_cka(model: nn.Sequential, before: Params, after: Params, x: torch.Tens
         a = similarity.layer_representations(model, before, x)
         b = similarity.layer_representations(model, after, x)
     return {name: similarity.linear_cka(a[name], b[name]) for name in a}
+
+
+def _per_layer(per_input: list[dict[str, float]]) -> dict[str, torch.Tensor]:
+    return {layer: torch.tensor([t[layer] for t in per_input]) for layer in per_input[0]}
+
+
+def before_after_cka(
+    model: nn.Sequential, tasks: data.Tasks, *, inner_lr, steps: int, inputs: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """How much each layer's representation moves in the inner loop (notebook 10, §2): for every task, θ′ from
+    ``steps`` SGD steps of ``inner_lr`` (a number or per-tensor rates) on its support set, then the linear CKA,
+    eq. (5), of every layer's representation under θ and under θ′.
+
+    The representations are of the task's own query inputs, or of ``inputs`` (one batch, the same for every
+    task) when given. Returns layer name → per-task CKA (a tensor of ``tasks.n_tasks`` values)."""
+    steps = v.integer("steps", steps, low=1)
+    if tasks.n_tasks < 1:
+        raise ValueError("tasks must hold at least one task")
+    theta = params_of(model, detach=True)
+    adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)  # θ′ of every task, batched
+    batches = tasks.x_query if inputs is None else [inputs] * tasks.n_tasks
+    return _per_layer(
+        [layer_cka(model, theta, {n: p[i] for n, p in adapted.items()}, x) for i, x in enumerate(batches)]
+    )
+
+
+def reference_cka(model: nn.Sequential, other: nn.Module, inputs) -> dict[str, torch.Tensor]:
+    """The reference rows of notebook 10's CKA table: every layer's CKA between ``model`` and ``other`` (the same
+    architecture, e.g. an untrained network) on each batch of ``inputs``. Returns layer name → one value per
+    batch."""
+    if type(other) is not type(model):
+        raise TypeError(f"other must have model's architecture ({type(model).__name__}), got {type(other).__name__}")
+    theta, weights = params_of(model, detach=True), params_of(other, detach=True)
+    return _per_layer([layer_cka(model, theta, weights, x) for x in inputs])
+
+
+def cka_paired_rows(before_after: dict[str, torch.Tensor], references: dict[str, dict[str, torch.Tensor]], layers):
+    """Rows of a table: for each reference and each of ``layers``, the paired difference (over the same
+    tasks, :func:`metaadv_edu.stats.paired_difference`) of the before/after CKA minus the reference CKA, and its
+    verdict ("before/after > reference": the inner loop moves that layer less than the reference differs)."""
+    rows = []
+    for label, reference in references.items():
+        for layer in layers:
+            d = stats.paired_difference(before_after[layer], reference[layer])
+            rows.append([label, layer, d.format(3), d.verdict("before/after", "reference")])
+    return rows
 
 
 def saved_graph_bytes(output: torch.Tensor, *, exclude: Iterable[torch.Tensor] = ()) -> int:
@@ -591,134 +702,3 @@ def feature_reuse_explorer(
     return Explorer(
         draw, sliders, setup=setup, title="Feature reuse: MAML, iMAML and ANIL adapting", figsize=(10, 3.4), dpi=72
     )
-
-
-# ----------------------------------------------------------------------------------------- exercises
-def check_prototype_logits(my_logits: Callable) -> bool:
-    """Grade ``my_logits(support_embeddings, support_labels, query_embeddings, n_way)``: the logits
-    −‖f(q) − c_k‖² of every query (rows) for every class (columns), c_k the mean support embedding of class k."""
-
-    def body() -> str:
-        for device in grading.devices():
-            for seed, (n_way, dim) in enumerate(((5, 8), (3, 2), (4, 16))):
-                g = torch.Generator().manual_seed(seed)
-                labels = torch.cat([torch.arange(n_way), torch.randint(n_way, (6,), generator=g)]).to(device)
-                zs = torch.randn(len(labels), dim, generator=g).to(device)
-                zq = torch.randn(7, dim, generator=g).to(device)
-                ref = protonets.prototype_logits(zs, labels, zq, n_way)
-                out = grading.tensor_like(grading.call(my_logits, zs, labels, zq, n_way), ref, "the logits")
-                if grading.close(out, ref, 1e-4):
-                    continue
-                onehot = F.one_hot(labels, n_way).float()
-                sums = onehot.T @ zs
-                c = protonets.prototypes(zs, labels, n_way)
-                w, b = protonets.linear_head(c)
-                grading.first_mistake(
-                    out,
-                    [
-                        (-ref, "wrong sign: a closer prototype must give a *larger* logit, −‖f(q) − c_k‖²"),
-                        (-(-ref).sqrt(), "that is −‖f(q) − c_k‖, the plain distance: square it"),
-                        (
-                            -(torch.cdist(zq, sums) ** 2),
-                            "c_k is the *mean* of class k's support embeddings, not their sum",
-                        ),
-                        (
-                            zq @ w.T + b,
-                            "that is the equivalent linear classifier 2c_kᵀf(q) − ‖c_k‖²: it has the same softmax but "
-                            "drops −‖f(q)‖²; return the negative squared distance itself",
-                        ),
-                        (
-                            -(torch.cdist(zq, zs[:n_way]) ** 2),
-                            "the prototype is the mean over all of class k's examples",
-                        ),
-                    ],
-                    1e-4,
-                )
-                raise grading.Stop("not −‖f(q) − c_k‖² for every query and class (rows: queries, columns: classes)")
-        return "negative squared distances to the class means"
-
-    return grading.run("prototype logits", body)
-
-
-def check_anil_inner_step(my_step: Callable) -> bool:
-    """Grade ``my_step(model, params, x, y, inner_lr) -> new_params``: one ANIL inner step on the support set
-    (x, y): the head's tensors (:func:`metaadv_edu.anil.head_names`) move by −α∇L, the body's stay; the graph
-    is kept so that the meta-gradient reaches θ through the step."""
-
-    def body() -> str:
-        for device in grading.devices():
-            for seed in (0, 1):
-                model = grading.toy_classifier(device, seed)
-                x, y = grading.toy_batch(device, seed + 20, n=8)
-                xq, yq = grading.toy_batch(device, seed + 40, n=6)
-                theta = params_of(model)
-                lr = 0.3
-                ref = maml.adapt(model, theta, x, y, inner_lr=anil.inner_lrs(model, lr))
-                out = grading.call(my_step, model, theta, x, y, lr)
-                if not isinstance(out, dict) or set(out) != set(ref):
-                    raise grading.Stop(f"return a dict with the same names as params: {sorted(ref)}")
-                values = {k: grading.tensor_like(out[k], ref[k], f"new_params[{k!r}]") for k in ref}
-                if not all(grading.close(values[k], ref[k].detach(), 1e-5) for k in ref):
-                    full = maml.adapt(model, theta, x, y, inner_lr=lr)
-                    head = anil.head_names(model)
-                    if all(grading.close(values[k], full[k].detach(), 1e-5) for k in ref):
-                        raise grading.Stop(
-                            "that is MAML's step: ANIL leaves the body unchanged and moves the head only"
-                        )
-                    if all(grading.close(values[k], (2 * theta[k] - ref[k]).detach(), 1e-5) for k in ref):
-                        raise grading.Stop("wrong sign: the step goes *down* the support loss, θ − α∇L")
-                    if any(not grading.close(values[k], theta[k].detach(), 1e-6) for k in ref if k not in head):
-                        raise grading.Stop(f"the body's tensors must not change; only {head} move")
-                    raise grading.Stop("the head's tensors should be w − α∇_w L_S(θ)")
-                query = F.cross_entropy(forward(model, out, xq), yq)
-                if not query.requires_grad:
-                    raise grading.Stop("the values are right but carry no graph: keep it (create_graph=True)")
-                grading.same_gradient(
-                    query,
-                    F.cross_entropy(forward(model, ref, xq), yq),
-                    list(theta.values()),
-                    "the values are right but the meta-gradient is not: differentiate through the step "
-                    "(create_graph=True), and keep the body's tensors as they are, not detached copies",
-                )
-        return "the head moves by −α∇_w L_S, the body stays, and the meta-gradient flows through the step"
-
-    return grading.run("ANIL inner step", body)
-
-
-def check_conjugate_gradient(my_cg: Callable) -> bool:
-    """Grade ``my_cg(matvec, b, iterations) -> u``: conjugate gradient for A u = b from u = 0, with A
-    symmetric positive definite and given only as ``matvec(p) = A p`` (b and u are 1-D tensors)."""
-
-    def body() -> str:
-        for device in grading.devices():
-            for seed, n in ((0, 6), (1, 12)):
-                g = torch.Generator().manual_seed(seed)
-                q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-                a = (q * torch.logspace(0, 2, n, dtype=torch.float64)) @ q.T
-                a, b = a.to(device), torch.randn(n, generator=g, dtype=torch.float64).to(device)
-
-                def matvec(p, a=a):
-                    return a @ p
-
-                first = grading.tensor_like(grading.call(my_cg, matvec, b, 1), b, "u")
-                one_step = (b @ b) / (b @ a @ b) * b
-                if not grading.close(first, one_step, 1e-8):
-                    grading.first_mistake(
-                        first,
-                        [
-                            (b, "after one iteration u = a·p with a = rᵀr / pᵀAp (p = r = b), not p itself"),
-                            ((b @ b) / (b @ b) * b, "the step length is rᵀr / pᵀAp: use A p in the denominator"),
-                        ],
-                        1e-8,
-                    )
-                    raise grading.Stop("after one iteration u should be (bᵀb / bᵀAb)·b")
-                exact = torch.linalg.solve(a, b)
-                full = grading.tensor_like(grading.call(my_cg, matvec, b, n), b, "u")
-                if not grading.close(full, exact, 1e-6):
-                    raise grading.Stop(
-                        f"after n = {n} iterations CG solves A u = b exactly (up to rounding); yours does not: "
-                        "update the direction p ← r_new + (r_newᵀr_new / rᵀr)·p, which keeps it A-conjugate"
-                    )
-        return "one iteration is the exact line search along b, and n iterations solve the n-dimensional system"
-
-    return grading.run("conjugate gradient", body)

@@ -60,10 +60,15 @@ def test_anil_grader_names_each_mistake(capsys):
     def flipped(model, params, x, y, lr):
         return {k: 2 * params[k] - p for k, p in _anil_step(model, params, x, y, lr).items()}
 
+    def weight_only(model, params, x, y, lr):  # the head's bias left where it was
+        bias = [k for k in anil.head_names(model) if k.endswith("bias")]
+        return {**_anil_step(model, params, x, y, lr), **{k: params[k] for k in bias}}
+
     cases = {
         "MAML's step": lambda m, p, x, y, lr: maml.adapt(m, p, x, y, inner_lr=lr),
         "wrong sign": flipped,
         "meta-gradient": no_graph,
+        "weight and bias": weight_only,
     }
     for hint, fn in cases.items():
         ok, out = _verdict(capsys, chapter.check_anil_inner_step, fn)
@@ -214,3 +219,93 @@ def test_untrained_nets_of_another_seed_differ_and_bad_seeds_are_refused():
         assert not torch.equal(a.state_dict()[first], b.state_dict()[first])
         with pytest.raises(ValueError, match="seed"):
             build(-1)
+
+
+# ------------------------------------------------------------------ measurements moved out of the notebook
+def _cover_tasks(n=3, seed=0):
+    from metaadv_edu import covers
+
+    return covers.cover_tasks(n, n_way=3, k_shot=2, k_query=3, size=16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_before_after_cka_is_one_without_steps_that_move_and_drops_where_a_layer_moves():
+    torch.manual_seed(0)
+    net = models.TinyCNN(3, 3, width=4, image_size=16)
+    tasks = _cover_tasks()
+    moved = chapter.before_after_cka(net, tasks, inner_lr=0.5, steps=3)
+    assert set(moved) == {"layer 1", "layer 2", "layer 3"} and all(v.shape == (3,) for v in moved.values())
+    # the head-only rates leave the body's representations exactly where they were
+    head_only = chapter.before_after_cka(net, tasks, inner_lr=anil.inner_lrs(net, 0.5), steps=3)
+    assert torch.allclose(head_only["layer 1"], torch.ones(3)) and torch.allclose(head_only["layer 2"], torch.ones(3))
+    assert (head_only["layer 3"] < 1 - 1e-4).all() and (moved["layer 1"] < 1 - 1e-6).all()
+    with pytest.raises(ValueError, match="steps"):
+        chapter.before_after_cka(net, tasks, inner_lr=0.5, steps=0)
+
+
+def test_before_after_cka_uses_the_given_inputs_for_every_task():
+    torch.manual_seed(0)
+    net = models.SineRegressor()
+    tasks = data.sine_tasks(4, 10, generator=torch.Generator().manual_seed(0))
+    grid = torch.linspace(-5, 5, 50).unsqueeze(-1)
+    rows = chapter.before_after_cka(net, tasks, inner_lr=0.01, steps=2, inputs=grid)
+    theta = dict(net.named_parameters())
+    adapted = maml.adapt(net, theta, tasks.x_support[2], tasks.y_support[2], inner_lr=0.01, steps=2)
+    expected = chapter.layer_cka(net, theta, adapted, grid)
+    assert all(abs(float(rows[layer][2]) - expected[layer]) < 1e-5 for layer in expected)
+
+
+def test_reference_cka_compares_two_networks_and_refuses_another_architecture():
+    net, same = chapter.untrained_cover_net(0), chapter.untrained_cover_net(0)
+    tasks = _cover_tasks()
+    ones = chapter.reference_cka(net, same, tasks.x_query)
+    assert all(torch.allclose(v, torch.ones(3)) for v in ones.values())
+    other = chapter.reference_cka(net, chapter.untrained_cover_net(1), tasks.x_query)
+    assert (other["layer 1"] < 0.999).all()
+    with pytest.raises(TypeError, match="architecture"):
+        chapter.reference_cka(net, models.SineRegressor(), tasks.x_query)
+
+
+def test_cka_paired_rows_pair_the_same_tasks():
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(40, generator=g)
+    before_after = reference + 0.01 + 0.001 * torch.randn(40, generator=g)  # always a little above, by task
+    rows = chapter.cka_paired_rows({"layer 1": before_after}, {"ref": {"layer 1": reference}}, ["layer 1"])
+    assert rows[0][:2] == ["ref", "layer 1"] and "before/after > reference" in rows[0][3]
+    shuffled = {"ref": {"layer 1": reference[torch.randperm(40, generator=g)]}}
+    wrong = chapter.cka_paired_rows({"layer 1": before_after}, shuffled, ["layer 1"])
+    assert "not resolved" in wrong[0][3]
+
+
+def test_tuned_accuracy_picks_the_best_rate_on_validation_and_breaks_ties_by_the_smaller():
+    torch.manual_seed(0)
+    net = models.TinyCNN(3, 3, width=4, image_size=16)
+    val, test = _cover_tasks(4, 1), _cover_tasks(5, 2)
+    alpha, acc = chapter.tuned_accuracy(net, val, test, grid=(0.1, 0.5), steps=1)
+    assert alpha in (0.1, 0.5) and acc.shape == (5,) and acc.device.type == "cpu"
+    # a grid whose rates all act the same (rates ignore α): the tie goes to the smallest
+    alpha, _ = chapter.tuned_accuracy(net, val, test, grid=(0.3, 0.2, 0.4), steps=1, rates=lambda a: 0.1)
+    assert alpha == 0.2
+    with pytest.raises(ValueError, match="grid"):
+        chapter.tuned_accuracy(net, val, test, grid=(), steps=1)
+
+
+def test_training_compute_counts_notebook_08s_budget():
+    counts = chapter.training_compute(160, 400)
+    assert counts["MAML and ANIL"] == {
+        "updates": 160,
+        "per update": 500,
+        "image-gradients": 80_000,
+        "cover passes": 32_000,
+    }
+    assert counts["ProtoNet"]["image-gradients"] == counts["ProtoNet"]["cover passes"] == 80_000
+    assert counts["pretrained"]["cover passes"] == 76_800
+    with pytest.raises(ValueError, match="meta_updates"):
+        chapter.training_compute(0, 400)
+
+
+def test_paired_outcome_names_the_more_accurate_learner_or_says_not_resolved():
+    a = torch.tensor([0.8, 0.9, 0.7, 0.85, 0.9, 0.75])
+    assert chapter.paired_outcome(a, a - 0.1, "A", "B") == "A more accurate"
+    assert chapter.paired_outcome(a - 0.1, a, "A", "B") == "B more accurate"
+    noise = torch.tensor([0.01, -0.01, 0.02, -0.02, 0.0, 0.0])
+    assert chapter.paired_outcome(a + noise, a, "A", "B") == "not resolved"
