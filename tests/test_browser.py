@@ -260,9 +260,11 @@ def test_voila_demo_renders_and_responds(browser, tmp_path):
                 if time.time() > deadline:
                     raise
                 time.sleep(0.5)
-        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+        # Voilà streams the page while it runs the notebook: the load event comes only after the last cell,
+        # so wait for the first bytes and then for the explorer's slider, not for the load event
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="commit", timeout=120_000)
         slider = page.locator(".widget-slider").first
-        slider.wait_for(timeout=240_000)
+        slider.wait_for(timeout=300_000)
         assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0, "code is shown"
         assert page.locator("mjx-container, .MathJax").count() > 0, "the derivation's equations are shown"
         image = slider.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]").locator(".widget-image").first
