@@ -33,13 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 ALL_NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SAMPLE = ["00_start_here.ipynb", "06_reptile.ipynb", "07_meta_sgd.ipynb"]
-# Open defect: in headless JupyterLab the frontend logs "Exception opening new comm" for every widget of
-# 00's explorer, so it shows the static figure instead of sliders (06 and 07 in the same server work).
-KNOWN = {"00_start_here.ipynb": "00's explorer widgets fail to open their comms in JupyterLab (open defect)"}
-NOTEBOOKS = [
-    pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=KNOWN[n])) if n in KNOWN else n
-    for n in (ALL_NOTEBOOKS if os.environ.get("METAADV_BROWSER_ALL") == "1" else SAMPLE)
-]
+NOTEBOOKS = ALL_NOTEBOOKS if os.environ.get("METAADV_BROWSER_ALL") == "1" else SAMPLE
 ARGS = [
     "--headless",
     "--no-sandbox",
