@@ -388,6 +388,9 @@ def grade_class(
 
     Every file gets rows: one per exercise of its course notebook (0 points for one not solved, not run
     or not graded, with the reason in ``result``), or a single row saying why it is not gradable.
+
+    The kernels run in fresh worker processes (``spawn``), so a script that calls this function must
+    guard its top level with ``if __name__ == "__main__":`` (``metaadv-edu grade`` does).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, TimeoutError, as_completed
