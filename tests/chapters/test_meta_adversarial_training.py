@@ -1,12 +1,14 @@
 """Notebook 08 · Meta-adversarial training: its graders accept the reference and reject each typical mistake with
 its own hint; its explorer responds to every slider without training."""
 
+from functools import partial
+
 import matplotlib.pyplot as plt
 import pytest
 import torch
 import torch.nn.functional as F
 
-from metaadv_edu import models, robust_meta
+from metaadv_edu import attacks, models, robust_meta
 from metaadv_edu.chapters import meta_adversarial_training as chapter
 from metaadv_edu.functional import forward
 
@@ -172,54 +174,61 @@ def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
     assert plt.get_fignums() == open_figures
 
 
-def pgd_query_loss(
-    model, adapted, x, y, eps, a, k, *, target="adapted", project=True, keep_graph=True, one=False, random_start=False
-):
-    params = adapted if target == "adapted" else dict(model.named_parameters())
-    frozen = {n: p.detach() for n, p in params.items()}
+def pgd_query_loss(model, adapted, x, y, eps, a, k, *, aim="frozen", score="adapted", **pgd_kwargs):
+    """Exercise 2 with notebook 01's attacks.pgd: aimed at the frozen θ′ (or θ, or the attached θ′), scored by θ′
+    (or θ, or the frozen θ′); ``pgd_kwargs`` override its arguments (a random start, no clamp, …)."""
+    frozen = {n: p.detach() for n, p in adapted.items()}
+    aimed = {"frozen": lambda z: forward(model, frozen, z), "attached": lambda z: forward(model, adapted, z)}
+    kwargs = {"step_size": a, "steps": k, "random_start": False, **pgd_kwargs}
+    x_adv = attacks.pgd(aimed.get(aim, model), x, y, eps, **kwargs)
+    scored = {"adapted": adapted, "frozen": frozen, "theta": dict(model.named_parameters())}[score]
+    return F.cross_entropy(forward(model, scored, x_adv), y)
+
+
+def own_loop(model, adapted, x, y, eps, a, k, *, project=True):
+    """The loop of notebook 01 written out by hand, against the frozen θ′."""
+    frozen = {n: p.detach() for n, p in adapted.items()}
     x_adv = x.clone()
-    if random_start:  # the uniform start of notebook 01's PGD, from the global generator
-        x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(1 if one else k):
+    for _ in range(k):
         z = x_adv.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(F.cross_entropy(forward(model, frozen, z), y), z)
-        x_adv = x_adv + (eps if one else a) * g.sign()
+        x_adv = x_adv + a * g.sign()
         if project:
             x_adv = x + (x_adv - x).clamp(-eps, eps)
         x_adv = x_adv.clamp(0, 1)
-    loss = F.cross_entropy(forward(model, adapted, x_adv), y)
-    return loss if keep_graph else loss.detach()
+    return F.cross_entropy(forward(model, adapted, x_adv), y)
+
+
+def _fgsm_query_loss(model, adapted, x, y, eps, a, k):
+    frozen = {n: p.detach() for n, p in adapted.items()}
+    x_adv = attacks.fgsm(lambda z: forward(model, frozen, z), x, y, eps)
+    return F.cross_entropy(forward(model, adapted, x_adv), y)
 
 
 @pytest.mark.parametrize(
-    "kwargs, ok, hint",
+    "fn, ok, hint",
     [
-        ({}, True, "flows through the adaptation"),
-        ({"target": "theta"}, False, "not θ"),
-        ({"project": False}, False, "ε-ball"),
-        ({"one": True}, False, "that is FGSM"),
-        ({"keep_graph": False}, False, "no gradient"),
-        ({"random_start": True}, False, "a random start?"),
+        (pgd_query_loss, True, "flows through θ′"),
+        # attacks.pgd differentiates with respect to the input only and detaches its result: the attached θ′ is
+        # the same attack, so the grader accepts it
+        (partial(pgd_query_loss, aim="attached"), True, "flows through θ′"),
+        (own_loop, True, "flows through θ′"),
+        (partial(pgd_query_loss, aim="theta"), False, "not `model` (which runs θ)"),
+        (partial(pgd_query_loss, score="theta"), False, "not by model(x_adv)"),
+        (partial(pgd_query_loss, score="frozen"), False, "no gradient"),
+        (partial(pgd_query_loss, random_start=True), False, "random_start=False"),
+        (_fgsm_query_loss, False, "that is FGSM"),
+        (partial(pgd_query_loss, steps=1), False, "a single PGD step"),
+        (partial(pgd_query_loss, clamp=None), False, "clamp to [0, 1]"),
+        (partial(pgd_query_loss, targeted=True), False, "leave targeted=False"),
+        (lambda model, adapted, x, y, eps, a, k: F.cross_entropy(forward(model, adapted, x), y), False, "clean query"),
+        (partial(own_loop, project=False), False, "not the cross-entropy of θ′ at the PGD-attacked"),
     ],
 )
-def test_check_pgd_query_loss(kwargs, ok, hint, capsys):
-    assert chapter.check_pgd_query_loss(lambda *args: pgd_query_loss(*args, **kwargs)) is ok
+def test_check_pgd_query_loss(fn, ok, hint, capsys):
+    assert chapter.check_pgd_query_loss(fn) is ok
     out = capsys.readouterr().out
     assert hint in out and "Traceback" not in out
-
-
-def test_attached_sign_step_attack_is_invisible_to_the_pgd_grader():
-    """Exercise 2's text: with sign steps an attached perturbation has zero derivative, so the grader passes it."""
-
-    def attached(model, adapted, x, y, eps, a, k):
-        x_adv = x.clone()
-        for _ in range(k):
-            z = x_adv if x_adv.requires_grad else x_adv.requires_grad_(True)
-            (g,) = torch.autograd.grad(F.cross_entropy(forward(model, adapted, z), y), z, create_graph=True)
-            x_adv = (x + (x_adv + a * g.sign() - x).clamp(-eps, eps)).clamp(0, 1)
-        return F.cross_entropy(forward(model, adapted, x_adv), y)
-
-    assert chapter.check_pgd_query_loss(attached) is True
 
 
 def _w(params):
