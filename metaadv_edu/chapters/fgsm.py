@@ -95,7 +95,7 @@ def check_fgsm(my_fgsm: Callable) -> bool:
     def body() -> str:
         for model, x, y, eps in grading.cases():
             model.zero_grad(set_to_none=True)
-            with grading.watch_parameter_gradients(model) as touched:
+            with grading.leaves_model_as_found(model), grading.watch_parameter_gradients(model) as touched:
                 out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
             if touched or any(p.grad is not None for p in model.parameters()):
                 raise grading.Stop(
@@ -172,7 +172,7 @@ def check_pgd(my_pgd: Callable) -> bool:
         for model, x, y, eps in grading.cases():
             for step_size, steps in ((max(eps, 0.03) / 3, 6), (max(eps, 0.03) / 2, 1)):
                 model.zero_grad(set_to_none=True)
-                with grading.watch_parameter_gradients(model) as touched:
+                with grading.leaves_model_as_found(model), grading.watch_parameter_gradients(model) as touched:
                     out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
                 out = grading.tensor_like(out, x, "x_adv")
                 if touched or any(p.grad is not None for p in model.parameters()):
