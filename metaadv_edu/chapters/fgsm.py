@@ -211,8 +211,8 @@ def attack_suite(
     targets: int | None = None,
 ) -> dict[str, torch.Tensor]:
     r"""Per-example correctness (bool, shape (batch,)) under FGSM, PGD with ``steps`` steps (one random
-    start), a stronger PGD with ``strong_steps`` steps from ``restarts`` random starts (step 2.5ε/steps
-    each, Madry et al. 2018), targeted PGD with ``steps`` steps towards every other class
+    start), a stronger PGD with ``strong_steps`` steps from ``restarts`` random starts (each attack's step is
+    2.5ε/steps, a common choice that lets the iterate cross the ball), targeted PGD with ``steps`` steps towards every other class
     (:func:`metaadv_edu.attacks.pgd_each_target`; ``targets=m``: only towards the ``m`` likeliest wrong classes),
     and under **all** of them (notebooks 01, 02 and 04).
 
