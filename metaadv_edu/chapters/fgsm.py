@@ -21,6 +21,7 @@ __all__ = [
     "check_fgsm",
     "check_first_order_gain",
     "check_pgd",
+    "correct_by_epsilon",
     "digits_logreg",
     "first_order_errors",
     "linear_robust_accuracy",
@@ -198,6 +199,37 @@ def check_pgd(my_pgd: Callable) -> bool:
 
 
 # ------------------------------------------------------------------ headline robust accuracies (notebooks 01, 02)
+def correct_by_epsilon(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: Sequence[float],
+    *,
+    attack: str = "fgsm",
+    steps: int = 20,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-example correctness under ``attack`` (``"fgsm"``, or ``"pgd"``: ``steps`` steps of 2.5ε/steps from a
+    random start drawn from ``generator``) at each ε: a bool tensor of shape (len(epsilons), batch), ε = 0 giving
+    the clean predictions (notebook 01, §6).
+
+    Its row means are :func:`metaadv_edu.attacks.robust_accuracy`'s numbers with the same arguments (the random
+    starts are drawn in the same order); keeping the examples lets two attacks be compared digit by digit with
+    :func:`metaadv_edu.stats.paired_binary`. Each accuracy is an upper bound on the robust accuracy."""
+    v.choice("attack", attack, ("fgsm", "pgd"))
+    steps = v.integer("steps", steps)
+    eps_list = [v.nonnegative("epsilons[i]", e) for e in epsilons]
+
+    def run(eps: float) -> Callable:
+        if eps == 0:
+            return lambda m, xb, yb: xb
+        if attack == "fgsm":
+            return lambda m, xb, yb: attacks.fgsm(m, xb, yb, eps)
+        return lambda m, xb, yb: attacks.pgd(m, xb, yb, eps, step_size=2.5 * eps / steps, steps=steps, generator=generator)
+
+    return torch.stack([attacks.correct_under(model, x, y, run(eps)) for eps in eps_list])
+
+
 def attack_suite(
     model,
     x: torch.Tensor,

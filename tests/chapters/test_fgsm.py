@@ -358,3 +358,19 @@ def test_the_graders_restore_the_model_they_lend():
             pgd_frozen(model, x, y, 0.1, 0.05, 2)
             model.eval()
     assert all(p.requires_grad for p in model.parameters()) and model.training
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_correct_by_epsilon_keeps_the_digits_behind_robust_accuracy(attack):
+    model = models_digits_cnn()
+    x, y = data.load_digits("test")
+    epsilons = [0.0, 0.05, 0.1, 0.2]
+    kwargs = {"steps": 5, "generator": torch.Generator().manual_seed(0)} if attack == "pgd" else {}
+    correct = chapter.correct_by_epsilon(model, x, y, epsilons, attack=attack, **kwargs)
+    assert correct.shape == (4, len(x)) and correct.dtype == torch.bool
+    if attack == "pgd":
+        kwargs["generator"] = torch.Generator().manual_seed(0)
+    expected = attacks.robust_accuracy(model, x, y, epsilons, attack=attack, **kwargs)
+    assert correct.sum(1).tolist() == [round(a * len(x)) for a in expected]
+    with pytest.raises(ValueError, match="attack"):
+        chapter.correct_by_epsilon(model, x, y, epsilons, attack="cw")
