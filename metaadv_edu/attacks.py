@@ -277,7 +277,8 @@ def robust_accuracy(
 
     ``attack`` is ``"fgsm"``, ``"pgd"`` (``steps`` steps of ``step_size``, by default
     :math:`2.5\,\epsilon/\text{steps}`, a common choice that lets the iterate cross the ball; a random
-    start; ``restarts`` random starts with the per-example worst case kept) or a callable ``attack(model, x, y, epsilon) -> x_adv``.
+    start; ``restarts`` random starts with the per-example worst case kept) or a callable
+    ``attack(model, x, y, epsilon) -> x_adv``.
     Every number is an **upper bound** on the true robust accuracy at that ε: a stronger attack can only
     lower it.
     """

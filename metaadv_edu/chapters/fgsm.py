@@ -225,7 +225,9 @@ def correct_by_epsilon(
             return lambda m, xb, yb: xb
         if attack == "fgsm":
             return lambda m, xb, yb: attacks.fgsm(m, xb, yb, eps)
-        return lambda m, xb, yb: attacks.pgd(m, xb, yb, eps, step_size=2.5 * eps / steps, steps=steps, generator=generator)
+        return lambda m, xb, yb: attacks.pgd(
+            m, xb, yb, eps, step_size=2.5 * eps / steps, steps=steps, generator=generator
+        )
 
     return torch.stack([attacks.correct_under(model, x, y, run(eps)) for eps in eps_list])
 
@@ -244,9 +246,9 @@ def attack_suite(
 ) -> dict[str, torch.Tensor]:
     r"""Per-example correctness (bool, shape (batch,)) under FGSM, PGD with ``steps`` steps (one random
     start), a stronger PGD with ``strong_steps`` steps from ``restarts`` random starts (each attack's step is
-    2.5ε/steps, a common choice that lets the iterate cross the ball), targeted PGD with ``steps`` steps towards every other class
-    (:func:`metaadv_edu.attacks.pgd_each_target`; ``targets=m``: only towards the ``m`` likeliest wrong classes),
-    and under **all** of them (notebooks 01, 02 and 04).
+    2.5ε/steps, a common choice that lets the iterate cross the ball), targeted PGD with ``steps`` steps towards
+    every other class (:func:`metaadv_edu.attacks.pgd_each_target`; ``targets=m``: only towards the ``m``
+    likeliest wrong classes), and under **all** of them (notebooks 01, 02 and 04).
 
     Each attack draws its random starts from its own generator (seeds ``seed``, ``seed + 1`` and ``seed + 2``
     for PGD, the stronger PGD and the targeted runs), so the stronger run never repeats PGD's start.

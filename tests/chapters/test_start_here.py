@@ -73,7 +73,7 @@ def test_first_look_caption_gives_the_test_accuracies_of_random_vs_fgsm(epsilon)
 
 
 def test_first_look_explorer_needs_both_evaluation_tensors():
-    x, y = data.load_digits("test")
+    x, _ = data.load_digits("test")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     with pytest.raises(ValueError, match="x_eval and y_eval"):
         chapter.first_look_explorer(model, x[3], 0, x_eval=x)
