@@ -275,9 +275,10 @@ def robust_accuracy(
 ) -> list[float]:
     r"""Accuracy on attacked inputs for each ε (ε = 0 gives the clean accuracy).
 
-    ``attack`` is ``"fgsm"``, ``"pgd"`` (``steps`` steps of ``step_size``, default
-    :math:`2.5\,\epsilon/\text{steps}` as in Madry et al., random start, ``restarts`` random starts with
-    the per-example worst case kept) or a callable ``attack(model, x, y, epsilon) -> x_adv``.
+    ``attack`` is ``"fgsm"``, ``"pgd"`` (``steps`` steps of ``step_size``, by default
+    :math:`2.5\,\epsilon/\text{steps}`, a common choice that lets the iterate cross the ball; a random
+    start; ``restarts`` random starts with the per-example worst case kept) or a callable
+    ``attack(model, x, y, epsilon) -> x_adv``.
     Every number is an **upper bound** on the true robust accuracy at that ε: a stronger attack can only
     lower it.
     """

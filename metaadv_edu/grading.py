@@ -25,6 +25,7 @@ __all__ = [
     "close",
     "devices",
     "first_mistake",
+    "leaves_model_as_found",
     "pgd_variants",
     "report",
     "run",
@@ -196,12 +197,39 @@ def watch_parameter_gradients(model: nn.Module) -> Iterator[list[str]]:
     A hook fires on accumulation itself, so ``loss.backward()`` is seen even when the learner's code then
     clears ``.grad`` (``zero_grad(set_to_none=True)``, ``p.grad = None``, ``p.grad.zero_()``)."""
     touched: list[str] = []
-    handles = [
+    handles = [  # a parameter that does not require grad cannot accumulate one, and takes no hook
         p.register_post_accumulate_grad_hook(lambda _p, name=name: touched.append(name))
         for name, p in model.named_parameters()
+        if p.requires_grad
     ]
     try:
         yield touched
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def leaves_model_as_found(model: nn.Module) -> Iterator[None]:
+    """Raise :class:`Stop` if the code run inside changed which parameters require grad, or the model's
+    train/eval mode, and put both back as they were.
+
+    Freezing the model (``model.requires_grad_(False)``) inside an attack, a pattern many tutorials show,
+    silently stops later training of the same model; switching it to eval mode changes what dropout and
+    batch norm do in the caller's next training step."""
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    try:
+        yield
+    finally:
+        changed = [p.requires_grad for p in model.parameters()] != requires_grad
+        changed = changed or [m.training for m in model.modules()] != modes
+        for p, flag in zip(model.parameters(), requires_grad):
+            p.requires_grad_(flag)
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+    if changed:
+        raise Stop(
+            "your function changed the model (requires_grad or train/eval mode); an attack must leave it as "
+            "it found it — take the input gradient with torch.autograd.grad(loss, x) instead of freezing the model"
+        )

@@ -132,8 +132,9 @@ def check_ball_maximiser(
     """Does ``maximiser(g, p)`` return a point of the unit L_p ball with δᵀg = max over the ball?
 
     For random g, the claimed δ must lie in the ball and no point of the ball may do better (for p = ∞
-    every corner is tried, for p = 2 random boundary points); returns the largest amount by which a
-    point beat the claimed maximiser (0 when none did) and the verdict.
+    every corner is tried, for p = 2 random boundary points, the radial point δ/‖δ‖₂ and small moves from
+    it along the sphere, so that a feasible near-maximiser such as 0.98·g/‖g‖₂ is caught); returns the
+    largest amount by which a point beat the claimed maximiser (0 when none did) and the verdict.
     """
     if p not in (math.inf, 2):
         raise ValueError(f"p must be math.inf or 2, got {p}")
@@ -145,7 +146,12 @@ def check_ball_maximiser(
         delta = maximiser(g, p).detach().to(torch.float64)
         if delta.norm(p=p) > 1 + 1e-9:
             return math.inf, False
-        beaten = (_ball_points(dim, p, n_points, generator) @ g).max() - delta @ g
+        candidates = _ball_points(dim, p, n_points, generator)
+        if p == 2 and delta.norm() > 0:
+            radial = delta / delta.norm()
+            moves = radial + 0.05 * torch.randn(n_points, dim, generator=generator, dtype=torch.float64)
+            candidates = torch.cat([candidates, radial[None], moves / moves.norm(dim=1, keepdim=True)])
+        beaten = (candidates @ g).max() - delta @ g
         worst = max(worst, beaten.item())
     return worst, worst <= 1e-9
 

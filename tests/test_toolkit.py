@@ -80,6 +80,19 @@ def test_ball_check_rejects_sign_steps_in_the_l2_ball():
     assert not toolkit.check_ball_maximiser(lambda g_, p: torch.sign(g_) / math.sqrt(g_.numel()), 2)[1]
 
 
+@rejects("toolkit_dual_norm", "0.98·g/‖g‖₂: feasible and in the right direction, but short of the sphere")
+@rejects("toolkit_dual_norm", "the L2 maximiser with one coordinate's sign flipped")
+def test_ball_check_rejects_near_maximisers_in_the_l2_ball():
+    def flipped(g_, p):
+        delta = toolkit.ball_maximiser(g_, 2).clone()
+        delta[0] = -delta[0]
+        return delta
+
+    worst, ok = toolkit.check_ball_maximiser(lambda g_, p: 0.98 * toolkit.ball_maximiser(g_, 2), 2)
+    assert not ok and worst > 1e-3
+    assert not toolkit.check_ball_maximiser(flipped, 2)[1]
+
+
 def test_jsd_check_accepts_the_definition_and_agrees_with_the_gan_module_on_a_grid():
     assert toolkit.check_js_divergence(toolkit.js_divergence)[1]
     from metaadv_edu import gan

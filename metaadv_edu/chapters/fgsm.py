@@ -21,6 +21,7 @@ __all__ = [
     "check_fgsm",
     "check_first_order_gain",
     "check_pgd",
+    "correct_by_epsilon",
     "digits_logreg",
     "first_order_errors",
     "linear_robust_accuracy",
@@ -95,7 +96,7 @@ def check_fgsm(my_fgsm: Callable) -> bool:
     def body() -> str:
         for model, x, y, eps in grading.cases():
             model.zero_grad(set_to_none=True)
-            with grading.watch_parameter_gradients(model) as touched:
+            with grading.leaves_model_as_found(model), grading.watch_parameter_gradients(model) as touched:
                 out = grading.tensor_like(grading.call(my_fgsm, model, x, y, eps), x, "x_adv")
             if touched or any(p.grad is not None for p in model.parameters()):
                 raise grading.Stop(
@@ -172,7 +173,7 @@ def check_pgd(my_pgd: Callable) -> bool:
         for model, x, y, eps in grading.cases():
             for step_size, steps in ((max(eps, 0.03) / 3, 6), (max(eps, 0.03) / 2, 1)):
                 model.zero_grad(set_to_none=True)
-                with grading.watch_parameter_gradients(model) as touched:
+                with grading.leaves_model_as_found(model), grading.watch_parameter_gradients(model) as touched:
                     out = grading.call(my_pgd, model, x, y, eps, step_size, steps)
                 out = grading.tensor_like(out, x, "x_adv")
                 if touched or any(p.grad is not None for p in model.parameters()):
@@ -198,6 +199,39 @@ def check_pgd(my_pgd: Callable) -> bool:
 
 
 # ------------------------------------------------------------------ headline robust accuracies (notebooks 01, 02)
+def correct_by_epsilon(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: Sequence[float],
+    *,
+    attack: str = "fgsm",
+    steps: int = 20,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-example correctness under ``attack`` (``"fgsm"``, or ``"pgd"``: ``steps`` steps of 2.5ε/steps from a
+    random start drawn from ``generator``) at each ε: a bool tensor of shape (len(epsilons), batch), ε = 0 giving
+    the clean predictions (notebook 01, §6).
+
+    Its row means are :func:`metaadv_edu.attacks.robust_accuracy`'s numbers with the same arguments (the random
+    starts are drawn in the same order); keeping the examples lets two attacks be compared digit by digit with
+    :func:`metaadv_edu.stats.paired_binary`. Each accuracy is an upper bound on the robust accuracy."""
+    v.choice("attack", attack, ("fgsm", "pgd"))
+    steps = v.integer("steps", steps)
+    eps_list = [v.nonnegative("epsilons[i]", e) for e in epsilons]
+
+    def run(eps: float) -> Callable:
+        if eps == 0:
+            return lambda m, xb, yb: xb
+        if attack == "fgsm":
+            return lambda m, xb, yb: attacks.fgsm(m, xb, yb, eps)
+        return lambda m, xb, yb: attacks.pgd(
+            m, xb, yb, eps, step_size=2.5 * eps / steps, steps=steps, generator=generator
+        )
+
+    return torch.stack([attacks.correct_under(model, x, y, run(eps)) for eps in eps_list])
+
+
 def attack_suite(
     model,
     x: torch.Tensor,
@@ -211,10 +245,10 @@ def attack_suite(
     targets: int | None = None,
 ) -> dict[str, torch.Tensor]:
     r"""Per-example correctness (bool, shape (batch,)) under FGSM, PGD with ``steps`` steps (one random
-    start), a stronger PGD with ``strong_steps`` steps from ``restarts`` random starts (step 2.5ε/steps
-    each, Madry et al. 2018), targeted PGD with ``steps`` steps towards every other class
-    (:func:`metaadv_edu.attacks.pgd_each_target`; ``targets=m``: only towards the ``m`` likeliest wrong classes),
-    and under **all** of them (notebooks 01, 02 and 04).
+    start), a stronger PGD with ``strong_steps`` steps from ``restarts`` random starts (each attack's step is
+    2.5ε/steps, a common choice that lets the iterate cross the ball), targeted PGD with ``steps`` steps towards
+    every other class (:func:`metaadv_edu.attacks.pgd_each_target`; ``targets=m``: only towards the ``m``
+    likeliest wrong classes), and under **all** of them (notebooks 01, 02 and 04).
 
     Each attack draws its random starts from its own generator (seeds ``seed``, ``seed + 1`` and ``seed + 2``
     for PGD, the stronger PGD and the targeted runs), so the stronger run never repeats PGD's start.

@@ -15,6 +15,7 @@ __all__ = [
     "digits_cnn",
     "first_look_explorer",
     "library_cnn",
+    "random_signs",
     "random_vs_fgsm",
     "same_seed_same_draw",
 ]
@@ -63,14 +64,28 @@ def library_cnn(device=None):
 
 
 def first_look_explorer(
-    model: torch.nn.Module, digit: torch.Tensor, label: int, *, curvature: float = 10.0, seed: int = 0
+    model: torch.nn.Module,
+    digit: torch.Tensor,
+    label: int,
+    *,
+    x_eval: torch.Tensor | None = None,
+    y_eval: torch.Tensor | None = None,
+    curvature: float = 10.0,
+    seed: int = 0,
 ) -> Explorer:
-    """Notebook 00's demo: ε moves every pixel of one digit by ±ε in a fixed *random* direction (the
-    model's prediction barely changes), and α drives 12 steps of gradient descent on the parabola
-    f(w) = ½λw², which converge only while |1 − αλ| < 1."""
+    """Notebook 00's demo: ε moves every pixel of one digit by ±ε in a fixed *random* direction, and α
+    drives 12 steps of gradient descent on the parabola f(w) = ½λw², which converge only while |1 − αλ| < 1.
 
-    coin = torch.randint(0, 2, digit.shape, generator=torch.Generator().manual_seed(seed))
-    random_sign = (coin * 2 - 1).to(digit.device)
+    With ``x_eval, y_eval`` the caption also gives the accuracy on them under random ±ε and under FGSM at
+    the slider's ε, the same numbers as :func:`random_vs_fgsm`. FGSM's direction sign(∇ₓL) is taken at the
+    clean inputs and does not depend on ε, so it is computed once: a slider move costs two forward passes.
+    """
+    if (x_eval is None) != (y_eval is None):
+        raise ValueError("x_eval and y_eval must be given together (or neither)")
+    random_sign = random_signs(digit.shape, seed).to(digit.device)
+    if x_eval is not None:
+        eval_sign = random_signs(x_eval.shape, seed).to(x_eval.device)
+        fgsm_sign = attacks.input_gradient(model, x_eval, y_eval)[0].sign()
     grid = torch.linspace(-3, 3, 200)
     artists: dict = {}
 
@@ -97,10 +112,14 @@ def first_look_explorer(
         ws = (2.0 * factor ** torch.arange(13, dtype=torch.float64)).clamp(-3, 3)
         artists["path"].set_data(ws, curvature / 2 * ws**2)
         artists["ax_gd"].set_title(f"12 steps of gradient descent, α = {inner_lr:.3g}")
-        return (
-            f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%}) · gradient descent "
-            f"{descent_verdict(factor)} (|1 − αλ| = {abs(factor):.3f})"
-        )
+        caption = f"prediction: <b>{int(probs.argmax())}</b> ({probs.max():.0%})"
+        if x_eval is not None:
+            moved = torch.cat([x_eval + epsilon * eval_sign, x_eval + epsilon * fgsm_sign]).clamp(0, 1)
+            with torch.no_grad():  # one forward pass for both attacks
+                correct = (model(moved).argmax(1) == y_eval.repeat(2)).float().view(2, -1)
+            random_acc, fgsm_acc = correct.mean(1)
+            caption += f" · {len(x_eval)} test digits correct: random ±ε {random_acc:.1%}, FGSM {fgsm_acc:.1%}"
+        return f"{caption} · gradient descent {descent_verdict(factor)} (|1 − αλ| = {abs(factor):.3f})"
 
     sliders = {
         "epsilon": epsilon_slider(0.1, max=0.5),
@@ -128,11 +147,17 @@ def random_vs_fgsm(
     """Accuracy of ``model`` when every pixel moves by ±ε in a random direction (seeded), and under FGSM
     (notebook 01) — the direction that is worst for the loss's *linear approximation*, not the worst
     point of the ball (iterated attacks find worse ones) — both clamped to [0, 1]."""
-    coin = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
-    noisy = (x + epsilon * (2 * coin - 1)).clamp(0, 1)
+    noisy = (x + epsilon * random_signs(x.shape, seed).to(x.device)).clamp(0, 1)
     with torch.no_grad():
         random_acc = float((model(noisy).argmax(1) == y).float().mean())
     return random_acc, attacks.robust_accuracy(model, x, y, [epsilon])[0]
+
+
+def random_signs(shape: torch.Size | tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """A tensor of ``shape`` whose entries are −1 or +1 with probability ½ each, from a generator seeded with
+    ``seed`` (on the CPU): the random direction of notebook 00's explorer and of :func:`random_vs_fgsm`."""
+    coin = torch.randint(0, 2, tuple(shape), generator=torch.Generator().manual_seed(seed))
+    return (2 * coin - 1).float()
 
 
 def same_seed_same_draw(draw, seeds=(0, 1)) -> bool:

@@ -307,3 +307,70 @@ def test_attack_suite_gives_each_attack_its_own_random_start(monkeypatch):
     chapter.attack_suite(model, x[:8], y[:8], 0.1, steps=2, strong_steps=2, restarts=2)
     plain, strong = starts
     assert not torch.equal(plain, strong)
+
+
+def fgsm_frozen_then_backward(model, x, y, eps):
+    model.requires_grad_(False)  # the tutorials' way to keep .grad off the parameters
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x), y).backward()
+    return (x + eps * x.grad.sign()).clamp(0, 1).detach()
+
+
+def fgsm_switches_to_eval(model, x, y, eps):
+    model.eval()
+    return attacks.fgsm(model, x, y, eps)
+
+
+def pgd_frozen(model, x, y, epsilon, step_size, steps):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = (x + (x_adv + step_size * g.sign() - x).clamp(-epsilon, epsilon)).clamp(0, 1)
+    return x_adv.detach()
+
+
+@rejects("fgsm_grader", "freezes the model with requires_grad_(False), then loss.backward()")
+@rejects("fgsm_grader", "switches the model to eval mode and leaves it there")
+@pytest.mark.parametrize("fn", [fgsm_frozen_then_backward, fgsm_switches_to_eval])
+def test_check_fgsm_rejects_an_attack_that_changes_the_model(fn, capsys):
+    assert chapter.check_fgsm(fn) is False
+    out = capsys.readouterr().out
+    assert "changed the model" in out and "torch.autograd.grad" in out and "Traceback" not in out
+
+
+@rejects("pgd_grader", "freezes the model with requires_grad_(False), input gradient otherwise right")
+def test_check_pgd_rejects_a_frozen_model_without_crashing(capsys):
+    assert chapter.check_pgd(pgd_frozen) is False
+    out = capsys.readouterr().out
+    assert "changed the model" in out and "Traceback" not in out
+
+
+def test_the_graders_restore_the_model_they_lend():
+    from metaadv_edu import grading
+
+    model = grading.toy_classifier("cpu", 0)
+    x, y = grading.toy_batch("cpu", 10)
+    with pytest.raises(grading.Stop, match="changed the model"):
+        with grading.leaves_model_as_found(model):
+            pgd_frozen(model, x, y, 0.1, 0.05, 2)
+            model.eval()
+    assert all(p.requires_grad for p in model.parameters()) and model.training
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_correct_by_epsilon_keeps_the_digits_behind_robust_accuracy(attack):
+    model = models_digits_cnn()
+    x, y = data.load_digits("test")
+    epsilons = [0.0, 0.05, 0.1, 0.2]
+    kwargs = {"steps": 5, "generator": torch.Generator().manual_seed(0)} if attack == "pgd" else {}
+    correct = chapter.correct_by_epsilon(model, x, y, epsilons, attack=attack, **kwargs)
+    assert correct.shape == (4, len(x)) and correct.dtype == torch.bool
+    if attack == "pgd":
+        kwargs["generator"] = torch.Generator().manual_seed(0)
+    expected = attacks.robust_accuracy(model, x, y, epsilons, attack=attack, **kwargs)
+    assert correct.sum(1).tolist() == [round(a * len(x)) for a in expected]
+    with pytest.raises(ValueError, match="attack"):
+        chapter.correct_by_epsilon(model, x, y, epsilons, attack="cw")

@@ -57,3 +57,29 @@ def test_descent_verdict_at_the_boundaries():
     assert chapter.descent_verdict(1 - 0.2 * 10) == "oscillates for ever (neither converges nor diverges)"
     assert chapter.descent_verdict(-1 - 1e-6) == "diverges"
     assert chapter.descent_verdict(1.0) == "stays where it starts (α = 0)"
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3, 0.5])
+def test_first_look_caption_gives_the_test_accuracies_of_random_vs_fgsm(epsilon):
+    x, y = data.load_digits("test")
+    model, _ = chapter.digits_cnn("cpu")
+    explorer = chapter.first_look_explorer(model, x[3], int(y[3]), x_eval=x, y_eval=y)
+    explorer.sliders["epsilon"].value = epsilon
+    explorer.update()
+    random_acc, fgsm_acc = chapter.random_vs_fgsm(model, x, y, epsilon)
+    expected = f"{len(x)} test digits correct: random ±ε {random_acc:.1%}, FGSM {fgsm_acc:.1%}"
+    assert expected in explorer.caption.value
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_first_look_explorer_needs_both_evaluation_tensors():
+    x, _ = data.load_digits("test")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(ValueError, match="x_eval and y_eval"):
+        chapter.first_look_explorer(model, x[3], 0, x_eval=x)
+
+
+def test_random_signs_are_plus_or_minus_one_and_seeded():
+    a, b = chapter.random_signs((2, 1, 8, 8), 0), chapter.random_signs((2, 1, 8, 8), 0)
+    assert torch.equal(a, b) and set(a.unique().tolist()) == {-1.0, 1.0}
+    assert not torch.equal(a, chapter.random_signs((2, 1, 8, 8), 1))
