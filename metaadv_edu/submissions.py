@@ -16,6 +16,7 @@ readable or not, into gradebook rows (:data:`CSV_FIELDS`).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import secrets
@@ -46,6 +47,8 @@ OUTPUT_LIMIT = 100_000
 INTERRUPT_GRACE = 10
 #: Seconds beyond ``notebook_timeout`` per notebook after which a silent grading worker is given up on.
 STUCK_GRACE = 300
+#: Seconds a restarted kernel gets to answer a new client before the submission is given up on.
+RESTART_LIMIT = 90
 
 
 class NotGradable(ValueError):
@@ -102,6 +105,9 @@ def _run(nb, token: str, cwd: Path, timeout: int, notebook_timeout: int, grading
         client.timeout = max(1, int(min(limit, deadline - time.monotonic())))
         client.execute_cell(cell, index, store_history=index not in grading_cells)
 
+    async def fresh_client() -> None:
+        await asyncio.wait_for(client.async_start_new_kernel_client(), timeout=RESTART_LIMIT)
+
     def revive(interrupt: bool = True) -> None:
         """Interrupt the kernel; restart it and replay the cells run so far when it does not answer."""
         if interrupt:
@@ -112,7 +118,10 @@ def _run(nb, token: str, cwd: Path, timeout: int, notebook_timeout: int, grading
             except (CellTimeoutError, DeadKernelError):
                 pass
         run_sync(client.km.restart_kernel)(now=True)
-        run_sync(client.kc.wait_for_ready)(timeout=60)
+        # a fresh client on the restarted kernel: the old client's sockets can wait forever on a reply
+        # that the kernel it was talking to will never send (seen as a grading run that never ends)
+        client.kc.stop_channels()
+        run_sync(fresh_client)()
         for index in done:
             execute(copy.deepcopy(nb.cells[index]), index, timeout)
 
