@@ -137,7 +137,8 @@ def expected_updates(
     loss_fn: LossFn | None = None,
 ) -> dict[str, torch.Tensor]:
     r"""The measured expected gradients of MAML, FOMAML and Reptile with ``k`` inner SGD steps of
-    size α (Nichol et al.'s k), averaged over every ordered (k+1)-tuple of distinct minibatches.
+    size α (this course's k; Nichol et al.'s k is k + 1 for MAML and FOMAML), averaged over every ordered
+    (k+1)-tuple of distinct minibatches.
 
     The k inner steps use minibatches 1..k, θ₁ → θ_{k+1}; MAML and FOMAML take their outer gradient
     on minibatch k+1: g_MAML = ∂L_{k+1}(θ_{k+1})/∂θ₁, g_FOMAML = L_{k+1}'(θ_{k+1}),

@@ -74,6 +74,8 @@ mjx-assistive-mml { height: 1px !important; }  /* MathML kept for screen readers
 mjx-container[display="true"], div.math, dl.py > dd { overflow-x: auto; overflow-y: hidden; max-width: 100%; }
 dt.sig, dt.sig span.pre, .bd-article :not(pre) > code, .bd-article :not(pre) > code span.pre {
   overflow-wrap: anywhere; white-space: normal; }
+/* printed results wrap on a narrow screen (tables are HTML, so no alignment is lost); code keeps its lines */
+.bd-article .cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 
 

@@ -460,13 +460,18 @@ def test_api_page_shows_a_documented_function_offline(browser, served):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("stem", ["index", STEMS[1], STEMS[5], "api"])
+@pytest.mark.parametrize("stem", ORDER)
 def test_text_does_not_scroll_sideways_on_a_phone(browser, served, stem):
     page, record = _open(browser, f"{served}/{stem}.html", width=390)
     try:
         _typeset(page)
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{stem}: the page is {overflow} px wider than a 390 px screen"
+        wide = page.evaluate(
+            "() => [...document.querySelectorAll('.cell_output pre')]"
+            ".filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.textContent.slice(0, 60))"
+        )
+        assert wide == [], f"{stem}: printed output scrolls sideways on a phone: {wide}"
         page.screenshot(path=str(ARTIFACTS / f"{stem}-390px.png"))
         _offline(record, stem)
     finally:
