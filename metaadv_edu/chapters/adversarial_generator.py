@@ -277,6 +277,11 @@ def check_generator_loss(my_loss: Callable) -> bool:
                             "the generator minimises the non-saturating −log D(x_adv)",
                         ),
                         (
+                            fool + weight * F.logsigmoid(d).mean(),
+                            "the realism term has the wrong sign: G minimises −log D(x_adv), "
+                            "which raises D on its outputs",
+                        ),
+                        (
                             (true - other).mean() + weight * real,
                             "without the floor max(·, −κ) with κ = 0 the loss keeps "
                             "pushing examples f already gets wrong; clamp the margin at 0",

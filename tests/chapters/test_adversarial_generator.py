@@ -80,6 +80,7 @@ def _margin(logits, y, *, floor=True, include_true=False, flip=False, zero_true=
         (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d) + 1e-8).mean(), False, "1e-8"),
         (lambda z, y, d, w: _margin(z, y) - w * torch.log(torch.sigmoid(d)).mean(), False, "not finite"),
         (lambda z, y, d, w: _margin(z, y) + w * F.logsigmoid(-d).mean(), False, "saturating"),
+        (lambda z, y, d, w: _margin(z, y) + w * F.logsigmoid(d).mean(), False, "realism term has the wrong sign"),
         (lambda z, y, d, w: _margin(z, y, floor=False) - w * F.logsigmoid(d).mean(), False, "floor"),
         (lambda z, y, d, w: _margin(z, y, include_true=True) - w * F.logsigmoid(d).mean(), False, "*other* classes"),
         (lambda z, y, d, w: -F.cross_entropy(z, y) - w * F.logsigmoid(d).mean(), False, "Carlini–Wagner"),
