@@ -158,11 +158,30 @@ def _descending(model, tasks, *, inner_lr, steps, epsilon, attack_steps, generat
     return torch.stack(losses).mean()
 
 
+def _unprojected(model, tasks, *, inner_lr, steps, epsilon, attack_steps, generator=None, **_):
+    """A wrong adversarial-query loss: PGD steps of 2.5ε/steps that never project back onto the ε-ball."""
+    theta = params_of(model)
+    losses = []
+    for xs, ys, xq, yq in zip(*tasks):
+        adapted = maml.adapt(model, theta, xs, ys, inner_lr=inner_lr, steps=steps)
+        start = epsilon * (torch.rand(xq.shape, generator=generator) * 2 - 1)
+        x_adv = robust_meta.functional_attack(
+            model, adapted, xq, yq, start, epsilon=1.0, steps=attack_steps, step_size=2.5 * epsilon / attack_steps
+        )
+        losses.append(torch.nn.functional.cross_entropy(forward(model, adapted, x_adv), yq))
+    return torch.stack(losses).mean()
+
+
+def _four_epsilon(model, tasks, *, epsilon, **kw):
+    """A wrong adversarial-query loss: the budget passed on four times too large."""
+    return robust_meta.adversarial_query_loss(model, tasks, epsilon=4 * epsilon, **kw)
+
+
 def test_attack_strength_check_accepts_the_attack_of_adversarial_querying():
     model, tasks = _strength_setup()
     out = robust_checks.attack_strength_check(model, tasks, inner_lr=0.2, steps=2, epsilon=8 / 255)
     assert out["ours"] > out["clean"] and out["independent"] > out["clean"]
-    assert out["ratio"] > 0.9
+    assert 0.9 < out["ratio"] < 1.1
 
 
 @rejects("aq_attack_strength", "PGD aimed at the initial weights θ instead of the adapted θ′")
@@ -172,6 +191,19 @@ def test_attack_strength_check_rejects_a_weaker_attack(wrong):
     model, tasks = _strength_setup()
     out = robust_checks.attack_strength_check(model, tasks, inner_lr=0.2, steps=2, epsilon=8 / 255, query_loss=wrong)
     assert out["ratio"] < 0.9
+
+
+@rejects("aq_attack_strength", "PGD without the projection onto the ε-ball")
+@rejects("aq_attack_strength", "ε too large (4ε)")
+@pytest.mark.parametrize("attack_steps", [10, 2])
+@pytest.mark.parametrize("wrong", [_unprojected, _four_epsilon])
+def test_attack_strength_check_rejects_an_attack_beyond_the_budget(wrong, attack_steps):
+    model, tasks = _strength_setup()
+    out = robust_checks.attack_strength_check(
+        model, tasks, inner_lr=0.2, steps=2, epsilon=8 / 255, attack_steps=attack_steps, query_loss=wrong
+    )
+    assert not 0.9 < out["ratio"] < 1.1
+    assert out["ratio"] > 1.1
 
 
 def test_attack_strength_check_names_a_bad_argument():
