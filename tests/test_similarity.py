@@ -45,6 +45,23 @@ def test_feature_counts_may_differ_and_independent_noise_is_dissimilar():
     assert similarity.linear_cka(x, torch.cat([x, x], 1)) == pytest.approx(1.0, abs=1e-12)
 
 
+def gram_cka(x, y):
+    """The Gram-matrix form of linear CKA, tr(G_X G_Y) / (‖G_X‖_F ‖G_Y‖_F) with G = X_c X_cᵀ of the centred
+    columns: computed from the n × n example Grams, independently of linear_cka's feature-space form."""
+    gx, gy = (x - x.mean(0)) @ (x - x.mean(0)).T, (y - y.mean(0)) @ (y - y.mean(0)).T
+    return float(torch.trace(gx @ gy) / (torch.linalg.matrix_norm(gx) * torch.linalg.matrix_norm(gy)))
+
+
+def test_equals_the_gram_matrix_form():
+    values = []
+    for seed, (p, q) in enumerate(((20, 20), (5, 30), (40, 3))):
+        x = _x(seed, n=60, d=p)
+        y = torch.tanh(x[:, :1] * _x(seed + 10, n=1, d=q)) + 0.7 * _x(seed + 20, n=60, d=q)  # partly related
+        values.append(similarity.linear_cka(x, y))
+        assert values[-1] == pytest.approx(gram_cka(x, y), abs=1e-12)
+    assert all(0.05 < v < 0.8 for v in values)  # away from 0 and 1, where √CKA or CKA² would agree too
+
+
 def test_symmetric():
     x, y = _x(0), _x(1) + 0.5 * _x(0)
     assert similarity.linear_cka(x, y) == pytest.approx(similarity.linear_cka(y, x), abs=1e-12)

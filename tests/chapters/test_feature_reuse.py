@@ -64,15 +64,51 @@ def test_anil_grader_names_each_mistake(capsys):
         bias = [k for k in anil.head_names(model) if k.endswith("bias")]
         return {**_anil_step(model, params, x, y, lr), **{k: params[k] for k in bias}}
 
+    def model_call(model, params, x, y, lr):  # the support loss of model(x): the gradient at the module's weights
+        head, own = anil.head_names(model), dict(model.named_parameters())
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), [own[k] for k in head], create_graph=True)
+        return {**params, **{k: params[k] - lr * g for k, g in zip(head, grads)}}
+
+    def model_call_wrt_params(model, params, x, y, lr):  # model(x), differentiated with respect to params
+        head = anil.head_names(model)
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), [params[k] for k in head], create_graph=True)
+        return {**params, **{k: params[k] - lr * g for k, g in zip(head, grads)}}
+
+    def module_weights(model, params, x, y, lr):  # steps from the module's own head, not from params'
+        head, own = anil.head_names(model), dict(model.named_parameters())
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), [own[k] for k in head], create_graph=True)
+        return {**params, **{k: own[k] - lr * g for k, g in zip(head, grads)}}
+
     cases = {
         "MAML's step": lambda m, p, x, y, lr: maml.adapt(m, p, x, y, inner_lr=lr),
         "wrong sign": flipped,
         "meta-gradient": no_graph,
         "weight and bias": weight_only,
+        "params are not the module's own weights": model_call,
+        "not the module's own weights": model_call_wrt_params,
+        "start from params": module_weights,
     }
     for hint, fn in cases.items():
         ok, out = _verdict(capsys, chapter.check_anil_inner_step, fn)
         assert not ok and hint in out, (hint, out)
+
+
+def test_anil_grader_stops_a_step_that_changes_its_inputs_with_a_hint_not_a_traceback(capsys):
+    def reuses_the_dict(model, params, x, y, lr):  # right values and graph, but the caller's dict is rewritten
+        new = params
+        new.update(_anil_step(model, params, x, y, lr))
+        return new
+
+    def moves_the_module(model, params, x, y, lr):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.5)
+        return _anil_step(model, params, x, y, lr)
+
+    cases = {"leave params as it is": reuses_the_dict, "leave the module untouched": moves_the_module}
+    for hint, fn in cases.items():
+        ok, out = _verdict(capsys, chapter.check_anil_inner_step, fn)
+        assert not ok and out.startswith("✗") and hint in out, (hint, out)
 
 
 # ------------------------------------------------------------------------------ conjugate gradient
