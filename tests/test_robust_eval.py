@@ -144,32 +144,36 @@ def _aimed_at_theta(model, tasks, **kw):
     return robust_meta.adversarial_query_loss(model, tasks, **{**kw, "target": "initial"})
 
 
-def _descending(model, tasks, *, inner_lr, steps, epsilon, attack_steps, generator=None, **_):
+def _misdirected_attack_loss(model, tasks, *, inner_lr, steps, epsilon, attack_steps, ball, step_size, generator=None):
+    """The adversarial-query loss with a wrong PGD: steps of ``step_size`` projected onto a ball of radius ``ball``."""
+    theta = params_of(model)
+    losses = []
+    for xs, ys, xq, yq in zip(*tasks):
+        adapted = maml.adapt(model, theta, xs, ys, inner_lr=inner_lr, steps=steps)
+        start = epsilon * (torch.rand(xq.shape, generator=generator) * 2 - 1)
+        x_adv = robust_meta.functional_attack(
+            model, adapted, xq, yq, start, epsilon=ball, steps=attack_steps, step_size=step_size
+        )
+        losses.append(torch.nn.functional.cross_entropy(forward(model, adapted, x_adv), yq))
+    return torch.stack(losses).mean()
+
+
+def _descending(model, tasks, *, epsilon, attack_steps, **kw):
     """A wrong adversarial-query loss: the PGD steps go down the loss (x − a·sign ∇ₓL) instead of up."""
-    theta = params_of(model)
-    losses = []
-    for xs, ys, xq, yq in zip(*tasks):
-        adapted = maml.adapt(model, theta, xs, ys, inner_lr=inner_lr, steps=steps)
-        start = epsilon * (torch.rand(xq.shape, generator=generator) * 2 - 1)
-        x_adv = robust_meta.functional_attack(
-            model, adapted, xq, yq, start, epsilon=epsilon, steps=attack_steps, step_size=-2.5 * epsilon / attack_steps
-        )
-        losses.append(torch.nn.functional.cross_entropy(forward(model, adapted, x_adv), yq))
-    return torch.stack(losses).mean()
+    step = -2.5 * epsilon / attack_steps
+    kw = {k: v for k, v in kw.items() if k in ("inner_lr", "steps", "generator")}
+    return _misdirected_attack_loss(
+        model, tasks, epsilon=epsilon, attack_steps=attack_steps, ball=epsilon, step_size=step, **kw
+    )
 
 
-def _unprojected(model, tasks, *, inner_lr, steps, epsilon, attack_steps, generator=None, **_):
+def _unprojected(model, tasks, *, epsilon, attack_steps, **kw):
     """A wrong adversarial-query loss: PGD steps of 2.5ε/steps that never project back onto the ε-ball."""
-    theta = params_of(model)
-    losses = []
-    for xs, ys, xq, yq in zip(*tasks):
-        adapted = maml.adapt(model, theta, xs, ys, inner_lr=inner_lr, steps=steps)
-        start = epsilon * (torch.rand(xq.shape, generator=generator) * 2 - 1)
-        x_adv = robust_meta.functional_attack(
-            model, adapted, xq, yq, start, epsilon=1.0, steps=attack_steps, step_size=2.5 * epsilon / attack_steps
-        )
-        losses.append(torch.nn.functional.cross_entropy(forward(model, adapted, x_adv), yq))
-    return torch.stack(losses).mean()
+    step = 2.5 * epsilon / attack_steps
+    kw = {k: v for k, v in kw.items() if k in ("inner_lr", "steps", "generator")}
+    return _misdirected_attack_loss(
+        model, tasks, epsilon=epsilon, attack_steps=attack_steps, ball=1.0, step_size=step, **kw
+    )
 
 
 def _four_epsilon(model, tasks, *, epsilon, **kw):

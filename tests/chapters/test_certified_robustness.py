@@ -414,13 +414,18 @@ def test_checklist_fails_an_under_powered_attack():
     assert not out["random search not stronger than PGD-10"]
 
 
-def test_checklist_step_size_row_does_not_depend_on_the_restart_seeds():
+def _checklist_case():
+    """A small CNN, an unrelated one (the transfer source) and 60 inputs it labels itself."""
     torch.manual_seed(0)
     model = models.TinyCNN(1, 10, width=4).eval()
     torch.manual_seed(1)
     unrelated = models.TinyCNN(1, 10, width=4).eval()
     x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    y = model(x).argmax(1)
+    return model, unrelated, x, model(x).argmax(1)
+
+
+def test_checklist_step_size_row_does_not_depend_on_the_restart_seeds():
+    model, unrelated, x, y = _checklist_case()
     row = "steps ε/8 (×20) or ε/2 (×10) break no more than ε/4"
     runs = [
         chapter.evaluation_checklist(model, unrelated, x, y, epsilon=0.2, restart_seeds=seeds, details=True)
@@ -441,12 +446,7 @@ def test_checklist_rejects_bad_restart_seeds():
 
 
 def test_checklist_effort_rows_report_counts_without_a_one_sided_test():
-    torch.manual_seed(0)
-    model = models.TinyCNN(1, 10, width=4).eval()
-    torch.manual_seed(1)
-    unrelated = models.TinyCNN(1, 10, width=4).eval()
-    x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    y = model(x).argmax(1)
+    model, unrelated, x, y = _checklist_case()
     out = chapter.evaluation_checklist(model, unrelated, x, y, epsilon=0.2, details=True)
     _, restarts = out["2 restarts of PGD-10 break no more than one run"]
     assert restarts.endswith("/60") and "p =" not in restarts  # a count: the worst case only moves one way
