@@ -74,12 +74,26 @@ def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def _canonical(node) -> str:
+    # ast.dump's text changes between Python versions even for the same code (3.12 adds ``type_params=[]``
+    # to every function and class, 3.13 leaves out empty fields), so a notebook executed on one version
+    # would look stale on another. This form names each node and its non-empty fields only.
+    if isinstance(node, ast.AST):
+        fields = [f"{name}={_canonical(value)}" for name, value in ast.iter_fields(node) if value not in (None, [])]
+        return f"{type(node).__name__}({', '.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ", ".join(_canonical(item) for item in node) + "]"
+    return repr(node)
+
+
 def code_digest(path: Path) -> str | None:
-    """Digest of a module's code (its syntax tree without docstrings, comments or layout); None if missing."""
+    """Digest of a module's code (its syntax tree without docstrings, comments or layout); None if missing.
+
+    The same code gives the same digest on every supported Python version."""
     if not path.exists():
         return None
     tree = _without_docstrings(ast.parse(path.read_text(encoding="utf-8")))
-    return _hash(ast.dump(tree, include_attributes=False).encode())
+    return _hash(_canonical(tree).encode())
 
 
 def _find(tree: ast.AST, qualname: str) -> ast.AST | None:
