@@ -78,6 +78,14 @@ def _canonical(node) -> str:
     # ast.dump's text changes between Python versions even for the same code (3.12 adds ``type_params=[]``
     # to every function and class, 3.13 leaves out empty fields), so a notebook executed on one version
     # would look stale on another. This form names each node and its non-empty fields only.
+    if isinstance(node, ast.JoinedStr):  # 3.12 splits f-strings' constant parts differently (f"{x:<{w}}" gains a '')
+        parts: list = []
+        for part in node.values:
+            if isinstance(part, ast.Constant) and parts and isinstance(parts[-1], ast.Constant):
+                parts[-1] = ast.Constant(parts[-1].value + part.value)
+            elif not (isinstance(part, ast.Constant) and part.value == ""):
+                parts.append(part)
+        return f"JoinedStr(values={_canonical(parts)})"
     if isinstance(node, ast.AST):
         fields = [f"{name}={_canonical(value)}" for name, value in ast.iter_fields(node) if value not in (None, [])]
         return f"{type(node).__name__}({', '.join(fields)})"
