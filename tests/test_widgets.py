@@ -189,8 +189,44 @@ def test_blitting_draws_what_a_full_render_draws():
     assert (abs(pixels(fast.image.value) - moved).max(-1) > 8).sum() > 20, "the animated line moves"
 
 
+def keyed_explorer(blit_key):
+    # the selection slider changes the y-axis' limits (its tick labels live in the kept picture)
+    art = {}
+
+    def setup(fig):
+        art["ax"] = ax = fig.add_subplot()
+        art["line"] = ax.plot([0, 1], [0, 0.1], lw=3, animated=True)[0]
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+
+    def draw(fig, *, epsilon, scale):
+        art["line"].set_ydata([0, epsilon * scale])
+        art["ax"].set_ylim(0, scale)
+
+    sliders = {"epsilon": widgets.epsilon_slider(0.1), "scale": widgets.selection_slider("scale", [1, 10], 1)}
+    return widgets.Explorer(draw, sliders, setup=setup, blit=True, blit_key=blit_key, dpi=50)
+
+
+def test_blit_error_sees_a_stale_picture_and_blit_key_renders_it_again():
+    stale, keyed = keyed_explorer(None), keyed_explorer(lambda epsilon, scale: scale)
+    for ex in (stale, keyed):
+        assert ex.blit_error() < 0.01
+        ex.set(epsilon=0.3)
+        assert ex.blit_error() < 0.01
+        ex.set(scale=10)
+    assert stale.blit_error() > 0.001, "the y tick labels 0…1 were kept while the axis now reads 0…10"
+    assert keyed.blit_error() < 0.01
+    keyed.set(epsilon=0.9)
+    assert keyed.blit_error() < 0.01
+
+
+def test_blit_error_is_zero_without_blitting():
+    assert blit_explorer(False).blit_error() == 0.0
+
+
 def test_blitting_needs_setup():
     with pytest.raises(ValueError, match="blit"):
         widgets.Explorer(
             draw_line, {"epsilon": widgets.epsilon_slider(0.1), "inner_lr": widgets.inner_lr_slider(0.01)}, blit=True
         )
+    with pytest.raises(ValueError, match="blit_key"):
+        widgets.Explorer(draw_line, {"epsilon": widgets.epsilon_slider(0.1)}, blit_key=lambda epsilon: 0)
