@@ -118,7 +118,7 @@ def _call_step(my_step: Callable, model, theta: dict, x, y, lr: float):
         out = grading.call(my_step, model, given, x, y, lr)
     except grading.Stop as stop:  # autograd.grad of model(x)'s loss with respect to params
         if "not have been used in the graph" in str(stop):
-            raise grading.Stop(f"{_NOT_THE_MODULE} ({stop})") from None
+            raise grading.Stop(_NOT_THE_MODULE) from None
         raise
     if any(not torch.equal(b, p) for b, p in zip(before, model.parameters())):
         raise grading.Stop(
@@ -212,7 +212,7 @@ def check_conjugate_gradient(my_cg: Callable) -> bool:
                 if not grading.close(full, exact, 1e-6):
                     raise grading.Stop(
                         f"after n = {n} iterations CG solves A u = b exactly (up to rounding); yours does not: "
-                        "update the direction p ← r_new + (r_newᵀr_new / rᵀr)·p, which keeps it A-conjugate"
+                        "check each update: u ← u + a·p, r ← r − a·Ap and p ← r_new + (r_newᵀr_new / rᵀr)·p"
                     )
         return "one iteration is the exact line search along b, and n iterations solve the n-dimensional system"
 
