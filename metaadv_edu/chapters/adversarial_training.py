@@ -144,13 +144,19 @@ def robustness_explorer(
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="upper right")  # where "best" puts it, and fixed: the kept picture holds the legend
         axes = left.subplots(len(x_show), 2, squeeze=False)
         art["axes"] = axes
         art["clean"] = [
             show_image(x_show[i], axes[i, 0], title=f"clean ({labels[int(y_show[i])]})") for i in range(len(x_show))
         ]
         art["adv"] = [show_image(x_show[i], axes[i, 1]).images[0] for i in range(len(x_show))]
+        # What a move changes is animated: the curves (width and alpha), the star, the attacked images and their
+        # titles. Frames the curves (accuracy 0) and images touch are animated too, so they stay drawn on top.
+        frames = [spine for a in (ax, *axes[:, 1]) for spine in a.spines.values()]
+        moving = [*art["lines"].values(), art["star"], *art["adv"], *(a.title for a in axes[:, 1]), *frames]
+        for artist in moving:
+            artist.set_animated(True)
 
     def draw(fig, *, train_epsilon, epsilon, step_size):
         model = models[train_epsilon]
@@ -177,7 +183,7 @@ def robustness_explorer(
         "epsilon": epsilon_slider(0.1, max=max_epsilon, step=0.01, description="ε — evaluation budget"),
         "step_size": float_slider("a — attack step size", 0.025, 0.005, 0.1, 0.005, readout_format=".3f"),
     }
-    return Explorer(draw, sliders, setup=setup, title="Train ε × test ε", figsize=(9.5, 4.2), dpi=72)
+    return Explorer(draw, sliders, setup=setup, title="Train ε × test ε", figsize=(9.5, 4.2), dpi=72, blit=True)
 
 
 def brute_force_linear_robust_loss(w, b, x, y, epsilon: float) -> torch.Tensor:

@@ -149,12 +149,17 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         (art["d"],) = ax_loss.plot([], [], **series(0).line(lw=1, markevery=0.1, ms=4, label="discriminator loss"))
         (art["g"],) = ax_loss.plot([], [], **series(1).line(lw=1, markevery=0.1, ms=4, label="generator loss"))
         art["mark"] = ax_loss.axvline(0, color=PALETTE["grey"], ls="-.")
-        ax_loss.axhline(np.log(4), color=PALETTE["black"], lw=0.8, ls=":", label="log 4 (D = ½ everywhere)")
+        log4 = ax_loss.axhline(np.log(4), color=PALETTE["black"], lw=0.8, ls=":", label="log 4 (D = ½ everywhere)")
         ax_loss.set_xlabel("generator step")
         ax_loss.set_ylabel("loss")
         ax_loss.set_ylim(0, 5)
-        ax_loss.legend()
+        legend = ax_loss.legend()
         art["ax"], art["ax_loss"] = ax, ax_loss
+        # What a move changes is animated: the samples, the loss curves, the snapshot's line, the title, and the
+        # loss legend (its "best" place depends on the run's curves). The log 4 line and the loss panel's frame
+        # are animated too, so that they stay drawn on top of the curves, as in a full render.
+        for artist in (art["pts"], art["d"], art["g"], art["mark"], log4, ax.title, legend, *ax_loss.spines.values()):
+            artist.set_animated(True)
 
     def draw(fig, *, lr_d, n_d, snapshot):
         run = runs[(lr_d, n_d)]
@@ -178,7 +183,17 @@ def gan_dynamics_explorer(runs: dict[tuple[float, int], dict], ring) -> Explorer
         "n_d": selection_slider("n_D — D steps per G step", n_ds, n_ds[0]),
         "snapshot": int_slider("training snapshot", n_snap - 1, 0, n_snap - 1),
     }
-    return Explorer(draw, sliders, setup=setup, title="GAN training dynamics (cached runs)", figsize=(10, 4), dpi=72)
+    return Explorer(
+        draw,
+        sliders,
+        setup=setup,
+        title="GAN training dynamics (cached runs)",
+        figsize=(10, 4),
+        dpi=72,
+        blit=True,
+        # the loss axis' x limits (kept in the picture with its tick labels) follow the run's length
+        blit_key=lambda lr_d, n_d, snapshot: len(runs[(lr_d, n_d)]["d_loss"]),
+    )
 
 
 def density_figure(

@@ -100,6 +100,11 @@ def first_look_explorer(
         ax_gd.set(xlabel="weight w", ylabel="loss f(w)")
         ax_gd.set_title(" ")
         artists.update(image=ax_img.images[0], bars=ax_prob.patches, path=path, ax_img=ax_img, ax_gd=ax_gd)
+        # What draw changes is animated: the kept picture (axes, ticks, labels) is pasted back on a move. The
+        # frames the image and a bar at p = 1 touch are animated too, so that they stay drawn on top.
+        spines = [*ax_img.spines.values(), *ax_prob.spines.values()]
+        for artist in (ax_img.images[0], *ax_prob.patches, path, ax_img.title, ax_gd.title, *spines):
+            artist.set_animated(True)
 
     def draw(fig, *, epsilon, inner_lr):
         noisy = (digit + epsilon * random_sign).clamp(0, 1)
@@ -125,7 +130,7 @@ def first_look_explorer(
         "epsilon": epsilon_slider(0.1, max=0.5),
         "inner_lr": float_slider("α — inner learning rate", 0.05, 0.01, 0.3, 0.01),
     }
-    return Explorer(draw, sliders, setup=setup, title="ε and α: a first look", figsize=(10, 3))
+    return Explorer(draw, sliders, setup=setup, title="ε and α: a first look", figsize=(10, 3), blit=True)
 
 
 def descent_verdict(factor: float, tol: float = 1e-9) -> str:

@@ -53,10 +53,11 @@ def test_gan_dynamics_explorer_scrubs_cached_runs():
 
     ring = data.ring_mixture(8, 2.0, 0.05)
     g = torch.Generator().manual_seed(0)
+    n_losses = {1e-4: 10, 1e-3: 14}  # runs of two lengths: the loss axis' x limits change with lr_d
     runs = {
         (lr, k): {
-            "d_loss": [1.0] * 10,
-            "g_loss": [2.0] * 10,
+            "d_loss": [1.0] * n_losses[lr],
+            "g_loss": [2.0] * n_losses[lr],
             "snapshot_steps": [1, 25, 50],
             "snapshots": [ring.sample(64, generator=g).tolist() for _ in range(3)],
         }
@@ -65,10 +66,13 @@ def test_gan_dynamics_explorer_scrubs_cached_runs():
     }
     ex = chapter.gan_dynamics_explorer(runs, ring)
     images = {ex.image.value}
-    for name, value in (("lr_d", 1e-4), ("n_d", 5), ("snapshot", 0)):
+    assert ex.blit_error() < 0.001, "the first image (the one a stored notebook shows) is a full render"
+    for name, value in (("lr_d", 1e-4), ("n_d", 5), ("snapshot", 0), ("lr_d", 1e-3)):
         ex.sliders[name].value = value
         images.add(ex.image.value)
-    assert len(images) == 4 and "modes covered" in ex.caption.value
+        assert ex.blit_error() < 0.001, f"after moving {name}, the blitted image is what a full render draws"
+        assert ex.figure.axes[1].get_xlim() == (0, 5 * n_losses[ex.values["lr_d"]])
+    assert len(images) == 5 and "modes covered" in ex.caption.value
 
 
 def _kl(p, q, dx):
