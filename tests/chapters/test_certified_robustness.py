@@ -371,7 +371,7 @@ def test_explorer_redraws_for_every_control_without_computing():
     third = explorer.image.value
     explorer.set(attack="BPDA")
     assert explorer.image.value != third and "under BPDA at ε = 0.15: 10.0%" in explorer.caption.value
-    assert explorer.blit_error() < 0.01, "the blitted image is what a full render draws"
+    assert explorer.blit_error() == 0, "the blitted image is what a full render draws"
 
 
 def test_checklist_flags_the_masked_defence_and_passes_bpda():

@@ -47,9 +47,9 @@ def test_first_look_caption_names_what_gradient_descent_does(inner_lr, verdict, 
     explorer = chapter.first_look_explorer(model, digit, 0)
     slider = explorer.sliders["inner_lr"]
     assert slider.min <= 0.05 and slider.max >= 0.25
-    assert explorer.blit_error() < 0.001, "the first image (the one a stored notebook shows) is a full render"
+    assert explorer.blit_error() == 0, "the first image (the one a stored notebook shows) is a full render"
     slider.value = inner_lr
-    assert explorer.blit_error() < 0.001, "the blitted image is what a full render draws"
+    assert explorer.blit_error() == 0, "the blitted image is what a full render draws"
     explorer.update()
     assert verdict in explorer.caption.value and f"|1 − αλ| = {factor})" in explorer.caption.value
 
@@ -67,7 +67,7 @@ def test_first_look_caption_gives_the_test_accuracies_of_random_vs_fgsm(epsilon)
     model, _ = chapter.digits_cnn("cpu")
     explorer = chapter.first_look_explorer(model, x[3], int(y[3]), x_eval=x, y_eval=y)
     explorer.sliders["epsilon"].value = epsilon
-    assert explorer.blit_error() < 0.001, "the blitted image is what a full render draws"
+    assert explorer.blit_error() == 0, "the blitted image is what a full render draws"
     explorer.update()
     random_acc, fgsm_acc = chapter.random_vs_fgsm(model, x, y, epsilon)
     expected = f"{len(x)} test digits correct: random ±ε {random_acc:.1%}, FGSM {fgsm_acc:.1%}"
