@@ -64,3 +64,15 @@ def test_the_enumeration_reads_marks_and_verdicts(tmp_path):
     outputs = [{"output_type": "stream", "name": "stdout", "text": "D* maximises V: ✓\n✓ FGSM: correct\n"}]
     nb.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}, "outputs": outputs, "source": ""}]}))
     assert [c["verdicts"] for c in _check_cells(nb)] == [["D* maximises V: ✓"]]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_compared_check_states_its_verdict_as_a_mark(path):
+    # On a GPU, nbval compares these cells with their digits masked (conftest.py at the root): a verdict
+    # written as a number ("0 of 40") would be masked away, a ✓ or ✗ is still compared.
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        meta = cell.get("metadata", {})
+        if cell["cell_type"] != "code" or not meta.get("checks") or "nbval-check-output" not in meta.get("tags", []):
+            continue
+        text = json.dumps(cell.get("outputs", []), ensure_ascii=False)
+        assert "✓" in text or "✗" in text, f"{meta['checks']}: no ✓ or ✗ in its stored output"
