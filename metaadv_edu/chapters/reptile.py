@@ -184,15 +184,21 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         art["image"] = ax.imshow(
             np.zeros_like(gx), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5), cmap="Greys", vmin=-2, vmax=1.5, alpha=0.6
         )
-        ax.scatter(*centers.T, marker="x", color=PALETTE["black"], s=40, label="task minima cᵢ")
+        minima = ax.scatter(*centers.T, marker="x", color=PALETTE["black"], s=40, label="task minima cᵢ")
         art["inner"] = [ax.plot([], [], ":", color=PALETTE["dark grey"], lw=1)[0] for _ in centers]
         art["paths"] = {
             name: ax.plot([], [], **style.line(ms=4, lw=1.5, markevery=6), label=name)[0]
             for name, style in styles.items()
         }
-        ax.plot(*theta0, "s", color=PALETTE["black"], ms=6, label="start θ₀")
+        start = ax.plot(*theta0, "s", color=PALETTE["black"], ms=6, label="start θ₀")[0]
         avg = quadratic_fixed_points(centers, mats, 0.1, 1)["average loss"]
-        ax.plot(*avg, "*", color=PALETTE["yellow"], mec=PALETTE["black"], ms=14, label="minimum of the average loss")
+        star = ax.plot(
+            *avg, "*", color=PALETTE["yellow"], mec=PALETTE["black"], ms=14, label="minimum of the average loss"
+        )[0]
+        # What draw changes (the shading, the inner steps, the paths) is animated, and so is what a full render
+        # draws over the shading (the markers, the frame): a blit draws them all again, in z-order.
+        for artist in (art["image"], minima, start, star, *art["inner"], *art["paths"].values(), *ax.spines.values()):
+            artist.set_animated(True)
         ax.set_xlim(-3.5, 3.5)
         ax.set_ylim(-3.5, 3.5)
         ax.set_aspect("equal")
@@ -241,7 +247,13 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         "outer_lr": float_slider("β — outer step size", 0.3, 0.05, 1.0, 0.05),
     }
     return Explorer(
-        draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks", figsize=(8.8, 5.2), dpi=72
+        draw,
+        sliders,
+        setup=setup,
+        title="Reptile, FOMAML and MAML on quadratic tasks",
+        figsize=(8.8, 5.2),
+        dpi=72,
+        blit=True,
     )
 
 
