@@ -287,19 +287,22 @@ def sine_panel(
 
 def _adaptation_path(model, theta, xs, ys, grid, truth, inner_lr, keep_step, max_steps=10):
     """Plain gradient descent on (xs, ys) from θ: the MSE on the whole curve after 0..max_steps
-    steps, and the prediction on ``grid`` after ``keep_step`` steps. One pass, no graph kept."""
+    steps, and the prediction on ``grid`` after ``keep_step`` steps. One forward pass per step on the
+    support points and the grid together (the grid's rows add nothing to the support loss's gradient);
+    no graph kept across steps."""
 
+    n, both = len(xs), torch.cat([xs, grid])
     params = {k: p.detach().requires_grad_(True) for k, p in theta.items()}
     losses, kept = [], None
     for step in range(max_steps + 1):
-        with torch.no_grad():
-            pred = forward(model, params, grid)
+        out = forward(model, params, both)
+        pred = out[n:].detach()
         losses.append(F.mse_loss(pred, truth))
         if step == keep_step:
             kept = pred
         if step == max_steps:
             break
-        grads = torch.autograd.grad(F.mse_loss(forward(model, params, xs), ys), list(params.values()))
+        grads = torch.autograd.grad(F.mse_loss(out[:n], ys), list(params.values()))
         params = {k: (p - inner_lr * g).detach().requires_grad_(True) for (k, p), g in zip(params.items(), grads)}
     return torch.stack(losses), kept
 
