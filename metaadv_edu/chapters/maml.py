@@ -257,21 +257,29 @@ def evaluation_figure(evaluation: SineEvaluation):
     return fig
 
 
-def sine_panel(ax, lines: dict[str, dict], points: dict[str, dict], *, legend: dict | None = None) -> dict:
+def sine_panel(
+    ax, lines: dict[str, dict], points: dict[str, dict], *, legend: dict | None = None, animated: bool = False
+) -> dict:
     """Lay out a sine-task panel of the explorers of notebooks 05 and 07 on ``ax``: the true task's curve
     (artist ``"truth"``), one empty line per entry of ``lines`` and one empty scatter per entry of
     ``points`` (key → Matplotlib keyword arguments), x ∈ [−5, 5], y ∈ [−6, 6]. Returns the artists by key,
     for the explorer's ``draw`` to fill in. The true task is a wide light-grey band, so a fitted curve drawn
-    over it stays visible."""
+    over it stays visible.
+
+    ``animated=True`` prepares the panel for an explorer that blits: the returned artists, the title (which
+    ``draw`` sets) and the frame (drawn over the curves' ends) are marked animated, and the legend is
+    opaque, as the blitted picture pastes it over the curves."""
     (truth,) = ax.plot([], [], color=PALETTE["grey"], lw=4, alpha=0.7, label="true task")
     art = {"truth": truth}
     for key, style in lines.items():
         (art[key],) = ax.plot([], [], **style)
     for key, style in points.items():
         art[key] = ax.scatter([], [], **style)
+    for artist in [*art.values(), ax.title, *ax.spines.values()]:
+        artist.set_animated(animated)
     ax.set_xlim(-5, 5)
     ax.set_ylim(-6, 6)
-    ax.legend(**{"loc": "lower left", **(legend or {})})
+    ax.legend(**{"loc": "lower left", **({"framealpha": 1.0} if animated else {}), **(legend or {})})
     ax.set_xlabel("input x")
     ax.set_ylabel("output y")
     return art
@@ -279,19 +287,22 @@ def sine_panel(ax, lines: dict[str, dict], points: dict[str, dict], *, legend: d
 
 def _adaptation_path(model, theta, xs, ys, grid, truth, inner_lr, keep_step, max_steps=10):
     """Plain gradient descent on (xs, ys) from θ: the MSE on the whole curve after 0..max_steps
-    steps, and the prediction on ``grid`` after ``keep_step`` steps. One pass, no graph kept."""
+    steps, and the prediction on ``grid`` after ``keep_step`` steps. One forward pass per step on the
+    support points and the grid together (the grid's rows add nothing to the support loss's gradient);
+    no graph kept across steps."""
 
+    n, both = len(xs), torch.cat([xs, grid])
     params = {k: p.detach().requires_grad_(True) for k, p in theta.items()}
     losses, kept = [], None
     for step in range(max_steps + 1):
-        with torch.no_grad():
-            pred = forward(model, params, grid)
+        out = forward(model, params, both)
+        pred = out[n:].detach()
         losses.append(F.mse_loss(pred, truth))
         if step == keep_step:
             kept = pred
         if step == max_steps:
             break
-        grads = torch.autograd.grad(F.mse_loss(forward(model, params, xs), ys), list(params.values()))
+        grads = torch.autograd.grad(F.mse_loss(out[:n], ys), list(params.values()))
         params = {k: (p - inner_lr * g).detach().requires_grad_(True) for (k, p), g in zip(params.items(), grads)}
     return torch.stack(losses), kept
 
@@ -338,11 +349,13 @@ def maml_explorer(
             },
             "pts": {"s": 26, "marker": "D", "color": PALETTE["black"], "zorder": 3, "label": "support points used"},
         }
-        art.update(sine_panel(ax, lines, points, legend={"ncol": 2}))
+        art.update(sine_panel(ax, lines, points, legend={"ncol": 2}, animated=True))
         steps_axis = list(range(11))
         (art["loss_maml"],) = ax_loss.plot(steps_axis, [1.0] * 11, **series(0).line(ms=4), label="MAML")
         (art["loss_pre"],) = ax_loss.plot(steps_axis, [1.0] * 11, **series(1).line(ms=4), label="pretrained")
         art["marker"] = ax_loss.axvline(1, color=PALETTE["grey"], ls=":")
+        for artist in (art["loss_maml"], art["loss_pre"], art["marker"], *ax_loss.spines.values()):
+            artist.set_animated(True)  # the frame too: a full render draws it over the curves and the marker
         ax_loss.set_yscale("log")
         ax_loss.set_ylim(1e-3, 30)
         # plain-text labels at fixed ticks: minor ticks and mathtext labels triple the drawing time
@@ -350,7 +363,7 @@ def maml_explorer(
         ax_loss.set_yticks([1e-3, 1e-2, 1e-1, 1, 10], ["0.001", "0.01", "0.1", "1", "10"])
         ax_loss.set_xlabel("inner steps k")
         ax_loss.set_ylabel("MSE on the whole curve")
-        ax_loss.legend()
+        ax_loss.legend(loc="upper right", framealpha=1.0)  # fixed and opaque: the kept picture holds it
         ax_loss.grid(alpha=0.3)
         art["ax"] = ax
 
@@ -393,7 +406,11 @@ def maml_explorer(
         "epsilon": float_slider("ε — shift of support inputs", 0.0, 0.0, 1.0, 0.05),
         "task": int_slider("test task", 0, 0, n_tasks - 1),
     }
-    return Explorer(draw, sliders, setup=setup, title="MAML: adapt to a new sine wave", figsize=(10, 3.6), dpi=72)
+    # Only the curves, the points, the step marker and the sine panel's title change: blitting redraws just
+    # those over a picture rendered once (tick labels and legends are most of a full redraw's cost).
+    return Explorer(
+        draw, sliders, setup=setup, title="MAML: adapt to a new sine wave", figsize=(10, 3.6), dpi=72, blit=True
+    )
 
 
 def one_task_figure(

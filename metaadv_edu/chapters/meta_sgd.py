@@ -205,7 +205,7 @@ def metasgd_explorer(
             "maml": {"ls": "--", "color": series(0).color, "lw": 1.8, "label": f"MAML, 1 step of α = {maml_lr}"},
         }
         points = {"pts": {"marker": "D", "color": PALETTE["black"], "s": 20, "zorder": 3, "label": "support points"}}
-        art.update(sine_panel(ax, lines, points))
+        art.update(sine_panel(ax, lines, points, animated=True))
         centers = np.sqrt(bins[:-1] * bins[1:])
         art["bars"] = ax_h.bar(centers, np.ones(len(centers)), width=np.diff(bins), color=series(4).color)
         ax_h.set_xscale("log")
@@ -245,7 +245,19 @@ def metasgd_explorer(
         "alpha_scale": float_slider("scale of learned α", 1.0, 0.0, 3.0, 0.1),
         "task": int_slider("test task", 0, 0, n_tasks - 1),
     }
-    return Explorer(draw, sliders, setup=setup, title="Meta-SGD: the learned α at work", figsize=(10, 3.6), dpi=72)
+    # The sine panel's curves, points and title change on every move: blitting redraws just those over a
+    # picture rendered once. The histogram and its y-axis change with the model only: the picture is
+    # rendered again when the model slider moves.
+    return Explorer(
+        draw,
+        sliders,
+        setup=setup,
+        title="Meta-SGD: the learned α at work",
+        figsize=(10, 3.6),
+        dpi=72,
+        blit=True,
+        blit_key=lambda model, **_: model,
+    )
 
 
 def check_meta_sgd_step(my_step: Callable) -> bool:

@@ -138,11 +138,10 @@ def _quadratic_updates(theta, centers, mats, alpha, k):
     return adapted, reptile, fomaml, maml
 
 
-def quadratic_fixed_points(centers, mats, alpha: float, k: int) -> dict[str, np.ndarray]:
-    """Where each algorithm's outer updates stop on the quadratic tasks, exactly, and the minimum of the
-    average task loss. Every update is linear in θ, mean_i Bᵢ(cᵢ − θ) with Bᵢ = I − Pᵢ (Reptile), AᵢPᵢ
-    (FOMAML) or PᵢAᵢPᵢ (MAML), Pᵢ = (I − αAᵢ)^k, so it vanishes at θ* = (Σ Bᵢ)⁻¹ Σ Bᵢcᵢ.
-    With k = 1 Reptile's Bᵢ = αAᵢ: its fixed point is the average-loss minimum."""
+def _update_maps(centers, mats, alpha: float, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every mean outer update on the quadratic tasks is affine in θ: mean_i Bᵢ(cᵢ − θ) = b − Bθ with
+    B = mean_i Bᵢ and b = mean_i Bᵢcᵢ, where Bᵢ = I − Pᵢ (Reptile), AᵢPᵢ (FOMAML) or PᵢAᵢPᵢ (MAML),
+    Pᵢ = (I − αAᵢ)^k, and Bᵢ = Aᵢ for the average loss's negative gradient. Returns (B, b) by name."""
     eye = np.eye(2)
     powers = [np.linalg.matrix_power(eye - alpha * a, k) for a in mats]
     weights = {
@@ -151,7 +150,15 @@ def quadratic_fixed_points(centers, mats, alpha: float, k: int) -> dict[str, np.
         "MAML": [p @ a @ p for a, p in zip(mats, powers)],
         "average loss": list(mats),
     }
-    return {name: np.linalg.solve(sum(b), sum(bi @ c for bi, c in zip(b, centers))) for name, b in weights.items()}
+    return {name: (sum(b) / len(b), sum(bi @ c for bi, c in zip(b, centers)) / len(b)) for name, b in weights.items()}
+
+
+def quadratic_fixed_points(centers, mats, alpha: float, k: int) -> dict[str, np.ndarray]:
+    """Where each algorithm's outer updates stop on the quadratic tasks, exactly, and the minimum of the
+    average task loss. Every update is linear in θ, mean_i Bᵢ(cᵢ − θ) with Bᵢ = I − Pᵢ (Reptile), AᵢPᵢ
+    (FOMAML) or PᵢAᵢPᵢ (MAML), Pᵢ = (I − αAᵢ)^k, so it vanishes at θ* = (Σ Bᵢ)⁻¹ Σ Bᵢcᵢ.
+    With k = 1 Reptile's Bᵢ = αAᵢ: its fixed point is the average-loss minimum."""
+    return {name: np.linalg.solve(big, small) for name, (big, small) in _update_maps(centers, mats, alpha, k).items()}
 
 
 def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int = 60) -> Explorer:
@@ -184,15 +191,21 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         art["image"] = ax.imshow(
             np.zeros_like(gx), origin="lower", extent=(-3.5, 3.5, -3.5, 3.5), cmap="Greys", vmin=-2, vmax=1.5, alpha=0.6
         )
-        ax.scatter(*centers.T, marker="x", color=PALETTE["black"], s=40, label="task minima cᵢ")
+        minima = ax.scatter(*centers.T, marker="x", color=PALETTE["black"], s=40, label="task minima cᵢ")
         art["inner"] = [ax.plot([], [], ":", color=PALETTE["dark grey"], lw=1)[0] for _ in centers]
         art["paths"] = {
             name: ax.plot([], [], **style.line(ms=4, lw=1.5, markevery=6), label=name)[0]
             for name, style in styles.items()
         }
-        ax.plot(*theta0, "s", color=PALETTE["black"], ms=6, label="start θ₀")
+        start = ax.plot(*theta0, "s", color=PALETTE["black"], ms=6, label="start θ₀")[0]
         avg = quadratic_fixed_points(centers, mats, 0.1, 1)["average loss"]
-        ax.plot(*avg, "*", color=PALETTE["yellow"], mec=PALETTE["black"], ms=14, label="minimum of the average loss")
+        star = ax.plot(
+            *avg, "*", color=PALETTE["yellow"], mec=PALETTE["black"], ms=14, label="minimum of the average loss"
+        )[0]
+        # What draw changes (the shading, the inner steps, the paths) is animated, and so is what a full render
+        # draws over the shading (the markers, the frame): a blit draws them all again, in z-order.
+        for artist in (art["image"], minima, start, star, *art["inner"], *art["paths"].values(), *ax.spines.values()):
+            artist.set_animated(True)
         ax.set_xlim(-3.5, 3.5)
         ax.set_ylim(-3.5, 3.5)
         ax.set_aspect("equal")
@@ -215,12 +228,13 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
             "MAML": outer_lr * inner_lr * inner_steps,
         }
         ends = {}
-        for i, name in enumerate(styles):
+        maps = _update_maps(centers, mats, inner_lr, inner_steps)  # each update is b − Bθ: no per-step adaptation
+        for name in styles:
+            big, small = maps[name]
             theta, path = theta0.copy(), [theta0.copy()]
             for _ in range(outer_iterations):
-                step = _quadratic_updates(theta, centers, mats, inner_lr, inner_steps)[1 + i]
-                theta = np.clip(theta + scale[name] * step, -50, 50)
-                path.append(theta.copy())
+                theta = np.clip(theta + scale[name] * (small - big @ theta), -50, 50)
+                path.append(theta)
             art["paths"][name].set_data(*np.array(path).T)
             ends[name] = theta
         spread = max(np.abs(np.linalg.eigvals(np.eye(2) - inner_lr * a)).max() for a in mats)
@@ -241,7 +255,13 @@ def reptile_explorer(*, n_tasks: int = 4, seed: int = 3, outer_iterations: int =
         "outer_lr": float_slider("β — outer step size", 0.3, 0.05, 1.0, 0.05),
     }
     return Explorer(
-        draw, sliders, setup=setup, title="Reptile, FOMAML and MAML on quadratic tasks", figsize=(8.8, 5.2), dpi=72
+        draw,
+        sliders,
+        setup=setup,
+        title="Reptile, FOMAML and MAML on quadratic tasks",
+        figsize=(8.8, 5.2),
+        dpi=72,
+        blit=True,
     )
 
 

@@ -129,13 +129,33 @@ def test_maml_explorer_every_slider_changes_the_figure(device):
     ex = chapter.maml_explorer(meta, base, n_tasks=3, pool=12)
     before = [p.detach().clone() for p in meta.parameters()]
     images = {ex.image.value}
+    assert ex.blit_error() < 0.01  # the first image: the one a stored notebook shows
     for name, value in (("inner_lr", 0.1), ("steps", 5), ("k_support", 4), ("epsilon", 0.5), ("task", 2), ("steps", 0)):
         ex.sliders[name].value = value
         images.add(ex.image.value)
+        assert ex.blit_error() < 0.01, f"after moving {name}, the blitted image is not what a full render draws"
     assert len(images) == 7
     assert "after 0 step(s)" in ex.caption.value
     assert all(torch.equal(a, b) for a, b in zip(before, meta.parameters()))
     assert all(p.grad is None for p in meta.parameters())
+
+
+def test_adaptation_path_is_plain_gradient_descent_on_the_support_points():
+    from metaadv_edu.functional import params_of
+
+    torch.manual_seed(0)
+    model = models.SineRegressor()
+    xs, grid = torch.rand(7, 1) * 10 - 5, torch.linspace(-5, 5, 50).view(-1, 1)
+    ys, truth = torch.sin(xs), torch.sin(grid)
+    losses, kept = chapter._adaptation_path(model, params_of(model, detach=True), xs, ys, grid, truth, 0.3, 2)
+    params = {k: p.requires_grad_(True) for k, p in params_of(model, detach=True).items()}
+    expected = []
+    for step in range(11):
+        expected.append(F.mse_loss(forward(model, params, grid), truth).item())
+        if step == 2:
+            assert torch.allclose(kept, forward(model, params, grid).detach(), atol=1e-5)
+        params = {k: p.detach().requires_grad_(True) for k, p in step_ok(model, params, xs, ys, 0.3).items()}
+    assert torch.allclose(losses, torch.tensor(expected), rtol=1e-4, atol=1e-6)
 
 
 def _hvp(loss, t, v, *, create_graph=True):

@@ -25,9 +25,11 @@ def test_check_reptile_update(fn, ok, hint, capsys):
 def test_reptile_explorer_every_slider_changes_the_figure():
     ex = chapter.reptile_explorer()
     images = {ex.image.value}
+    assert ex.blit_error() < 0.01  # the first image: the one a stored notebook shows
     for name, value in (("inner_lr", 0.3), ("inner_steps", 1), ("outer_lr", 0.8)):
         ex.sliders[name].value = value
         images.add(ex.image.value)
+        assert ex.blit_error() < 0.01, f"after moving {name}, the blitted image is not what a full render draws"
     assert len(images) == 4 and "Reptile at" in ex.caption.value
 
 
@@ -74,6 +76,23 @@ def test_quadratic_fixed_points_are_where_the_updates_stop():
         assert np.abs(updates[1]).max() < 1e-10
         assert np.abs(chapter._quadratic_updates(fixed["FOMAML"], centers, mats, alpha, k)[2]).max() < 1e-10
         assert np.abs(chapter._quadratic_updates(fixed["MAML"], centers, mats, alpha, k)[3]).max() < 1e-10
+
+
+def test_explorer_paths_are_the_outer_updates_iterated():
+    import numpy as np
+
+    ex = chapter.reptile_explorer(n_tasks=4, seed=3, outer_iterations=60)
+    ex.set(inner_lr=0.3, inner_steps=4, outer_lr=0.5)
+    centers, mats = chapter._quadratic_tasks(4, 3)
+    lines = {line.get_label(): line for line in ex.figure.axes[0].get_lines()}
+    for i, name in enumerate(("Reptile", "FOMAML", "MAML")):
+        scale = 0.5 if name == "Reptile" else 0.5 * 0.3 * 4
+        theta = np.array([2.6, -2.6])
+        path = [theta]
+        for _ in range(60):
+            theta = np.clip(theta + scale * chapter._quadratic_updates(theta, centers, mats, 0.3, 4)[1 + i], -50, 50)
+            path.append(theta)
+        assert np.allclose(np.stack(lines[name].get_data(), 1), np.array(path), atol=1e-9), name
 
 
 def test_with_one_inner_step_only_reptile_stops_at_the_average_loss_minimum():
