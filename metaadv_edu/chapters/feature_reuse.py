@@ -622,19 +622,28 @@ def feature_reuse_explorer(
     art: dict = {}
 
     def setup(fig):
+        # Everything draw changes is animated: a move redraws only these over a picture of the rest, rendered
+        # once (the tick labels and the legend are most of a full redraw's cost).
         ax, bars = fig.subplots(1, 2, width_ratios=[1.6, 1])
-        art["truth"] = ax.plot([], [], color=PALETTE["grey"], lw=4, alpha=0.7, label="task")[0]
-        art["support"] = ax.plot([], [], "D", color=PALETTE["black"], ms=5, label="support points")[0]
+        line = {"animated": True}
+        art["truth"] = ax.plot([], [], color=PALETTE["grey"], lw=4, alpha=0.7, label="task", **line)[0]
+        art["support"] = ax.plot([], [], "D", color=PALETTE["black"], ms=5, label="support points", **line)[0]
         art["lines"] = {
-            n: ax.plot([], [], color=styles[n].color, ls=styles[n].linestyle, lw=1.8, label=f"{n} adapted")[0]
+            n: ax.plot([], [], color=styles[n].color, ls=styles[n].linestyle, lw=1.8, label=f"{n} adapted", **line)[0]
             for n in names
         }
+        ax.title.set_animated(True)
         ax.set(xlim=(-5, 5), ylim=(-5.5, 5.5), xlabel="input x", ylabel="output y")
-        ax.legend(loc="lower left", ncol=2)
+        for spine in ax.spines.values():  # the frame is drawn over the curves, as in a full render
+            spine.set_animated(True)
+        # opaque: a move pastes the legend, rendered once, over the curves, so none may show through it
+        ax.legend(loc="lower left", ncol=2, framealpha=1)
         layers = list(similarity.layer_representations(meta_model, thetas["MAML"], grid[:2]))
         xs = np.arange(len(layers))
         art["bars"] = {
-            n: bars.bar(xs + (j - 1) * 0.27, np.ones(len(layers)), width=0.27, **styles[n].bar(), label=n)
+            n: bars.bar(
+                xs + (j - 1) * 0.27, np.ones(len(layers)), width=0.27, **styles[n].bar(), label=n, animated=True
+            )
             for j, n in enumerate(names)
         }
         bars.set_xticks(xs.tolist(), layers)
@@ -700,5 +709,11 @@ def feature_reuse_explorer(
         "task": int_slider("task", v.integer("task", task, low=0, high=truths.shape[0] - 1), 0, truths.shape[0] - 1),
     }
     return Explorer(
-        draw, sliders, setup=setup, title="Feature reuse: MAML, iMAML and ANIL adapting", figsize=(10, 3.4), dpi=72
+        draw,
+        sliders,
+        setup=setup,
+        title="Feature reuse: MAML, iMAML and ANIL adapting",
+        figsize=(10, 3.4),
+        dpi=72,
+        blit=True,
     )
