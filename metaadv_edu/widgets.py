@@ -21,7 +21,9 @@ import ipywidgets as w
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.legend import Legend
+from matplotlib.transforms import Bbox
 from PIL import Image
 
 from metaadv_edu import plotting  # noqa: F401  (applies the course's figure style: palette, text ≥ 10 pt)
@@ -175,8 +177,16 @@ def _png(figure: Figure) -> bytes:
 def _background(figure: Figure) -> tuple:
     """The figure rendered without its animated artists, those artists, and the kept legends' pixels."""
     canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
-    canvas.draw()  # a plain draw (not a save) leaves animated artists out
     animated = sorted(figure.findobj(lambda a: a.get_animated()), key=lambda a: a.get_zorder())
+    # a plain draw leaves animated artists out, except images on matplotlib < 3.11: hide those
+    shown = [a for a in animated if isinstance(a, AxesImage) and a.get_visible()]
+    for artist in shown:
+        artist.set_visible(False)
+    try:
+        canvas.draw()
+    finally:
+        for artist in shown:
+            artist.set_visible(True)
     legends = [
         canvas.copy_from_bbox(legend.get_window_extent())
         for legend in figure.findobj(Legend)
@@ -320,27 +330,31 @@ class Explorer(w.VBox):
         return self._blit_key(**self.values) if self._blit_key is not None else None
 
     def blit_error(self, tolerance: int = 8, margin: int = 2) -> int:
-        """Pixels of the shown image that differ (by more than ``tolerance`` of 255 in a channel) from a
-        full render of the figure as it is now, counted outside the boxes of the animated artists (grown
-        by ``margin`` pixels). A correct blitting explorer gives 0, and so does one that does not blit.
+        """Pixels of the shown image that are wrong; 0 for a correct blitting explorer (and one that does
+        not blit). A pixel counts when it differs by more than ``tolerance`` of 255 in a channel:
 
-        Inside an animated artist's box, a full render may legitimately differ (a static spine drawn over
-        a moving line, say). Outside them nothing may: a kept picture gone stale (tick labels of an axis
-        whose limits moved, a title that ``draw`` changed) or a changing artist left unmarked shows here."""
+        * anywhere, from a blit over a picture kept afresh now — a kept picture gone stale (tick labels of an
+          axis whose limits moved, a title or legend that ``draw`` changed, a changing artist left unmarked);
+        * outside the animated artists' boxes (clipped to their axes, grown by ``margin``), from a full render —
+          an artist drawn in the wrong order. Inside those boxes a full render may legitimately differ (a
+          static spine drawn over a moving line), and so may the anti-aliased edge of a kept legend."""
         if self._blit is None:
             return 0
-        animated = self._blit[1]
+
+        def rgb(png: bytes) -> np.ndarray:
+            return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+        shown = rgb(self.image.value)
+        fresh = _background(self.figure)
+        stale = np.abs(shown - rgb(_blitted_png(self.figure, *fresh))).max(-1) > tolerance
+        animated = fresh[1]
         for artist in animated:  # a plain draw of the canvas leaves animated artists out: include them once
             artist.set_animated(False)
         try:
-            full_png = _png(self.figure)
+            full = rgb(_png(self.figure))
         finally:
             for artist in animated:
                 artist.set_animated(True)
-        shown, full = (
-            np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
-            for png in (self.image.value, full_png)
-        )
         if shown.shape != full.shape:
             return int(shown.shape[0] * shown.shape[1])
         differs = np.abs(shown - full).max(-1) > tolerance
@@ -352,9 +366,14 @@ class Explorer(w.VBox):
             y0, y1 = max(height - int(np.ceil(box.y1)) - grow - 1, 0), min(height - int(box.y0) + grow, height)
             return slice(y0, y1), slice(x0, x1)
 
-        boxes = [a.get_window_extent(renderer) for a in animated if a.get_visible()]
-        for box in boxes:
-            if np.isfinite([box.x0, box.x1, box.y0, box.y1]).all():
+        for artist in animated:
+            if not artist.get_visible():
+                continue
+            box = artist.get_window_extent(renderer)
+            clip = artist.get_clip_box() if artist.get_clip_on() else None
+            if clip is not None:
+                box = Bbox.intersection(box, clip)
+            if box is not None and np.isfinite([box.x0, box.x1, box.y0, box.y1]).all():
                 differs[pixels(box, margin)] = False
         # a kept legend is pasted over the moving artists: its frame's anti-aliased edge blends with what
         # lies beneath in a full render, so a ring of ``margin`` pixels around its edge may differ
@@ -364,7 +383,7 @@ class Explorer(w.VBox):
                 inner = differs[pixels(box.padded(-margin), 0)].copy()
                 differs[pixels(box, margin)] = False
                 differs[pixels(box.padded(-margin), 0)] = inner
-        return int(differs.sum())
+        return int(stale.sum() + differs.sum())
 
     def set(self, **values) -> None:
         """Move several sliders at once and redraw once (handy in tests and scripted demos)."""

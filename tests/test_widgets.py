@@ -250,3 +250,23 @@ def test_blitting_needs_setup():
         )
     with pytest.raises(ValueError, match="blit_key"):
         widgets.Explorer(draw_line, {"epsilon": widgets.epsilon_slider(0.1)}, blit_key=lambda epsilon: 0)
+
+
+def test_blit_error_sees_an_unmarked_line_inside_an_animated_artists_box():
+    # the diagonal animated line's box is the whole axes: only the comparison with a fresh kept picture sees this
+    art = {}
+
+    def setup(fig):
+        ax = fig.add_subplot()
+        art["moving"] = ax.plot([0, 1], [0, 1], animated=True)[0]
+        art["unmarked"] = ax.plot([0.2, 0.8], [0.5, 0.5], color="k", lw=2)[0]
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+
+    def draw(fig, *, epsilon):
+        art["moving"].set_ydata([0, 1 - epsilon])
+        art["unmarked"].set_ydata([0.5 + epsilon, 0.5 + epsilon])
+
+    ex = widgets.Explorer(draw, {"epsilon": widgets.epsilon_slider(0.1)}, setup=setup, blit=True, dpi=50)
+    assert ex.blit_error() == 0
+    ex.set(epsilon=0.3)
+    assert ex.blit_error() > 20
