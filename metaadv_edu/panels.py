@@ -53,6 +53,19 @@ class AttackPanels:
             if i == 0:
                 a3.legend(loc="upper right")
 
+    def animate(self) -> None:
+        """Mark what :meth:`show` changes as animated, for an explorer that blits: the perturbation and attacked
+        images, the attacked image's title and the attacked bars, and the frames of those axes (a full render
+        draws them over the images and bars). The legend turns opaque, since the kept picture pastes it on top."""
+        for (_, ax_delta, ax_adv, ax_bars), delta, adv, (_, adv_bars) in zip(
+            self.axes, self.deltas, self.advs, self.bars
+        ):
+            frames = [spine for ax in (ax_delta, ax_adv, ax_bars) for spine in ax.spines.values()]
+            for artist in (delta, adv, ax_adv.title, *adv_bars, *frames):
+                artist.set_animated(True)
+            if ax_bars.get_legend() is not None:
+                ax_bars.get_legend().get_frame().set_alpha(1.0)
+
     def show(self, x, x_adv, y, p_clean, p_adv, epsilon):
         labels = self.labels
         for i in range(len(x)):

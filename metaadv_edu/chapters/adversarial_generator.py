@@ -138,16 +138,7 @@ def generator_explorer(
 
     def setup(fig):
         rows.append(panels.AttackPanels(fig, x_show, labels))
-        # What draw changes: the perturbation and attacked images, the attacked image's title (its prediction
-        # and D's score) and the attacked class bars. A full render draws the axes' frames over the images and
-        # bars, so the frames are redrawn on top too. The clean images, their titles and bars never change.
-        p = rows[0]
-        for (_, ax_delta, ax_adv, ax_bars), delta, adv, (_, adv_bars) in zip(p.axes, p.deltas, p.advs, p.bars):
-            frames = [spine for ax in (ax_delta, ax_adv, ax_bars) for spine in ax.spines.values()]
-            for artist in (delta, adv, ax_adv.title, *adv_bars, *frames):
-                artist.set_animated(True)
-            if ax_bars.get_legend() is not None:
-                ax_bars.get_legend().get_frame().set_alpha(1.0)  # opaque: the blitted picture pastes it on top
+        rows[0].animate()
 
     def draw(fig, *, epsilon, lr_g):
         pair = pairs[(epsilon, lr_g)]

@@ -71,12 +71,7 @@ def attack_explorer(
 
     def setup(fig):
         rows.append(panels.AttackPanels(fig, x_show, labels))
-        # What a move changes is animated: perturbation, attacked image and its title, the attacked bars (the
-        # clean ones and the clean column do not change). The image frames stay drawn on top of the images.
-        for i, (_, ax_delta, ax_adv, _) in enumerate(rows[0].axes):
-            frames = [*ax_delta.spines.values(), *ax_adv.spines.values()]
-            for artist in (rows[0].deltas[i], rows[0].advs[i], ax_adv.title, *rows[0].bars[i][1], *frames):
-                artist.set_animated(True)
+        rows[0].animate()
 
     def draw(fig, *, epsilon, steps, step_size):
         x_adv = panels.run_attack(model, x_show, y_show, epsilon, steps, step_size)
