@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import ipywidgets as w
 import numpy as np
@@ -38,6 +40,7 @@ __all__ = [
     "int_slider",
     "log_slider",
     "selection_slider",
+    "side_by_side",
 ]
 
 LABEL_STYLE = {"description_width": "15em"}
@@ -162,6 +165,27 @@ def dropdown(description: str, options, value=None) -> w.Dropdown:
     return w.Dropdown(
         options=options, value=value, description=description, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)
     )
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def side_by_side(fn: Callable, items: Iterable) -> list:
+    """``[fn(item) for item in items]``, the calls run in threads, one per core (at most one per item).
+
+    For an explorer's independent pieces of work: each learner's attack, or halves of a batch. On the
+    course's small models PyTorch's own threads speed up one call little, while independent calls side by
+    side keep every core busy (PyTorch releases the interpreter lock while it computes). Never pass calls
+    that run the *same* module with other parameters (``torch.func.functional_call`` swaps a module's
+    parameters while it runs): one module per call.
+    """
+    global _POOL
+    items = list(items)
+    if len(items) < 2 or (os.cpu_count() or 1) < 2:
+        return [fn(item) for item in items]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="explorer")
+    return list(_POOL.map(fn, items))
 
 
 def _png(figure: Figure) -> bytes:
