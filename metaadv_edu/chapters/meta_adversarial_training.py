@@ -33,7 +33,14 @@ from metaadv_edu.chapters.graders.meta_adversarial_training import (
 )
 from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.robust_eval import Attack
-from metaadv_edu.widgets import Explorer, epsilon_255_slider, inner_lr_slider, int_slider, selection_slider
+from metaadv_edu.widgets import (
+    Explorer,
+    epsilon_255_slider,
+    inner_lr_slider,
+    int_slider,
+    selection_slider,
+    side_by_side,
+)
 
 __all__ = [
     "BUDGET",
@@ -327,6 +334,10 @@ def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, 
     return load_or_train("covers-task-generator", config, build, cache.timed(train), device=device)
 
 
+def _one_by_one(fn, items) -> list:
+    return [fn(item) for item in items]
+
+
 def robust_few_shot_explorer(
     learners: dict[str, torch.nn.Module],
     tasks,
@@ -369,34 +380,32 @@ def robust_few_shot_explorer(
         bar_ax.title.set_animated(True)
         artists.update(columns=columns, clean=clean, adv=adv, bar_ax=bar_ax)
 
+    # learners that are distinct modules adapt and are attacked side by side (one module may not run in two threads)
+    each = side_by_side if len({id(m) for m in learners.values()}) == len(learners) else _one_by_one
     memo: dict = {"results_for": None}  # the last results and adaptation: a learner move recomputes nothing
 
     def results_for(epsilon, inner_lr, task):
         one = tasks.task(task)
         if memo.get("adapted_for") != (inner_lr, task):
-            memo.update(
-                adapted_for=(inner_lr, task),
-                results_for=None,
-                adapted={
-                    name: {k: p[0] for k, p in robust_meta.adapt_tasks(m, one, inner_lr=inner_lr, steps=steps).items()}
-                    for name, m in learners.items()
-                },
-            )
+
+            def adapt(name):
+                adapted = robust_meta.adapt_tasks(learners[name], one, inner_lr=inner_lr, steps=steps)
+                return {k: p[0] for k, p in adapted.items()}
+
+            memo.update(adapted_for=(inner_lr, task), results_for=None, adapted=dict(zip(names, each(adapt, names))))
         if memo["results_for"] != (epsilon, inner_lr, task):
-            memo.update(
-                results_for=(epsilon, inner_lr, task),
-                results={
-                    name: robust_meta.attack_one_task(
-                        m,
-                        memo["adapted"][name],
-                        one.x_query[0],
-                        one.y_query[0],
-                        epsilon=epsilon,
-                        attack_steps=attack_steps,
-                    )
-                    for name, m in learners.items()
-                },
-            )
+
+            def attack(name):
+                return robust_meta.attack_one_task(
+                    learners[name],
+                    memo["adapted"][name],
+                    one.x_query[0],
+                    one.y_query[0],
+                    epsilon=epsilon,
+                    attack_steps=attack_steps,
+                )
+
+            memo.update(results_for=(epsilon, inner_lr, task), results=dict(zip(names, each(attack, names))))
         return memo["results"]
 
     def draw(fig, *, epsilon, inner_lr, learner, task):
