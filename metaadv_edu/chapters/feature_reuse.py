@@ -599,6 +599,16 @@ def lam_slider(value: float = 1.0):
     return log_slider("λ — iMAML's pull to θ", v.positive("lam", value), -2, 2, readout_format=".2g")
 
 
+def _extend_path(path: list, steps: int, net, theta, xs, ys, rate, pull: float | None) -> None:
+    """Append first-order inner steps of ``rate`` to ``path`` (θ⁰, θ¹, …) until it holds θ^steps; with ``pull``
+    = αλ each step also moves −αλ(θ′ − θ): the step on L_S + λ/2‖θ′ − θ‖² (iMAML's regularised inner loop)."""
+    while len(path) <= steps:
+        step = maml.adapt(net, path[-1], xs, ys, inner_lr=rate, steps=1, first_order=True)
+        if pull is not None:
+            step = {k: p - pull * (path[-1][k] - theta[k]) for k, p in step.items()}
+        path.append({k: p.detach() for k, p in step.items()})
+
+
 def feature_reuse_explorer(
     meta_model: nn.Module,
     anil_model: nn.Module,
@@ -652,28 +662,27 @@ def feature_reuse_explorer(
         art.update(ax=ax, layers=layers)
 
     max_steps = 20
-    memo: dict = {}  # trajectories of 0..max_steps steps: moving k only indexes them, λ recomputes iMAML's only
+    # adaptation paths θ⁰, θ¹, …, extended only as far as k asks: moving α, λ or the task computes k steps of
+    # each method, moving k up extends the paths, moving it down only indexes them
+    memo: dict = {}
 
-    def trajectory(name, inner_lr, lam, task):
+    def trajectory(name, inner_lr, lam, task, steps):
         key = (name, inner_lr, lam if name == "iMAML (λ)" else None, task)
         if key not in memo:
-            xs, ys = tasks.x_support[task], tasks.y_support[task]
-            net, params = (anil_model, thetas["ANIL"]) if name == "ANIL" else (meta_model, thetas["MAML"])
-            rate = anil.inner_lrs(anil_model, inner_lr) if name == "ANIL" else inner_lr
-            path = [params]
-            for _ in range(max_steps):
-                step = maml.adapt(net, path[-1], xs, ys, inner_lr=rate, steps=1, first_order=True)
-                if name == "iMAML (λ)":  # the same step on L_S + λ/2‖θ′ − θ‖²: plus the pull −αλ(θ′ − θ)
-                    step = {k: p - inner_lr * lam * (path[-1][k] - params[k]) for k, p in step.items()}
-                path.append({k: p.detach() for k, p in step.items()})
             if len(memo) > 30:
                 memo.clear()
-            memo[key] = path
-        return memo[key]
+            memo[key] = [thetas["ANIL" if name == "ANIL" else "MAML"]]
+        path = memo[key]
+        if len(path) <= steps:
+            net, params = (anil_model, thetas["ANIL"]) if name == "ANIL" else (meta_model, thetas["MAML"])
+            rate = anil.inner_lrs(anil_model, inner_lr) if name == "ANIL" else inner_lr
+            pull = inner_lr * lam if name == "iMAML (λ)" else None
+            _extend_path(path, steps, net, params, tasks.x_support[task], tasks.y_support[task], rate, pull)
+        return path[steps]
 
     def draw(fig, *, inner_lr, steps, lam, task):
         xs, ys = tasks.x_support[task], tasks.y_support[task]
-        adapted = {name: trajectory(name, inner_lr, lam, task)[steps] for name in names}
+        adapted = {name: trajectory(name, inner_lr, lam, task, steps) for name in names}
         truth = truths[task]
         art["truth"].set_data(grid[:, 0].cpu(), truth.cpu())
         art["support"].set_data(xs[:, 0].cpu(), ys[:, 0].cpu())
