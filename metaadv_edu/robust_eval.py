@@ -82,8 +82,10 @@ def correct_under_attack(
     """
     attack = _check_attack(attack)
     epsilon = v.nonnegative("epsilon", epsilon)
+    if epsilon == 0:  # the ball of radius 0 holds only the clean input: nothing to attack
+        return _correct(model, adapted, tasks.x_query, tasks.y_query)
     correct = torch.ones_like(tasks.y_query, dtype=torch.bool)
-    for _ in range(attack.restarts if epsilon > 0 else 1):
+    for _ in range(attack.restarts):
         x_adv = robust_meta.attack_tasks(
             model,
             adapted,

@@ -35,6 +35,25 @@ def test_worst_case_is_the_logical_and_and_never_above_any_attack():
         robust_eval.worst_case([])
 
 
+def test_at_epsilon_zero_every_attack_scores_the_clean_inputs_and_draws_no_start(device):
+    learner, tasks = _learner(device), _tasks(device)
+    adapted = robust_meta.adapt_tasks(learner.model, tasks, inner_lr=learner.inner_lr, steps=learner.steps)
+    with torch.no_grad():
+        clean = torch.stack(
+            [
+                forward(learner.model, {k: p[t] for k, p in adapted.items()}, tasks.x_query[t]).argmax(-1)
+                for t in range(3)
+            ]
+        )
+    for attack in (robust_eval.Attack("fgsm"), robust_eval.Attack("pgd", 5, 3)):
+        g = torch.Generator().manual_seed(0)
+        correct = robust_eval.correct_under_attack(
+            learner.model, adapted, tasks, epsilon=0.0, attack=attack, generator=g
+        )
+        assert torch.equal(correct, clean == tasks.y_query)
+        assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())  # later ε see the same starts
+
+
 def test_restarts_only_remove_examples_and_a_restart_is_a_fresh_start(device):
     learner, tasks = _learner(device), _tasks(device)
     adapted = robust_meta.adapt_tasks(learner.model, tasks, inner_lr=learner.inner_lr, steps=learner.steps)
