@@ -69,7 +69,7 @@ def graded(tmp_path_factory):
     folder = autograde_class.write_class(root / "class", course)
     before = _snapshot(folder)
     out = io.StringIO()
-    args = ["grade", str(folder), "--course", str(course), "-j", "2", "--timeout", "60", "--quiet"]
+    args = ["grade", str(folder), "--course", str(course), "-j", "2", "--timeout", "30", "--quiet"]
     with contextlib.redirect_stdout(out):
         code = cli.main([*args, "--csv", str(root / "grades.csv")])
     assert code == 0
