@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ipywidgets as w
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -184,7 +185,16 @@ def side_by_side(fn: Callable, items: Iterable) -> list:
     if len(items) < 2 or (os.cpu_count() or 1) < 2:
         return [fn(item) for item in items]
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="explorer")
+        cores = os.cpu_count() or 1
+        workers = min(4, cores)
+        # PyTorch's thread count is per thread: each worker gets its share of the cores, so the workers'
+        # own threads do not fight over them (on 2 cores two workers of 2 threads each are slower than 1 each)
+        _POOL = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="explorer",
+            initializer=torch.set_num_threads,
+            initargs=(max(1, cores // workers),),
+        )
     return list(_POOL.map(fn, items))
 
 
