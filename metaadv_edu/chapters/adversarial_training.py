@@ -12,7 +12,7 @@ from metaadv_edu import attacks, cache, covers, data, defenses, grading, models,
 from metaadv_edu._validate import as_device
 from metaadv_edu.cache import load_or_train
 from metaadv_edu.plotting import PALETTE, image_hwc, mark_prediction, series, show_image
-from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, selection_slider, side_by_side
+from metaadv_edu.widgets import Explorer, epsilon_slider, float_slider, selection_slider
 
 __all__ = [
     "POINTS",
@@ -160,14 +160,11 @@ def robustness_explorer(
 
     def draw(fig, *, train_epsilon, epsilon, step_size):
         model = models[train_epsilon]
-        # the shown and the evaluated inputs attacked together, in two halves side by side: each input's PGD path
-        # is its own (sign steps from the clean point), so how the batch is split changes nothing
-        x_all, y_all = torch.cat([x_show, x_eval]), torch.cat([y_show, y_eval])
-        halves = side_by_side(
-            lambda part: panels.run_attack(model, x_all[part], y_all[part], epsilon, steps, step_size),
-            (slice(0, len(x_all) // 2), slice(len(x_all) // 2, None)),
+        # the shown and the evaluated inputs attacked as one batch: each input's PGD path from the clean point is
+        # its own, and one batch pays the per-step overhead once
+        both = panels.run_attack(
+            model, torch.cat([x_show, x_eval]), torch.cat([y_show, y_eval]), epsilon, steps, step_size
         )
-        both = torch.cat(halves)
         x_adv, adv_eval = both[: len(x_show)], both[len(x_show) :]
         acc = float((panels.probabilities(model, adv_eval).argmax(-1) == y_eval).float().mean())
         for e, line in art["lines"].items():
