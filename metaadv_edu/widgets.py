@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.legend import Legend
-from matplotlib.transforms import Bbox
+from matplotlib.spines import Spine
 from PIL import Image
 
 from metaadv_edu import plotting  # noqa: F401  (applies the course's figure style: palette, text ≥ 10 pt)
@@ -336,7 +336,7 @@ class Explorer(w.VBox):
         self.update()
         if setup is not None:
             self.figure.set_layout_engine("none")
-        if blit:  # the first render left the animated artists out: render again, complete
+        if blit:  # keep the picture without the animated artists, then show the first blitted image
             self._blit = _background(self.figure)
             self._background_key = self._key()
             self.update()
@@ -369,9 +369,10 @@ class Explorer(w.VBox):
 
         * anywhere, from a blit over a picture kept afresh now — a kept picture gone stale (tick labels of an
           axis whose limits moved, a title or legend that ``draw`` changed, a changing artist left unmarked);
-        * outside the animated artists' boxes (clipped to their axes, grown by ``margin``), from a full render —
-          an artist drawn in the wrong order. Inside those boxes a full render may legitimately differ (a
-          static spine drawn over a moving line), and so may the anti-aliased edge of a kept legend."""
+        * everywhere but the thin boxes of static frames (spines) and the anti-aliased edge rings of kept
+          legends (grown by ``margin``), from a full render — a static artist that a full render draws over a
+          moving one, which the blit draws under it (a reference line, a marker, a frame's edge must then be
+          animated too)."""
         if self._blit is None:
             return 0
 
@@ -400,15 +401,11 @@ class Explorer(w.VBox):
             y0, y1 = max(height - int(np.ceil(box.y1)) - grow - 1, 0), min(height - int(box.y0) + grow, height)
             return slice(y0, y1), slice(x0, x1)
 
-        for artist in animated:
-            if not artist.get_visible():
-                continue
-            box = artist.get_window_extent(renderer)
-            clip = artist.get_clip_box() if artist.get_clip_on() else None
-            if clip is not None:
-                box = Bbox.intersection(box, clip)
-            if box is not None and np.isfinite([box.x0, box.x1, box.y0, box.y1]).all():
-                differs[pixels(box, margin)] = False
+        # a static frame (spine) is drawn over the moving artists in a full render, under them in a blit where
+        # a moving line or image ends on it: its thin box, grown by ``margin``, may differ
+        for spine in self.figure.findobj(Spine):
+            if not spine.get_animated() and spine.get_visible():
+                differs[pixels(spine.get_window_extent(renderer), margin)] = False
         # a kept legend is pasted over the moving artists: its frame's anti-aliased edge blends with what
         # lies beneath in a full render, so a ring of ``margin`` pixels around its edge may differ
         for legend in self.figure.findobj(Legend):

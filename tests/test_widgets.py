@@ -2,6 +2,7 @@ import base64
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
@@ -260,7 +261,8 @@ def test_blit_error_sees_an_unmarked_line_inside_an_animated_artists_box():
     def setup(fig):
         ax = fig.add_subplot()
         art["moving"] = ax.plot([0, 1], [0, 1], animated=True)[0]
-        art["unmarked"] = ax.plot([0.2, 0.8], [0.5, 0.5], color="k", lw=2)[0]
+        # under the moving line in a full render too (zorder 1 < 2): only the staleness comparison can see it
+        art["unmarked"] = ax.plot([0.2, 0.8], [0.5, 0.5], color="k", lw=2, zorder=1)[0]
         ax.set(xlim=(0, 1), ylim=(0, 1))
 
     def draw(fig, *, epsilon):
@@ -269,6 +271,25 @@ def test_blit_error_sees_an_unmarked_line_inside_an_animated_artists_box():
 
     ex = widgets.Explorer(draw, {"epsilon": widgets.epsilon_slider(0.1)}, setup=setup, blit=True, dpi=50)
     assert ex.blit_error() == 0
+    ex.set(epsilon=0.3)
+    assert ex.blit_error() > 20
+
+
+def test_blit_error_sees_a_static_line_that_a_full_render_draws_over_a_moving_image():
+    # the mistake of marking only what draw changes: a full render draws the reference line over the image,
+    # the blit pastes the image over the kept line
+    art = {}
+
+    def setup(fig):
+        ax = fig.add_subplot()
+        art["image"] = ax.imshow(np.zeros((4, 4)), vmin=0, vmax=1, cmap="gray", animated=True)
+        ax.axhline(1.5, color="red", lw=3, zorder=3)
+
+    def draw(fig, *, epsilon):
+        art["image"].set_data(np.full((4, 4), epsilon))
+
+    ex = widgets.Explorer(draw, {"epsilon": widgets.epsilon_slider(0.1)}, setup=setup, blit=True, dpi=50)
+    assert ex.blit_error() > 20
     ex.set(epsilon=0.3)
     assert ex.blit_error() > 20
 

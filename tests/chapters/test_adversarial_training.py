@@ -84,7 +84,7 @@ def test_robustness_explorer_switches_cached_models(device):
     curves = {e: [0.9, 0.5] for e in grid}
     ex = chapter.robustness_explorer(grid, x[:2], y[:2], x[:40], y[:40], curves=curves, curve_epsilons=[0.0, 0.1])
     first = ex.image.value
-    assert ex.blit_error() == 0, "the first image (the one a stored notebook shows) is a full render"
+    assert ex.blit_error() == 0, "the first image (the one a stored notebook shows) matches a full render"
     ex.sliders["train_epsilon"].value = 0.0 if ex.sliders["train_epsilon"].value else 0.1
     second = ex.image.value
     assert ex.blit_error() == 0, "the blitted image is what a full render draws"

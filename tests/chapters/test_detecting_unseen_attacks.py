@@ -124,7 +124,7 @@ def test_detection_explorer_adapts_without_training():
     ex = chapter.detection_explorer(meta, joint, tasks, epsilon=0.1, inner_lr=0.1)
     images = {ex.image.value}
     assert "joint, no adaptation" in ex.caption.value and "3 tasks" in ex.caption.value
-    # blitted = a full render but for a pixel or two (the chance line's end over the axis); a title left stale
+    # blitted = a full render but on the static frames; a title left stale
     # differs in 0.04 % of the pixels or more
     assert ex.blit_error() == 0, "the first (stored) image is what a full render draws"
     for name, value in (("epsilon", 13 / 255), ("inner_lr", 0.5), ("perturbation", "noise")):

@@ -112,7 +112,7 @@ def test_attack_explorer_every_slider_changes_the_figure(small_cnn, device):
     before_params = [p.detach().clone() for p in small_cnn.parameters()]
     open_figures = plt.get_fignums()
     images = {ex.image.value}
-    assert ex.blit_error() == 0, "the first image (the one a stored notebook shows) is a full render"
+    assert ex.blit_error() == 0, "the first image (the one a stored notebook shows) matches a full render"
     for name, value in (("epsilon", 0.25), ("steps", 5), ("step_size", 0.08)):
         ex.sliders[name].value = value
         images.add(ex.image.value)

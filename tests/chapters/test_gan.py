@@ -66,7 +66,7 @@ def test_gan_dynamics_explorer_scrubs_cached_runs():
     }
     ex = chapter.gan_dynamics_explorer(runs, ring)
     images = {ex.image.value}
-    assert ex.blit_error() == 0, "the first image (the one a stored notebook shows) is a full render"
+    assert ex.blit_error() == 0, "the first image (the one a stored notebook shows) matches a full render"
     for name, value in (("lr_d", 1e-4), ("n_d", 5), ("snapshot", 0), ("lr_d", 1e-3)):
         ex.sliders[name].value = value
         images.add(ex.image.value)

@@ -164,7 +164,7 @@ def test_robust_few_shot_explorer_adapts_and_attacks_without_training(device):
     ex = chapter.robust_few_shot_explorer(nets, tasks, epsilon=0.0, inner_lr=0.2)
     images = {ex.image.value}
     assert "PGD <b>" in ex.caption.value and "2 clean covers per class" in ex.caption.value
-    # blitted = a full render but for a pixel or two (the chance line's end over the axis); a title left stale
+    # blitted = a full render but on the static frames; a title left stale
     # differs in 0.04 % of the pixels or more
     assert ex.blit_error() == 0, "the first (stored) image is what a full render draws"
     for name, value in (("epsilon", 26 / 255), ("inner_lr", 0.01), ("learner", "a"), ("task", 2)):

@@ -47,7 +47,7 @@ def test_first_look_caption_names_what_gradient_descent_does(inner_lr, verdict, 
     explorer = chapter.first_look_explorer(model, digit, 0)
     slider = explorer.sliders["inner_lr"]
     assert slider.min <= 0.05 and slider.max >= 0.25
-    assert explorer.blit_error() == 0, "the first image (the one a stored notebook shows) is a full render"
+    assert explorer.blit_error() == 0, "the first image (the one a stored notebook shows) matches a full render"
     slider.value = inner_lr
     assert explorer.blit_error() == 0, "the blitted image is what a full render draws"
     explorer.update()
