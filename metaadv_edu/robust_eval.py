@@ -82,6 +82,7 @@ def correct_under_attack(
     """
     attack = _check_attack(attack)
     epsilon = v.nonnegative("epsilon", epsilon)
+    robust_meta.check_adapted(adapted, tasks.x_query)
     if epsilon == 0:  # the ball of radius 0 holds only the clean input: nothing to attack
         return _correct(model, adapted, tasks.x_query, tasks.y_query)
     correct = torch.ones_like(tasks.y_query, dtype=torch.bool)

@@ -40,6 +40,7 @@ __all__ = [
     "adversarial_query_loss",
     "attack_one_task",
     "attack_tasks",
+    "check_adapted",
     "functional_attack",
     "meta_train_adversarial",
     "representative_task",
@@ -148,7 +149,8 @@ def adapt_tasks(model: nn.Module, tasks: Tasks, *, inner_lr, steps: int = 1, par
     return {k: p.detach() for k, p in adapted.items()}
 
 
-def _check_adapted(adapted: Params, x: torch.Tensor) -> None:
+def check_adapted(adapted: Params, x: torch.Tensor) -> None:
+    """Raise unless ``adapted`` is a dict of per-task parameters (from :func:`adapt_tasks`) for the tasks of ``x``."""
     if not isinstance(adapted, dict) or not adapted:
         raise TypeError("adapted must be the dict of per-task parameters returned by adapt_tasks")
     n = {p.shape[0] for p in adapted.values()}
@@ -172,7 +174,7 @@ def attack_tasks(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Attack each task's inputs ``x`` (n_tasks, k, …) against that task's own adapted parameters."""
-    _check_adapted(adapted, x)
+    check_adapted(adapted, x)
     v.same_batch(x, y)
     epsilon, steps, step = _attack_settings(epsilon, attack, attack_steps, step_size)
     starts = _random_starts(x, epsilon, attack, generator)
@@ -217,7 +219,7 @@ def attack_one_task(
 
 def task_accuracy(model: nn.Module, adapted: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Accuracy of each task's adapted model on its inputs: shape (n_tasks,)."""
-    _check_adapted(adapted, x)
+    check_adapted(adapted, x)
     with torch.no_grad():
         logits = vmap(lambda p, xb: forward(model, p, xb))(adapted, x)
     return (logits.argmax(-1) == y).float().mean(-1)

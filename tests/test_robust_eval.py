@@ -52,6 +52,10 @@ def test_at_epsilon_zero_every_attack_scores_the_clean_inputs_and_draws_no_start
         )
         assert torch.equal(correct, clean == tasks.y_query)
         assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())  # later ε see the same starts
+    with pytest.raises(ValueError, match="adapted parameters hold"):
+        robust_eval.correct_under_attack(
+            learner.model, {k: p[:2] for k, p in adapted.items()}, tasks, epsilon=0.0, attack=robust_eval.Attack("fgsm")
+        )
 
 
 def test_restarts_only_remove_examples_and_a_restart_is_a_fresh_start(device):
