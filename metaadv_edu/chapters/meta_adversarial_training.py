@@ -380,8 +380,9 @@ def robust_few_shot_explorer(
         bar_ax.title.set_animated(True)
         artists.update(columns=columns, clean=clean, adv=adv, bar_ax=bar_ax)
 
-    # learners that are distinct modules adapt and are attacked side by side (one module may not run in two threads)
-    each = side_by_side if len({id(m) for m in learners.values()}) == len(learners) else _one_by_one
+    # learners that share no module adapt and are attacked side by side (one module may not run in two threads)
+    modules = [id(sub) for m in learners.values() for sub in m.modules()]
+    each = side_by_side if len(set(modules)) == len(modules) else _one_by_one
     memo: dict = {"results_for": None}  # the last results and adaptation: a learner move recomputes nothing
 
     def results_for(epsilon, inner_lr, task):
