@@ -172,7 +172,7 @@ _POOL: ThreadPoolExecutor | None = None
 
 
 def side_by_side(fn: Callable, items: Iterable) -> list:
-    """``[fn(item) for item in items]``, the calls run in threads, one per core (at most one per item).
+    """``[fn(item) for item in items]``, the calls run in up to four threads (one per core and item).
 
     For an explorer's independent pieces of work: each learner's attack, or halves of a batch. On the
     course's small models PyTorch's own threads speed up one call little, while independent calls side by
@@ -187,8 +187,9 @@ def side_by_side(fn: Callable, items: Iterable) -> list:
     if _POOL is None:
         cores = os.cpu_count() or 1
         workers = min(4, cores)
-        # PyTorch's thread count is per thread: each worker gets its share of the cores, so the workers'
-        # own threads do not fight over them (on 2 cores two workers of 2 threads each are slower than 1 each)
+        # PyTorch's thread count is set per thread: each worker gets its share of the cores, so the workers'
+        # own threads do not fight over them (on 2 cores two workers of 2 threads each are slower than 1 each);
+        # the calling thread keeps its own count
         _POOL = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="explorer",
@@ -371,8 +372,8 @@ class Explorer(w.VBox):
           axis whose limits moved, a title or legend that ``draw`` changed, a changing artist left unmarked);
         * everywhere but the thin boxes of static frames (spines) and the anti-aliased edge rings of kept
           legends (grown by ``margin``), from a full render — a static artist that a full render draws over a
-          moving one, which the blit draws under it (a reference line, a marker, a frame's edge must then be
-          animated too)."""
+          moving one, which the blit draws under it (a reference line or a marker must then be animated too; a
+          static frame's edge over a moving line or image is excused)."""
         if self._blit is None:
             return 0
 
@@ -404,7 +405,7 @@ class Explorer(w.VBox):
         # a static frame (spine) is drawn over the moving artists in a full render, under them in a blit where
         # a moving line or image ends on it: its thin box, grown by ``margin``, may differ
         for spine in self.figure.findobj(Spine):
-            if not spine.get_animated() and spine.get_visible():
+            if not spine.get_animated() and spine.get_visible() and spine.axes.axison:
                 differs[pixels(spine.get_window_extent(renderer), margin)] = False
         # a kept legend is pasted over the moving artists: its frame's anti-aliased edge blends with what
         # lies beneath in a full render, so a ring of ``margin`` pixels around its edge may differ
