@@ -155,6 +155,18 @@ def test_explorer_every_slider_changes_the_figure():
     assert all(p.grad is None for p in meta.parameters())
 
 
+def test_explorer_paths_grown_on_demand_equal_paths_computed_at_once():
+    # moving k up extends stored paths, down indexes them: every state must read as a fresh explorer's at it
+    torch.manual_seed(0)
+    meta, anil_model = models.SineRegressor(), models.SineRegressor()
+    tasks, amplitude, phase = data.sine_tasks(3, 10, generator=torch.Generator().manual_seed(0), return_params=True)
+    ex = chapter.feature_reuse_explorer(meta, anil_model, tasks, amplitude, phase, steps=1, lam=3.0)
+    for k in (3, 8, 2, 8):
+        ex.sliders["steps"].value = k
+        fresh = chapter.feature_reuse_explorer(meta, anil_model, tasks, amplitude, phase, steps=k, lam=3.0)
+        assert ex.caption.value == fresh.caption.value, k
+
+
 def test_explorer_reports_divergence_instead_of_failing():
     torch.manual_seed(0)
     tasks, amplitude, phase = data.sine_tasks(2, 10, generator=torch.Generator().manual_seed(0), return_params=True)
