@@ -182,14 +182,15 @@ def side_by_side(fn: Callable, items: Iterable) -> list:
     """
     global _POOL
     items = list(items)
-    if len(items) < 2 or (os.cpu_count() or 1) < 2:
+    # the cores this process may use: PyTorch's thread count (on Binder, binder/start sets it to the container's
+    # CPU quota, which os.cpu_count() does not see)
+    cores = min(os.cpu_count() or 1, torch.get_num_threads())
+    if len(items) < 2 or cores < 2:
         return [fn(item) for item in items]
     if _POOL is None:
-        cores = os.cpu_count() or 1
         workers = min(4, cores)
-        # PyTorch's thread count is set per thread: each worker gets its share of the cores, so the workers'
-        # own threads do not fight over them (on 2 cores two workers of 2 threads each are slower than 1 each);
-        # the calling thread keeps its own count
+        # each worker gets its share of the cores for PyTorch's threads, so the workers' own threads do not fight
+        # over them (on 2 cores two workers of 2 threads each are slower than 1 each)
         _POOL = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="explorer",
@@ -405,7 +406,8 @@ class Explorer(w.VBox):
         # a static frame (spine) is drawn over the moving artists in a full render, under them in a blit where
         # a moving line or image ends on it: its thin box, grown by ``margin``, may differ
         for spine in self.figure.findobj(Spine):
-            if not spine.get_animated() and spine.get_visible() and spine.axes.axison:
+            drawn = spine.get_visible() and spine.axes.axison and spine.axes.get_frame_on()
+            if drawn and not spine.get_animated():
                 differs[pixels(spine.get_window_extent(renderer), margin)] = False
         # a kept legend is pasted over the moving artists: its frame's anti-aliased edge blends with what
         # lies beneath in a full render, so a ring of ``margin`` pixels around its edge may differ

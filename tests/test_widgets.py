@@ -261,7 +261,7 @@ def test_blit_error_sees_an_unmarked_line_inside_an_animated_artists_box():
     def setup(fig):
         ax = fig.add_subplot()
         art["moving"] = ax.plot([0, 1], [0, 1], animated=True)[0]
-        # under the moving line in a full render too (zorder 1 < 2): only the staleness comparison can see it
+        # under the moving line in a full render too (zorder 1 < 2): no drawing-order difference, only a stale line
         art["unmarked"] = ax.plot([0.2, 0.8], [0.5, 0.5], color="k", lw=2, zorder=1)[0]
         ax.set(xlim=(0, 1), ylim=(0, 1))
 
