@@ -174,7 +174,7 @@ _POOL: ThreadPoolExecutor | None = None
 def side_by_side(fn: Callable, items: Iterable) -> list:
     """``[fn(item) for item in items]``, the calls run in up to four threads (one per core and item).
 
-    For an explorer's independent pieces of work: each learner's attack, or halves of a batch. On the
+    For an explorer's independent pieces of work, such as each learner's attack. On the
     course's small models PyTorch's own threads speed up one call little, while independent calls side by
     side keep every core busy (PyTorch releases the interpreter lock while it computes). Never pass calls
     that run the *same* module with other parameters (``torch.func.functional_call`` swaps a module's
