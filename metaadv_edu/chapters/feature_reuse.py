@@ -668,16 +668,16 @@ def feature_reuse_explorer(
 
     def trajectory(name, inner_lr, lam, task, steps):
         key = (name, inner_lr, lam if name == "iMAML (λ)" else None, task)
+        net, theta = (anil_model, thetas["ANIL"]) if name == "ANIL" else (meta_model, thetas["MAML"])
         if key not in memo:
             if len(memo) > 30:
                 memo.clear()
-            memo[key] = [thetas["ANIL" if name == "ANIL" else "MAML"]]
+            memo[key] = [theta]
         path = memo[key]
         if len(path) <= steps:
-            net, params = (anil_model, thetas["ANIL"]) if name == "ANIL" else (meta_model, thetas["MAML"])
             rate = anil.inner_lrs(anil_model, inner_lr) if name == "ANIL" else inner_lr
             pull = inner_lr * lam if name == "iMAML (λ)" else None
-            _extend_path(path, steps, net, params, tasks.x_support[task], tasks.y_support[task], rate, pull)
+            _extend_path(path, steps, net, theta, tasks.x_support[task], tasks.y_support[task], rate, pull)
         return path[steps]
 
     def draw(fig, *, inner_lr, steps, lam, task):
