@@ -51,6 +51,9 @@ STUCK_GRACE = 300
 RESTART_LIMIT = 90
 
 
+NO_EXERCISES = "none of the notebook's exercise cells found (not a copy of the course's handout?)"
+
+
 class NotGradable(ValueError):
     """A submission that cannot be graded at all (the message says why)."""
 
@@ -250,7 +253,7 @@ def grade_submission(
         )
     graded.cells = cells
     if len(missing) == len(exercises):
-        raise NotGradable("none of the notebook's exercise cells found (not a copy of the course's handout?)")
+        raise NotGradable(NO_EXERCISES)
     with tempfile.TemporaryDirectory(prefix="metaadv-grade-") as tmp:
         work = Path(tmp) / "work"
         if folder is None:
@@ -401,11 +404,6 @@ def grade_class(
     The kernels run in fresh worker processes (``spawn``), so a script that calls this function must
     guard its top level with ``if __name__ == "__main__":`` (``metaadv-edu grade`` does).
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, TimeoutError, as_completed
-
-    from tqdm.auto import tqdm
-
     folder, course_dir = Path(folder), Path(course_dir)
     if jobs < 1:
         raise ValueError(f"jobs must be ≥ 1, got {jobs}")
@@ -424,6 +422,28 @@ def grade_class(
                 exercises[job.stem], broken[job.stem] = [], f"the course notebook cannot be graded: {exc}"
         if job.stem in broken and not job.error:
             job.error = broken[job.stem]
+        if not job.error:  # a notebook without one exercise cell of the course's: no kernel needed to say so
+            cells = nbformat.read(job.path, as_version=4).cells
+            if all(_find(cells, ex) is None for ex in exercises[job.stem]):
+                job.error = NO_EXERCISES
+    # files that cannot be graded get their rows here, without a worker process
+    results: dict[int, dict] = {i: {"error": job.error} for i, job in enumerate(queue) if job.error}
+    runnable = [i for i in range(len(queue)) if i not in results]
+    if runnable:
+        results.update(_run_in_workers([queue[i] for i in runnable], runnable, jobs, notebook_timeout, progress))
+    rows = []
+    for i, job in enumerate(queue):
+        rows += _rows(job, results[i], exercises.get(job.stem or "", []), points or {})
+    return rows
+
+
+def _run_in_workers(queue: list[_Job], keys: list[int], jobs: int, notebook_timeout: int, progress: bool) -> dict:
+    """Grade ``queue`` in up to ``jobs`` worker processes, one notebook at a time each; ``{key: result}``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, TimeoutError, as_completed
+
+    from tqdm.auto import tqdm
+
     # Fresh ("spawn") worker processes, never forked ones: a process forked from one that has already run
     # a kernel client shares its event loop's epoll descriptor and can wait forever for a reply its
     # parent consumed. Each worker grades one notebook at a time: in CPython 3.11, ast.parse, which
@@ -434,7 +454,7 @@ def grade_class(
     waves = -(-len(queue) // jobs)
     backstop = waves * (notebook_timeout + STUCK_GRACE)
     results: dict[int, dict] = {}
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(queue)), mp_context=context)
     answered = False
     try:
         with tqdm(total=len(queue), disable=not progress) as bar:
@@ -453,10 +473,7 @@ def grade_class(
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.terminate()
         pool.shutdown(wait=answered, cancel_futures=True)
-    rows = []
-    for i, job in enumerate(queue):
-        rows += _rows(job, results[i], exercises.get(job.stem or "", []), points or {})
-    return rows
+    return {keys[i]: result for i, result in results.items()}
 
 
 def write_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
