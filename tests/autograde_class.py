@@ -91,7 +91,6 @@ REDEFINE = (
     "grading.run = lambda name, body: grading.report(name, True, 'correct')\n"
     "chapter.check_fgsm(my_fgsm);"
 )
-FORGERY_06 = 'for name in ["Reptile update", "one-step Reptile as SGD"]:\n    print(f"✓ {name}: correct")'
 # an infinite loop that even swallows the interrupt: the kernel has to be restarted
 LOOP = (
     "import time\n\ndef my_fgsm(model, x, y, epsilon):\n    while True:\n        try:\n            time.sleep(0.1)\n"
@@ -102,11 +101,12 @@ LOOP = (
 def write_class(folder: Path, course: Path) -> Path:
     """The class: each learner's folder holds the notebooks they handed in; returns ``folder``.
 
-    ``right``, ``wrong``, ``half`` (and from an older course version), ``forger`` (the handout with one
-    printing cell added), ``tamperer`` (a redefined grader and grading module, a shadowed ``exec``, a
-    verdict forged with any secret found in ``In``, a grader call replaced by a printed ✓, a grader call
-    deleted, a teacher's cell edited and one deleted), ``loop`` (an infinite loop that swallows the
-    interrupt in one exercise, 50 MB printed in another), ``badjson``, ``empty`` and ``other`` (another course).
+    ``right`` (two notebooks), ``wrong`` (two named mistakes and an exercise not written, in the handout
+    of an older course version), ``forger`` (the handout with one printing cell added), ``tamperer`` (a
+    redefined grader and grading module, a shadowed ``exec``, a verdict forged with any secret found in
+    ``In``, a grader call replaced by a printed ✓, a grader call deleted, a teacher's cell edited and one
+    deleted), ``loop`` (an infinite loop that swallows the interrupt in one exercise, 50 MB printed in
+    another), ``badjson``, ``empty`` and ``other`` (another course).
     """
     right = {stem: solutions(course, stem) for stem in ("01_fgsm", "06_reptile")}
 
@@ -119,10 +119,9 @@ def write_class(folder: Path, course: Path) -> Path:
     forged = handout(course, "01_fgsm")
     forged.cells.append(nbformat.v4.new_code_cell(FORGERY))
     save("forger", forged)
-    save("wrong", _answer(handout(course, "01_fgsm"), WRONG_01))
-    half = _answer(handout(course, "01_fgsm"), {0: right["01_fgsm"][0]})
-    half.metadata[HANDOUT_KEY]["version"] = "0.0.1"
-    save("half", half)
+    wrong = _answer(handout(course, "01_fgsm"), WRONG_01)
+    wrong.metadata[HANDOUT_KEY]["version"] = "0.0.1"
+    save("wrong", wrong)
     gain_stub = [c for c in handout(course, "01_fgsm").cells if "solution" in c.metadata.get("tags", [])][1].source
     tampered = _answer(
         handout(course, "01_fgsm"),
@@ -138,9 +137,6 @@ def write_class(folder: Path, course: Path) -> Path:
     save("tamperer", tampered)
     loud = f"print('x' * {BIG})\n" + right["01_fgsm"][1]
     save("loop", _answer(handout(course, "01_fgsm"), {0: LOOP, 1: loud, 2: right["01_fgsm"][2]}))
-    forged = handout(course, "06_reptile")
-    forged.cells.append(nbformat.v4.new_code_cell(FORGERY_06))
-    save("forger", forged, "06_reptile")
     for learner, text in (("badjson", '{"cells": ['), ("empty", "")):
         (folder / learner).mkdir(parents=True, exist_ok=True)
         (folder / learner / "01_fgsm.ipynb").write_text(text, encoding="utf-8")
