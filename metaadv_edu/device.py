@@ -1,4 +1,5 @@
-"""Choosing the compute device, the device for float64 checks, and seeding every random number generator.
+"""Choosing the compute device, the device for float64 checks, seeding every random number generator, and
+running independent pieces of work on all the CPU cores.
 
 Notebook ``00_start_here`` shows them in use.
 """
@@ -8,11 +9,13 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-__all__ = ["available_devices", "float64_device", "pick_device", "seed_everything", "supports_float64"]
+__all__ = ["available_devices", "float64_device", "pick_device", "seed_everything", "side_by_side", "supports_float64"]
 
 ENV_VAR = "METAADV_DEVICE"
 _NAME = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
@@ -127,3 +130,40 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeding must reach NumPy's global generator
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Module] | None = None) -> list:
+    """``[fn(item) for item in items]``, the calls run in up to four threads (one per core and item).
+
+    For independent pieces of work, such as each learner's attack in an explorer or an evaluation. On the
+    course's small models PyTorch's own threads speed up one call little, while independent calls side by
+    side keep every core busy (PyTorch releases the interpreter lock while it computes). The results are
+    the same as one by one. ``modules`` names the module each call runs: calls that run the *same* module
+    with other parameters must not overlap (``torch.func.functional_call`` swaps a module's parameters
+    while it runs), so when two of them share a submodule the calls run one by one.
+    """
+    global _POOL
+    items = list(items)
+    # the cores this process may use: PyTorch's thread count (on Binder, binder/start sets it to the container's
+    # CPU quota, which os.cpu_count() does not see)
+    cores = min(os.cpu_count() or 1, torch.get_num_threads())
+    shared = False
+    if modules is not None:
+        ids = [id(sub) for module in modules for sub in module.modules()]
+        shared = len(set(ids)) < len(ids)
+    if len(items) < 2 or cores < 2 or shared:
+        return [fn(item) for item in items]
+    if _POOL is None:
+        workers = min(4, cores)
+        # each worker gets its share of the cores for PyTorch's threads, so the workers' own threads do not fight
+        # over them (on 2 cores two workers of 2 threads each are slower than 1 each)
+        _POOL = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="side-by-side",
+            initializer=torch.set_num_threads,
+            initargs=(max(1, cores // workers),),
+        )
+    return list(_POOL.map(fn, items))

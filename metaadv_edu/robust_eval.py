@@ -32,6 +32,7 @@ from torch.func import vmap
 from metaadv_edu import _validate as v
 from metaadv_edu import robust_meta
 from metaadv_edu.data import Tasks
+from metaadv_edu.device import side_by_side
 from metaadv_edu.functional import Params, forward
 
 __all__ = ["WORST_CASE", "Attack", "correct_under_attack", "evaluate_learners", "transfer_correct", "worst_case"]
@@ -130,6 +131,8 @@ def evaluate_learners(
     boolean of shape (len(epsilons), n_tasks, k_query), plus ``{(learner, "clean"): ...}`` (the unperturbed
     query covers, the same for every ε) and ``{(learner, WORST_CASE): ...}``, the per-example worst case
     over the clean covers and all the attacks. ``correct.float().mean(-1)`` gives per-task accuracies.
+    Learners that share no module run side by side (:func:`metaadv_edu.device.side_by_side`), with the
+    results of one by one.
     """
     if not learners:
         raise ValueError("learners must hold at least one learner")
@@ -139,19 +142,23 @@ def evaluate_learners(
     attacks = {name: _check_attack(a) for name, a in attacks.items()}
     if tasks.y_query.is_floating_point():
         raise TypeError("robust accuracy needs integer class labels in tasks.y_query")
-    out = {}
-    for name, learner in learners.items():
-        model, inner_lr, steps = learner
+
+    def one_learner(item) -> dict:
+        name, (model, inner_lr, steps) = item
         adapted = robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)  # shared by the attacks
         clean = _correct(model, adapted, tasks.x_query, tasks.y_query)
-        out[name, "clean"] = clean.expand(len(epsilons), *clean.shape)
+        out = {(name, "clean"): clean.expand(len(epsilons), *clean.shape)}
         for attack_name, attack in attacks.items():
             g = torch.Generator().manual_seed(seed)
             out[name, attack_name] = torch.stack(
                 [correct_under_attack(model, adapted, tasks, epsilon=e, attack=attack, generator=g) for e in epsilons]
             )
         out[name, WORST_CASE] = worst_case([out[name, a] for a in ("clean", *attacks)])
-    return out
+        return out
+
+    # the learners are independent: side by side on the CPU's cores (the same results as one by one)
+    parts = side_by_side(one_learner, learners.items(), modules=[model for model, _, _ in learners.values()])
+    return {key: value for part in parts for key, value in part.items()}
 
 
 def transfer_correct(
@@ -175,14 +182,20 @@ def transfer_correct(
         raise ValueError("learners must hold at least one learner")
     attack = _check_attack(attack)
     epsilon = v.nonnegative("epsilon", epsilon)
-    adapted = {name: robust_meta.adapt_tasks(m, tasks, inner_lr=lr, steps=k) for name, (m, lr, k) in learners.items()}
-    out = {}
-    for source, (model, _, _) in learners.items():
+    names, modules = list(learners), [model for model, _, _ in learners.values()]
+
+    def adapt(learner):
+        model, inner_lr, steps = learner
+        return robust_meta.adapt_tasks(model, tasks, inner_lr=inner_lr, steps=steps)
+
+    adapted = dict(zip(names, side_by_side(adapt, learners.values(), modules=modules)))
+
+    def attacked_by(source: str) -> list[torch.Tensor]:
+        """The query covers attacked against ``source``'s adapted weights, one tensor per restart."""
         g = torch.Generator().manual_seed(seed)
-        correct = {target: torch.ones_like(tasks.y_query, dtype=torch.bool) for target in learners}
-        for _ in range(attack.restarts if epsilon > 0 else 1):
-            x_adv = robust_meta.attack_tasks(
-                model,
+        return [
+            robust_meta.attack_tasks(
+                learners[source][0],
                 adapted[source],
                 tasks.x_query,
                 tasks.y_query,
@@ -191,7 +204,16 @@ def transfer_correct(
                 attack_steps=attack.steps,
                 generator=g,
             )
-            for target, (target_model, _, _) in learners.items():
-                correct[target] &= _correct(target_model, adapted[target], x_adv, tasks.y_query)
-        out.update({(source, target): c for target, c in correct.items()})
+            for _ in range(attack.restarts if epsilon > 0 else 1)
+        ]
+
+    # the attacks side by side, each on its own source's module; scoring runs every target, so one by one
+    attacked = dict(zip(names, side_by_side(attacked_by, names, modules=modules)))
+    out = {}
+    for source in names:
+        for target, (target_model, _, _) in learners.items():
+            correct = torch.ones_like(tasks.y_query, dtype=torch.bool)
+            for x_adv in attacked[source]:
+                correct &= _correct(target_model, adapted[target], x_adv, tasks.y_query)
+            out[source, target] = correct
     return out

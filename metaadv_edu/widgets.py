@@ -13,15 +13,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import re
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import ipywidgets as w
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -41,7 +38,6 @@ __all__ = [
     "int_slider",
     "log_slider",
     "selection_slider",
-    "side_by_side",
 ]
 
 LABEL_STYLE = {"description_width": "15em"}
@@ -166,38 +162,6 @@ def dropdown(description: str, options, value=None) -> w.Dropdown:
     return w.Dropdown(
         options=options, value=value, description=description, style=LABEL_STYLE, layout=w.Layout(**SLIDER_LAYOUT)
     )
-
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def side_by_side(fn: Callable, items: Iterable) -> list:
-    """``[fn(item) for item in items]``, the calls run in up to four threads (one per core and item).
-
-    For an explorer's independent pieces of work, such as each learner's attack. On the
-    course's small models PyTorch's own threads speed up one call little, while independent calls side by
-    side keep every core busy (PyTorch releases the interpreter lock while it computes). Never pass calls
-    that run the *same* module with other parameters (``torch.func.functional_call`` swaps a module's
-    parameters while it runs): one module per call.
-    """
-    global _POOL
-    items = list(items)
-    # the cores this process may use: PyTorch's thread count (on Binder, binder/start sets it to the container's
-    # CPU quota, which os.cpu_count() does not see)
-    cores = min(os.cpu_count() or 1, torch.get_num_threads())
-    if len(items) < 2 or cores < 2:
-        return [fn(item) for item in items]
-    if _POOL is None:
-        workers = min(4, cores)
-        # each worker gets its share of the cores for PyTorch's threads, so the workers' own threads do not fight
-        # over them (on 2 cores two workers of 2 threads each are slower than 1 each)
-        _POOL = ThreadPoolExecutor(
-            max_workers=workers,
-            thread_name_prefix="explorer",
-            initializer=torch.set_num_threads,
-            initargs=(max(1, cores // workers),),
-        )
-    return list(_POOL.map(fn, items))
 
 
 def _png(figure: Figure) -> bytes:

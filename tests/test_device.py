@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metaadv_edu import pick_device, seed_everything
-from metaadv_edu.device import available_devices
+from metaadv_edu.device import available_devices, side_by_side
 
 
 def test_prefer_cpu():
@@ -66,3 +66,45 @@ def test_seed_everything_is_reproducible():
 def test_seed_everything_rejects_bad_seeds(seed):
     with pytest.raises((ValueError, TypeError), match="seed"):
         seed_everything(seed)
+
+
+def test_side_by_side_keeps_the_order_and_raises_what_a_call_raises():
+    def square(i):
+        return i * i
+
+    assert side_by_side(square, range(7)) == [i * i for i in range(7)]
+    assert side_by_side(square, []) == []
+
+    def fail(i):
+        if i == 2:
+            raise ValueError("epsilon must be ≥ 0")
+        return i
+
+    with pytest.raises(ValueError, match="epsilon"):
+        side_by_side(fail, range(4))
+
+
+def test_a_pgd_split_side_by_side_equals_one_batch():
+    from metaadv_edu import models, panels
+
+    torch.manual_seed(0)
+    model = models.TinyCNN().eval()
+    x, y = torch.rand(9, 1, 8, 8), torch.randint(10, (9,))
+    whole = panels.run_attack(model, x, y, 0.1, 5, 0.03)
+    halves = side_by_side(lambda s: panels.run_attack(model, x[s], y[s], 0.1, 5, 0.03), (slice(0, 4), slice(4, None)))
+    assert torch.allclose(torch.cat(halves), whole)
+
+
+def test_side_by_side_runs_calls_on_a_shared_module_one_by_one(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    shared = torch.nn.Linear(2, 2)
+    first, second = torch.nn.Sequential(shared, torch.nn.ReLU()), torch.nn.Sequential(shared)
+
+    def where(_):
+        return threading.current_thread() is threading.main_thread()
+
+    assert side_by_side(where, range(2), modules=[first, second]) == [True, True]
+    assert side_by_side(where, range(2), modules=[torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]) == [False, False]

@@ -237,3 +237,19 @@ def test_attack_strength_check_names_a_bad_argument():
     model, tasks = _strength_setup()
     with pytest.raises(ValueError, match="epsilon"):
         robust_checks.attack_strength_check(model, Tasks(*tasks), inner_lr=0.2, steps=2, epsilon=0.0)
+
+
+def test_learners_side_by_side_give_the_results_of_one_by_one(monkeypatch, device):
+    learners = {"a": _learner(device, 0), "b": _learner(device, 1), "c": _learner(device, 2)}
+    tasks, attacks = _tasks(device), {"FGSM": robust_eval.Attack("fgsm"), "PGD ×2": robust_eval.Attack("pgd", 3, 2)}
+    with monkeypatch.context() as m:  # two cores, as on the course's smallest machine, even in a test worker
+        m.setattr(torch, "get_num_threads", lambda: 2)
+        m.setattr("os.cpu_count", lambda: 2)
+        together = robust_eval.evaluate_learners(learners, tasks, [0.0, 0.1], attacks, seed=0)
+        moved = robust_eval.transfer_correct(learners, tasks, epsilon=0.1, attack=attacks["PGD ×2"], seed=0)
+    monkeypatch.setattr(robust_eval, "side_by_side", lambda fn, items, modules=None: [fn(i) for i in items])
+    assert list(together) == list(robust_eval.evaluate_learners(learners, tasks, [0.0, 0.1], attacks, seed=0))
+    for key, value in robust_eval.evaluate_learners(learners, tasks, [0.0, 0.1], attacks, seed=0).items():
+        assert torch.equal(together[key], value), key
+    for key, value in robust_eval.transfer_correct(learners, tasks, epsilon=0.1, attack=attacks["PGD ×2"]).items():
+        assert torch.equal(moved[key], value), key

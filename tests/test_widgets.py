@@ -4,7 +4,6 @@ import ipywidgets as w
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import torch
 
 from metaadv_edu import widgets
 
@@ -292,33 +291,3 @@ def test_blit_error_sees_a_static_line_that_a_full_render_draws_over_a_moving_im
     assert ex.blit_error() > 20
     ex.set(epsilon=0.3)
     assert ex.blit_error() > 20
-
-
-def test_side_by_side_keeps_the_order_and_raises_what_a_call_raises():
-    from metaadv_edu.widgets import side_by_side
-
-    def square(i):
-        return i * i
-
-    assert side_by_side(square, range(7)) == [i * i for i in range(7)]
-    assert side_by_side(square, []) == []
-
-    def fail(i):
-        if i == 2:
-            raise ValueError("epsilon must be ≥ 0")
-        return i
-
-    with pytest.raises(ValueError, match="epsilon"):
-        side_by_side(fail, range(4))
-
-
-def test_a_pgd_split_side_by_side_equals_one_batch():
-    from metaadv_edu import models, panels
-    from metaadv_edu.widgets import side_by_side
-
-    torch.manual_seed(0)
-    model = models.TinyCNN().eval()
-    x, y = torch.rand(9, 1, 8, 8), torch.randint(10, (9,))
-    whole = panels.run_attack(model, x, y, 0.1, 5, 0.03)
-    halves = side_by_side(lambda s: panels.run_attack(model, x[s], y[s], 0.1, 5, 0.03), (slice(0, 4), slice(4, None)))
-    assert torch.allclose(torch.cat(halves), whole)

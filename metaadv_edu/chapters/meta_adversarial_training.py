@@ -31,6 +31,7 @@ from metaadv_edu.chapters.graders.meta_adversarial_training import (
     check_linf_robust_loss,
     check_pgd_query_loss,
 )
+from metaadv_edu.device import side_by_side
 from metaadv_edu.plotting import PALETTE, series
 from metaadv_edu.robust_eval import Attack
 from metaadv_edu.widgets import (
@@ -39,7 +40,6 @@ from metaadv_edu.widgets import (
     inner_lr_slider,
     int_slider,
     selection_slider,
-    side_by_side,
 )
 
 __all__ = [
@@ -334,10 +334,6 @@ def cover_task_generator(target_epsilon: float = 0.0, epsilon: float = 8 / 255, 
     return load_or_train("covers-task-generator", config, build, cache.timed(train), device=device)
 
 
-def _one_by_one(fn, items) -> list:
-    return [fn(item) for item in items]
-
-
 def robust_few_shot_explorer(
     learners: dict[str, torch.nn.Module],
     tasks,
@@ -380,9 +376,7 @@ def robust_few_shot_explorer(
         bar_ax.title.set_animated(True)
         artists.update(columns=columns, clean=clean, adv=adv, bar_ax=bar_ax)
 
-    # learners that share no module adapt and are attacked side by side (one module may not run in two threads)
-    modules = [id(sub) for m in learners.values() for sub in m.modules()]
-    each = side_by_side if len(set(modules)) == len(modules) else _one_by_one
+    modules = [learners[name] for name in names]  # adapted and attacked side by side if they share no submodule
     memo: dict = {"results_for": None}  # the last results and adaptation: a learner move recomputes nothing
 
     def results_for(epsilon, inner_lr, task):
@@ -393,7 +387,11 @@ def robust_few_shot_explorer(
                 adapted = robust_meta.adapt_tasks(learners[name], one, inner_lr=inner_lr, steps=steps)
                 return {k: p[0] for k, p in adapted.items()}
 
-            memo.update(adapted_for=(inner_lr, task), results_for=None, adapted=dict(zip(names, each(adapt, names))))
+            memo.update(
+                adapted_for=(inner_lr, task),
+                results_for=None,
+                adapted=dict(zip(names, side_by_side(adapt, names, modules=modules))),
+            )
         if memo["results_for"] != (epsilon, inner_lr, task):
 
             def attack(name):
@@ -406,7 +404,10 @@ def robust_few_shot_explorer(
                     attack_steps=attack_steps,
                 )
 
-            memo.update(results_for=(epsilon, inner_lr, task), results=dict(zip(names, each(attack, names))))
+            memo.update(
+                results_for=(epsilon, inner_lr, task),
+                results=dict(zip(names, side_by_side(attack, names, modules=modules))),
+            )
         return memo["results"]
 
     def draw(fig, *, epsilon, inner_lr, learner, task):
