@@ -1,7 +1,8 @@
 """Choosing the compute device, the device for float64 checks, seeding every random number generator, and
 running independent pieces of work on all the CPU cores.
 
-Notebook ``00_start_here`` shows them in use.
+Notebook ``00_start_here`` shows :func:`pick_device` and :func:`seed_everything` in use; :func:`side_by_side`
+runs notebook 08's evaluation of four learners and the explorers' independent work.
 """
 
 from __future__ import annotations

@@ -131,8 +131,8 @@ def evaluate_learners(
     boolean of shape (len(epsilons), n_tasks, k_query), plus ``{(learner, "clean"): ...}`` (the unperturbed
     query covers, the same for every ε) and ``{(learner, WORST_CASE): ...}``, the per-example worst case
     over the clean covers and all the attacks. ``correct.float().mean(-1)`` gives per-task accuracies.
-    Learners that share no module run side by side (:func:`metaadv_edu.device.side_by_side`), with the
-    results of one by one.
+    When no two learners share a submodule they run side by side (:func:`metaadv_edu.device.side_by_side`;
+    one by one otherwise, or on one core); the results are those of one by one.
     """
     if not learners:
         raise ValueError("learners must hold at least one learner")
