@@ -346,6 +346,10 @@ def _identify(path: Path, folder: Path, course_dir: Path, timeout: int, notebook
     return job
 
 
+def _could_not_grade(exc: Exception) -> str:
+    return f"could not grade: {type(exc).__name__}: {exc}"[:300]
+
+
 def _grade_job(job: _Job) -> dict:
     if job.error:
         return {"error": job.error}
@@ -356,7 +360,7 @@ def _grade_job(job: _Job) -> dict:
     except NotGradable as exc:
         return {"error": str(exc)}
     except Exception as exc:  # anything unexpected still becomes a row, never a stopped batch
-        return {"error": f"could not grade: {type(exc).__name__}: {exc}"[:300]}
+        return {"error": _could_not_grade(exc)}
     return {"outcomes": outcomes, "notes": notes}
 
 
@@ -423,9 +427,12 @@ def grade_class(
         if job.stem in broken and not job.error:
             job.error = broken[job.stem]
         if not job.error:  # a notebook without one exercise cell of the course's: no kernel needed to say so
-            cells = nbformat.read(job.path, as_version=4).cells
-            if all(_find(cells, ex) is None for ex in exercises[job.stem]):
-                job.error = NO_EXERCISES
+            try:
+                cells = nbformat.read(job.path, as_version=4).cells
+                if all(_find(cells, ex) is None for ex in exercises[job.stem]):
+                    job.error = NO_EXERCISES
+            except Exception as exc:  # nbformat reads notebooks it cannot validate; grading would fail alike
+                job.error = _could_not_grade(exc)
     # files that cannot be graded get their rows here, without a worker process
     results: dict[int, dict] = {i: {"error": job.error} for i, job in enumerate(queue) if job.error}
     runnable = [i for i in range(len(queue)) if i not in results]

@@ -5,6 +5,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import nbformat
@@ -44,7 +45,7 @@ EXPECTED = [
     ("tamperer", "01_fgsm.ipynb", "PGD", "1", "2", "2", "several projected, clamped ascent steps", TAMPER_NOTE),
     ("wrong", "01_fgsm.ipynb", "FGSM", "0", "0", "1", "wrong sign", VERSION_NOTE),
     ("wrong", "01_fgsm.ipynb", "first-order gain", "0", "0", "1", "you used the L2 norm", VERSION_NOTE),
-    ("wrong", "01_fgsm.ipynb", "PGD", "0", "0", "2", NOT_WRITTEN, VERSION_NOTE),
+    ("wrong", "01_fgsm.ipynb", "PGD", "1", "2", "2", "several projected, clamped ascent steps", VERSION_NOTE),
 ]
 
 
@@ -123,6 +124,15 @@ def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_pa
         (folder / learner).mkdir(parents=True)
         (folder / learner / "01_fgsm.ipynb").write_text(text, encoding="utf-8")
     nbformat.write(nbformat.v4.new_notebook(), str(folder / "notes.ipynb"))
+    # a notebook nbformat reads although it breaks the schema (a cell without cell_type)
+    broken = {
+        "cells": [{"id": "c1", "metadata": {}, "source": "x = 1"}],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (folder / "dee").mkdir()
+    (folder / "dee" / "01_fgsm.ipynb").write_text(json.dumps(broken), encoding="utf-8")
     (tmp_path / "points.json").write_text('{"PGD": 3}')
     out = tmp_path / "grades.csv"
     assert (
@@ -138,8 +148,9 @@ def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_pa
     notes = {r["learner"]: r["note"] for r in rows}
     assert notes["ada"] == "empty file" and notes["bob"].startswith("invalid JSON")
     assert notes["cy"].startswith("none of the notebook's exercise cells found")
+    assert notes["dee"].startswith("could not grade: AttributeError")
     assert notes["notes"].startswith("not a notebook of this course")
-    assert "4 file(s) not gradable" in capsys.readouterr().out
+    assert "5 file(s) not gradable" in capsys.readouterr().out
 
 
 def test_no_execute_is_refused(tmp_path, capsys):
