@@ -240,13 +240,30 @@ def test_attack_strength_check_names_a_bad_argument():
 
 
 def test_learners_side_by_side_give_the_results_of_one_by_one(monkeypatch, device):
+    import threading
+
     learners = {"a": _learner(device, 0), "b": _learner(device, 1), "c": _learner(device, 2)}
     tasks, attacks = _tasks(device), {"FGSM": robust_eval.Attack("fgsm"), "PGD ×2": robust_eval.Attack("pgd", 3, 2)}
+    attack_tasks, calls = robust_meta.attack_tasks, []
+
+    def recorded(model, *args, generator=None, **kwargs):  # who attacks, in which thread, from which random state
+        calls.append((id(model), threading.current_thread().name, generator.get_state()))
+        return attack_tasks(model, *args, generator=generator, **kwargs)
+
     with monkeypatch.context() as m:  # two cores, as on the course's smallest machine, even in a test worker
         m.setattr(torch, "get_num_threads", lambda: 2)
         m.setattr("os.cpu_count", lambda: 2)
+        m.setattr(robust_meta, "attack_tasks", recorded)
         together = robust_eval.evaluate_learners(learners, tasks, [0.0, 0.1], attacks, seed=0)
         moved = robust_eval.transfer_correct(learners, tasks, epsilon=0.1, attack=attacks["PGD ×2"], seed=0)
+    assert all(thread.startswith("side-by-side") for _, thread, _ in calls)  # the threaded path ran
+    states = {}
+    for model, _, state in calls:
+        states.setdefault(model, []).append(state)
+    # every learner's attacks start from the same seeded random states, whichever thread runs them
+    first = states[id(learners["a"].model)]
+    assert len(states) == 3 and all(len(s) == len(first) for s in states.values())
+    assert all(torch.equal(a, b) for s in states.values() for a, b in zip(s, first))
     monkeypatch.setattr(robust_eval, "side_by_side", lambda fn, items, modules=None: [fn(i) for i in items])
     assert list(together) == list(robust_eval.evaluate_learners(learners, tasks, [0.0, 0.1], attacks, seed=0))
     for key, value in robust_eval.evaluate_learners(learners, tasks, [0.0, 0.1], attacks, seed=0).items():
