@@ -101,8 +101,8 @@ LOOP = (
 def write_class(folder: Path, course: Path) -> Path:
     """The class: each learner's folder holds the notebooks they handed in; returns ``folder``.
 
-    ``right`` (two notebooks), ``wrong`` (two named mistakes and an exercise not written, in the handout
-    of an older course version), ``forger`` (the handout with one printing cell added), ``tamperer`` (a
+    ``right`` (two notebooks), ``wrong`` (two named mistakes and one right answer, in the handout of an
+    older course version), ``forger`` (the handout with one printing cell added), ``tamperer`` (a
     redefined grader and grading module, a shadowed ``exec``, a verdict forged with any secret found in
     ``In``, a grader call replaced by a printed ✓, a grader call deleted, a teacher's cell edited and one
     deleted), ``loop`` (an infinite loop that swallows the interrupt in one exercise, 50 MB printed in
@@ -119,7 +119,7 @@ def write_class(folder: Path, course: Path) -> Path:
     forged = handout(course, "01_fgsm")
     forged.cells.append(nbformat.v4.new_code_cell(FORGERY))
     save("forger", forged)
-    wrong = _answer(handout(course, "01_fgsm"), WRONG_01)
+    wrong = _answer(handout(course, "01_fgsm"), {**WRONG_01, 2: right["01_fgsm"][2]})
     wrong.metadata[HANDOUT_KEY]["version"] = "0.0.1"
     save("wrong", wrong)
     gain_stub = [c for c in handout(course, "01_fgsm").cells if "solution" in c.metadata.get("tags", [])][1].source
