@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -134,6 +135,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_PREFIX = "side-by-side"
 
 
 def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Module] | None = None) -> list:
@@ -144,7 +146,9 @@ def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Mo
     side keep every core busy (PyTorch releases the interpreter lock while it computes). The results are
     the same as one by one. ``modules`` names the module each call runs: calls that run the *same* module
     with other parameters must not overlap (``torch.func.functional_call`` swaps a module's parameters
-    while it runs), so when two of them share a submodule the calls run one by one.
+    while it runs), so when two of them share a submodule the calls run one by one. A call made from inside
+    another ``side_by_side`` call runs its items one by one in its thread. The pool's threads compute with
+    PyTorch on ``cores // workers`` threads each.
     """
     global _POOL
     items = list(items)
@@ -155,7 +159,9 @@ def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Mo
     if modules is not None:
         ids = [id(sub) for module in modules for sub in module.modules()]
         shared = len(set(ids)) < len(ids)
-    if len(items) < 2 or cores < 2 or shared:
+    # a call made from one of the pool's own threads runs its items there: waiting on the pool could deadlock
+    nested = threading.current_thread().name.startswith(_PREFIX)
+    if len(items) < 2 or cores < 2 or shared or nested:
         return [fn(item) for item in items]
     if _POOL is None:
         workers = min(4, cores)
@@ -163,7 +169,7 @@ def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Mo
         # over them (on 2 cores two workers of 2 threads each are slower than 1 each)
         _POOL = ThreadPoolExecutor(
             max_workers=workers,
-            thread_name_prefix="side-by-side",
+            thread_name_prefix=_PREFIX,
             initializer=torch.set_num_threads,
             initargs=(max(1, cores // workers),),
         )

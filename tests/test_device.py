@@ -108,3 +108,21 @@ def test_side_by_side_runs_calls_on_a_shared_module_one_by_one(monkeypatch):
 
     assert side_by_side(where, range(2), modules=[first, second]) == [True, True]
     assert side_by_side(where, range(2), modules=[torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]) == [False, False]
+
+
+def test_side_by_side_inside_side_by_side_runs_in_its_thread(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    result = []
+
+    def outer(i):
+        return side_by_side(lambda j: (i, j, threading.current_thread().name), range(2))
+
+    runner = threading.Thread(target=lambda: result.extend(side_by_side(outer, range(8))), daemon=True)
+    runner.start()
+    runner.join(60)  # every pool thread waiting on the pool would be a deadlock
+    assert not runner.is_alive(), "nested side_by_side calls deadlocked"
+    assert [[(i, j) for i, j, _ in inner] for inner in result] == [[(i, 0), (i, 1)] for i in range(8)]
+    assert all(len({name for _, _, name in inner}) == 1 for inner in result)  # each inner call in one thread
