@@ -335,11 +335,14 @@ def _identify(path: Path, folder: Path, course_dir: Path, timeout: int, notebook
         job.error = f"{kind}: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
         return job
     meta = nb.metadata.get(HANDOUT_KEY, {})
+    if not isinstance(meta, dict):  # nbformat accepts any value under a key of its metadata
+        job.stem, job.error = None, f"not a notebook of this course (its metadata {HANDOUT_KEY!r} is not a mapping)"
+        return job
     if meta.get("course", COURSE) != COURSE:
         job.stem, job.error = None, f"a notebook of another course ({meta.get('course')})"
         return job
     stem = meta.get("notebook") or path.stem
-    if not (course_dir / f"{stem}.ipynb").is_file():
+    if not isinstance(stem, str) or Path(stem).name != stem or not (course_dir / f"{stem}.ipynb").is_file():
         job.stem, job.error = None, f"not a notebook of this course (no {stem}.ipynb in {course_dir})"
         return job
     job.stem, job.course_notebook = stem, str(course_dir / f"{stem}.ipynb")

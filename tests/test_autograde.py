@@ -118,7 +118,8 @@ def test_every_course_notebook_names_its_exercises_like_its_points():
         assert all(e.cell_id and e.arguments for e in exercises), path.name
 
 
-def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_path, capsys):
+def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(submissions, "_run_in_workers", lambda *a, **k: pytest.fail("a worker process was started"))
     folder = tmp_path / "class"
     for learner, text in (("ada", ""), ("bob", "not json"), ("cy", '{"cells": []}')):
         (folder / learner).mkdir(parents=True)
@@ -133,6 +134,11 @@ def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_pa
     }
     (folder / "dee").mkdir()
     (folder / "dee" / "01_fgsm.ipynb").write_text(json.dumps(broken), encoding="utf-8")
+    # valid notebooks whose handout metadata is not a mapping, or names a file outside the course
+    for learner, meta in (("eve", "x"), ("fay", {"notebook": "../01_fgsm"})):
+        nb = {"cells": [], "metadata": {"metaadv_edu_handout": meta}, "nbformat": 4, "nbformat_minor": 5}
+        (folder / learner).mkdir()
+        (folder / learner / "01_fgsm.ipynb").write_text(json.dumps(nb), encoding="utf-8")
     (tmp_path / "points.json").write_text('{"PGD": 3}')
     out = tmp_path / "grades.csv"
     assert (
@@ -149,8 +155,10 @@ def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_pa
     assert notes["ada"] == "empty file" and notes["bob"].startswith("invalid JSON")
     assert notes["cy"].startswith("none of the notebook's exercise cells found")
     assert notes["dee"].startswith("could not grade: AttributeError")
+    assert notes["eve"].startswith("not a notebook of this course") and "not a mapping" in notes["eve"]
+    assert notes["fay"].startswith("not a notebook of this course")
     assert notes["notes"].startswith("not a notebook of this course")
-    assert "5 file(s) not gradable" in capsys.readouterr().out
+    assert "7 file(s) not gradable" in capsys.readouterr().out
 
 
 def test_no_execute_is_refused(tmp_path, capsys):
