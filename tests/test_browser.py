@@ -35,6 +35,8 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser"
 ALL_NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SAMPLE = ["06_reptile.ipynb", "07_meta_sgd.ipynb"]  # 00 runs as the Voilà demo below
 DEMO = "00_start_here.ipynb"  # what the Binder demo badge opens (README)
+# the sliders these explorers show: 00 ε, α; 06 α (log), k (integer), β (float); 07 model (selection), α scale, task
+MINIMUM_SLIDERS = {DEMO: 2, "06_reptile.ipynb": 3, "07_meta_sgd.ipynb": 3}
 NOTEBOOKS = ALL_NOTEBOOKS if os.environ.get("METAADV_BROWSER_ALL") == "1" else SAMPLE
 ARGS = [
     "--headless",
@@ -170,7 +172,7 @@ def _move(page, slider) -> None:
 def _move_every_slider(page, root, name: str) -> None:
     """Move each slider under ``root`` one step and wait for its explorer's figure to change."""
     sliders = root.locator(".widget-slider")
-    minimum = 2 if name.startswith("00") else 1  # 00: ε and α
+    minimum = MINIMUM_SLIDERS.get(name, 1)
     sliders.nth(minimum - 1).wait_for(timeout=60_000)  # widgets are drawn after the page has loaded
     count = sliders.count()
     assert count >= minimum, f"{name}: {count} slider(s) on the page"
