@@ -12,7 +12,7 @@ import random
 import re
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -141,27 +141,34 @@ _PREFIX = "side-by-side"
 def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Module] | None = None) -> list:
     """``[fn(item) for item in items]``, the calls run in up to four threads (one per core and item).
 
-    For independent pieces of work, such as each learner's attack in an explorer or an evaluation. On the
-    course's small models PyTorch's own threads speed up one call little, while independent calls side by
-    side keep every core busy (PyTorch releases the interpreter lock while it computes). The results are
-    the same as one by one. ``modules`` names the module each call runs: calls that run the *same* module
-    with other parameters must not overlap (``torch.func.functional_call`` swaps a module's parameters
-    while it runs), so when two of them share a submodule the calls run one by one. A call made from inside
-    another ``side_by_side`` call runs its items one by one in its thread. The pool's threads compute with
-    PyTorch on ``cores // workers`` threads each.
+    For independent pieces of work on the CPU, such as each learner's attack in an explorer or an
+    evaluation. On the course's small models PyTorch's own threads speed up one call little, while
+    independent calls side by side keep every core busy (PyTorch releases the interpreter lock while it
+    computes). The results are the same as one by one. ``modules`` names the module each call runs, and the
+    calls run one by one when:
+
+    - two of them share a submodule: calls that run the *same* module with other parameters must not
+      overlap (``torch.func.functional_call`` swaps a module's parameters while it runs);
+    - a module has a tensor off the CPU: threads gain nothing on a GPU, and PyTorch's Apple-GPU (MPS)
+      backend is not safe to call from several threads at once;
+    - the call is made from inside another ``side_by_side`` call (waiting on the pool could deadlock).
+
+    No call outlives this one, even when one raises or the caller is interrupted, so a later call never
+    meets an earlier one on the same module. The pool's threads compute with PyTorch on
+    ``cores // workers`` threads each; PyTorch keeps that count for threads started later in the process.
     """
     global _POOL
     items = list(items)
     # the cores this process may use: PyTorch's thread count (on Binder, binder/start sets it to the container's
     # CPU quota, which os.cpu_count() does not see)
     cores = min(os.cpu_count() or 1, torch.get_num_threads())
-    shared = False
-    if modules is not None:
+    one_by_one = len(items) < 2 or cores < 2 or threading.current_thread().name.startswith(_PREFIX)
+    if modules is not None and not one_by_one:
+        modules = list(modules)
         ids = [id(sub) for module in modules for sub in module.modules()]
-        shared = len(set(ids)) < len(ids)
-    # a call made from one of the pool's own threads runs its items there: waiting on the pool could deadlock
-    nested = threading.current_thread().name.startswith(_PREFIX)
-    if len(items) < 2 or cores < 2 or shared or nested:
+        off_cpu = any(t.device.type != "cpu" for m in modules for t in (*m.parameters(), *m.buffers()))
+        one_by_one = len(set(ids)) < len(ids) or off_cpu
+    if one_by_one:
         return [fn(item) for item in items]
     if _POOL is None:
         workers = min(4, cores)
@@ -173,4 +180,10 @@ def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Mo
             initializer=torch.set_num_threads,
             initargs=(max(1, cores // workers),),
         )
-    return list(_POOL.map(fn, items))
+    futures = [_POOL.submit(fn, item) for item in items]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+        wait(futures)

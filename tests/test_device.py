@@ -1,4 +1,8 @@
 import random
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -68,12 +72,24 @@ def test_seed_everything_rejects_bad_seeds(seed):
         seed_everything(seed)
 
 
-def test_side_by_side_keeps_the_order_and_raises_what_a_call_raises():
+@pytest.fixture
+def two_cores(monkeypatch):
+    """Two cores for side_by_side, as on the course's smallest machine, even in a one-thread test worker."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+
+
+def _in_main_thread(_) -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def test_side_by_side_keeps_the_order_and_raises_what_a_call_raises(two_cores):
     def square(i):
         return i * i
 
     assert side_by_side(square, range(7)) == [i * i for i in range(7)]
     assert side_by_side(square, []) == []
+    assert side_by_side(_in_main_thread, range(2)) == [False, False]  # the pool ran them
 
     def fail(i):
         if i == 2:
@@ -84,7 +100,21 @@ def test_side_by_side_keeps_the_order_and_raises_what_a_call_raises():
         side_by_side(fail, range(4))
 
 
-def test_a_pgd_split_side_by_side_equals_one_batch():
+def test_no_call_outlives_a_side_by_side_call_that_raised(two_cores):
+    finished = []
+
+    def work(i):
+        if i == 0:
+            raise ValueError("the first call fails at once")
+        time.sleep(0.3)  # still running when the first call's error arrives
+        finished.append(i)
+
+    with pytest.raises(ValueError, match="fails at once"):
+        side_by_side(work, range(2))
+    assert finished == [1]
+
+
+def test_a_pgd_split_side_by_side_equals_one_batch(two_cores):
     from metaadv_edu import models, panels
 
     torch.manual_seed(0)
@@ -95,34 +125,35 @@ def test_a_pgd_split_side_by_side_equals_one_batch():
     assert torch.allclose(torch.cat(halves), whole)
 
 
-def test_side_by_side_runs_calls_on_a_shared_module_one_by_one(monkeypatch):
-    import threading
-
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+def test_side_by_side_runs_calls_on_a_shared_or_non_cpu_module_one_by_one(two_cores):
     shared = torch.nn.Linear(2, 2)
     first, second = torch.nn.Sequential(shared, torch.nn.ReLU()), torch.nn.Sequential(shared)
+    assert side_by_side(_in_main_thread, range(2), modules=[first, second]) == [True, True]
+    assert side_by_side(_in_main_thread, range(2), modules=[first, first]) == [True, True]
+    elsewhere = [torch.nn.Linear(2, 2, device="meta"), torch.nn.Linear(2, 2, device="meta")]  # as on a GPU
+    assert side_by_side(_in_main_thread, range(2), modules=elsewhere) == [True, True]
+    distinct = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
+    assert side_by_side(_in_main_thread, range(2), modules=distinct) == [False, False]
 
-    def where(_):
-        return threading.current_thread() is threading.main_thread()
 
-    assert side_by_side(where, range(2), modules=[first, second]) == [True, True]
-    assert side_by_side(where, range(2), modules=[torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]) == [False, False]
+NESTED = """
+import os, threading, torch
+from metaadv_edu.device import side_by_side
+torch.get_num_threads = lambda: 8
+os.cpu_count = lambda: 8
+def outer(i):
+    return side_by_side(lambda j: (i, j, threading.current_thread().name), range(2))
+result = side_by_side(outer, range(8))
+assert [[(i, j) for i, j, _ in inner] for inner in result] == [[(i, 0), (i, 1)] for i in range(8)]
+assert all(len({name for _, _, name in inner}) == 1 for inner in result)  # each inner call in one thread
+print("ok")
+"""
 
 
-def test_side_by_side_inside_side_by_side_runs_in_its_thread(monkeypatch):
-    import threading
-
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
-    result = []
-
-    def outer(i):
-        return side_by_side(lambda j: (i, j, threading.current_thread().name), range(2))
-
-    runner = threading.Thread(target=lambda: result.extend(side_by_side(outer, range(8))), daemon=True)
-    runner.start()
-    runner.join(60)  # every pool thread waiting on the pool would be a deadlock
-    assert not runner.is_alive(), "nested side_by_side calls deadlocked"
-    assert [[(i, j) for i, j, _ in inner] for inner in result] == [[(i, 0), (i, 1)] for i in range(8)]
-    assert all(len({name for _, _, name in inner}) == 1 for inner in result)  # each inner call in one thread
+def test_side_by_side_inside_side_by_side_runs_in_its_thread():
+    # in a process of its own: a deadlocked pool would otherwise keep this test worker from exiting
+    try:
+        out = subprocess.run([sys.executable, "-c", NESTED], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("nested side_by_side calls deadlocked")
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
