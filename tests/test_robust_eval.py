@@ -270,3 +270,29 @@ def test_learners_side_by_side_give_the_results_of_one_by_one(monkeypatch, devic
         assert torch.equal(together[key], value), key
     for key, value in robust_eval.transfer_correct(learners, tasks, epsilon=0.1, attack=attacks["PGD ×2"]).items():
         assert torch.equal(moved[key], value), key
+
+
+def test_learners_that_share_a_model_are_evaluated_one_by_one(monkeypatch, device):
+    import threading
+
+    a = _learner(device, 0)
+    learners = {"a": a, "a again": robust_meta.Learner(a.model, 0.5, 2), "b": _learner(device, 1)}
+    tasks, attack = _tasks(device), robust_eval.Attack("pgd", 3)
+    attack_tasks, threads = robust_meta.attack_tasks, []
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return attack_tasks(*args, **kwargs)
+
+    with monkeypatch.context() as m:  # two cores, as in the side-by-side test above
+        m.setattr(torch, "get_num_threads", lambda: 2)
+        m.setattr("os.cpu_count", lambda: 2)
+        m.setattr(robust_meta, "attack_tasks", recorded)
+        together = robust_eval.evaluate_learners(learners, tasks, [0.1], {"PGD": attack}, seed=0)
+        moved = robust_eval.transfer_correct(learners, tasks, epsilon=0.1, attack=attack, seed=0)
+    assert threads and set(threads) == {threading.main_thread().name}
+    monkeypatch.setattr(robust_eval, "side_by_side", lambda fn, items, modules=None: [fn(i) for i in items])
+    for key, value in robust_eval.evaluate_learners(learners, tasks, [0.1], {"PGD": attack}, seed=0).items():
+        assert torch.equal(together[key], value), key
+    for key, value in robust_eval.transfer_correct(learners, tasks, epsilon=0.1, attack=attack, seed=0).items():
+        assert torch.equal(moved[key], value), key
