@@ -144,8 +144,9 @@ def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Mo
     For independent pieces of work on the CPU, such as each learner's attack in an explorer or an
     evaluation. On the course's small models PyTorch's own threads speed up one call little, while
     independent calls side by side keep every core busy (PyTorch releases the interpreter lock while it
-    computes). The results are the same as one by one. ``modules`` names the module each call runs, and the
-    calls run one by one when:
+    computes). The results are the same as one by one at the course's sizes (a large reduction can differ in
+    its last bits with PyTorch's thread count, which is lower in the pool's threads). ``modules`` names the
+    module each call runs, and the calls run one by one when:
 
     - two of them share a submodule: calls that run the *same* module with other parameters must not
       overlap (``torch.func.functional_call`` swaps a module's parameters while it runs);

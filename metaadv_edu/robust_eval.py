@@ -132,7 +132,8 @@ def evaluate_learners(
     query covers, the same for every ε) and ``{(learner, WORST_CASE): ...}``, the per-example worst case
     over the clean covers and all the attacks. ``correct.float().mean(-1)`` gives per-task accuracies.
     When no two learners share a submodule they run side by side (:func:`metaadv_edu.device.side_by_side`;
-    one by one otherwise, or on one core); the results are those of one by one.
+    one by one otherwise, on one core, or when a model is off the CPU); the results are those of one by one
+    at the course's sizes.
     """
     if not learners:
         raise ValueError("learners must hold at least one learner")
