@@ -342,8 +342,12 @@ def _identify(path: Path, folder: Path, course_dir: Path, timeout: int, notebook
         job.stem, job.error = None, f"a notebook of another course ({meta.get('course')})"
         return job
     stem = meta.get("notebook") or path.stem
-    if not isinstance(stem, str) or Path(stem).name != stem or not (course_dir / f"{stem}.ipynb").is_file():
-        job.stem, job.error = None, f"not a notebook of this course (no {stem}.ipynb in {course_dir})"
+    try:  # a name, not a path; a name too long for the file system raises
+        known = isinstance(stem, str) and Path(stem).name == stem and (course_dir / f"{stem}.ipynb").is_file()
+    except (OSError, ValueError):
+        known = False
+    if not known:
+        job.stem, job.error = None, f"not a notebook of this course (no {str(stem)[:80]}.ipynb in {course_dir})"
         return job
     job.stem, job.course_notebook = stem, str(course_dir / f"{stem}.ipynb")
     return job
@@ -367,12 +371,18 @@ def _grade_job(job: _Job) -> dict:
     return {"outcomes": outcomes, "notes": notes}
 
 
+def _printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode escaped: a folder name that is not UTF-8 (an archive unzipped from
+    another system) or a lone surrogate in a notebook's metadata would stop the table and the CSV."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _rows(job: _Job, result: dict, exercises: list[Exercise], points: dict[str, float]) -> list[dict[str, str]]:
     relative = Path(job.relative)
     learner = relative.parts[0] if len(relative.parts) > 1 else relative.stem
 
     def row(exercise: str, passed: bool, weight: float, text: str, note: str) -> dict[str, str]:
-        return {
+        fields = {
             "learner": learner,
             "notebook": relative.name,
             "exercise": exercise,
@@ -382,6 +392,7 @@ def _rows(job: _Job, result: dict, exercises: list[Exercise], points: dict[str, 
             "result": text,
             "note": note,
         }
+        return {key: _printable(value) for key, value in fields.items()}
 
     if "error" in result and not exercises:
         return [row("", False, 0.0, "not graded", result["error"])]
@@ -471,7 +482,10 @@ def _run_in_workers(queue: list[_Job], keys: list[int], jobs: int, notebook_time
             futures = {pool.submit(_grade_job, job): i for i, job in enumerate(queue)}
             try:
                 for future in as_completed(futures, timeout=backstop):
-                    results[futures[future]] = future.result()
+                    try:
+                        results[futures[future]] = future.result()
+                    except Exception as exc:  # a worker process that died: its notebooks still get rows
+                        results[futures[future]] = {"error": _could_not_grade(exc)}
                     bar.update()
                 answered = True
             except TimeoutError:
@@ -492,7 +506,7 @@ def write_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with path.open("w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -134,11 +135,21 @@ def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_pa
     }
     (folder / "dee").mkdir()
     (folder / "dee" / "01_fgsm.ipynb").write_text(json.dumps(broken), encoding="utf-8")
-    # valid notebooks whose handout metadata is not a mapping, or names a file outside the course
-    for learner, meta in (("eve", "x"), ("fay", {"notebook": "../01_fgsm"})):
+    # valid notebooks whose handout metadata is not a mapping, names a file outside the course (one that
+    # exists), a name too long for the file system, or a lone surrogate that UTF-8 cannot encode
+    handouts = (
+        ("eve", "x"),
+        ("fay", {"notebook": "../notebooks/01_fgsm"}),
+        ("gus", {"notebook": "a" * 300}),
+        ("hal", {"notebook": "\ud800"}),
+    )
+    for learner, meta in handouts:
         nb = {"cells": [], "metadata": {"metaadv_edu_handout": meta}, "nbformat": 4, "nbformat_minor": 5}
         (folder / learner).mkdir()
         (folder / learner / "01_fgsm.ipynb").write_text(json.dumps(nb), encoding="utf-8")
+    unzipped = folder / os.fsdecode(b"Jos\xe9")  # a folder name that is not UTF-8, as unzip may leave it
+    unzipped.mkdir()
+    (unzipped / "01_fgsm.ipynb").write_text("", encoding="utf-8")
     (tmp_path / "points.json").write_text('{"PGD": 3}')
     out = tmp_path / "grades.csv"
     assert (
@@ -146,7 +157,7 @@ def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_pa
     )
     with out.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["learner"], r["exercise"], r["max_points"], r["result"]) for r in rows[:3]] == [
+    assert [(r["learner"], r["exercise"], r["max_points"], r["result"]) for r in rows if r["learner"] == "ada"] == [
         ("ada", "FGSM", "1", "not graded"),
         ("ada", "first-order gain", "1", "not graded"),
         ("ada", "PGD", "3", "not graded"),
@@ -156,9 +167,10 @@ def test_unreadable_files_get_rows_with_the_teachers_points_and_no_kernel(tmp_pa
     assert notes["cy"].startswith("none of the notebook's exercise cells found")
     assert notes["dee"].startswith("could not grade: AttributeError")
     assert notes["eve"].startswith("not a notebook of this course") and "not a mapping" in notes["eve"]
-    assert notes["fay"].startswith("not a notebook of this course")
-    assert notes["notes"].startswith("not a notebook of this course")
-    assert "7 file(s) not gradable" in capsys.readouterr().out
+    for learner in ("fay", "gus", "hal", "notes"):
+        assert notes[learner].startswith("not a notebook of this course"), learner
+    assert "\\ud800" in notes["hal"] and notes["Jos\\udce9"] == "empty file"  # escaped, not a crash
+    assert "10 file(s) not gradable" in capsys.readouterr().out
 
 
 def test_no_execute_is_refused(tmp_path, capsys):
