@@ -155,8 +155,10 @@ def side_by_side(fn: Callable, items: Iterable, *, modules: Iterable[torch.nn.Mo
     - the call is made from inside another ``side_by_side`` call (waiting on the pool could deadlock).
 
     No call outlives this one, even when one raises or the caller is interrupted, so a later call never
-    meets an earlier one on the same module. The pool's threads compute with PyTorch on
-    ``cores // workers`` threads each; PyTorch keeps that count for threads started later in the process.
+    meets an earlier one on the same module. The pool is made by the first call that needs it, for that call's
+    cores, and its threads compute with PyTorch on ``cores // workers`` threads each (PyTorch keeps that count
+    for threads started later in the process). Grad mode is per thread: a ``fn`` that must not build a graph
+    says so itself (``torch.no_grad()`` around the caller does not reach the pool's threads).
     """
     global _POOL
     items = list(items)
