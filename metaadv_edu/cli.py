@@ -364,6 +364,10 @@ def grade(args) -> int:
     if not rows:
         print(f"no notebooks in {folder}", file=sys.stderr)
         return 2
+    if args.csv:  # first: a console that cannot show a learner's name must not cost the gradebook
+        write_csv(rows, args.csv)
+    if hasattr(sys.stdout, "reconfigure"):  # a name the console's encoding lacks is printed escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     by_file: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         by_file.setdefault((row["learner"], row["notebook"]), []).append(row)
@@ -382,7 +386,6 @@ def grade(args) -> int:
         f"{sum(r['passed'] == '1' for r in rows)} passed, {timed_out} timed out, {unreadable} file(s) not gradable"
     )
     if args.csv:
-        write_csv(rows, args.csv)
         print(f"{len(rows)} rows written to {args.csv}")
     return 0
 

@@ -339,7 +339,7 @@ def _identify(path: Path, folder: Path, course_dir: Path, timeout: int, notebook
         job.stem, job.error = None, f"not a notebook of this course (its metadata {HANDOUT_KEY!r} is not a mapping)"
         return job
     if meta.get("course", COURSE) != COURSE:
-        job.stem, job.error = None, f"a notebook of another course ({meta.get('course')})"
+        job.stem, job.error = None, f"a notebook of another course ({str(meta.get('course'))[:80]})"
         return job
     stem = meta.get("notebook") or path.stem
     try:  # a name, not a path; a name too long for the file system raises
