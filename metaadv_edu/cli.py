@@ -347,6 +347,14 @@ def grade(args) -> int:
     except (OSError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.csv:  # a gradebook that cannot be written is said before the class is graded, not after
+        try:
+            Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.csv, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            print(f"--csv {args.csv}: cannot write there ({exc})", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     try:
         rows = grade_class(
@@ -364,8 +372,12 @@ def grade(args) -> int:
     if not rows:
         print(f"no notebooks in {folder}", file=sys.stderr)
         return 2
+    csv_error = None
     if args.csv:  # first: a console that cannot show a learner's name must not cost the gradebook
-        write_csv(rows, args.csv)
+        try:
+            write_csv(rows, args.csv)
+        except OSError as exc:  # e.g. the file opened in a spreadsheet meanwhile: the table below still shows
+            csv_error = exc
     if hasattr(sys.stdout, "reconfigure"):  # a name the console's encoding lacks is printed escaped
         sys.stdout.reconfigure(errors="backslashreplace")
     by_file: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -385,6 +397,9 @@ def grade(args) -> int:
         f"{time.perf_counter() - start:.0f} s with {args.jobs} kernel(s): {len(rows)} exercise rows, "
         f"{sum(r['passed'] == '1' for r in rows)} passed, {timed_out} timed out, {unreadable} file(s) not gradable"
     )
+    if csv_error is not None:
+        print(f"the gradebook could not be written to {args.csv}: {csv_error}", file=sys.stderr)
+        return 1
     if args.csv:
         print(f"{len(rows)} rows written to {args.csv}")
     return 0

@@ -459,7 +459,10 @@ def grade_class(
 
 
 def _run_in_workers(queue: list[_Job], keys: list[int], jobs: int, notebook_timeout: int, progress: bool) -> dict:
-    """Grade ``queue`` in up to ``jobs`` worker processes, one notebook at a time each; ``{key: result}``."""
+    """Grade ``queue`` in up to ``jobs`` worker processes, one notebook at a time each; ``{key: result}``.
+
+    A worker process that dies breaks the pool: every notebook not yet graded gets a 'could not grade' row
+    (grade the class again for those)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, TimeoutError, as_completed
 

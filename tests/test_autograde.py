@@ -187,3 +187,38 @@ def test_no_execute_is_refused(tmp_path, capsys):
     assert cli.main(["grade", str(tmp_path), "--no-execute"]) == 2
     assert "stored outputs" in capsys.readouterr().err
     assert cli.main(["grade", str(tmp_path / "missing")]) == 2
+
+
+def test_a_gradebook_that_cannot_be_written_is_said_before_grading_and_the_table_still_shows(
+    tmp_path, capsys, monkeypatch
+):
+    folder = tmp_path / "class" / "ada"
+    folder.mkdir(parents=True)
+    (folder / "01_fgsm.ipynb").write_text("", encoding="utf-8")
+    monkeypatch.setattr(submissions, "grade_class", lambda *a, **k: pytest.fail("graded before the check"))
+    assert cli.main(["grade", str(tmp_path / "class"), "--csv", str(tmp_path), "--quiet"]) == 2  # a folder
+    assert "cannot write there" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    def locked(rows, path):  # the file opened in a spreadsheet after the check
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(submissions, "write_csv", locked)
+    assert cli.main(["grade", str(tmp_path / "class"), "--csv", str(tmp_path / "g.csv"), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert "ada" in out and "1 file(s) not gradable" in out and "could not be written" in err
+
+
+def test_the_gradebook_is_written_before_the_console_can_fail(tmp_path):
+    folder = tmp_path / "class" / "ada"
+    folder.mkdir(parents=True)
+    (folder / "01_fgsm.ipynb").write_text("", encoding="utf-8")
+
+    class ClosedPipe(io.StringIO):  # `metaadv-edu grade … | head` once head has exited
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with contextlib.redirect_stdout(ClosedPipe()), pytest.raises(BrokenPipeError):
+        cli.main(["grade", str(tmp_path / "class"), "--csv", str(tmp_path / "g.csv"), "--quiet"])
+    with (tmp_path / "g.csv").open(newline="", encoding="utf-8") as f:
+        assert [r["learner"] for r in csv.DictReader(f)] == ["ada"] * 3
