@@ -101,11 +101,13 @@ def test_side_by_side_keeps_the_order_and_raises_what_a_call_raises(two_cores):
 
 
 def test_no_call_outlives_a_side_by_side_call_that_raised(two_cores):
-    finished = []
+    started, finished = threading.Event(), []
 
     def work(i):
         if i == 0:
+            started.wait(5)  # the other call is running before this one fails
             raise ValueError("the first call fails at once")
+        started.set()
         time.sleep(0.3)  # still running when the first call's error arrives
         finished.append(i)
 
