@@ -2,7 +2,7 @@
 running independent pieces of work on all the CPU cores.
 
 Notebook ``00_start_here`` shows :func:`pick_device` and :func:`seed_everything` in use; :func:`side_by_side`
-runs notebook 08's evaluation of four learners and the explorers' independent work.
+runs notebook 08's evaluation of four learners and its explorer's two learners' adaptation and attacks.
 """
 
 from __future__ import annotations
