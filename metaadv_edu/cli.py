@@ -325,6 +325,16 @@ def _read_points(path: str | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in table.items()}
 
 
+def _unwritable(path: str) -> str | None:
+    """Why a file cannot be written at ``path``, or None; creates nothing."""
+    target = Path(path).absolute()
+    if target.is_dir():
+        return "a folder"
+    # the file, or the nearest folder that exists (write_csv makes the folders in between)
+    existing = target if target.exists() else next(p for p in target.parents if p.exists())
+    return None if os.access(existing, os.W_OK) else f"{existing} is not writable"
+
+
 def grade(args) -> int:
     import time
 
@@ -347,14 +357,10 @@ def grade(args) -> int:
     except (OSError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    if args.csv:  # a gradebook that cannot be written is said before the class is graded, not after
-        try:
-            Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.csv, "a", encoding="utf-8"):
-                pass
-        except OSError as exc:
-            print(f"--csv {args.csv}: cannot write there ({exc})", file=sys.stderr)
-            return 2
+    problem = _unwritable(args.csv) if args.csv else None
+    if problem:  # a gradebook that cannot be written is said before the class is graded, not after
+        print(f"--csv {args.csv}: cannot write there ({problem})", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     try:
         rows = grade_class(
